@@ -1,0 +1,29 @@
+"""CIFAR-10 with the paper's recipe (Section 4.2), any CIFAR-family net.
+
+SGD, momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k and 48k iterations,
+64k iterations; pad-4 random crops and flips; per-pixel mean subtraction. ResNet-110 and -1202
+warm up at lr 0.01 for the first 400 iterations, as the paper does.
+
+    python main.py --config=configs/cifar10.py:resnet56 --workdir=/tmp/resnet_jax/cifar10_r56
+
+Append ``,validation`` (``configs/cifar10.py:resnet110,validation``) to train on the paper's 45k
+images and evaluate on the held-out 5k. Prepare the data once with
+``tfds build cifar10`` (see the README). Expected runtime: 64k steps of 128 images, about
+8.2M images: roughly 15-25 minutes for ResNet-20/56 and 40 minutes for ResNet-110 on one modern
+GPU (see benchmarks/RESULTS.md for measured throughput).
+"""
+
+from configs import default
+
+WARMUP_MODELS = ('resnet110', 'resnet1202', 'plain110')
+
+
+def get_config(arg: str = 'resnet20'):
+  model, *options = arg.split(',')
+  config = default.get_config()
+  config.model.name = model
+  if 'validation' in options:
+    config.dataset.update(train_split='train[:45000]', eval_split='train[45000:]')
+  if model in WARMUP_MODELS:
+    config.optimizer.warmup_steps = 400
+  return config

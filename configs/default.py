@@ -1,0 +1,72 @@
+"""Defaults shared by every experiment: the paper's CIFAR-10 recipe with ResNet-20.
+
+Each experiment file imports ``get_config()`` from here and overrides what differs. Any field can
+be overridden on the command line, e.g. ``--config.optimizer.learning_rate=0.05``; a mistyped
+field name is an error.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # The network: any name of resnet_jax.models.MODEL_NAMES and its options.
+  config.model = ml_collections.ConfigDict(dict(
+      name='resnet20',
+      # Shortcut option 'A', 'B' or 'C'; None keeps the family's default (CIFAR A, ImageNet B).
+      shortcut=config_dict.placeholder(str),
+      bottleneck_stride_on='1x1',  # '1x1' (the paper's reference model) or '3x3' ("v1.5").
+      dtype='float32',             # Compute dtype: 'float32' or 'bfloat16'; params stay float32.
+      bn_momentum=0.9,
+      bn_epsilon=1e-5,
+      # 0: BatchNorm statistics over the global batch. N > 0: over fixed groups of N examples
+      # ("virtual batch"), independent of the number of devices.
+      bn_group_size=0,
+      zero_init_last_bn=False,
+  ))
+
+  # The data: a tensorflow-datasets name and how to read it.
+  config.dataset = ml_collections.ConfigDict(dict(
+      name='cifar10',
+      data_dir=config_dict.placeholder(str),  # tfds data_dir; None uses tfds' default.
+      train_split='train',
+      eval_split='test',
+      image_size=32,
+      augment=True,          # The paper's training augmentation.
+      num_shards=0,          # Data shards; 0 = one per process. Fix it to make the data order
+                             # independent of the number of hosts.
+      shuffle_buffer=16_384,  # Streaming datasets (ImageNet) only.
+  ))
+
+  # Global batch sizes (split over all devices of all hosts).
+  config.batch_size = 128
+  config.eval_batch_size = 500
+
+  # Duration: exactly one of total_steps and total_epochs.
+  config.total_steps = 64_000
+  config.total_epochs = config_dict.placeholder(float)
+
+  # SGD with momentum, weight decay and step decay (PAPER.md: CIFAR-10 recipe).
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=0.1,
+      lr_reference_batch=0,        # > 0: scale the rate by batch_size / lr_reference_batch.
+      momentum=0.9,
+      nesterov=False,
+      weight_decay=1e-4,
+      weight_decay_on='all',       # 'all' (as the paper) or 'kernels' (no BN, no biases).
+      lr_boundaries=(32_000, 48_000),
+      lr_boundaries_unit='steps',  # 'steps' or 'epochs'.
+      lr_decay_factor=0.1,
+      warmup_steps=0,              # Hold warmup_learning_rate for these first steps.
+      warmup_learning_rate=0.01,
+  ))
+
+  # Logging, evaluation and checkpoints (in steps).
+  config.log_every_steps = 100
+  config.eval_every_steps = 2_000
+  config.checkpoint_every_steps = 2_000
+  config.keep_checkpoints = 3
+  return config

@@ -1,0 +1,147 @@
+"""From a config to the objects of a run, and the checks that keep bad configs out early.
+
+Every check here runs before any dataset is read or any function is compiled, and raises
+``ConfigError`` with a message that says what is wrong and how to fix it.
+"""
+
+import json
+import os
+
+import ml_collections
+
+from resnet_jax import models
+
+
+class ConfigError(ValueError):
+  """The config cannot give a correct run; the message says which field and what to do."""
+
+
+# Fields whose change makes a checkpoint belong to a different experiment.
+IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size')
+
+
+def build_model(config, num_classes: int):
+  """The Flax module that ``config.model`` describes."""
+  overrides = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
+  return models.create_model(config.model.name, num_classes, **overrides)
+
+
+def total_steps(config, steps_per_epoch: int) -> int:
+  if config.total_epochs:
+    return int(round(config.total_epochs * steps_per_epoch))
+  return int(config.total_steps)
+
+
+def validate(config, *, device_count: int, process_count: int) -> None:
+  """Raises ``ConfigError`` for any config that cannot train correctly."""
+  problems = []
+  if config.model.name not in models.MODEL_NAMES:
+    problems.append(f'model.name={config.model.name!r} is not a model. Valid names: '
+                    f'{", ".join(models.MODEL_NAMES)}.')
+  if config.model.shortcut not in (None, *models.SHORTCUT_OPTIONS):
+    problems.append(f'model.shortcut={config.model.shortcut!r}; use A, B or C (or None for the '
+                    'family default).')
+  if config.model.bottleneck_stride_on not in models.BOTTLENECK_STRIDE_ON:
+    problems.append(f'model.bottleneck_stride_on={config.model.bottleneck_stride_on!r}; use '
+                    "'1x1' or '3x3'.")
+  if config.model.dtype not in ('float32', 'bfloat16'):
+    problems.append(f"model.dtype={config.model.dtype!r}; use 'float32' or 'bfloat16'.")
+  for field in ('batch_size', 'eval_batch_size'):
+    value = config[field]
+    if value <= 0:
+      problems.append(f'{field}={value} must be positive.')
+    elif value % device_count:
+      problems.append(f'{field}={value} is not divisible by the {device_count} devices; use a '
+                      f'multiple of {device_count} (e.g. --config.{field}='
+                      f'{max(device_count, value - value % device_count)}).')
+    elif value % process_count:
+      problems.append(f'{field}={value} is not divisible by the {process_count} processes.')
+  group = config.model.bn_group_size
+  if group < 0 or (group and (config.batch_size // device_count) % group):
+    problems.append(f'model.bn_group_size={group} must divide the per-device batch '
+                    f'{config.batch_size // device_count} (or be 0 for global statistics).')
+  if bool(config.total_steps) == bool(config.total_epochs):
+    problems.append('Set exactly one of total_steps and total_epochs (the other to 0/None); '
+                    f'got total_steps={config.total_steps}, total_epochs={config.total_epochs}.')
+  elif (config.total_steps or 0) < 0 or (config.total_epochs or 0) < 0:
+    problems.append('total_steps / total_epochs must not be negative.')
+  opt = config.optimizer
+  if not opt.learning_rate > 0:
+    problems.append(f'optimizer.learning_rate={opt.learning_rate} must be positive.')
+  if opt.warmup_steps and not opt.warmup_learning_rate > 0:
+    problems.append(f'optimizer.warmup_learning_rate={opt.warmup_learning_rate} must be positive.')
+  if not 0 <= opt.momentum < 1:
+    problems.append(f'optimizer.momentum={opt.momentum} must be in [0, 1).')
+  if opt.weight_decay < 0:
+    problems.append(f'optimizer.weight_decay={opt.weight_decay} must not be negative.')
+  if opt.weight_decay_on not in ('all', 'kernels'):
+    problems.append(f"optimizer.weight_decay_on={opt.weight_decay_on!r}; use 'all' or 'kernels'.")
+  if opt.lr_boundaries_unit not in ('steps', 'epochs'):
+    problems.append(f"optimizer.lr_boundaries_unit={opt.lr_boundaries_unit!r}; use 'steps' or "
+                    "'epochs'.")
+  boundaries = list(opt.lr_boundaries)
+  if boundaries != sorted(boundaries) or len(set(boundaries)) != len(boundaries) or any(
+      b <= 0 for b in boundaries):
+    problems.append(f'optimizer.lr_boundaries={tuple(boundaries)} must be positive and strictly '
+                    'increasing, e.g. (32000, 48000).')
+  if not 0 < opt.lr_decay_factor <= 1:
+    problems.append(f'optimizer.lr_decay_factor={opt.lr_decay_factor} must be in (0, 1].')
+  for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
+                'keep_checkpoints'):
+    if config[field] <= 0:
+      problems.append(f'{field}={config[field]} must be positive.')
+  if problems:
+    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+
+
+def _get(config: dict, dotted: str):
+  for key in dotted.split('.'):
+    config = config.get(key) if isinstance(config, dict) else None
+  return config
+
+
+def check_workdir(config, workdir: str) -> None:
+  """Refuses a workdir that is unwritable or holds a run of a different experiment.
+
+  Reads ``workdir/config.json`` (written by ``save_config``) and compares the fields that
+  define the experiment; nothing in the workdir is modified.
+  """
+  path = os.path.abspath(workdir)
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f'The workdir {workdir!r} cannot be written ({existing!r} is not a '
+                      'writable directory). Choose another --workdir or fix its permissions.')
+  saved_path = os.path.join(path, 'config.json')
+  if not os.path.exists(saved_path):
+    return
+  with open(saved_path) as f:
+    saved = json.load(f)
+  current = json.loads(config.to_json_best_effort())
+  changed = [f'{field}: {_get(saved, field)!r} -> {_get(current, field)!r}'
+             for field in IDENTITY_FIELDS if _get(saved, field) != _get(current, field)]
+  if changed:
+    raise ConfigError(
+        f'The workdir {workdir!r} holds a run of a different experiment ('
+        + '; '.join(changed) + '). Resuming it with this config would mix two runs. Use a new '
+        '--workdir, or the config that run was started with.')
+
+
+def save_config(config, workdir: str) -> None:
+  """Writes the run's config as ``workdir/config.json`` (what notebooks and resumes read)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'config.json')
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not a training workdir.')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))

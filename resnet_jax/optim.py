@@ -1,0 +1,69 @@
+"""The paper's optimiser: SGD with momentum, weight decay and a step-decay learning rate."""
+
+import flax
+import jax.numpy as jnp
+import optax
+
+
+def base_learning_rate(config) -> float:
+  """The configured rate, scaled linearly with the batch when ``lr_reference_batch`` is set."""
+  opt = config.optimizer
+  if opt.lr_reference_batch:
+    return opt.learning_rate * config.batch_size / opt.lr_reference_batch
+  return opt.learning_rate
+
+
+def boundaries_in_steps(config, steps_per_epoch: int) -> list[int]:
+  """The schedule's decay boundaries in steps, whether the config gives steps or epochs."""
+  opt = config.optimizer
+  if opt.lr_boundaries_unit == 'epochs':
+    return [int(round(b * steps_per_epoch)) for b in opt.lr_boundaries]
+  return [int(b) for b in opt.lr_boundaries]
+
+
+def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
+  """Piecewise constant: ``base`` divided by 1/``lr_decay_factor`` at each boundary.
+
+  With ``warmup_steps`` the rate is held at ``warmup_learning_rate`` for the first steps (the
+  paper's ResNet-110 recipe: 0.01 for 400 iterations), then the step-decay schedule continues
+  as if the warmup had not been there (its boundaries are absolute steps).
+  """
+  opt = config.optimizer
+  decay = {b: opt.lr_decay_factor for b in boundaries_in_steps(config, steps_per_epoch)}
+  step_decay = optax.piecewise_constant_schedule(base_learning_rate(config), decay)
+  if not opt.warmup_steps:
+    return step_decay
+
+  def schedule(step):
+    return jnp.where(step < opt.warmup_steps, opt.warmup_learning_rate, step_decay(step))
+
+  return schedule
+
+
+def weight_decay_mask(params, decay_on: str):
+  """Which parameters weight decay applies to.
+
+  'all': every parameter, as in the paper's Caffe solver and torchvision's reference recipe.
+  'kernels': conv and dense kernels only (no BatchNorm scale/bias, no dense bias).
+  """
+  if decay_on == 'all':
+    return None
+  if decay_on == 'kernels':
+    flat = flax.traverse_util.flatten_dict(params)
+    return flax.traverse_util.unflatten_dict({k: k[-1] == 'kernel' for k in flat})
+  raise ValueError(f"optimizer.weight_decay_on={decay_on!r}; use 'all' or 'kernels'.")
+
+
+def create_optimizer(config, params, steps_per_epoch: int):
+  """SGD with (optionally Nesterov) momentum and L2 weight decay added to the gradient.
+
+  The decay is added to the gradient before momentum, exactly like Caffe's and PyTorch's SGD.
+  Returns ``(optimizer, learning_rate_schedule)``.
+  """
+  opt = config.optimizer
+  schedule = learning_rate_schedule(config, steps_per_epoch)
+  tx = optax.chain(
+      optax.add_decayed_weights(opt.weight_decay, weight_decay_mask(params, opt.weight_decay_on)),
+      optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
+  )
+  return tx, schedule

@@ -1,0 +1,113 @@
+"""The pure, jittable pieces of training: state, loss, metrics, one train step, one eval step.
+
+Nothing here knows about devices, files or input pipelines, so the training loop, the benchmarks,
+the device-resident CIFAR path and notebooks all share exactly these functions.
+"""
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from clu import metrics
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training step reads and writes: a pure pytree."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self):
+    return {'params': self.params, 'batch_stats': self.batch_stats}
+
+
+def init_train_state(model, tx, rng, image_shape) -> TrainState:
+  """Initialises params and batch_stats from ``rng`` and the optimizer state from them."""
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = model.init(rng, dummy, train=False)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
+                    batch_stats=variables['batch_stats'],
+                    opt_state=tx.init(variables['params']))
+
+
+def first_nonfinite(values, steps):
+  """The first step whose value is NaN or infinite, or int32 max when every value is finite."""
+  never = jnp.iinfo(jnp.int32).max
+  return jnp.min(jnp.where(jnp.isfinite(values), never, steps))
+
+
+@flax.struct.dataclass
+class FirstNonFinite(metrics.Metric):
+  """The first training step whose loss was not finite (int32 max when none), for divergence."""
+  step: jax.Array
+
+  @classmethod
+  def from_model_output(cls, loss, step, **_):
+    return cls(step=first_nonfinite(loss, step))
+
+  def merge(self, other):
+    return type(self)(step=jnp.minimum(self.step, other.step))
+
+  def compute(self):
+    return self.step
+
+
+@flax.struct.dataclass
+class TrainMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  error_top1: metrics.Average.from_output('error_top1')
+  error_top5: metrics.Average.from_output('error_top5')
+  learning_rate: metrics.LastValue.from_output('learning_rate')
+  first_nonfinite_step: FirstNonFinite
+
+
+@flax.struct.dataclass
+class EvalMetrics(metrics.Collection):
+  loss: metrics.Average.from_output('loss')
+  error_top1: metrics.Average.from_output('error_top1')
+  error_top5: metrics.Average.from_output('error_top5')
+
+
+def classification_outputs(logits, labels):
+  """Per-example cross-entropy and top-1 / top-5 errors, in float32."""
+  logits = logits.astype(jnp.float32)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  # The label's rank: how many classes score strictly higher than it.
+  rank = jnp.sum(logits > label_logit, axis=-1)
+  return dict(loss=loss, error_top1=(rank >= 1).astype(jnp.float32),
+              error_top5=(rank >= 5).astype(jnp.float32))
+
+
+def train_step(state: TrainState, batch, *, model, tx,
+               learning_rate_fn: Callable) -> tuple[TrainState, TrainMetrics]:
+  """One SGD step on a (global) batch; BatchNorm statistics over the batch, as configured."""
+
+  def loss_fn(params):
+    logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                  batch['image'], train=True, mutable=['batch_stats'])
+    outputs = classification_outputs(logits, batch['label'])
+    return outputs['loss'].mean(), (outputs, updates['batch_stats'])
+
+  grads, (outputs, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  step_metrics = TrainMetrics.single_from_model_output(
+      loss=outputs['loss'], error_top1=outputs['error_top1'],
+      error_top5=outputs['error_top5'], learning_rate=learning_rate_fn(state.step),
+      step=state.step + 1)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  return new_state, step_metrics
+
+
+def eval_step(variables, batch, *, model) -> EvalMetrics:
+  """Metrics of one evaluation batch; examples whose ``mask`` is False do not count."""
+  logits = model.apply(variables, batch['image'], train=False)
+  outputs = classification_outputs(logits, batch['label'])
+  return EvalMetrics.single_from_model_output(**outputs, mask=batch['mask'])

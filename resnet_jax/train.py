@@ -1,0 +1,231 @@
+"""Training and evaluation of one run, data-parallel over every device of every host.
+
+Read it top to bottom: checks, mesh, input, model and optimizer, state (fresh or restored),
+the jitted steps, then the loop with its logging, evaluation and checkpoints.
+"""
+
+import functools
+import logging as std_logging
+import signal
+import threading
+from typing import Iterator, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from resnet_jax import checkpointing, config_lib, optim, steps
+
+
+class DivergenceError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+class _LibraryInfoFilter(std_logging.Filter):
+  """Drops INFO records that orbax logs for every save; its warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
+    handler.addFilter(_LibraryInfoFilter())
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and data placement.
+# --------------------------------------------------------------------------------------------
+
+
+def create_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh over all devices of all processes; the batch is split along ``data``."""
+  return jax.make_mesh((jax.device_count(),), ('data',))
+
+
+def to_global(batch: dict, sharding: NamedSharding) -> dict:
+  """Builds global arrays, sharded on ``data``, from this process's slice of the batch."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def prefetch_to_devices(batches: Iterator[dict], sharding: NamedSharding,
+                        size: int = 2) -> Iterator[dict]:
+  """Keeps ``size`` batches in flight to the devices while the current one computes."""
+  queue = []
+  for batch in batches:
+    queue.append(to_global(batch, sharding))
+    if len(queue) > size:
+      yield queue.pop(0)
+  yield from queue
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation.
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate(eval_fn, variables, batches: Iterator[dict], sharding) -> dict:
+  """Metrics over a whole split; padded examples are masked out, so nothing is dropped."""
+  total = None
+  for batch in prefetch_to_devices(batches, sharding):
+    batch_metrics = eval_fn(variables, batch)
+    total = batch_metrics if total is None else total.merge(batch_metrics)
+  return {f'eval_{k}': float(v) for k, v in total.compute().items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Preemption: SIGTERM asks the loop to checkpoint and stop at the next step.
+# --------------------------------------------------------------------------------------------
+
+
+class PreemptionFlag:
+  """Set by SIGTERM (what cloud and TPU preemption sends); read by the loop at every step."""
+
+  def __init__(self):
+    self._event = threading.Event()
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
+
+  def is_set(self) -> bool:
+    return self._event.is_set()
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+# --------------------------------------------------------------------------------------------
+# The run.
+# --------------------------------------------------------------------------------------------
+
+
+def train_and_evaluate(config, workdir: str) -> steps.TrainState:
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one."""
+  quiet_library_logs()
+  # ---- Checks, before reading data or compiling anything.
+  config_lib.validate(config, device_count=jax.device_count(),
+                      process_count=jax.process_count())
+  config_lib.check_workdir(config, workdir)
+  from resnet_jax import input_pipeline  # TensorFlow is imported by the tfds input path only.
+  info = input_pipeline.get_dataset_info(config)
+  steps_per_epoch = max(1, info.num_train_examples // config.batch_size)
+  num_steps = config_lib.total_steps(config, steps_per_epoch)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    config_lib.save_config(config, workdir)
+
+  # ---- Mesh: replicated state, batch split along 'data'.
+  mesh = create_mesh()
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P('data'))
+
+  # ---- Model, optimizer and state.
+  model = config_lib.build_model(config, info.num_classes)
+  abstract_variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *info.image_shape)), train=False))
+  tx, learning_rate_fn = optim.create_optimizer(config, abstract_variables['params'],
+                                                steps_per_epoch)
+  init = jax.jit(functools.partial(steps.init_train_state, model, tx,
+                                   image_shape=info.image_shape), out_shardings=replicated)
+  rng = jax.random.key(config.seed)
+  manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
+  restored = checkpointing.restore_latest(manager, jax.eval_shape(init, rng))
+  if restored is None:
+    state, data_position = init(rng), 0
+  else:
+    state, progress = restored
+    data_position = progress['data_position']
+    logging.info('Resumed from the checkpoint at step %d.', progress['step'])
+  start_step = int(state.step)
+  if is_chief:
+    parameter_overview.log_parameter_overview(state.params)
+
+  # ---- Jitted steps: state replicated, batch sharded; old state buffers are donated.
+  train_fn = jax.jit(
+      functools.partial(steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn),
+      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
+      donate_argnums=0)
+  eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
+                    in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+
+  def run_eval(variables):
+    batches = input_pipeline.eval_batches(config, process_index=jax.process_index(),
+                                          process_count=jax.process_count())
+    return evaluate(eval_fn, variables, batches, batch_sharding)
+
+  if start_step >= num_steps:
+    logging.info('The run in %s already finished (%d of %d steps); nothing to train.',
+                 workdir, start_step, num_steps)
+    manager.close()
+    return state
+
+  # ---- Logging.
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  if start_step == 0:
+    writer.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))
+  progress_report = periodic_actions.ReportProgress(
+      num_train_steps=num_steps, writer=writer, every_steps=config.log_every_steps)
+  preemption = PreemptionFlag()
+  last_checkpoint = None if restored is None else start_step
+
+  def check_and_write(step, train_metrics):
+    """Fetches the accumulated metrics (a host sync), stops on divergence, writes summaries."""
+    values = train_metrics.compute()
+    bad_step = int(values.pop('first_nonfinite_step'))
+    if bad_step != np.iinfo(np.int32).max:
+      manager.wait_until_finished()
+      where = (f'the last good checkpoint, step {last_checkpoint}, is intact in '
+               f'{checkpointing.checkpoint_dir(workdir)}' if last_checkpoint is not None
+               else 'no checkpoint was written yet')
+      raise DivergenceError(
+          f'The training loss became non-finite at step {bad_step}; {where}. Lower '
+          'optimizer.learning_rate or add warmup (optimizer.warmup_steps), then resume.')
+    writer.write_scalars(step, {f'train_{k}': float(v) for k, v in values.items()})
+
+  def save_checkpoint(step):
+    nonlocal last_checkpoint
+    checkpointing.save(manager, state, data_position=step)
+    last_checkpoint = step
+
+  # ---- The loop.
+  logging.info('Training %s for %d steps (%d per epoch) from step %d on %d devices.',
+               config.model.name, num_steps, steps_per_epoch, start_step, jax.device_count())
+  batches = prefetch_to_devices(
+      input_pipeline.train_batches(config, start_step=data_position,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count()), batch_sharding)
+  train_metrics = None
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        state, step_metrics = train_fn(state, next(batches))
+      train_metrics = step_metrics if train_metrics is None else train_metrics.merge(
+          step_metrics)
+      progress_report(step)
+      is_last = step == num_steps
+      preempted = preemption.is_set()
+      if step % config.log_every_steps == 0 or step % config.checkpoint_every_steps == 0 or (
+          is_last or preempted):
+        check_and_write(step, train_metrics)
+        train_metrics = None
+      if step % config.eval_every_steps == 0 or is_last:
+        with progress_report.timed('eval'):
+          writer.write_scalars(step, run_eval(state.variables))
+      if step % config.checkpoint_every_steps == 0 or is_last or preempted:
+        with progress_report.timed('checkpoint'):
+          save_checkpoint(step)
+      if preempted:
+        logging.warning('SIGTERM received: saved a checkpoint at step %d and stopped.', step)
+        break
+    writer.flush()
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    preemption.restore()
+  return state
