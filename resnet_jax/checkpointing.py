@@ -18,9 +18,6 @@ from absl import logging
 
 from resnet_jax.steps import TrainState
 
-ITEMS = ('model', 'opt_state', 'progress')
-
-
 class CheckpointError(RuntimeError):
   """No usable checkpoint where one was expected, or one that does not fit this run."""
 
@@ -33,7 +30,10 @@ def create_manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.
   """A manager of ``workdir/checkpoints`` keeping the last ``keep`` steps."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
                                          read_only=read_only)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_names=ITEMS)
+  handlers = {'model': ocp.StandardCheckpointHandler(),
+              'opt_state': ocp.StandardCheckpointHandler(),
+              'progress': ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState, data_position: int) -> None:

@@ -69,7 +69,7 @@ class GroupedBatchNorm(nn.Module):
                                              + x.shape[1:])
       axes = tuple(range(1, groups.ndim - 1))
       mean = groups.mean(axes, keepdims=True)
-      var = jnp.maximum((groups * groups).mean(axes, keepdims=True) - mean * mean, 0.0)
+      var = jnp.square(groups - mean).mean(axes, keepdims=True)  # Two-pass: no cancellation.
       if not self.is_initializing():
         reduce_axes = tuple(range(groups.ndim - 1))
         m = self.momentum
@@ -213,7 +213,8 @@ class ResNet(nn.Module):
                                epsilon=self.bn_epsilon, dtype=self.dtype)
     return functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                             dtype=self.dtype, param_dtype=jnp.float32)
+                             dtype=self.dtype, param_dtype=jnp.float32,
+                             use_fast_variance=False)  # E[(x - mean)^2]: no cancellation.
 
   @nn.compact
   def __call__(self, x, train: bool):

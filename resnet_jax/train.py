@@ -26,10 +26,11 @@ class DivergenceError(FloatingPointError):
 
 
 class _LibraryInfoFilter(std_logging.Filter):
-  """Drops INFO records that orbax logs for every save; its warnings and errors still show."""
+  """Drops the INFO records orbax and tfds log for every save and read; warnings still show."""
 
   def filter(self, record):
-    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
+    return record.levelno >= std_logging.WARNING or not any(
+        library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))
 
 
 def quiet_library_logs() -> None:
@@ -114,11 +115,9 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   config_lib.check_workdir(config, workdir)
   from resnet_jax import input_pipeline  # TensorFlow is imported by the tfds input path only.
   info = input_pipeline.get_dataset_info(config)
-  steps_per_epoch = max(1, info.num_train_examples // config.batch_size)
+  steps_per_epoch = input_pipeline.steps_per_epoch(config, process_count=jax.process_count())
   num_steps = config_lib.total_steps(config, steps_per_epoch)
   is_chief = jax.process_index() == 0
-  if is_chief:
-    config_lib.save_config(config, workdir)
 
   # ---- Mesh: replicated state, batch split along 'data'.
   mesh = create_mesh()
@@ -166,6 +165,8 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
     return state
 
   # ---- Logging.
+  if is_chief:
+    config_lib.save_config(config, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))

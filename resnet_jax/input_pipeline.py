@@ -1,0 +1,412 @@
+"""tfds -> tf.data -> per-process numpy batches for digits, CIFAR-10 and ImageNet (He et al. 2015).
+
+Determinism. The train batch of global step t is a pure function of (config.seed, t) and the data.
+The train split is cut into S data shards (``tfds.even_splits``). In epoch e, shard k is read in an
+order fixed by (seed, k, e) and gives ``batch_size // S`` consecutive examples of that order to
+every step; the rest of an epoch is dropped. Process p concatenates the sub-batches of its shards
+``[p*S/P, (p+1)*S/P)``, so with a fixed ``num_shards`` the global batch does not depend on the
+number of processes. Augmentation uses stateless random ops keyed by (seed, shard, epoch,
+position). Small datasets (digits, cifar10) sit in memory and are read in a stateless random
+order (``index_shuffle``), so a resumed run jumps straight to its step; imagenet2012 streams its
+TFRecords in file order through a shuffle buffer seeded by (seed, shard, epoch), and a resumed run
+skips the already seen records of its epoch without decoding them.
+
+Preprocessing (paper, Sec. 3.4 and 4.2). Images are scaled to [0, 1], then:
+* digits: 8x8 upsampled bilinearly (half-pixel centres) to ``image_size``; minus the per-pixel
+  mean of the train split; augmentation (off by default) is pad 2 + random crop, no flip.
+* cifar10: minus the per-pixel train mean; augmentation is pad 4 (zeros, after the mean
+  subtraction) + random 32x32 crop + random horizontal flip; eval sees the original image.
+* imagenet2012: train takes a random square window that is ``image_size`` pixels wide once the
+  shorter side is rescaled to a uniform value in [256, 480], decoded with
+  ``decode_and_crop_jpeg`` and resized, then a random flip and AlexNet PCA lighting noise; eval
+  takes the centre window of the image with shorter side 256. Both subtract the ImageNet RGB mean.
+All resizing is bilinear with antialiasing.
+
+TensorFlow is imported only here and in ``digits_dataset``; GPUs are hidden from it.
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from resnet_jax import digits_dataset  # pylint: disable=unused-import  (registers 'digits')
+
+tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
+
+CHANNELS = {'digits': 1, 'cifar10': 3, 'imagenet2012': 3}
+IN_MEMORY = ('digits', 'cifar10')
+PAD = {'digits': 2, 'cifar10': 4}
+FLIP = {'digits': False, 'cifar10': True}
+
+IMAGENET_RGB_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_EVAL_RESIZE = 256
+IMAGENET_SCALE_RANGE = (256.0, 480.0)
+# AlexNet's PCA lighting noise for RGB in [0, 1]: eigenvalues, eigenvectors (columns), alpha std.
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+              (-0.5808, -0.0045, -0.8140),
+              (-0.5836, -0.6948, 0.4203))
+PCA_ALPHA_STD = 0.1
+
+
+class DatasetNotAvailableError(ValueError):
+  """The dataset is not prepared in the tfds data_dir; nothing is downloaded implicitly."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_classes: int
+  num_train_examples: int  # In config.dataset.train_split.
+  num_eval_examples: int  # In config.dataset.eval_split.
+  image_shape: tuple[int, int, int]  # (H, W, C) as the model sees it.
+  label_names: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders and split bookkeeping.
+
+
+def _not_prepared_message(name, builder):
+  root = os.fspath(builder.data_path.parents[1])
+  how = (f'`tfds build {name} --data_dir={root}` or `python -c "import tensorflow_datasets as '
+         f"tfds; tfds.builder('{name}', data_dir='{root}').download_and_prepare()\"`")
+  if name == 'imagenet2012':
+    how = ('downloading ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
+           'https://image-net.org/download-images (registration needed), placing them in the '
+           f'manual_dir {root}/downloads/manual, then running ' + how)
+  return (f"Dataset '{name}' is not prepared in the tfds data_dir {root} (no {builder.data_path})"
+          ' and training never downloads data. Prepare it once, on a machine with network, by '
+          f'{how}; or point the run at an existing copy with '
+          '--config.dataset.data_dir=/path/to/tensorflow_datasets.')
+
+
+def _builder(config):
+  """The prepared tfds builder; the bundled digits are prepared on the spot, others refused."""
+  name = config.dataset.name
+  if name not in CHANNELS:
+    raise ValueError(f'Unknown dataset {name!r}; config.dataset.name must be one of '
+                     f'{sorted(CHANNELS)}.')
+  builder = tfds.builder(name, data_dir=config.dataset.data_dir)
+  if not builder.is_prepared():
+    if name != 'digits':
+      raise DatasetNotAvailableError(_not_prepared_message(name, builder))
+    builder.download_and_prepare()
+  return builder
+
+
+def _num_examples(builder, split):
+  return builder.info.splits[split].num_examples
+
+
+def get_dataset_info(config) -> DatasetInfo:
+  """Sizes, classes and model input shape of config.dataset; cheap, reads only metadata."""
+  builder = _builder(config)
+  labels = builder.info.features['label']
+  size = config.dataset.image_size
+  return DatasetInfo(
+      num_classes=labels.num_classes,
+      num_train_examples=_num_examples(builder, config.dataset.train_split),
+      num_eval_examples=_num_examples(builder, config.dataset.eval_split),
+      image_shape=(size, size, CHANNELS[config.dataset.name]),
+      label_names=tuple(labels.names))
+
+
+def _num_shards(config, process_count):
+  shards = config.dataset.num_shards or process_count
+  if shards % process_count or config.batch_size % shards:
+    raise ValueError(
+        f'config.dataset.num_shards={shards} data shards must be a multiple of the '
+        f'{process_count} processes and divide config.batch_size={config.batch_size}; '
+        'set num_shards to 0 (one shard per process) or to such a value.')
+  return shards
+
+
+def _train_shards(config, builder, process_count):
+  """The S shard splits of the train split, the per-shard sub-batch and steps per epoch."""
+  splits = tfds.even_splits(config.dataset.train_split, _num_shards(config, process_count))
+  sub_batch = config.batch_size // len(splits)
+  steps = min(_num_examples(builder, s) for s in splits) // sub_batch
+  if not steps:
+    raise ValueError(f'config.batch_size={config.batch_size} exceeds the '
+                     f'{config.dataset.train_split!r} split of {config.dataset.name}.')
+  return splits, sub_batch, steps
+
+
+def steps_per_epoch(config, *, process_count) -> int:
+  """Train steps in one epoch: smallest data shard // (batch_size // num_shards)."""
+  return _train_shards(config, _builder(config), process_count)[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing.
+
+
+def _fold(key, *data):
+  """Folds integers into a stateless-RNG key (int64[2])."""
+  for d in data:
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(d, tf.int64))
+  return key
+
+
+def _resize(image, size):
+  return tf.image.resize(image, size, method='bilinear', antialias=True)
+
+
+def _scale_and_resize(size, images):
+  """Pixels [..., h, w, C] in 0..255 -> float32 in [0, 1] at size x size (digits are upsampled)."""
+  images = tf.cast(images, tf.float32) / 255.0
+  if images.shape[-3:-1] != (size, size):
+    images = _resize(images, (size, size))
+  return images
+
+
+@functools.lru_cache(maxsize=None)
+def _per_pixel_mean(name, data_dir, split, image_size):
+  """Per-pixel mean of a split at image_size, float32 in [0, 1] (cached per process)."""
+  images, _ = _load_arrays(tfds.builder(name, data_dir=data_dir), split)
+  mean = np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
+  # Bilinear resizing is linear, so this equals the mean of the resized images.
+  return _scale_and_resize(image_size, mean).numpy()
+
+
+def train_mean_image(config) -> np.ndarray:
+  """The image subtracted from every input, float32 [H, W, C] as the model sees it.
+
+  digits and cifar10: the per-pixel mean of config.dataset.train_split (computed once per
+  process); imagenet2012: the per-channel ImageNet RGB mean.
+  """
+  ds = config.dataset
+  if ds.name in IN_MEMORY:
+    _builder(config)  # Prepares digits, refuses an unprepared dataset.
+    return _per_pixel_mean(ds.name, ds.data_dir, ds.train_split, ds.image_size)
+  shape = (ds.image_size, ds.image_size, 3)
+  return np.broadcast_to(np.float32(IMAGENET_RGB_MEAN), shape).copy()
+
+
+def _pad_crop_flip(image, key, pad, flip):
+  """Random crop of the zero-padded image, then (optionally) a random horizontal flip."""
+  crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+  image = tf.image.stateless_random_crop(padded, image.shape, seed=crop_key)
+  if flip:
+    image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+  return image
+
+
+def _imagenet_normalize(image):
+  """float32 pixels in 0..255 -> [0, 1] minus the ImageNet RGB mean."""
+  return image / 255.0 - tf.constant(IMAGENET_RGB_MEAN)
+
+
+def _centre_window(shape, image_size):
+  """[y, x, h, w] of the centre crop: image_size wide at shorter side IMAGENET_EVAL_RESIZE."""
+  height, width = shape[0], shape[1]
+  side = tf.cast(tf.minimum(height, width), tf.float32)
+  crop = tf.cast(tf.round(side * image_size / IMAGENET_EVAL_RESIZE), tf.int32)
+  return tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
+
+
+def _imagenet_eval(image_bytes, image_size):
+  """JPEG bytes -> centre image_size crop at shorter side 256, mean subtracted."""
+  window = _centre_window(tf.image.extract_jpeg_shape(image_bytes), image_size)
+  image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+  return _imagenet_normalize(_resize(image, (image_size, image_size)))
+
+
+def _random_window(shape, image_size, key):
+  """[y, x, h, w] of a random crop image_size wide at a random shorter side in [256, 480]."""
+  scale_key, offset_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+  height, width = shape[0], shape[1]
+  shorter = tf.random.stateless_uniform([], scale_key, *IMAGENET_SCALE_RANGE)
+  side = tf.cast(tf.minimum(height, width), tf.float32)
+  crop = tf.maximum(tf.cast(tf.round(side * image_size / shorter), tf.int32), 1)
+  room = tf.cast(tf.stack([height, width]) - crop + 1, tf.float32)
+  offset = tf.cast(tf.random.stateless_uniform([2], offset_key) * room, tf.int32)
+  return tf.concat([offset, [crop, crop]], 0)
+
+
+def _pca_lighting(image, key):
+  """AlexNet's colour augmentation: adds eigvec @ (alpha * eigval), alpha ~ N(0, 0.1^2)."""
+  alpha = tf.random.stateless_normal([3], key, stddev=PCA_ALPHA_STD)
+  return image + tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
+
+
+def _imagenet_train(image_bytes, key, image_size):
+  """JPEG bytes -> scale-augmented random crop, random flip, PCA lighting, mean subtracted."""
+  window_key, flip_key, light_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
+  window = _random_window(tf.image.extract_jpeg_shape(image_bytes), image_size, window_key)
+  image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
+  image = _resize(image, (image_size, image_size)) / 255.0
+  image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
+  return _pca_lighting(image, light_key) - tf.constant(IMAGENET_RGB_MEAN)
+
+
+def decode_resized(image_bytes, shorter_side):
+  """JPEG bytes -> float32 [H, W, 3] with shorter side `shorter_side`, ImageNet mean subtracted.
+
+  The building block of 10-crop and multi-scale testing (crops of it are what the model sees).
+  """
+  image = tf.image.decode_jpeg(image_bytes, channels=3)
+  size = tf.cast(tf.shape(image)[:2], tf.float32)
+  scaled = tf.cast(tf.round(size * shorter_side / tf.reduce_min(size)), tf.int32)
+  return _imagenet_normalize(_resize(image, scaled))
+
+
+def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
+  """Raw uint8 images, exactly as evaluation preprocesses them, as float32 numpy.
+
+  digits/cifar10: a batch [N, h, w, C] or one image [h, w, C] at the dataset's resolution.
+  imagenet2012: a sequence of [h, w, 3] images of any size -> [N, S, S, 3], S = image_size.
+  """
+  if config.dataset.name in IN_MEMORY:
+    images = _scale_and_resize(config.dataset.image_size, images_uint8)
+    return (images - train_mean_image(config)).numpy()
+  size = config.dataset.image_size
+  crops = []
+  for image in images_uint8:
+    y, x, h, w = _centre_window(np.shape(image), size).numpy()
+    crops.append(_imagenet_normalize(_resize(image[y:y + h, x:x + w], (size, size))))
+  return tf.stack(crops).numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading.
+
+
+def _deterministic(ds):
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.with_options(options)
+
+
+def _read(builder, split, *, decode=True):
+  """(image, label) records of a split in stored order; JPEG bytes when decode=False."""
+  return builder.as_dataset(
+      split=split, shuffle_files=False, as_supervised=True,
+      decoders=None if decode else {'image': tfds.decode.SkipDecoding()},
+      read_config=tfds.ReadConfig(shuffle_seed=None))
+
+
+def _load_arrays(builder, split):
+  """All (uint8 images, int32 labels) of a split, as numpy."""
+  images, labels = tfds.as_numpy(builder.as_dataset(
+      split=split, batch_size=-1, shuffle_files=False, as_supervised=True))
+  return images, labels.astype(np.int32)
+
+
+def load_train_arrays(config) -> tuple[np.ndarray, np.ndarray]:
+  """The whole train split as float32 [N, H, W, C] (eval preprocessing) and int32 [N] labels.
+
+  For the in-memory datasets (digits, cifar10): mean subtracted, not augmented.
+  """
+  if config.dataset.name not in IN_MEMORY:
+    raise ValueError(f'{config.dataset.name} is streamed, not held in memory.')
+  images, labels = _load_arrays(_builder(config), config.dataset.train_split)
+  return preprocess_for_eval_numpy(config, images), labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Train batches.
+
+
+def _in_memory_shard(config, builder, split, key, sub_batch, steps, start_step):
+  """Sub-batches of one shard held in memory, read in a stateless random order per epoch."""
+  images, labels = (tf.constant(a) for a in _load_arrays(builder, split))
+  mean = tf.constant(train_mean_image(config))
+  name, per_epoch = config.dataset.name, steps * sub_batch
+
+  def example(count):
+    epoch, position = count // per_epoch, count % per_epoch
+    epoch_key = _fold(key, epoch)
+    index = tf.random.experimental.index_shuffle(position, epoch_key, len(labels) - 1)
+    image = _scale_and_resize(config.dataset.image_size, tf.gather(images, index)) - mean
+    if config.dataset.augment:
+      image = _pad_crop_flip(image, _fold(epoch_key, position), PAD[name], FLIP[name])
+    return {'image': image, 'label': tf.gather(labels, index)}
+
+  ds = tf.data.Dataset.counter(start_step * sub_batch)
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.batch(sub_batch, drop_remainder=True)
+
+
+def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
+  """Sub-batches of one streamed shard: a seeded shuffle buffer per epoch over file order."""
+  records = _read(builder, split, decode=False)
+  per_epoch = steps * sub_batch
+  start_epoch, start_position = divmod(start_step, steps)
+
+  def epoch(e):
+    epoch_key = _fold(key, e)
+    ds = records.shuffle(config.dataset.shuffle_buffer, seed=epoch_key[0])
+    ds = ds.take(per_epoch).enumerate()
+    ds = ds.skip(tf.where(e == start_epoch, start_position * sub_batch, 0))
+    return ds.map(lambda position, record: (_fold(epoch_key, position), record))
+
+  def example(example_key, record):
+    image_bytes, label = record
+    return {'image': _imagenet_train(image_bytes, example_key, config.dataset.image_size),
+            'label': tf.cast(label, tf.int32)}
+
+  ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch)
+  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.batch(sub_batch, drop_remainder=True)
+
+
+def train_batches(config, *, start_step: int, process_index: int,
+                  process_count: int) -> Iterator[dict]:
+  """This process's part of the train batch of steps start_step, start_step + 1, ... forever.
+
+  Yields {'image': float32 [B, H, W, C], 'label': int32 [B]}, B = batch_size // process_count.
+  """
+  builder = _builder(config)
+  splits, sub_batch, steps = _train_shards(config, builder, process_count)
+  per_process = len(splits) // process_count
+  make_shard = _in_memory_shard if config.dataset.name in IN_MEMORY else _streaming_shard
+  seed_key = tf.constant([config.seed, 0], tf.int64)
+  shards = tuple(
+      make_shard(config, builder, splits[k], _fold(seed_key, k), sub_batch, steps, start_step)
+      for k in range(process_index * per_process, (process_index + 1) * per_process))
+  ds = tf.data.Dataset.zip(shards).map(
+      lambda *parts: {f: tf.concat([p[f] for p in parts], 0) for f in ('image', 'label')})
+  return _deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
+
+
+# ---------------------------------------------------------------------------------------------
+# Eval batches.
+
+
+def eval_batches(config, *, process_index: int, process_count: int,
+                 split: str | None = None) -> Iterator[dict]:
+  """This process's part of an eval split (default eval_split), each example exactly once.
+
+  Yields {'image', 'label', 'mask': bool [B]}, B = eval_batch_size // process_count; the tail
+  is padded with masked examples so that every process yields the same number of batches.
+  """
+  if config.eval_batch_size % process_count:
+    raise ValueError(f'config.eval_batch_size={config.eval_batch_size} is not divisible by '
+                     f'the {process_count} processes.')
+  builder = _builder(config)
+  parts = tfds.even_splits(split or config.dataset.eval_split, process_count)
+  batch = config.eval_batch_size // process_count
+  num_batches = -(-max(_num_examples(builder, p) for p in parts) // batch)
+  num_padding = num_batches * batch - _num_examples(builder, parts[process_index])
+  size = config.dataset.image_size
+  if config.dataset.name in IN_MEMORY:
+    mean = tf.constant(train_mean_image(config))
+    preprocess = lambda image: _scale_and_resize(config.dataset.image_size, image) - mean
+  else:
+    preprocess = lambda image_bytes: _imagenet_eval(image_bytes, size)
+  ds = _read(builder, parts[process_index], decode=config.dataset.name in IN_MEMORY).map(
+      lambda image, label: {'image': preprocess(image), 'label': tf.cast(label, tf.int32),
+                            'mask': True},
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  padding = tf.data.Dataset.from_tensors({
+      'image': tf.zeros((size, size, CHANNELS[config.dataset.name])),
+      'label': tf.constant(0, tf.int32), 'mask': False}).repeat(num_padding)
+  ds = ds.concatenate(padding).batch(batch).prefetch(tf.data.AUTOTUNE)
+  return _deterministic(ds).as_numpy_iterator()

@@ -1,0 +1,151 @@
+"""The training system end to end: main.py as a user runs it, on 1, 8 and 2x2 CPU devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from resnet_jax import checkpointing, events
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_digits_flags(data_dir, **overrides):
+  """A 5-step digits run of ResNet-20 at a gentle rate (rounding stays small), logging each step."""
+  flags = {
+      'model.name': 'resnet20', 'dataset.data_dir': data_dir, 'batch_size': 32,
+      'eval_batch_size': 64, 'total_epochs': 0, 'total_steps': 5, 'log_every_steps': 1,
+      'eval_every_steps': 3, 'checkpoint_every_steps': 3, 'optimizer.lr_boundaries': '(4,)',
+      'optimizer.lr_boundaries_unit': 'steps', 'optimizer.learning_rate': 0.02,
+  }
+  flags.update(overrides)
+  return [f'--config.{k}={v}' for k, v in flags.items()]
+
+
+def run_main(workdir, config, flags, devices=1, extra_args=(), check=True, env=None,
+             background=False):
+  env = dict(os.environ, **(env or {}))
+  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['JAX_PLATFORMS'] = 'cpu'
+  cmd = [sys.executable, os.path.join(ROOT, 'main.py'), f'--config={config}',
+         f'--workdir={workdir}', *flags, *extra_args]
+  if background:
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  if check and result.returncode:
+    raise AssertionError(f'main.py failed ({result.returncode}):\n{result.stderr[-5000:]}')
+  return result
+
+
+def train_losses(workdir):
+  steps, values = events.read_scalars(workdir)['train_loss']
+  return dict(zip(steps.tolist(), values.tolist()))
+
+
+def final_params(workdir):
+  variables, _ = checkpointing.restore_variables(workdir)
+  return variables
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  """The bundled digits dataset, prepared once so concurrent processes only read it."""
+  from resnet_jax import digits_dataset  # pylint: disable=import-outside-toplevel,unused-import
+  path = str(tmp_path_factory.mktemp('tfds'))
+  tfds.builder('digits', data_dir=path).download_and_prepare()
+  return path
+
+
+@pytest.fixture(scope='module')
+def single_device_run(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('one_device'))
+  run_main(workdir, 'configs/digits.py', tiny_digits_flags(data_dir))
+  return workdir
+
+
+def test_run_writes_events_checkpoints_and_config(single_device_run):
+  scalars = events.read_scalars(single_device_run)
+  assert sorted(scalars['train_loss'][0].tolist()) == [1, 2, 3, 4, 5]
+  assert sorted(scalars['eval_error_top1'][0].tolist()) == [3, 5]
+  lr_steps, lr = scalars['train_learning_rate']
+  np.testing.assert_allclose(lr[np.argsort(lr_steps)], [0.02] * 4 + [0.002], rtol=1e-6)
+  assert sorted(os.listdir(checkpointing.checkpoint_dir(single_device_run))) == ['3', '5']
+  with open(os.path.join(single_device_run, 'config.json')) as f:
+    assert json.load(f)['model']['name'] == 'resnet20'
+
+
+def test_finished_run_does_not_retrain(single_device_run, data_dir):
+  before = {f: os.path.getmtime(os.path.join(single_device_run, f))
+            for f in os.listdir(single_device_run)}
+  result = run_main(single_device_run, 'configs/digits.py', tiny_digits_flags(data_dir))
+  assert 'already finished' in result.stderr
+  after = {f: os.path.getmtime(os.path.join(single_device_run, f))
+           for f in os.listdir(single_device_run)}
+  assert before == after
+
+
+def test_eight_devices_match_one_device(single_device_run, data_dir, tmp_path):
+  run_main(str(tmp_path), 'configs/digits.py', tiny_digits_flags(data_dir), devices=8)
+  one, eight = train_losses(single_device_run), train_losses(str(tmp_path))
+  assert one.keys() == eight.keys()
+  for step in one:
+    assert abs(one[step] - eight[step]) <= 1e-4 * abs(one[step]), (step, one[step], eight[step])
+
+
+def test_resume_continues_the_same_schedule_bit_for_bit(single_device_run, data_dir, tmp_path):
+  # Stop after 3 steps (a checkpoint), then run the full 5 steps on the same workdir.
+  run_main(str(tmp_path), 'configs/digits.py', tiny_digits_flags(data_dir, total_steps=3))
+  result = run_main(str(tmp_path), 'configs/digits.py', tiny_digits_flags(data_dir))
+  assert 'Resumed from the checkpoint at step 3' in result.stderr
+  resumed, uninterrupted = train_losses(str(tmp_path)), train_losses(single_device_run)
+  assert sorted(resumed) == [1, 2, 3, 4, 5]
+  assert resumed == uninterrupted
+  for x, y in zip(jax.tree.leaves(final_params(str(tmp_path))),
+                  jax.tree.leaves(final_params(single_device_run))):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(data_dir, tmp_path):
+  # Two hosts of 2 CPU devices each, each reading its own data shard, against one host of
+  # 4 devices reading both shards: the same global batches, so the same losses and params.
+  flags = tiny_digits_flags(data_dir, **{'dataset.num_shards': 2, 'total_steps': 4})
+  port = free_port()
+  multi = str(tmp_path / 'two_processes')
+  procs = [run_main(multi, 'configs/digits.py', flags, devices=2, background=True,
+                    extra_args=[f'--coordinator_address=127.0.0.1:{port}',
+                                '--num_processes=2', f'--process_id={i}'])
+           for i in range(2)]
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-5000:]
+  single = str(tmp_path / 'one_process')
+  run_main(single, 'configs/digits.py', flags, devices=4)
+  two, one = train_losses(multi), train_losses(single)
+  assert sorted(two) == [1, 2, 3, 4] and two.keys() == one.keys()
+  for step in one:
+    assert abs(one[step] - two[step]) <= 1e-4 * abs(one[step]), (step, one[step], two[step])
+  for x, y in zip(jax.tree.leaves(final_params(multi)), jax.tree.leaves(final_params(single))):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
+
+
+def test_virtual_batch_norm_does_not_depend_on_device_count(data_dir, tmp_path):
+  flags = tiny_digits_flags(data_dir, **{'model.bn_group_size': 4, 'total_steps': 3,
+                                         'eval_every_steps': 3})
+  run_main(str(tmp_path / 'one'), 'configs/digits.py', flags, devices=1)
+  run_main(str(tmp_path / 'eight'), 'configs/digits.py', flags, devices=8)
+  one, eight = train_losses(str(tmp_path / 'one')), train_losses(str(tmp_path / 'eight'))
+  for step in one:
+    assert abs(one[step] - eight[step]) <= 1e-4 * abs(one[step])
