@@ -35,6 +35,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax import digits_dataset  # pylint: disable=unused-import  (registers 'digits')
+from resnet_jax.errors import DatasetNotAvailableError
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 
@@ -52,10 +53,6 @@ PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
               (-0.5808, -0.0045, -0.8140),
               (-0.5836, -0.6948, 0.4203))
 PCA_ALPHA_STD = 0.1
-
-
-class DatasetNotAvailableError(ValueError):
-  """The dataset is not prepared in the tfds data_dir; nothing is downloaded implicitly."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,10 +19,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from resnet_jax import checkpointing, config_lib, optim, steps
-
-
-class DivergenceError(FloatingPointError):
-  """The training loss became NaN or infinite."""
+from resnet_jax.errors import DivergenceError
 
 
 class _LibraryInfoFilter(std_logging.Filter):
