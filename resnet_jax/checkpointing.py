@@ -13,6 +13,7 @@ import os
 from typing import Any, Optional
 
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -64,26 +65,44 @@ def restore_latest(manager: ocp.CheckpointManager,
                    abstract_state: TrainState) -> Optional[tuple[TrainState, dict]]:
   """Restores the newest readable checkpoint onto the abstract state's shardings.
 
-  Returns ``(state, progress)``, or None when the workdir has no checkpoint. A newest checkpoint
-  that cannot be read (truncated, partly written) is skipped with a warning in favour of the
-  one before it; if none can be read this raises, so a run never silently starts from scratch
-  over its own history.
+  Returns ``(state, progress)``, or None when the workdir has no checkpoint. A newer checkpoint
+  that cannot be read (truncated, partly written) is moved to ``workdir/unreadable_checkpoints``
+  with a warning, and the one before it is restored; if none can be read this raises, so a run
+  never silently starts from scratch over its own history.
   """
-  steps = sorted(manager.all_steps(), reverse=True)
   failures = []
-  for step in steps:
+  for step in sorted(manager.all_steps(), reverse=True):
     try:
-      return _restore_step(manager, step, abstract_state)
+      restored = _restore_step(manager, step, abstract_state)
     except Exception as error:  # pylint: disable=broad-except
-      logging.warning('Checkpoint at step %d cannot be restored (%s: %s); trying an older one.',
-                      step, type(error).__name__, error)
-      failures.append(f'step {step}: {type(error).__name__}: {error}')
+      logging.warning('The checkpoint at step %d cannot be restored (%s: %s); trying an older '
+                      'one.', step, type(error).__name__, error)
+      failures.append((step, f'{type(error).__name__}: {error}'))
+      continue
+    _set_aside(manager, [s for s, _ in failures])
+    return restored
   if failures:
     raise CheckpointError(
         f'None of the checkpoints in {manager.directory} can be restored:\n  '
-        + '\n  '.join(failures)
+        + '\n  '.join(f'step {s}: {why}' for s, why in failures)
         + '\nMove the directory away to start afresh, or point --workdir elsewhere.')
   return None
+
+
+def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
+  """Moves unreadable checkpoints out of the way (kept for inspection) so training can go on."""
+  if not steps:
+    return
+  if jax.process_index() == 0:
+    aside = os.path.join(os.path.dirname(os.fspath(manager.directory)), 'unreadable_checkpoints')
+    os.makedirs(aside, exist_ok=True)
+    for step in steps:
+      target = os.path.join(aside, str(step))
+      os.replace(os.path.join(os.fspath(manager.directory), str(step)),
+                 target if not os.path.exists(target) else f'{target}.{os.getpid()}')
+      logging.warning('Moved the unreadable checkpoint of step %d to %s.', step, aside)
+  multihost_utils.sync_global_devices('set aside unreadable checkpoints')
+  manager.reload()
 
 
 def restore_variables(workdir: str, step: Optional[int] = None,

@@ -16,6 +16,13 @@ class ConfigError(ValueError):
   """The config cannot give a correct run; the message says which field and what to do."""
 
 
+# The input resolution each dataset allows: (smallest, largest) image_size.
+IMAGE_SIZES = {
+    'digits': (8, 64),          # 8x8 originals, upsampled.
+    'cifar10': (32, 32),        # Random 32x32 crops of the padded 32x32 images.
+    'imagenet2012': (32, 256),  # Crops of the image resized to shorter side 256 (eval).
+}
+
 # Fields whose change makes a checkpoint belong to a different experiment.
 IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size')
 
@@ -46,6 +53,14 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                     "'1x1' or '3x3'.")
   if config.model.dtype not in ('float32', 'bfloat16'):
     problems.append(f"model.dtype={config.model.dtype!r}; use 'float32' or 'bfloat16'.")
+  sizes = IMAGE_SIZES.get(config.dataset.name)
+  if sizes is None:
+    problems.append(f'dataset.name={config.dataset.name!r} is not supported; use one of '
+                    f'{", ".join(IMAGE_SIZES)}.')
+  elif not sizes[0] <= config.dataset.image_size <= sizes[1]:
+    problems.append(f'dataset.image_size={config.dataset.image_size} does not fit '
+                    f'{config.dataset.name}: crops must be between {sizes[0]} and {sizes[1]} '
+                    'pixels wide (a crop cannot be larger than the image it is cut from).')
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
     if value <= 0:

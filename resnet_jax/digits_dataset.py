@@ -37,9 +37,6 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-  # Keep the documented split order instead of tfds' hash order.
-  disable_shuffling = True
-
   def _info(self):
     return tfds.core.DatasetInfo(
         builder=self,
@@ -49,6 +46,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
             'label': tfds.features.ClassLabel(num_classes=10),
         }),
         supervised_keys=('image', 'label'),
+        disable_shuffling=True,  # Store the documented split order, not tfds' hash order.
         homepage='https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset',
     )
 
@@ -61,5 +59,6 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
     digits = load_digits()
     images = to_uint8(digits.images)[..., None]
-    for i in indices:
-      yield int(i), {'image': images[i], 'label': int(digits.target[i])}
+    # tfds stores unshuffled examples sorted by key: the key is the position in the split.
+    for position, i in enumerate(indices):
+      yield position, {'image': images[i], 'label': int(digits.target[i])}

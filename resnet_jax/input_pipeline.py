@@ -339,9 +339,11 @@ def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
 
   def epoch(e):
     epoch_key = _fold(key, e)
-    ds = records.shuffle(config.dataset.shuffle_buffer, seed=epoch_key[0])
+    seed = tf.random.stateless_uniform([], epoch_key, minval=None, maxval=None, dtype=tf.int64)
+    ds = records.shuffle(config.dataset.shuffle_buffer, seed=seed)
     ds = ds.take(per_epoch).enumerate()
-    ds = ds.skip(tf.where(e == start_epoch, start_position * sub_batch, 0))
+    ds = ds.skip(tf.where(e == start_epoch, tf.constant(start_position * sub_batch, tf.int64),
+                          tf.constant(0, tf.int64)))
     return ds.map(lambda position, record: (_fold(epoch_key, position), record))
 
   def example(example_key, record):

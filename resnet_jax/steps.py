@@ -43,12 +43,12 @@ def first_nonfinite(values, steps):
 
 @flax.struct.dataclass
 class FirstNonFinite(metrics.Metric):
-  """The first training step whose loss was not finite (int32 max when none), for divergence."""
+  """The first training step whose loss or new parameters were not finite (int32 max if none)."""
   step: jax.Array
 
   @classmethod
-  def from_model_output(cls, loss, step, **_):
-    return cls(step=first_nonfinite(loss, step))
+  def from_model_output(cls, health, step, **_):
+    return cls(step=first_nonfinite(health, step))
 
   def merge(self, other):
     return type(self)(step=jnp.minimum(self.step, other.step))
@@ -100,7 +100,8 @@ def train_step(state: TrainState, batch, *, model, tx,
   step_metrics = TrainMetrics.single_from_model_output(
       loss=outputs['loss'], error_top1=outputs['error_top1'],
       error_top5=outputs['error_top5'], learning_rate=learning_rate_fn(state.step),
-      step=state.step + 1)
+      # Non-finite if the loss or the updated parameters are: no checkpoint keeps a NaN.
+      health=outputs['loss'].sum() + optax.tree.norm(params), step=state.step + 1)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
   return new_state, step_metrics

@@ -3,64 +3,13 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from resnet_jax import checkpointing, events
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_digits_flags(data_dir, **overrides):
-  """A 5-step digits run of ResNet-20 at a gentle rate (rounding stays small), logging each step."""
-  flags = {
-      'model.name': 'resnet20', 'dataset.data_dir': data_dir, 'batch_size': 32,
-      'eval_batch_size': 64, 'total_epochs': 0, 'total_steps': 5, 'log_every_steps': 1,
-      'eval_every_steps': 3, 'checkpoint_every_steps': 3, 'optimizer.lr_boundaries': '(4,)',
-      'optimizer.lr_boundaries_unit': 'steps', 'optimizer.learning_rate': 0.02,
-  }
-  flags.update(overrides)
-  return [f'--config.{k}={v}' for k, v in flags.items()]
-
-
-def run_main(workdir, config, flags, devices=1, extra_args=(), check=True, env=None,
-             background=False):
-  env = dict(os.environ, **(env or {}))
-  env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
-  env['JAX_PLATFORMS'] = 'cpu'
-  cmd = [sys.executable, os.path.join(ROOT, 'main.py'), f'--config={config}',
-         f'--workdir={workdir}', *flags, *extra_args]
-  if background:
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  if check and result.returncode:
-    raise AssertionError(f'main.py failed ({result.returncode}):\n{result.stderr[-5000:]}')
-  return result
-
-
-def train_losses(workdir):
-  steps, values = events.read_scalars(workdir)['train_loss']
-  return dict(zip(steps.tolist(), values.tolist()))
-
-
-def final_params(workdir):
-  variables, _ = checkpointing.restore_variables(workdir)
-  return variables
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  """The bundled digits dataset, prepared once so concurrent processes only read it."""
-  from resnet_jax import digits_dataset  # pylint: disable=import-outside-toplevel,unused-import
-  path = str(tmp_path_factory.mktemp('tfds'))
-  tfds.builder('digits', data_dir=path).download_and_prepare()
-  return path
+from tests.harness import final_params, run_main, tiny_digits_flags, train_losses
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,26 @@
+"""tfds.testing.mock_data for datasets that cannot be downloaded here (CIFAR-10, ImageNet).
+
+``mock_data`` serves random examples through the real ``builder.as_dataset`` path but knows no
+split sizes unless the dataset's metadata is on disk; ``prepared_mock`` writes that metadata
+(the real features and labels, the given split sizes) so the input pipeline sees a prepared
+dataset whose splits hold exactly the mocked examples.
+"""
+
+import contextlib
+import os
+
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core import splits as splits_lib
+
+
+@contextlib.contextmanager
+def prepared_mock(name: str, data_dir: str, num_examples: int, splits=('train', 'test')):
+  """Mocks ``name`` in ``data_dir`` with ``num_examples`` random examples in each split."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  builder.info.set_splits(splits_lib.SplitDict([
+      splits_lib.SplitInfo(name=s, shard_lengths=[num_examples], num_bytes=0,
+                           filename_template=None) for s in splits]))
+  os.makedirs(builder.data_dir, exist_ok=True)
+  builder.info.write_to_directory(builder.data_dir)
+  with tfds.testing.mock_data(num_examples=num_examples, data_dir=data_dir):
+    yield

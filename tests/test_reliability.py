@@ -1,0 +1,151 @@
+"""Faults a long run meets: SIGKILL, SIGTERM, divergence, corrupt checkpoints and bad input."""
+
+import os
+import random
+import signal
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from resnet_jax import checkpointing, events
+from tests.harness import run_main, tiny_digits_flags
+
+STEPS = 12
+
+
+def long_flags(data_dir, **overrides):
+  """12 steps, a checkpoint every 2, logging every step."""
+  return tiny_digits_flags(data_dir, **{'total_steps': STEPS, 'checkpoint_every_steps': 2,
+                                        'eval_every_steps': STEPS, 'keep_checkpoints': 2,
+                                        'optimizer.lr_boundaries': '(8,)', **overrides})
+
+
+def final_leaves(workdir):
+  variables, step = checkpointing.restore_variables(workdir)
+  return step, [np.asarray(x) for x in jax.tree.leaves(variables)]
+
+
+def snapshot(path):
+  """Every file under path with its size and modification time (or None: no such path)."""
+  if not os.path.exists(path):
+    return None
+  return {os.path.join(root, f): (os.path.getsize(os.path.join(root, f)),
+                                  os.path.getmtime(os.path.join(root, f)))
+          for root, _, files in os.walk(path) for f in files}
+
+
+def run_until_step(workdir, flags, step, sig):
+  """Starts main.py, sends ``sig`` once it has logged ``step``, returns (exit code, output)."""
+  process = run_main(workdir, 'configs/digits.py', flags, background=True)
+  output = []
+  for line in process.stdout:
+    output.append(line)
+    if f'] train_error_top1=' in line and int(line.split('[')[-1].split(']')[0]) >= step:
+      process.send_signal(sig)
+      break
+  output.append(process.communicate(timeout=300)[0])
+  return process.returncode, ''.join(output)
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  run_main(workdir, 'configs/digits.py', long_flags(data_dir))
+  return final_leaves(workdir)
+
+
+def test_sigkill_twice_then_restart_gives_the_same_params_bit_for_bit(
+    data_dir, uninterrupted, tmp_path):
+  rng = random.Random()
+  kill_steps = sorted(rng.sample(range(1, STEPS - 1), 2))
+  for step in kill_steps:
+    code, output = run_until_step(str(tmp_path), long_flags(data_dir), step, signal.SIGKILL)
+    assert code == -signal.SIGKILL, output[-3000:]
+  run_main(str(tmp_path), 'configs/digits.py', long_flags(data_dir))
+  step, leaves = final_leaves(str(tmp_path))
+  assert step == uninterrupted[0] == STEPS, kill_steps
+  for got, want in zip(leaves, uninterrupted[1]):
+    np.testing.assert_array_equal(got, want, err_msg=f'killed at steps {kill_steps}')
+
+
+def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path):
+  code, output = run_until_step(str(tmp_path), long_flags(data_dir, checkpoint_every_steps=100),
+                                3, signal.SIGTERM)
+  assert code == 0, output[-3000:]
+  saved = int(output.split('SIGTERM received: saved a checkpoint at step ')[1].split()[0])
+  assert 3 <= saved < STEPS
+  steps = sorted(int(s) for s in os.listdir(checkpointing.checkpoint_dir(str(tmp_path))))
+  assert steps == [saved]  # No periodic checkpoint was due: this one is the preemption save.
+  assert events.read_scalars(str(tmp_path))['train_loss'][0].max() == saved
+
+
+def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+  # A learning rate of 1e30 makes the parameters overflow on the first update.
+  flags = long_flags(data_dir, **{'optimizer.learning_rate': 1e30, 'optimizer.warmup_steps': 2,
+                                  'optimizer.warmup_learning_rate': 0.02})
+  result = run_main(str(tmp_path), 'configs/digits.py', flags, check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert 'DivergenceError: The training loss became non-finite at step 3' in result.stderr
+  assert 'the last good checkpoint, step 2, is intact' in result.stderr
+  step, leaves = final_leaves(str(tmp_path))
+  assert step == 2 and all(np.isfinite(x).all() for x in leaves)
+
+
+def test_truncated_latest_checkpoint_falls_back_to_the_previous_one(data_dir, tmp_path):
+  workdir = str(tmp_path)
+  run_main(workdir, 'configs/digits.py', long_flags(data_dir, total_steps=6))
+  latest = os.path.join(checkpointing.checkpoint_dir(workdir), '6')
+  for root, _, files in os.walk(os.path.join(latest, 'model')):
+    for name in files:
+      path = os.path.join(root, name)
+      if '/d/' in path + '/':
+        with open(path, 'r+b') as f:
+          f.truncate(os.path.getsize(path) // 2)
+  result = run_main(workdir, 'configs/digits.py', long_flags(data_dir, total_steps=8))
+  assert 'The checkpoint at step 6 cannot be restored' in result.stderr
+  assert 'Resumed from the checkpoint at step 4' in result.stderr
+  assert os.path.isdir(os.path.join(workdir, 'unreadable_checkpoints', '6'))
+  assert final_leaves(workdir)[0] == 8
+
+
+BAD_INPUTS = {
+    'unknown model': ({'model.name': 'resnet21'},
+                      "'resnet21' is not a model. Valid names: resnet20"),
+    'mistyped field': ({'optimiser.learning_rate': 0.1}, 'Did you mean "optimizer"'),
+    'batch vs devices': ({'batch_size': 30}, 'batch_size=30 is not divisible by the 4 devices'),
+    'negative lr': ({'optimizer.learning_rate': -0.1}, 'learning_rate=-0.1 must be positive'),
+    'zero lr': ({'optimizer.learning_rate': 0.0}, 'learning_rate=0.0 must be positive'),
+    'unsorted boundaries': ({'optimizer.lr_boundaries': '(4,2)'}, 'strictly increasing'),
+    'crop too large': ({'dataset.name': 'cifar10', 'dataset.image_size': 40},
+                       'image_size=40 does not fit cifar10'),
+    'dataset offline': ({'dataset.name': 'cifar10', 'dataset.image_size': 32},
+                        'tfds build cifar10'),
+}
+
+
+def test_bad_inputs_stop_with_a_message_and_leave_the_workdir_as_it_was(data_dir, tmp_path):
+  existing = str(tmp_path / 'existing')
+  run_main(existing, 'configs/digits.py', long_flags(data_dir, total_steps=2))
+  cases = {name: (tmp_path / name.replace(' ', '_'), flags, message)
+           for name, (flags, message) in BAD_INPUTS.items()}
+  cases['different model'] = (existing, {'model.name': 'plain20'},
+                              'holds a run of a different experiment')
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  cases['unwritable workdir'] = (blocker / 'run', {}, 'cannot be written')
+  cases['dataset offline'][1]['dataset.data_dir'] = str(tmp_path / 'empty_tfds')
+  before = {name: snapshot(str(workdir)) for name, (workdir, _, _) in cases.items()}
+  processes = {
+      name: run_main(str(workdir), 'configs/digits.py',
+                     long_flags(data_dir, **{'total_steps': 2, **flags}), devices=4,
+                     background=True)
+      for name, (workdir, flags, _) in cases.items()}
+  for name, process in processes.items():
+    output = process.communicate(timeout=300)[0]
+    workdir, _, message = cases[name]
+    assert process.returncode != 0, (name, output[-2000:])
+    assert message in output, (name, output[-2000:])
+    assert 'Traceback' not in output, (name, output[-2000:])
+    assert snapshot(str(workdir)) == before[name], name

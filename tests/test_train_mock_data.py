@@ -1,0 +1,42 @@
+"""train_and_evaluate on CIFAR-10 and ImageNet through tfds.testing.mock_data: the real pipeline
+code, a real (small) model, a few steps; what it must leave behind in the workdir."""
+
+import numpy as np
+import pytest
+
+from configs import cifar10, imagenet_r18
+from resnet_jax import checkpointing, events, train
+from tests.mock_tfds import prepared_mock
+
+
+def short(config, data_dir, image_size):
+  config.dataset.data_dir = data_dir
+  config.dataset.image_size = image_size
+  config.batch_size, config.eval_batch_size = 8, 8
+  config.total_steps, config.total_epochs = 3, None
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
+  config.optimizer.lr_boundaries = (2,)
+  config.optimizer.lr_boundaries_unit = 'steps'
+  return config
+
+
+# The last step's rate is 0.1 / 10: ImageNet's recipe scales 0.1 by the batch, 8 / 256.
+@pytest.mark.parametrize('name, config, splits, image_size, final_lr', [
+    ('cifar10', cifar10.get_config('resnet20'), ('train', 'test'), 32, 0.01),
+    ('imagenet2012', imagenet_r18.get_config(), ('train', 'validation'), 32, 0.01 * 8 / 256),
+])
+def test_train_and_evaluate_on_mock_data(tmp_path, name, config, splits, image_size, final_lr):
+  config = short(config, str(tmp_path / 'tfds'), image_size)
+  workdir = str(tmp_path / 'run')
+  with prepared_mock(name, str(tmp_path / 'tfds'), num_examples=20, splits=splits):
+    state = train.train_and_evaluate(config, workdir)
+  assert int(state.step) == 3
+  scalars = events.read_scalars(workdir)
+  assert scalars['train_loss'][0].tolist() == [3]
+  assert np.isfinite(scalars['train_loss'][1]).all()
+  np.testing.assert_allclose(scalars['train_learning_rate'][1], [final_lr], rtol=1e-6)
+  # 20 eval examples in batches of 8: the last batch is padded, and every example counts.
+  error = scalars['eval_error_top1'][1][0]
+  assert 0 <= error <= 1 and error * 20 == pytest.approx(round(error * 20), abs=1e-4)
+  _, step = checkpointing.restore_variables(workdir)
+  assert step == 3
