@@ -29,8 +29,9 @@ def checkpoint_dir(workdir: str) -> str:
 
 def create_manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
   """A manager of ``workdir/checkpoints`` keeping the last ``keep`` steps."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                         read_only=read_only)
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
+      create=not read_only, read_only=read_only)
   handlers = {'model': ocp.StandardCheckpointHandler(),
               'opt_state': ocp.StandardCheckpointHandler(),
               'progress': ocp.JsonCheckpointHandler()}

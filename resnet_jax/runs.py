@@ -1,0 +1,284 @@
+"""A training run opened in a notebook: load, predict, evaluate, plot its curves, export.
+
+    import resnet_jax
+    run = resnet_jax.load_run('/tmp/resnet_jax/quickstart')
+    run.evaluate()  # {'loss', 'error_top1', 'error_top5'}: what training recorded, exactly.
+
+``load_run`` restores only ``{'params', 'batch_stats'}`` of a checkpoint (no optimizer state) onto
+this process's devices, whatever topology trained the run. Evaluation runs the training loop's own
+jitted eval step over the same padded, masked batches, so on the same devices it reproduces the
+recorded numbers bit for bit. Everything runs in this process on its local devices.
+"""
+
+import dataclasses
+import functools
+import importlib
+import json
+import os
+from typing import Any, Callable, NamedTuple, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from resnet_jax import checkpointing, config_lib, events, steps, train
+from resnet_jax.checkpointing import CheckpointError
+
+# The config fields that shape the network: a config given to ``load_run`` must agree on them.
+MODEL_FIELDS = ('model', 'dataset.name', 'dataset.image_size')
+
+
+class Predictions(NamedTuple):
+  logits: np.ndarray  # float32 [N, num_classes].
+  labels: np.ndarray  # int [N, top_k]: class indices, the most likely first.
+
+
+class _Placement(NamedTuple):
+  """Variables replicated on a mesh of local devices and the jitted functions that use them."""
+  num_devices: int
+  variables: Any
+  batch_sharding: NamedSharding
+  eval_fn: Callable
+  logits_fn: Callable
+
+
+def _input_pipeline():
+  """The tfds input path, imported on first use (it imports TensorFlow)."""
+  return importlib.import_module('resnet_jax.input_pipeline')
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+  """One checkpoint of a run: its config, model and variables ``{'params', 'batch_stats'}``."""
+  workdir: str
+  config: ml_collections.ConfigDict
+  model: nn.Module
+  variables: dict
+  step: int
+  _placements: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
+
+  @property
+  def info(self):
+    """The dataset's ``DatasetInfo``: classes, label names, split sizes, input shape."""
+    return _input_pipeline().get_dataset_info(self.config)
+
+  @property
+  def num_devices(self) -> int:
+    """The local devices ``predict`` and ``evaluate`` use: the most that divide the eval batch."""
+    return max(n for n in range(1, jax.local_device_count() + 1)
+               if self.config.eval_batch_size % n == 0)
+
+  def curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{tag: (steps, values)}`` of every scalar in the TensorBoard events, e.g. 'train_loss'."""
+    return events.read_scalars(self.workdir)
+
+  def examples(self, count: int, split: Optional[str] = None):
+    """The first ``count`` raw (uint8 images, int labels) of a split (default: the eval split).
+
+    Images are one array [N, h, w, C] when they share a shape (digits, cifar10), else a list.
+    """
+    _input_pipeline().get_dataset_info(self.config)  # Prepares digits, refuses what is not.
+    tfds = importlib.import_module('tensorflow_datasets')
+    builder = tfds.builder(self.config.dataset.name, data_dir=self.config.dataset.data_dir)
+    records = builder.as_dataset(split=split or self.config.dataset.eval_split,
+                                 shuffle_files=False, as_supervised=True,
+                                 read_config=tfds.ReadConfig(try_autocache=False)).take(count)
+    images, labels = zip(*tfds.as_numpy(records))
+    same_shape = len({image.shape for image in images}) == 1
+    return (np.stack(images) if same_shape else list(images)), np.array(labels)
+
+  def preprocess(self, images) -> np.ndarray:
+    """Raw uint8 images as the model sees them in evaluation (``preprocess_for_eval_numpy``)."""
+    return _input_pipeline().preprocess_for_eval_numpy(self.config, images)
+
+  def predict(self, images, top_k: int = 5) -> Predictions:
+    """Logits and the ``top_k`` most likely classes of raw uint8 images.
+
+    ``images``: [N, h, w, C] at the dataset's resolution (digits, cifar10), or a sequence of
+    [h, w, 3] images of any size (imagenet2012). They are preprocessed as in evaluation and run
+    in batches of at most ``config.eval_batch_size``.
+    """
+    count = len(images)
+    if not count:
+      raise ValueError('predict needs at least one image.')
+    placement = self._placement()
+    batch = min(self.config.eval_batch_size, -(-count // placement.num_devices)
+                * placement.num_devices)
+    logits = []
+    for start in range(0, count, batch):
+      inputs = self.preprocess(images[start:start + batch])
+      padded = np.zeros((batch, *inputs.shape[1:]), np.float32)
+      padded[:len(inputs)] = inputs
+      outputs = placement.logits_fn(placement.variables,
+                                    jax.device_put(padded, placement.batch_sharding))
+      logits.append(np.asarray(outputs)[:len(inputs)])
+    logits = np.concatenate(logits)
+    return Predictions(logits, np.argsort(-logits, axis=-1, kind='stable')[:, :top_k])
+
+  def evaluate(self, split: Optional[str] = None) -> dict[str, float]:
+    """``{'loss', 'error_top1', 'error_top5'}`` on a tfds split (default: the eval split).
+
+    The training loop's evaluation: the same batches of ``config.eval_batch_size``, padding
+    masked out, the same metrics and jitted step.
+    """
+    placement = self._placement()
+    batches = _input_pipeline().eval_batches(self.config, process_index=0, process_count=1,
+                                             split=split)
+    metrics = train.evaluate(placement.eval_fn, placement.variables, batches,
+                             placement.batch_sharding)
+    return {name.removeprefix('eval_'): value for name, value in metrics.items()}
+
+  def export(self, path: str) -> None:
+    """Writes the variables to one portable flax msgpack file (``flax.serialization``)."""
+    data = flax.serialization.to_bytes(jax.device_get(self.variables))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + '.tmp', 'wb') as f:
+      f.write(data)
+    os.replace(path + '.tmp', path)
+
+  def _placement(self) -> _Placement:
+    """The variables replicated on ``num_devices`` local devices, and the jitted functions."""
+    num_devices = self.num_devices
+    if num_devices not in self._placements:
+      mesh = jax.make_mesh((num_devices,), ('data',),
+                           devices=jax.local_devices()[:num_devices])
+      replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+      self._placements[num_devices] = _Placement(
+          num_devices=num_devices,
+          variables=jax.device_put(self.variables, replicated),
+          batch_sharding=batched,
+          eval_fn=jax.jit(functools.partial(steps.eval_step, model=self.model),
+                          in_shardings=(replicated, batched), out_shardings=replicated),
+          logits_fn=jax.jit(functools.partial(self.model.apply, train=False),
+                            in_shardings=(replicated, batched), out_shardings=replicated))
+    return self._placements[num_devices]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading.
+# --------------------------------------------------------------------------------------------
+
+
+def _what_is_in(directory: str) -> str:
+  """One sentence naming the runs in ``directory``, or else what it holds."""
+  if not os.path.isdir(directory):
+    return f'{directory} does not exist either.'
+  names = sorted(os.listdir(directory))
+  runs = [n for n in names if os.path.isdir(checkpointing.checkpoint_dir(
+      os.path.join(directory, n)))]
+  if runs:
+    return f'Runs with checkpoints in {directory}: {", ".join(runs)}.'
+  shown = ', '.join(names[:10]) + (f' and {len(names) - 10} more' if len(names) > 10 else '')
+  return f'{directory} holds no run with checkpoints; it holds: {shown or "nothing"}.'
+
+
+def _check_is_run(workdir: str) -> None:
+  path = os.path.abspath(workdir)
+  if not os.path.isdir(path):
+    raise CheckpointError(f'No run at {workdir!r}: the directory does not exist. '
+                          + _what_is_in(os.path.dirname(path)))
+  if not os.path.isdir(checkpointing.checkpoint_dir(path)):
+    raise CheckpointError(f'{workdir!r} has no checkpoints/ directory, so no checkpoint. '
+                          + _what_is_in(path))
+  if not os.path.exists(os.path.join(path, 'config.json')):
+    raise CheckpointError(f'{workdir!r} has checkpoints but no config.json, so the model they '
+                          'belong to is unknown.')
+
+
+def _check_same_model(saved, config, workdir: str) -> None:
+  saved, given = (flax.traverse_util.flatten_dict(json.loads(c.to_json_best_effort()), sep='.')
+                  for c in (saved, config))
+  changed = [f'{key}: {saved.get(key)!r} in the run, {given.get(key)!r} given'
+             for key in sorted(saved.keys() | given.keys())
+             if any(key == f or key.startswith(f + '.') for f in MODEL_FIELDS)
+             and saved.get(key) != given.get(key)]
+  if changed:
+    raise config_lib.ConfigError(
+        f'The config given for {workdir!r} describes another network (' + '; '.join(changed)
+        + '). Leave the config out to use the one saved with the run.')
+
+
+def _mismatch(expected, actual) -> Optional[str]:
+  """How the shapes of ``actual`` differ from those of ``expected`` (pytrees), if they do."""
+  want = flax.traverse_util.flatten_dict(expected, sep='/')
+  got = flax.traverse_util.flatten_dict(actual, sep='/')
+  problems = ([f'{k} missing' for k in sorted(want.keys() - got.keys())]
+              + [f'{k} unexpected' for k in sorted(got.keys() - want.keys())]
+              + [f'{k} has shape {tuple(np.shape(got[k]))}, the model {tuple(want[k].shape)}'
+                 for k in sorted(want.keys() & got.keys())
+                 if tuple(np.shape(got[k])) != tuple(want[k].shape)])
+  if not problems:
+    return None
+  more = f' and {len(problems) - 3} more' if len(problems) > 3 else ''
+  return '; '.join(problems[:3]) + more
+
+
+def _abstract_variables(model: nn.Module, variables) -> Any:
+  """The shapes ``model`` gives its variables, for the input channels of ``variables``."""
+  channels = np.shape(variables['params']['stem_conv']['kernel'])[2]
+  # Parameter shapes do not depend on the image size (global average pooling).
+  image = jax.ShapeDtypeStruct((1, 32, 32, channels), jnp.float32)
+  return jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
+
+
+def _num_classes(variables) -> int:
+  return int(np.shape(variables['params']['fc']['bias'])[0])
+
+
+def load_run(workdir: str, step: Optional[int] = None, *,
+             config: Optional[ml_collections.ConfigDict] = None) -> Run:
+  """Opens the checkpoint of ``step`` (default: the latest) of the run in ``workdir``.
+
+  Restores only params and batch_stats, onto this process's first local device. ``config``
+  replaces the saved ``workdir/config.json`` (e.g. with another ``dataset.data_dir``) and must
+  describe the same network. Raises ``CheckpointError`` naming what exists when ``workdir``,
+  its checkpoints or ``step`` do not.
+  """
+  workdir = os.fspath(workdir)
+  _check_is_run(workdir)
+  saved = config_lib.load_config(workdir)
+  if config is None:
+    config = saved
+  else:
+    _check_same_model(saved, config, workdir)
+  variables, step = checkpointing.restore_variables(workdir, step)
+  model = config_lib.build_model(config, _num_classes(variables))
+  problem = _mismatch(_abstract_variables(model, variables), variables)
+  if problem:
+    raise CheckpointError(f'The checkpoint at step {step} of {workdir!r} does not fit the model '
+                          f'of its config: {problem}.')
+  return Run(workdir=workdir, config=config, model=model, variables=variables, step=step)
+
+
+def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
+  """``(model, variables)`` from a file that ``Run.export`` wrote.
+
+  ``model_or_config``: the Flax model (e.g. ``run.model``), or a run's config, from which the
+  model is built with the file's number of classes. Raises ``ValueError`` if they do not fit.
+  """
+  with open(path, 'rb') as f:
+    variables = flax.serialization.msgpack_restore(f.read())
+  model = model_or_config
+  if not isinstance(model, nn.Module):
+    model = config_lib.build_model(model_or_config, _num_classes(variables))
+  problem = _mismatch(_abstract_variables(model, variables), variables)
+  if problem:
+    raise ValueError(f'{path} does not fit the model: {problem}.')
+  return model, jax.device_put(variables)
+
+
+def evaluate_latest(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -> dict:
+  """``main.py --mode=eval``: evaluates the latest checkpoint and prints its metrics."""
+  train.quiet_library_logs()
+  run = load_run(workdir, config=config)
+  metrics = run.evaluate()
+  line = ' '.join(f'eval_{name}={value!r}' for name, value in sorted(metrics.items()))
+  logging.info('Evaluated the checkpoint at step %d of %s.', run.step, workdir)
+  print(f'step={run.step} split={run.config.dataset.eval_split} devices={run.num_devices} '
+        f'{line}', flush=True)
+  return metrics
