@@ -231,13 +231,14 @@ def _num_classes(variables) -> int:
 
 
 def load_run(workdir: str, step: Optional[int] = None, *,
-             config: Optional[ml_collections.ConfigDict] = None) -> Run:
+             config: Optional[ml_collections.ConfigDict] = None,
+             data_dir: Optional[str] = None) -> Run:
   """Opens the checkpoint of ``step`` (default: the latest) of the run in ``workdir``.
 
   Restores only params and batch_stats, onto this process's first local device. ``config``
-  replaces the saved ``workdir/config.json`` (e.g. with another ``dataset.data_dir``) and must
-  describe the same network. Raises ``CheckpointError`` naming what exists when ``workdir``,
-  its checkpoints or ``step`` do not.
+  replaces the saved ``workdir/config.json`` and must describe the same network; ``data_dir``
+  reads the dataset from another tfds data_dir. Raises ``CheckpointError`` naming what exists
+  when ``workdir``, its checkpoints or ``step`` do not.
   """
   workdir = os.fspath(workdir)
   _check_is_run(workdir)
@@ -246,6 +247,9 @@ def load_run(workdir: str, step: Optional[int] = None, *,
     config = saved
   else:
     _check_same_model(saved, config, workdir)
+  if data_dir is not None:
+    config = config.copy_and_resolve_references()
+    config.dataset.data_dir = data_dir
   variables, step = checkpointing.restore_variables(workdir, step)
   model = config_lib.build_model(config, _num_classes(variables))
   problem = _mismatch(_abstract_variables(model, variables), variables)

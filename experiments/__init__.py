@@ -1,0 +1,1 @@
+"""The paper's experiments: sweeps of configs, their runner, reports and evaluation modes."""

@@ -1,0 +1,158 @@
+"""Runs a sweep, one run after another, or prints its commands for a cluster.
+
+    python -m experiments.run --sweep=depth_study:digits --root=/tmp/depth_digits
+    python -m experiments.run --sweep=imagenet_deep --root=gs://bucket/runs --print_commands
+
+Each run trains into ``<root>/<run name>`` through ``main.py`` (a subprocess of this Python).
+A finished run (its latest checkpoint is at the last step) is skipped without starting a
+process; an interrupted one resumes from its checkpoint. ``--override=key=value`` (repeatable)
+is appended to every run, e.g. ``--override=dataset.data_dir=/data/tfds``.
+"""
+
+import ast
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from absl import app, flags, logging
+
+from experiments import sweeps
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command line flags (defined on demand, so that tests can import this module)."""
+  flags.DEFINE_string('sweep', None, f'One of: {", ".join(sweeps.SWEEPS)}.')
+  flags.DEFINE_string('root', None, 'Directory that holds one workdir per run.')
+  flags.DEFINE_bool('print_commands', False, 'Print one main.py command per run; run nothing.')
+  flags.DEFINE_multi_string('override', [], 'key=value added to every run, e.g. '
+                            'dataset.data_dir=/data/tfds.')
+  flags.mark_flags_as_required(['sweep', 'root'])
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+  """['a.b=1', 'c=/x'] -> {'a.b': 1, 'c': '/x'}: Python literals where they parse, else text."""
+  overrides = {}
+  for pair in pairs:
+    key, sep, text = pair.partition('=')
+    if not sep or not key:
+      raise app.UsageError(f'--override={pair!r} is not of the form key=value.')
+    try:
+      overrides[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      overrides[key] = text
+  return overrides
+
+
+def with_overrides(runs: list[sweeps.Run], overrides: dict) -> list[sweeps.Run]:
+  return [run._replace(overrides={**run.overrides, **overrides}) for run in runs]
+
+
+def format_value(value) -> str:
+  """A config value as ml_collections' --config.key=value flag parses it."""
+  if isinstance(value, (tuple, list)):
+    return '(' + ','.join(format_value(v) for v in value) + (',)' if len(value) == 1 else ')')
+  return str(value)
+
+
+def command(run: sweeps.Run, root: str, python: str = 'python', main: str = 'main.py') -> list:
+  """The argv that trains ``run`` into ``root/<run.name>``."""
+  return [python, main, f'--config={run.config}', f'--workdir={os.path.join(root, run.name)}',
+          *(f'--config.{k}={format_value(v)}' for k, v in run.overrides.items())]
+
+
+def load_config(run: sweeps.Run):
+  """The ConfigDict that ``run`` trains with (its config file, argument and overrides)."""
+  path, _, arg = run.config.partition(':')
+  spec = importlib.util.spec_from_file_location('sweep_config', os.path.join(ROOT, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  for key, value in run.overrides.items():
+    *parents, field = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[field] = value
+  return config
+
+
+def is_finished(run: sweeps.Run, root: str) -> bool:
+  """Whether ``root/<run.name>`` holds a checkpoint at the run's last step."""
+  # pylint: disable=import-outside-toplevel  (jax, orbax and TensorFlow only when needed)
+  from resnet_jax import checkpointing, config_lib
+  workdir = os.path.join(root, run.name)
+  if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
+    return False
+  manager = checkpointing.create_manager(workdir, read_only=True)
+  step = manager.latest_step()
+  manager.close()
+  if step is None:
+    return False
+  config = load_config(run)
+  steps_per_epoch = 0
+  if config.total_epochs:
+    from resnet_jax import input_pipeline
+    steps_per_epoch = input_pipeline.steps_per_epoch(config, process_count=1)
+  return step >= config_lib.total_steps(config, steps_per_epoch)
+
+
+def record_sweep(root: str, name: str) -> None:
+  """Adds ``name`` to ``root/sweeps.json``, the list of sweeps that the report tabulates."""
+  path = os.path.join(root, sweeps.SWEEPS_FILE)
+  names = []
+  if os.path.exists(path):
+    with open(path) as f:
+      names = json.load(f)
+  if name not in names:
+    os.makedirs(root, exist_ok=True)
+    with open(path, 'w') as f:
+      json.dump(names + [name], f)
+
+
+def run_sweep(name: str, runs: list[sweeps.Run], root: str) -> list[str]:
+  """Trains the unfinished runs one after another; returns the names of those that failed."""
+  record_sweep(root, name)
+  failed = []
+  for run in runs:
+    if is_finished(run, root):
+      logging.info('Skipping %s: already finished.', run.name)
+      continue
+    argv = command(run, root, python=sys.executable, main=os.path.join(ROOT, 'main.py'))
+    logging.info('Running %s: %s', run.name, shlex.join(argv))
+    start = time.time()
+    returncode = subprocess.run(argv, cwd=ROOT, check=False).returncode
+    logging.info('%s %s after %.0f s.', run.name, 'failed' if returncode else 'finished',
+                 time.time() - start)
+    if returncode:
+      failed.append(run.name)
+  return failed
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    runs = sweeps.get_sweep(FLAGS.sweep)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
+  runs = with_overrides(runs, parse_overrides(FLAGS.override))
+  if FLAGS.print_commands:
+    for run in runs:
+      print(shlex.join(command(run, FLAGS.root)))
+    return
+  failed = run_sweep(FLAGS.sweep, runs, FLAGS.root)
+  if failed:
+    sys.exit(f'These runs failed: {", ".join(failed)}; run the sweep again to resume them.')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,65 @@
+"""The paper's experiments as named sweeps: lists of (run name, config, overrides).
+
+A run trains ``python main.py --config=<config> --workdir=<root>/<run name>`` with every override
+appended as ``--config.<key>=<value>``; ``experiments.run`` runs or prints them.
+"""
+
+import os
+from typing import Any, NamedTuple
+
+# The layout of a sweep's root: the sweeps run into it, and per run the evaluation results.
+SWEEPS_FILE = 'sweeps.json'
+
+
+def eval_result_path(workdir: str, mode: str) -> str:
+  """Where ``experiments.evaluate`` writes the result of one evaluation mode of a run."""
+  return os.path.join(workdir, f'eval_{mode}.json')
+
+
+class Run(NamedTuple):
+  name: str  # The run's directory under the sweep's root.
+  config: str  # A config file with its argument, e.g. 'configs/cifar10.py:resnet56'.
+  overrides: dict[str, Any]  # Dotted config fields, e.g. {'model.shortcut': 'A'}.
+
+
+# The digits depth study: configs/digits.py (16 epochs of 23 steps, lr /10 at epochs 8 and 12)
+# with the paper's ResNet-110 warm-up (lr 0.01 for the first 2 epochs) for every net, so the
+# 56-layer ResNet starts as smoothly as the 20-layer one. About 5 minutes on 2 CPU cores.
+DIGITS_DEPTH_OVERRIDES = {'optimizer.warmup_steps': 46}
+
+
+def _cifar(models, **overrides):
+  return [Run(m, f'configs/cifar10.py:{m}', dict(overrides)) for m in models]
+
+
+def _digits(models):
+  return [Run(m, f'configs/digits.py:{m}', dict(DIGITS_DEPTH_OVERRIDES)) for m in models]
+
+
+SWEEPS = {
+    # Figure 6 and Table 6: plain vs residual on CIFAR-10 with the paper's recipe.
+    'depth_study:cifar10': _cifar(['plain20', 'plain32', 'plain44', 'plain56', 'resnet20',
+                                   'resnet32', 'resnet44', 'resnet56', 'resnet110']),
+    # The same study on the bundled offline dataset, sized for a 2-core CPU.
+    'depth_study:digits': _digits(['plain20', 'plain56', 'resnet20', 'resnet56']),
+    # Table 2 and Figure 4: plain-18/34 vs ResNet-18/34 with zero-padded identity shortcuts (A).
+    'imagenet_plain_vs_residual': [
+        Run('plain18', 'configs/imagenet_plain18.py', {}),
+        Run('plain34', 'configs/imagenet_plain34.py', {}),
+        Run('resnet18', 'configs/imagenet_r18.py', {'model.shortcut': 'A'}),
+        Run('resnet34', 'configs/imagenet_r34.py:A', {}),
+    ],
+    # Table 3: ResNet-34 with shortcut options A, B and C.
+    'shortcuts': [Run(f'resnet34_{o}', f'configs/imagenet_r34.py:{o}', {}) for o in 'ABC'],
+    # Table 3 and 4: the bottleneck nets.
+    'imagenet_deep': [Run(f'resnet{d}', f'configs/imagenet_r{d}.py', {}) for d in (50, 101, 152)],
+    # Table 6: ResNet-110 vs the overfitting ResNet-1202.
+    'cifar_1202': _cifar(['resnet110', 'resnet1202']),
+}
+
+
+def get_sweep(name: str) -> list[Run]:
+  """The runs of sweep ``name``; raises ValueError listing the valid names."""
+  if name not in SWEEPS:
+    raise ValueError(f'Unknown sweep {name!r}. Valid sweeps: {", ".join(SWEEPS)}.')
+  return list(SWEEPS[name])
