@@ -39,6 +39,9 @@ def get_config() -> ml_collections.ConfigDict:
       num_shards=0,          # Data shards; 0 = one per process. Fix it to make the data order
                              # independent of the number of hosts.
       shuffle_buffer=16_384,  # Streaming datasets (ImageNet) only.
+      # digits, cifar10: keep the train split on the accelerators and augment it inside the
+      # jitted step (resnet_jax/device_data.py); its own data order, a function of (seed, step).
+      device_resident=False,
   ))
 
   # Global batch sizes (split over all devices of all hosts).
@@ -63,6 +66,10 @@ def get_config() -> ml_collections.ConfigDict:
       warmup_steps=0,              # Hold warmup_learning_rate for these first steps.
       warmup_learning_rate=0.01,
   ))
+
+  # Train steps per jitted call (lax.scan), device-resident path only; calls end at every
+  # logging, evaluation and checkpoint step, so make it divide those intervals.
+  config.steps_per_call = 1
 
   # Logging, evaluation and checkpoints (in steps).
   config.log_every_steps = 100

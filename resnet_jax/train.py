@@ -18,7 +18,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from resnet_jax import checkpointing, config_lib, optim, steps
+from resnet_jax import checkpointing, config_lib, device_data, optim, steps
 from resnet_jax.errors import DivergenceError
 
 
@@ -111,6 +111,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
                       process_count=jax.process_count())
   config_lib.check_workdir(config, workdir)
   from resnet_jax import input_pipeline  # TensorFlow is imported by the tfds input path only.
+  device_data.check_config(config, input_pipeline.IN_MEMORY)
   info = input_pipeline.get_dataset_info(config)
   steps_per_epoch = input_pipeline.steps_per_epoch(config, process_count=jax.process_count())
   num_steps = config_lib.total_steps(config, steps_per_epoch)
@@ -167,8 +168,9 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))
-  progress_report = periodic_actions.ReportProgress(
-      num_train_steps=num_steps, writer=writer, every_steps=config.log_every_steps)
+  progress_report = periodic_actions.ReportProgress(  # on_steps: a call may run several steps.
+      num_train_steps=num_steps, writer=writer,
+      on_steps=range(config.log_every_steps, num_steps + 1, config.log_every_steps))
   preemption = PreemptionFlag()
   last_checkpoint = None if restored is None else start_step
 
@@ -194,15 +196,26 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   # ---- The loop.
   logging.info('Training %s for %d steps (%d per epoch) from step %d on %d devices.',
                config.model.name, num_steps, steps_per_epoch, start_step, jax.device_count())
-  batches = prefetch_to_devices(
-      input_pipeline.train_batches(config, start_step=data_position,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count()), batch_sharding)
+  if config.dataset.device_resident:  # The split on the devices; a call runs several steps.
+    augment, name = config.dataset.augment, config.dataset.name
+    train_fn = device_data.make_train_fn(
+        train_fn, device_data.put_on_devices(*input_pipeline.load_train_arrays(config), mesh),
+        mesh, seed=config.seed, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
+        pad=input_pipeline.PAD[name] if augment else 0, flip=augment and input_pipeline.FLIP[name])
+    step_ends = device_data.call_ends(start_step, num_steps, config.steps_per_call, (
+        config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps))
+    inputs = iter(np.diff([start_step, *step_ends]))  # What train_fn takes: steps per call.
+  else:
+    step_ends = range(start_step + 1, num_steps + 1)
+    inputs = prefetch_to_devices(
+        input_pipeline.train_batches(config, start_step=data_position,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count()), batch_sharding)
   train_metrics = None
   try:
-    for step in range(start_step + 1, num_steps + 1):
+    for step in step_ends:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
-        state, step_metrics = train_fn(state, next(batches))
+        state, step_metrics = train_fn(state, next(inputs))
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(
           step_metrics)
       progress_report(step)

@@ -1,0 +1,146 @@
+"""The device-resident input path: the whole train split on the accelerators, augmented in JAX.
+
+For the in-memory datasets (digits, CIFAR-10) the preprocessed train split (mean subtracted, as
+``input_pipeline.load_train_arrays`` returns it) is copied to every device once. Each jitted call
+then runs several training steps (``lax.scan``; unrolled on CPU); every step gathers its batch
+on the devices and applies the paper's augmentation there: zero padding, a random crop of the
+original size and (CIFAR) a random horizontal flip. No host work and no host-to-device copy
+remain in the loop.
+
+Determinism. The batch of global step t (the step that ``state.step == t`` runs) is a pure
+function of (seed, t): epoch ``e = t // steps_per_epoch`` reads the split in the order
+``jax.random.permutation(fold_in(order_key, e), N)`` and step t takes the ``batch_size``
+consecutive positions ``(t % steps_per_epoch) * batch_size, ...`` of it. Crop offsets and flips
+are drawn for the whole global batch from ``fold_in(augment_key, t)``, so neither the order nor
+the augmentation depends on the number of devices, and a resumed run continues exactly.
+
+TensorFlow is not imported here: the path runs where only JAX is installed.
+"""
+
+import functools
+from typing import Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from resnet_jax.config_lib import ConfigError
+
+_DATA_STREAM = 0xDA7A  # Folded into the seed's key, so data keys differ from the model's.
+
+
+def check_config(config, in_memory_datasets: Iterable[str]) -> None:
+  """Raises ``ConfigError`` unless ``dataset.device_resident`` and ``steps_per_call`` fit."""
+  if config.steps_per_call < 1:
+    raise ConfigError(f'steps_per_call={config.steps_per_call} must be at least 1.')
+  if not config.dataset.device_resident:
+    if config.steps_per_call != 1:
+      raise ConfigError(f'steps_per_call={config.steps_per_call} needs the device-resident '
+                        'input path: add --config.dataset.device_resident=True, or set '
+                        'steps_per_call=1.')
+    return
+  if config.dataset.name not in in_memory_datasets:
+    raise ConfigError(f'dataset.device_resident=True needs a dataset held in memory '
+                      f'({", ".join(sorted(in_memory_datasets))}), not '
+                      f'{config.dataset.name!r}; set dataset.device_resident=False.')
+
+
+def call_ends(start_step: int, num_steps: int, steps_per_call: int,
+              intervals: Iterable[int]) -> list[int]:
+  """The steps at which the calls after ``start_step`` end.
+
+  Calls end at every multiple of ``steps_per_call`` and of each interval (logging, evaluation,
+  checkpoints), and at ``num_steps``; so those actions land on call boundaries. Choose
+  ``steps_per_call`` dividing the intervals, or shorter calls (one more compile each) fill in.
+  """
+  ends = {num_steps}
+  for every in (steps_per_call, *intervals):
+    first = (start_step // every + 1) * every
+    ends.update(range(first, num_steps, every))
+  return sorted(e for e in ends if e > start_step)
+
+
+def put_on_devices(images: np.ndarray, labels: np.ndarray, mesh: jax.sharding.Mesh) -> dict:
+  """The whole split replicated on every device of ``mesh`` (every process passes all of it)."""
+  replicated = NamedSharding(mesh, P())
+  return {'image': jax.make_array_from_process_local_data(replicated, images),
+          'label': jax.make_array_from_process_local_data(replicated, labels)}
+
+
+def crop_and_flip(images, offsets, flips, pad: int):
+  """Crops of the ``pad``-zero-padded images at ``offsets`` [B, 2] (y, x), flipped where set."""
+  height, width, channels = images.shape[1:]
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  crop = lambda image, offset: jax.lax.dynamic_slice(
+      image, (offset[0], offset[1], 0), (height, width, channels))
+  images = jax.vmap(crop)(padded, offsets)
+  return jnp.where(flips[:, None, None, None], images[:, :, ::-1], images)
+
+
+def augment(images, key, pad: int, flip: bool):
+  """The paper's augmentation: a random crop of the zero-padded image, a random flip if ``flip``."""
+  crop_key, flip_key = jax.random.split(key)
+  offsets = jax.random.randint(crop_key, (images.shape[0], 2), 0, 2 * pad + 1)
+  flips = (jax.random.bernoulli(flip_key, 0.5, (images.shape[0],)) if flip
+           else jnp.zeros(images.shape[0], bool))
+  return crop_and_flip(images, offsets, flips, pad)
+
+
+def data_keys(seed: int):
+  """(order_key, augment_key) of a seed."""
+  return jax.random.split(jax.random.fold_in(jax.random.key(seed), _DATA_STREAM))
+
+
+def train_batch(data: dict, step, *, seed: int, batch_size: int, steps_per_epoch: int,
+                pad: int, flip: bool) -> dict:
+  """The augmented train batch of global step ``step`` (a traced int), as the module describes."""
+  order_key, augment_key = data_keys(seed)
+  epoch, position = step // steps_per_epoch, step % steps_per_epoch
+  order = jax.random.permutation(jax.random.fold_in(order_key, epoch), data['label'].shape[0])
+  index = jax.lax.dynamic_slice_in_dim(order, position * batch_size, batch_size)
+  images, labels = data['image'][index], data['label'][index]
+  if pad or flip:
+    images = augment(images, jax.random.fold_in(augment_key, step), pad, flip)
+  return {'image': images, 'label': labels}
+
+
+def _merge_steps(stacked):
+  """Merges metrics stacked along a leading steps axis, in order (as the per-step loop does)."""
+  first = jax.tree.map(lambda x: x[0], stacked)
+  rest = jax.tree.map(lambda x: x[1:], stacked)
+  return jax.lax.scan(lambda merged, m: (merged.merge(m), None), first, rest)[0]
+
+
+def make_train_fn(train_step: Callable, data: dict, mesh: jax.sharding.Mesh, *, seed: int,
+                  batch_size: int, steps_per_epoch: int, pad: int, flip: bool) -> Callable:
+  """``(state, num_steps) -> (state, metrics)``: ``num_steps`` train steps in one jitted call.
+
+  ``train_step(state, batch) -> (state, metrics)`` is the usual step; ``data`` is what
+  ``put_on_devices`` returns. The state is donated; metrics are merged over the call's steps.
+  """
+  replicated = NamedSharding(mesh, P())
+  # XLA:CPU runs gradient convolutions tens of times slower inside a while loop (measured, see
+  # benchmarks/RESULTS.md), and lax.scan keeps a one-trip loop even when unrolled: on CPU the
+  # steps are unrolled here instead; elsewhere they stay a loop.
+  unroll = mesh.devices.flat[0].platform == 'cpu'
+  batch_fn = functools.partial(train_batch, seed=seed, batch_size=batch_size,
+                               steps_per_epoch=steps_per_epoch, pad=pad, flip=flip)
+
+  batch_sharding = NamedSharding(mesh, P('data'))  # Data parallel: each device its slice.
+
+  def run(state, data, num_steps):
+    step_fn = lambda state, _=None: train_step(state, jax.sharding.reshard(
+        batch_fn(data, state.step), batch_sharding))
+    if unroll:
+      metrics = []
+      for _ in range(num_steps):
+        state, step_metrics = step_fn(state)
+        metrics.append(step_metrics)
+      return state, functools.reduce(lambda merged, m: merged.merge(m), metrics)
+    state, stacked = jax.lax.scan(step_fn, state, length=num_steps)
+    return state, _merge_steps(stacked)
+
+  jitted = jax.jit(run, static_argnums=2, donate_argnums=0,
+                   in_shardings=(replicated, replicated), out_shardings=(replicated, replicated))
+  return lambda state, num_steps: jitted(state, data, int(num_steps))
