@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
       # ("virtual batch"), independent of the number of devices.
       bn_group_size=0,
       zero_init_last_bn=False,
+      # Materialise each block's output once (models.fusion_barrier): None turns it on where it
+      # pays, on CPU (a 1.1-1.2x faster train step); results are unchanged.
+      fusion_barriers=config_dict.placeholder(bool),
   ))
 
   # The data: a tensorflow-datasets name and how to read it.

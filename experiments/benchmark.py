@@ -56,6 +56,9 @@ flags.DEFINE_float('peak_tflops', 0, 'Peak TFLOP/s of one device for the MFU (0:
 flags.DEFINE_list('parts', ['step', 'forward', 'torch'], f'Any of {", ".join(PARTS)}.')
 flags.DEFINE_list('torch_variants', ['eager', 'channels_last', 'compile', 'compile_cl'],
                   'Torch configurations to try; bf16 autocast follows --dtype.')
+flags.DEFINE_bool('compare_fusion_barriers', True,
+                  'Also time the train step with model.fusion_barriers flipped from its default '
+                  'on this backend (on for CPU).')
 flags.DEFINE_integer('steps_per_call', 10, 'Steps per call of the device-resident path.')
 flags.DEFINE_integer('e2e_steps', 60, 'Steps of each end-to-end run (logged every 10).')
 flags.DEFINE_integer('e2e_repeats', 2, 'End-to-end runs of each input path, taking turns.')
@@ -150,9 +153,9 @@ def compile_with_flops(jitted, *args):
 # --------------------------------------------------------------------------------------------
 
 
-def bench_config():
+def bench_config(**model_overrides):
   config = default.get_config()
-  config.model.update(name=FLAGS.model, dtype=FLAGS.dtype)
+  config.model.update(name=FLAGS.model, dtype=FLAGS.dtype, **model_overrides)
   config.batch_size = FLAGS.batch_size
   return config
 
@@ -173,9 +176,9 @@ def synthetic_batch(batch_size, seed=0):
           'label': rng.integers(0, num_classes(), batch_size).astype(np.int32)}
 
 
-def jax_setup(steps_per_epoch=390):
+def jax_setup(steps_per_epoch=390, **model_overrides):
   """(mesh, model, tx, learning-rate schedule, replicated initial state) of the benchmark."""
-  config = bench_config()
+  config = bench_config(**model_overrides)
   mesh = train.create_mesh()
   model = config_lib.build_model(config, num_classes())
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape())),
@@ -186,24 +189,34 @@ def jax_setup(steps_per_epoch=390):
   return mesh, model, tx, schedule, init(jax.random.key(0))
 
 
+def train_step_timer(impl, batch, **model_overrides) -> Timer:
+  """The bare jitted train step (real optimizer, donated state) on ``batch``."""
+  _, model, tx, schedule, state = jax_setup(**model_overrides)
+  step_fn, compile_s, flops = compile_with_flops(jax.jit(
+      functools.partial(steps.train_step, model=model, tx=tx, learning_rate_fn=schedule),
+      donate_argnums=0), state, batch)
+  holder = [state]
+
+  def run_step():
+    holder[0], _ = step_fn(holder[0], batch)
+
+  note = f'fusion_barriers={model.fusion_barriers}'
+  return Timer('train_step', impl, run_step, lambda: jax.block_until_ready(holder[0]),
+               FLAGS.batch_size, flops=flops, compile_s=compile_s, note=note)
+
+
 def jax_timers(parts) -> list[Timer]:
   """The bare train step and the eval forward pass on a synthetic batch already on device."""
   mesh, model, tx, schedule, state = jax_setup()
   batch = train.to_global(synthetic_batch(FLAGS.batch_size), NamedSharding(mesh, P('data')))
   timers = []
   if 'step' in parts:
-    step_fn, compile_s, flops = compile_with_flops(jax.jit(
-        functools.partial(steps.train_step, model=model, tx=tx, learning_rate_fn=schedule),
-        donate_argnums=0), state, batch)
-    holder = [state]
-
-    def run_step():
-      holder[0], _ = step_fn(holder[0], batch)
-
-    timers.append(Timer('train_step', 'jax', run_step, lambda: jax.block_until_ready(holder[0]),
-                        FLAGS.batch_size, flops=flops, compile_s=compile_s))
+    timers.append(train_step_timer('jax', batch))
+    if FLAGS.compare_fusion_barriers:
+      timers.append(train_step_timer('variant: fusion_barriers flipped', batch,
+                                     fusion_barriers=not model.fusion_barriers))
   if 'forward' in parts:
-    variables = jax.tree.map(jnp.copy, state.variables)  # The step donates the state.
+    variables = state.variables
     forward, compile_s, flops = compile_with_flops(
         jax.jit(lambda variables, x: model.apply(variables, x, train=False)),
         variables, batch['image'])
@@ -420,7 +433,9 @@ def bench_e2e() -> list[dict]:
   again just before each run: ratios that the machine's load moves less.
   """
   from resnet_jax import events  # pylint: disable=import-outside-toplevel
-  step_timer, = jax_timers({'step'})
+  mesh, *_ = jax_setup()
+  step_timer = train_step_timer('jax', train.to_global(
+      synthetic_batch(FLAGS.batch_size), NamedSharding(mesh, P('data'))))
   rates, bare = {False: [], True: []}, {False: [], True: []}
   for _, device_resident in itertools.product(range(FLAGS.e2e_repeats), (False, True)):
     bare[device_resident].append(time_all([step_timer])[0]['images_per_s'])
@@ -459,6 +474,9 @@ def ratios(results, key) -> dict:
                                       best(results, 'train_step', 'torch', key)),
       'forward jax / best torch': (best(results, 'forward', 'jax', key),
                                    best(results, 'forward', 'torch', key)),
+      'train_step jax / fusion_barriers flipped': (
+          best(results, 'train_step', 'jax', key),
+          best(results, 'train_step', 'variant: fusion_barriers', key)),
       'device_step / train_step': (best(results, 'device_step', 'jax', key),
                                    best(results, 'train_step', 'jax', key)),
       'e2e device-resident / e2e tf.data': (best(results, 'e2e', 'jax device', key),

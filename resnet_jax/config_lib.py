@@ -7,6 +7,8 @@ Every check here runs before any dataset is read or any function is compiled, an
 import json
 import os
 
+import flax
+import jax
 import ml_collections
 
 from resnet_jax import models
@@ -25,11 +27,15 @@ IMAGE_SIZES = {
 
 # Fields whose change makes a checkpoint belong to a different experiment.
 IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size')
+# Fields that change how a step executes, not what it computes: two configs may differ in them.
+EXECUTION_FIELDS = ('model.fusion_barriers',)
 
 
 def build_model(config, num_classes: int):
   """The Flax module that ``config.model`` describes."""
   overrides = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
+  if config.model.get('fusion_barriers') is None:
+    overrides['fusion_barriers'] = jax.default_backend() == 'cpu'
   return models.create_model(config.model.name, num_classes, **overrides)
 
 
@@ -109,10 +115,17 @@ def validate(config, *, device_count: int, process_count: int) -> None:
     raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
 
 
-def _get(config: dict, dotted: str):
-  for key in dotted.split('.'):
-    config = config.get(key) if isinstance(config, dict) else None
-  return config
+def changed_fields(saved, current, fields) -> list[str]:
+  """``'key: saved -> current'`` for each config key under ``fields`` where the two differ.
+
+  ``saved`` and ``current`` are ConfigDicts; keys are dotted; ``EXECUTION_FIELDS`` are ignored.
+  """
+  saved, current = (flax.traverse_util.flatten_dict(json.loads(c.to_json_best_effort()),
+                                                    sep='.') for c in (saved, current))
+  return [f'{key}: {saved.get(key)!r} -> {current.get(key)!r}'
+          for key in sorted(saved.keys() | current.keys())
+          if any(key == f or key.startswith(f + '.') for f in fields)
+          and key not in EXECUTION_FIELDS and saved.get(key) != current.get(key)]
 
 
 def check_workdir(config, workdir: str) -> None:
@@ -131,11 +144,7 @@ def check_workdir(config, workdir: str) -> None:
   saved_path = os.path.join(path, 'config.json')
   if not os.path.exists(saved_path):
     return
-  with open(saved_path) as f:
-    saved = json.load(f)
-  current = json.loads(config.to_json_best_effort())
-  changed = [f'{field}: {_get(saved, field)!r} -> {_get(current, field)!r}'
-             for field in IDENTITY_FIELDS if _get(saved, field) != _get(current, field)]
+  changed = changed_fields(load_config(workdir), config, IDENTITY_FIELDS)
   if changed:
     raise ConfigError(
         f'The workdir {workdir!r} holds a run of a different experiment ('

@@ -13,7 +13,6 @@ recorded numbers bit for bit. Everything runs in this process on its local devic
 import dataclasses
 import functools
 import importlib
-import json
 import os
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -191,16 +190,12 @@ def _check_is_run(workdir: str) -> None:
 
 
 def _check_same_model(saved, config, workdir: str) -> None:
-  saved, given = (flax.traverse_util.flatten_dict(json.loads(c.to_json_best_effort()), sep='.')
-                  for c in (saved, config))
-  changed = [f'{key}: {saved.get(key)!r} in the run, {given.get(key)!r} given'
-             for key in sorted(saved.keys() | given.keys())
-             if any(key == f or key.startswith(f + '.') for f in MODEL_FIELDS)
-             and saved.get(key) != given.get(key)]
+  changed = config_lib.changed_fields(saved, config, MODEL_FIELDS)
   if changed:
     raise config_lib.ConfigError(
-        f'The config given for {workdir!r} describes another network (' + '; '.join(changed)
-        + '). Leave the config out to use the one saved with the run.')
+        f'The config given for {workdir!r} describes another network (the run\'s -> the '
+        'given: ' + '; '.join(changed) + '). Leave the config out to use the one saved with '
+        'the run.')
 
 
 def _mismatch(expected, actual) -> Optional[str]:

@@ -1,5 +1,6 @@
 """Faults a long run meets: SIGKILL, SIGTERM, divergence, corrupt checkpoints and bad input."""
 
+import json
 import os
 import random
 import signal
@@ -9,7 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from resnet_jax import checkpointing, events
+from configs import digits
+from resnet_jax import checkpointing, config_lib, events
 from tests.harness import run_main, tiny_digits_flags
 
 STEPS = 12
@@ -123,6 +125,22 @@ BAD_INPUTS = {
     'dataset offline': ({'dataset.name': 'cifar10', 'dataset.image_size': 32},
                         'tfds build cifar10'),
 }
+
+
+def test_workdir_check_ignores_how_a_step_executes_but_not_what_it_computes(tmp_path):
+  workdir = str(tmp_path)
+  saved = digits.get_config()
+  saved.model.fusion_barriers = False
+  config_lib.save_config(saved, workdir)
+  config_lib.check_workdir(digits.get_config(), workdir)  # fusion_barriers None: same run.
+  with open(tmp_path / 'config.json') as f:
+    older = json.load(f)
+  del older['model']['fusion_barriers']  # A config.json written before the field existed.
+  with open(tmp_path / 'config.json', 'w') as f:
+    json.dump(older, f)
+  config_lib.check_workdir(digits.get_config(), workdir)
+  with pytest.raises(config_lib.ConfigError, match="model.name: 'resnet20' -> 'plain20'"):
+    config_lib.check_workdir(digits.get_config('plain20'), workdir)
 
 
 def test_bad_inputs_stop_with_a_message_and_leave_the_workdir_as_it_was(data_dir, tmp_path):

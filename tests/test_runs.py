@@ -90,7 +90,7 @@ def test_errors_name_what_exists(workdir, run):
   other = copy.deepcopy(run.config)
   other.model.name = 'resnet32'
   with pytest.raises(config_lib.ConfigError,
-                     match="model.name: 'resnet20' in the run, 'resnet32' given"):
+                     match="the run's -> the given: model.name: 'resnet20' -> 'resnet32'"):
     resnet_jax.load_run(workdir, config=other)
 
 
