@@ -270,7 +270,7 @@ def layer_responses(names: list[str], runs: dict) -> dict[str, list[float]]:
   responses = {}
   for name in names:
     workdir = runs[name]['workdir']
-    if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
+    if not checkpointing.has_checkpoints(workdir):
       continue
     try:
       responses[name] = [std for _, std in analysis.workdir_layer_responses(workdir)]

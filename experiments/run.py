@@ -89,7 +89,7 @@ def is_finished(run: sweeps.Run, root: str) -> bool:
   # pylint: disable=import-outside-toplevel  (jax, orbax and TensorFlow only when needed)
   from resnet_jax import checkpointing, config_lib
   workdir = os.path.join(root, run.name)
-  if not os.path.isdir(checkpointing.checkpoint_dir(workdir)):
+  if not checkpointing.has_checkpoints(workdir):
     return False
   manager = checkpointing.create_manager(workdir, read_only=True)
   step = manager.latest_step()

@@ -17,6 +17,7 @@ from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from absl import logging
 
+from resnet_jax import workdirs
 from resnet_jax.steps import TrainState
 
 class CheckpointError(RuntimeError):
@@ -24,7 +25,12 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return os.fspath(workdirs.path(workdir) / 'checkpoints')
+
+
+def has_checkpoints(workdir) -> bool:
+  """Whether ``workdir`` has a checkpoints directory (a run was started there)."""
+  return workdirs.path(checkpoint_dir(workdir)).is_dir()
 
 
 def create_manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
@@ -95,12 +101,13 @@ def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
   if not steps:
     return
   if jax.process_index() == 0:
-    aside = os.path.join(os.path.dirname(os.fspath(manager.directory)), 'unreadable_checkpoints')
-    os.makedirs(aside, exist_ok=True)
+    directory = workdirs.path(manager.directory)
+    aside = directory.parent / 'unreadable_checkpoints'
+    aside.mkdir(parents=True, exist_ok=True)
     for step in steps:
-      target = os.path.join(aside, str(step))
-      os.replace(os.path.join(os.fspath(manager.directory), str(step)),
-                 target if not os.path.exists(target) else f'{target}.{os.getpid()}')
+      target = aside / str(step)
+      (directory / str(step)).rename(
+          target if not target.exists() else aside / f'{step}.{os.getpid()}')
       logging.warning('Moved the unreadable checkpoint of step %d to %s.', step, aside)
   multihost_utils.sync_global_devices('set aside unreadable checkpoints')
   manager.reload()
@@ -114,7 +121,7 @@ def restore_variables(workdir: str, step: Optional[int] = None,
   ``jax.ShapeDtypeStruct`` with shardings) says otherwise, so a run trained on many
   accelerators loads on one CPU.
   """
-  if not os.path.isdir(checkpoint_dir(workdir)):
+  if not has_checkpoints(workdir):
     raise CheckpointError(f'No checkpoints in {workdir!r}: {checkpoint_dir(workdir)} does not '
                           'exist. Train first, or check the path.')
   manager = create_manager(workdir, read_only=True)

@@ -11,7 +11,7 @@ import flax
 import jax
 import ml_collections
 
-from resnet_jax import models
+from resnet_jax import models, workdirs
 
 
 class ConfigError(ValueError):
@@ -89,6 +89,9 @@ def validate(config, *, device_count: int, process_count: int) -> None:
   opt = config.optimizer
   if not opt.learning_rate > 0:
     problems.append(f'optimizer.learning_rate={opt.learning_rate} must be positive.')
+  if opt.lr_reference_batch < 0:
+    problems.append(f'optimizer.lr_reference_batch={opt.lr_reference_batch} must be 0 (no '
+                    'scaling) or the batch size the learning rate is given for.')
   if opt.warmup_steps and not opt.warmup_learning_rate > 0:
     problems.append(f'optimizer.warmup_learning_rate={opt.warmup_learning_rate} must be positive.')
   if not 0 <= opt.momentum < 1:
@@ -134,15 +137,15 @@ def check_workdir(config, workdir: str) -> None:
   Reads ``workdir/config.json`` (written by ``save_config``) and compares the fields that
   define the experiment; nothing in the workdir is modified.
   """
-  path = os.path.abspath(workdir)
-  existing = path
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-    raise ConfigError(f'The workdir {workdir!r} cannot be written ({existing!r} is not a '
-                      'writable directory). Choose another --workdir or fix its permissions.')
-  saved_path = os.path.join(path, 'config.json')
-  if not os.path.exists(saved_path):
+  path = workdirs.path(workdir)
+  if not workdirs.is_remote(workdir):
+    existing = os.fspath(path)
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+      raise ConfigError(f'The workdir {workdir!r} cannot be written ({existing!r} is not a '
+                        'writable directory). Choose another --workdir or fix its permissions.')
+  if not (path / 'config.json').exists():
     return
   changed = changed_fields(load_config(workdir), config, IDENTITY_FIELDS)
   if changed:
@@ -154,18 +157,16 @@ def check_workdir(config, workdir: str) -> None:
 
 def save_config(config, workdir: str) -> None:
   """Writes the run's config as ``workdir/config.json`` (what notebooks and resumes read)."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
+  directory = workdirs.path(workdir)
+  directory.mkdir(parents=True, exist_ok=True)
+  tmp = directory / 'config.json.tmp'
+  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  tmp.replace(directory / 'config.json')
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run was trained with."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = workdirs.path(workdir) / 'config.json'
+  if not path.exists():
     raise FileNotFoundError(f'{path} does not exist: {workdir!r} is not a training workdir.')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))

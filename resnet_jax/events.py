@@ -1,10 +1,10 @@
 """Reads the scalar summaries that training wrote to a workdir's TensorBoard event files."""
 
-import os
-
 import numpy as np
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
+
+from resnet_jax import workdirs
 
 
 def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -13,7 +13,7 @@ def read_scalars(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   A step written twice (a run resumed from a checkpoint older than its last log line) keeps the
   value written last, i.e. the one of the run that went on.
   """
-  if not os.path.isdir(workdir):
+  if not workdirs.path(workdir).is_dir():
     raise FileNotFoundError(f'No workdir {workdir}.')
   accumulator = event_accumulator.EventAccumulator(
       workdir, size_guidance={event_accumulator.TENSORS: 0, event_accumulator.SCALARS: 0})

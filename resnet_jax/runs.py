@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from resnet_jax import checkpointing, config_lib, events, steps, train
+from resnet_jax import checkpointing, config_lib, events, steps, train, workdirs
 from resnet_jax.checkpointing import CheckpointError
 
 # The config fields that shape the network: a config given to ``load_run`` must agree on them.
@@ -163,13 +163,12 @@ class Run:
 # --------------------------------------------------------------------------------------------
 
 
-def _what_is_in(directory: str) -> str:
+def _what_is_in(directory) -> str:
   """One sentence naming the runs in ``directory``, or else what it holds."""
-  if not os.path.isdir(directory):
+  if not directory.is_dir():
     return f'{directory} does not exist either.'
-  names = sorted(os.listdir(directory))
-  runs = [n for n in names if os.path.isdir(checkpointing.checkpoint_dir(
-      os.path.join(directory, n)))]
+  names = sorted(child.name for child in directory.iterdir())
+  runs = [n for n in names if checkpointing.has_checkpoints(directory / n)]
   if runs:
     return f'Runs with checkpoints in {directory}: {", ".join(runs)}.'
   shown = ', '.join(names[:10]) + (f' and {len(names) - 10} more' if len(names) > 10 else '')
@@ -177,14 +176,14 @@ def _what_is_in(directory: str) -> str:
 
 
 def _check_is_run(workdir: str) -> None:
-  path = os.path.abspath(workdir)
-  if not os.path.isdir(path):
+  path = workdirs.path(workdir)
+  if not path.is_dir():
     raise CheckpointError(f'No run at {workdir!r}: the directory does not exist. '
-                          + _what_is_in(os.path.dirname(path)))
-  if not os.path.isdir(checkpointing.checkpoint_dir(path)):
+                          + _what_is_in(path.parent))
+  if not checkpointing.has_checkpoints(path):
     raise CheckpointError(f'{workdir!r} has no checkpoints/ directory, so no checkpoint. '
                           + _what_is_in(path))
-  if not os.path.exists(os.path.join(path, 'config.json')):
+  if not (path / 'config.json').exists():
     raise CheckpointError(f'{workdir!r} has checkpoints but no config.json, so the model they '
                           'belong to is unknown.')
 
