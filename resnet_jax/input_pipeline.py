@@ -35,6 +35,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax import digits_dataset  # pylint: disable=unused-import  (registers 'digits')
+from resnet_jax.config_lib import ConfigError
 from resnet_jax.errors import DatasetNotAvailableError
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
@@ -116,7 +117,7 @@ def get_dataset_info(config) -> DatasetInfo:
 def _num_shards(config, process_count):
   shards = config.dataset.num_shards or process_count
   if shards % process_count or config.batch_size % shards:
-    raise ValueError(
+    raise ConfigError(
         f'config.dataset.num_shards={shards} data shards must be a multiple of the '
         f'{process_count} processes and divide config.batch_size={config.batch_size}; '
         'set num_shards to 0 (one shard per process) or to such a value.')
@@ -129,8 +130,9 @@ def _train_shards(config, builder, process_count):
   sub_batch = config.batch_size // len(splits)
   steps = min(_num_examples(builder, s) for s in splits) // sub_batch
   if not steps:
-    raise ValueError(f'config.batch_size={config.batch_size} exceeds the '
-                     f'{config.dataset.train_split!r} split of {config.dataset.name}.')
+    raise ConfigError(f'config.batch_size={config.batch_size} exceeds the '
+                      f'{config.dataset.train_split!r} split of {config.dataset.name} (per data '
+                      'shard); lower batch_size.')
   return splits, sub_batch, steps
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from resnet_jax import checkpointing, config_lib, device_data, optim, steps
@@ -82,15 +83,24 @@ def evaluate(eval_fn, variables, batches: Iterator[dict], sharding) -> dict:
 
 
 class PreemptionFlag:
-  """Set by SIGTERM (what cloud and TPU preemption sends); read by the loop at every step."""
+  """Whether SIGTERM (what cloud and TPU preemption sends) asks to checkpoint and stop now.
+
+  One process: a SIGTERM handler sets a flag. Several: ``jax.distributed.initialize``'s
+  preemption sync manager catches SIGTERM on any host and names one step at which every process
+  stops, so all save the same checkpoint; a handler installed here would replace it.
+  """
 
   def __init__(self):
     self._event = threading.Event()
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    self._multi_process = jax.process_count() > 1
+    if not self._multi_process and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
 
-  def is_set(self) -> bool:
+  def reached(self, step: int) -> bool:
+    """Called by every process at every step; True at the step where all of them stop."""
+    if self._multi_process:
+      return multihost_utils.reached_preemption_sync_point(step)
     return self._event.is_set()
 
   def restore(self):
@@ -220,7 +230,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
           step_metrics)
       progress_report(step)
       is_last = step == num_steps
-      preempted = preemption.is_set()
+      preempted = preemption.reached(step)
       if step % config.log_every_steps == 0 or step % config.checkpoint_every_steps == 0 or (
           is_last or preempted):
         check_and_write(step, train_metrics)

@@ -1,6 +1,7 @@
 """Runs main.py the way a user does, on simulated CPU devices, and reads back what it wrote."""
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -19,6 +20,18 @@ def tiny_digits_flags(data_dir, **overrides):
   }
   flags.update(overrides)
   return [f'--config.{k}={v}' for k, v in flags.items()]
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def process_args(port, process_id, num_processes):
+  """main.py's flags for one process of a multi-process run coordinated on 127.0.0.1:port."""
+  return [f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={num_processes}',
+          f'--process_id={process_id}']
 
 
 def run_main(workdir, config, flags, devices=1, extra_args=(), check=True, env=None,

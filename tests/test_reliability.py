@@ -12,7 +12,7 @@ import pytest
 
 from configs import digits
 from resnet_jax import checkpointing, config_lib, events
-from tests.harness import run_main, tiny_digits_flags
+from tests.harness import free_port, process_args, run_main, tiny_digits_flags
 
 STEPS = 12
 
@@ -38,17 +38,27 @@ def snapshot(path):
           for root, _, files in os.walk(path) for f in files}
 
 
-def run_until_step(workdir, flags, step, sig):
-  """Starts main.py, sends ``sig`` once it has logged ``step``, returns (exit code, output)."""
-  process = run_main(workdir, 'configs/digits.py', flags, background=True)
+def signal_at_step(process, step, sig) -> list[str]:
+  """Reads ``process``'s output until it has logged ``step``, then sends it ``sig``."""
   output = []
   for line in process.stdout:
     output.append(line)
     if f'] train_error_top1=' in line and int(line.split('[')[-1].split(']')[0]) >= step:
       process.send_signal(sig)
       break
+  return output
+
+
+def run_until_step(workdir, flags, step, sig):
+  """Starts main.py, sends ``sig`` once it has logged ``step``, returns (exit code, output)."""
+  process = run_main(workdir, 'configs/digits.py', flags, background=True)
+  output = signal_at_step(process, step, sig)
   output.append(process.communicate(timeout=300)[0])
   return process.returncode, ''.join(output)
+
+
+def saved_at_sigterm(output) -> int:
+  return int(output.split('SIGTERM received: saved a checkpoint at step ')[1].split()[0])
 
 
 @pytest.fixture(scope='module')
@@ -76,11 +86,29 @@ def test_sigterm_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path):
   code, output = run_until_step(str(tmp_path), long_flags(data_dir, checkpoint_every_steps=100),
                                 3, signal.SIGTERM)
   assert code == 0, output[-3000:]
-  saved = int(output.split('SIGTERM received: saved a checkpoint at step ')[1].split()[0])
+  saved = saved_at_sigterm(output)
   assert 3 <= saved < STEPS
   steps = sorted(int(s) for s in os.listdir(checkpointing.checkpoint_dir(str(tmp_path))))
   assert steps == [saved]  # No periodic checkpoint was due: this one is the preemption save.
   assert events.read_scalars(str(tmp_path))['train_loss'][0].max() == saved
+
+
+def test_sigterm_to_one_host_stops_every_host_at_one_checkpoint(data_dir, tmp_path):
+  # Preemption reaches one host of two; both must save the same step and stop together.
+  total = 200
+  flags = long_flags(data_dir, **{'total_steps': total, 'checkpoint_every_steps': 1000,
+                                  'eval_every_steps': 1000, 'dataset.num_shards': 2})
+  port = free_port()
+  procs = [run_main(str(tmp_path), 'configs/digits.py', flags, devices=1, background=True,
+                    extra_args=process_args(port, i, 2)) for i in range(2)]
+  early = signal_at_step(procs[1], 3, signal.SIGTERM)
+  outputs = [p.communicate(timeout=300)[0] for p in procs]
+  outputs[1] = ''.join(early) + outputs[1]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+  saved = [saved_at_sigterm(out) for out in outputs]
+  assert saved[0] == saved[1] and 3 <= saved[0] < total, saved
+  assert os.listdir(checkpointing.checkpoint_dir(str(tmp_path))) == [str(saved[0])]
 
 
 def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
@@ -124,6 +152,10 @@ BAD_INPUTS = {
                        'image_size=40 does not fit cifar10'),
     'dataset offline': ({'dataset.name': 'cifar10', 'dataset.image_size': 32},
                         'tfds build cifar10'),
+    'shards vs batch': ({'dataset.num_shards': 3}, 'num_shards=3 data shards must be'),
+    'batch beyond split': ({'batch_size': 4000}, 'batch_size=4000 exceeds the'),
+    'negative lr scaling': ({'optimizer.lr_reference_batch': -256},
+                            'lr_reference_batch=-256 must be 0'),
 }
 
 

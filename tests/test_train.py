@@ -2,14 +2,13 @@
 
 import json
 import os
-import socket
 
 import jax
 import numpy as np
 import pytest
 
 from resnet_jax import checkpointing, events
-from tests.harness import final_params, run_main, tiny_digits_flags, train_losses
+from tests.harness import final_params, free_port, process_args, run_main, tiny_digits_flags, train_losses
 
 
 @pytest.fixture(scope='module')
@@ -61,12 +60,6 @@ def test_resume_continues_the_same_schedule_bit_for_bit(single_device_run, data_
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(data_dir, tmp_path):
   # Two hosts of 2 CPU devices each, each reading its own data shard, against one host of
   # 4 devices reading both shards: the same global batches, so the same losses and params.
@@ -74,9 +67,7 @@ def test_two_processes_match_one_process(data_dir, tmp_path):
   port = free_port()
   multi = str(tmp_path / 'two_processes')
   procs = [run_main(multi, 'configs/digits.py', flags, devices=2, background=True,
-                    extra_args=[f'--coordinator_address=127.0.0.1:{port}',
-                                '--num_processes=2', f'--process_id={i}'])
-           for i in range(2)]
+                    extra_args=process_args(port, i, 2)) for i in range(2)]
   outputs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-5000:]
