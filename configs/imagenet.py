@@ -8,6 +8,12 @@ flips, PCA lighting, mean subtraction; bfloat16 compute with float32 parameters.
 
 Prepare ``imagenet2012`` with tfds first (the tar files go to ``<data_dir>/downloads/manual``;
 see the README).
+
+Expected runtimes in the per-model files are estimates (no GPU figure is measured yet): compute
+is 90 epochs x 1.28M images x 3 (forward and backward) x 2 FLOPs per multiply-add at 30% of an
+H100's 989 bf16 TFLOP/s; the input pipeline decoded about 500 images/s per CPU core here
+(benchmarks/RESULTS.md, section 5), so a 16-core host feeds at most ~8,000 images/s, ~4 hours
+for 90 epochs, whichever the net. The slower of the two bounds the run.
 """
 
 from configs import default
