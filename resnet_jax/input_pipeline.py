@@ -334,7 +334,11 @@ def _in_memory_shard(config, builder, split, key, sub_batch, steps, start_step):
 
 
 def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
-  """Sub-batches of one streamed shard: a seeded shuffle buffer per epoch over file order."""
+  """Sub-batches of one streamed shard: a seeded shuffle buffer per epoch over file order.
+
+  Resuming in mid-epoch skips the records already used after the shuffle, so the buffer is
+  exactly as it was; that reads (but does not decode) up to one epoch of records.
+  """
   records = _read(builder, split, decode=False)
   per_epoch = steps * sub_batch
   start_epoch, start_position = divmod(start_step, steps)
