@@ -17,8 +17,9 @@ Parts (``--parts``, comma-separated):
   input gradient and filter gradient, in JAX and in torch.
 * ``input``: the tf.data train preprocessing alone, images/s per dataset (digits is real;
   cifar10 and imagenet2012 come from tfds.testing.mock_data unless --data_dir has them).
-* ``e2e``: ``train_and_evaluate``'s real loop on cifar10 (mock data unless prepared), through
-  tf.data and through the device-resident path: images/s from its steps_per_sec summaries.
+* ``e2e``: ``train_and_evaluate``'s real loop on cifar10 (mock data unless prepared): tf.data
+  one step per call (the default), tf.data and the device-resident path ``--steps_per_call``
+  steps per call; images/s from its steps_per_sec summaries.
 
 Take figures side by side in one run and quote ratios: a shared machine moves absolute numbers.
 """
@@ -59,7 +60,8 @@ flags.DEFINE_list('torch_variants', ['eager', 'channels_last', 'compile', 'compi
 flags.DEFINE_bool('compare_fusion_barriers', True,
                   'Also time the train step with model.fusion_barriers flipped from its default '
                   'on this backend (on for CPU).')
-flags.DEFINE_integer('steps_per_call', 10, 'Steps per call of the device-resident path.')
+flags.DEFINE_integer('steps_per_call', 10, 'Steps per call of device_step and of the e2e runs '
+                     'that run several.')
 flags.DEFINE_integer('e2e_steps', 60, 'Steps of each end-to-end run (logged every 10).')
 flags.DEFINE_integer('e2e_repeats', 2, 'End-to-end runs of each input path, taking turns.')
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: a temporary one, mocked).')
@@ -416,42 +418,49 @@ def bench_input() -> list[dict]:
   return results
 
 
-def e2e_config(device_resident: bool):
+def e2e_config(device_resident: bool, steps_per_call: int):
   config = cifar10.get_config(FLAGS.model)
   config.model.dtype = FLAGS.dtype
   config.dataset.device_resident = device_resident
   config.update(batch_size=FLAGS.batch_size, total_steps=FLAGS.e2e_steps, log_every_steps=10,
                 eval_every_steps=FLAGS.e2e_steps, checkpoint_every_steps=FLAGS.e2e_steps,
-                steps_per_call=10 if device_resident else 1)
+                steps_per_call=steps_per_call)
   return config
+
+
+def e2e_name(device_resident: bool, steps_per_call: int) -> str:
+  path = 'device-resident' if device_resident else 'tf.data'
+  return f'jax {path}, {steps_per_call} step{"s" * (steps_per_call > 1)} per call'
 
 
 def bench_e2e() -> list[dict]:
   """train_and_evaluate on cifar10: images/s from its steps_per_sec summaries (the first out).
 
-  The two input paths take turns, ``--e2e_repeats`` runs each, and the bare step is timed
-  again just before each run: ratios that the machine's load moves less.
+  Three runs take turns, ``--e2e_repeats`` times each: tf.data one step per call (the
+  default), tf.data and the device-resident path with ``--steps_per_call``. The bare step is
+  timed again just before each run: ratios that the machine's load moves less.
   """
   from resnet_jax import events  # pylint: disable=import-outside-toplevel
   mesh, *_ = jax_setup()
   step_timer = train_step_timer('jax', train.to_global(
       synthetic_batch(FLAGS.batch_size), NamedSharding(mesh, P('data'))))
-  rates, bare = {False: [], True: []}, {False: [], True: []}
-  for _, device_resident in itertools.product(range(FLAGS.e2e_repeats), (False, True)):
-    bare[device_resident].append(time_all([step_timer])[0]['images_per_s'])
-    config = e2e_config(device_resident)
+  variants = tuple(dict.fromkeys(  # Two, not three, when --steps_per_call=1.
+      ((False, 1), (False, FLAGS.steps_per_call), (True, FLAGS.steps_per_call))))
+  rates, bare = ({variant: [] for variant in variants} for _ in range(2))
+  for _, variant in itertools.product(range(FLAGS.e2e_repeats), variants):
+    bare[variant].append(time_all([step_timer])[0]['images_per_s'])
+    config = e2e_config(*variant)
     with dataset(config, 4096) as note, tempfile.TemporaryDirectory() as workdir:
       train.train_and_evaluate(config, workdir)
-      rates[device_resident] += events.read_scalars(workdir)['steps_per_sec'][1][1:].tolist()
+      rates[variant] += events.read_scalars(workdir)['steps_per_sec'][1][1:].tolist()
   results = []
-  for device_resident in (False, True):
-    timing = dict(compile_s=float('nan'), step_s=1 / statistics.median(rates[device_resident]),
-                  min_step_s=1 / max(rates[device_resident]))
-    impl = 'jax device-resident' if device_resident else 'jax tf.data'
-    result = row('e2e', impl, timing, FLAGS.batch_size, note=(
-        f'train_and_evaluate, {len(rates[device_resident])} reports of '
-        f'{FLAGS.e2e_repeats} runs; {note}'))
-    result['bare_step_before'] = statistics.median(bare[device_resident])
+  for variant in variants:
+    timing = dict(compile_s=float('nan'), step_s=1 / statistics.median(rates[variant]),
+                  min_step_s=1 / max(rates[variant]))
+    result = row('e2e', e2e_name(*variant), timing, FLAGS.batch_size, note=(
+        f'train_and_evaluate, {len(rates[variant])} reports of {FLAGS.e2e_repeats} runs; '
+        f'{note}'))
+    result['bare_step_before'] = statistics.median(bare[variant])
     results.append(result)
   return results
 
@@ -479,8 +488,14 @@ def ratios(results, key) -> dict:
           best(results, 'train_step', 'variant: fusion_barriers', key)),
       'device_step / train_step': (best(results, 'device_step', 'jax', key),
                                    best(results, 'train_step', 'jax', key)),
-      'e2e device-resident / e2e tf.data': (best(results, 'e2e', 'jax device', key),
-                                            best(results, 'e2e', 'jax tf.data', key)),
+      'e2e device-resident / e2e tf.data, 1 step per call': (
+          best(results, 'e2e', 'jax device', key), best(results, 'e2e', e2e_name(False, 1), key)),
+      'e2e device-resident / e2e tf.data, same steps per call': (
+          best(results, 'e2e', 'jax device', key),
+          best(results, 'e2e', e2e_name(False, FLAGS.steps_per_call), key)),
+      'e2e tf.data, steps per call / 1 step per call': (
+          best(results, 'e2e', e2e_name(False, FLAGS.steps_per_call), key),
+          best(results, 'e2e', e2e_name(False, 1), key)),
   }
   found = {name: a[key] / b[key] for name, (a, b) in pairs.items() if a and b}
   for r in results:

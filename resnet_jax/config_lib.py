@@ -81,6 +81,8 @@ def validate(config, *, device_count: int, process_count: int) -> None:
   if group < 0 or (group and (config.batch_size // device_count) % group):
     problems.append(f'model.bn_group_size={group} must divide the per-device batch '
                     f'{config.batch_size // device_count} (or be 0 for global statistics).')
+  if config.steps_per_call < 1:
+    problems.append(f'steps_per_call={config.steps_per_call} must be at least 1.')
   if bool(config.total_steps) == bool(config.total_epochs):
     problems.append('Set exactly one of total_steps and total_epochs (the other to 0/None); '
                     f'got total_steps={config.total_steps}, total_epochs={config.total_epochs}.')

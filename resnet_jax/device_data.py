@@ -25,40 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from resnet_jax import multistep
 from resnet_jax.config_lib import ConfigError
 
 _DATA_STREAM = 0xDA7A  # Folded into the seed's key, so data keys differ from the model's.
 
 
 def check_config(config, in_memory_datasets: Iterable[str]) -> None:
-  """Raises ``ConfigError`` unless ``dataset.device_resident`` and ``steps_per_call`` fit."""
-  if config.steps_per_call < 1:
-    raise ConfigError(f'steps_per_call={config.steps_per_call} must be at least 1.')
-  if not config.dataset.device_resident:
-    if config.steps_per_call != 1:
-      raise ConfigError(f'steps_per_call={config.steps_per_call} needs the device-resident '
-                        'input path: add --config.dataset.device_resident=True, or set '
-                        'steps_per_call=1.')
-    return
-  if config.dataset.name not in in_memory_datasets:
+  """Raises ``ConfigError`` if ``dataset.device_resident`` is set for a dataset it cannot hold."""
+  if config.dataset.device_resident and config.dataset.name not in in_memory_datasets:
     raise ConfigError(f'dataset.device_resident=True needs a dataset held in memory '
                       f'({", ".join(sorted(in_memory_datasets))}), not '
                       f'{config.dataset.name!r}; set dataset.device_resident=False.')
-
-
-def call_ends(start_step: int, num_steps: int, steps_per_call: int,
-              intervals: Iterable[int]) -> list[int]:
-  """The steps at which the calls after ``start_step`` end.
-
-  Calls end at every multiple of ``steps_per_call`` and of each interval (logging, evaluation,
-  checkpoints), and at ``num_steps``; so those actions land on call boundaries. Choose
-  ``steps_per_call`` dividing the intervals, or shorter calls (one more compile each) fill in.
-  """
-  ends = {num_steps}
-  for every in (steps_per_call, *intervals):
-    first = (start_step // every + 1) * every
-    ends.update(range(first, num_steps, every))
-  return sorted(e for e in ends if e > start_step)
 
 
 def put_on_devices(images: np.ndarray, labels: np.ndarray, mesh: jax.sharding.Mesh) -> dict:
@@ -105,13 +83,6 @@ def train_batch(data: dict, step, *, seed: int, batch_size: int, steps_per_epoch
   return {'image': images, 'label': labels}
 
 
-def _merge_steps(stacked):
-  """Merges metrics stacked along a leading steps axis, in order (as the per-step loop does)."""
-  first = jax.tree.map(lambda x: x[0], stacked)
-  rest = jax.tree.map(lambda x: x[1:], stacked)
-  return jax.lax.scan(lambda merged, m: (merged.merge(m), None), first, rest)[0]
-
-
 def make_train_fn(train_step: Callable, data: dict, mesh: jax.sharding.Mesh, *, seed: int,
                   batch_size: int, steps_per_epoch: int, pad: int, flip: bool) -> Callable:
   """``(state, num_steps) -> (state, metrics)``: ``num_steps`` train steps in one jitted call.
@@ -120,26 +91,14 @@ def make_train_fn(train_step: Callable, data: dict, mesh: jax.sharding.Mesh, *, 
   ``put_on_devices`` returns. The state is donated; metrics are merged over the call's steps.
   """
   replicated = NamedSharding(mesh, P())
-  # XLA:CPU runs gradient convolutions tens of times slower inside a while loop (measured, see
-  # benchmarks/RESULTS.md), and lax.scan keeps a one-trip loop even when unrolled: on CPU the
-  # steps are unrolled here instead; elsewhere they stay a loop.
-  unroll = mesh.devices.flat[0].platform == 'cpu'
   batch_fn = functools.partial(train_batch, seed=seed, batch_size=batch_size,
                                steps_per_epoch=steps_per_epoch, pad=pad, flip=flip)
-
   batch_sharding = NamedSharding(mesh, P('data'))  # Data parallel: each device its slice.
 
   def run(state, data, num_steps):
-    step_fn = lambda state, _=None: train_step(state, jax.sharding.reshard(
+    step_fn = lambda state, _: train_step(state, jax.sharding.reshard(
         batch_fn(data, state.step), batch_sharding))
-    if unroll:
-      metrics = []
-      for _ in range(num_steps):
-        state, step_metrics = step_fn(state)
-        metrics.append(step_metrics)
-      return state, functools.reduce(lambda merged, m: merged.merge(m), metrics)
-    state, stacked = jax.lax.scan(step_fn, state, length=num_steps)
-    return state, _merge_steps(stacked)
+    return multistep.run_steps(step_fn, state, num_steps, unroll=multistep.unrolls(mesh))
 
   jitted = jax.jit(run, static_argnums=2, donate_argnums=0,
                    in_shardings=(replicated, replicated), out_shardings=(replicated, replicated))

@@ -19,7 +19,7 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from resnet_jax import checkpointing, config_lib, device_data, optim, steps
+from resnet_jax import checkpointing, config_lib, device_data, multistep, optim, steps
 from resnet_jax.errors import DivergenceError
 
 
@@ -153,11 +153,9 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   if is_chief:
     parameter_overview.log_parameter_overview(state.params)
 
-  # ---- Jitted steps: state replicated, batch sharded; old state buffers are donated.
-  train_fn = jax.jit(
-      functools.partial(steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn),
-      in_shardings=(replicated, batch_sharding), out_shardings=(replicated, replicated),
-      donate_argnums=0)
+  # ---- Jitted calls: state replicated, batches sharded; old state buffers are donated.
+  train_step = functools.partial(steps.train_step, model=model, tx=tx,
+                                 learning_rate_fn=learning_rate_fn)
   eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
                     in_shardings=(replicated, batch_sharding), out_shardings=replicated)
 
@@ -206,21 +204,24 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   # ---- The loop.
   logging.info('Training %s for %d steps (%d per epoch) from step %d on %d devices.',
                config.model.name, num_steps, steps_per_epoch, start_step, jax.device_count())
-  if config.dataset.device_resident:  # The split on the devices; a call runs several steps.
+  # A call runs several steps, ending where the loop logs, evaluates or checkpoints.
+  step_ends = multistep.call_ends(start_step, num_steps, config.steps_per_call, (
+      config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps))
+  steps_per_call = np.diff([start_step, *step_ends])
+  if config.dataset.device_resident:  # The split on the devices; a call takes a step count.
     augment, name = config.dataset.augment, config.dataset.name
     train_fn = device_data.make_train_fn(
-        train_fn, device_data.put_on_devices(*input_pipeline.load_train_arrays(config), mesh),
+        train_step, device_data.put_on_devices(*input_pipeline.load_train_arrays(config), mesh),
         mesh, seed=config.seed, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
         pad=input_pipeline.PAD[name] if augment else 0, flip=augment and input_pipeline.FLIP[name])
-    step_ends = device_data.call_ends(start_step, num_steps, config.steps_per_call, (
-        config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps))
-    inputs = iter(np.diff([start_step, *step_ends]))  # What train_fn takes: steps per call.
-  else:
-    step_ends = range(start_step + 1, num_steps + 1)
-    inputs = prefetch_to_devices(
-        input_pipeline.train_batches(config, start_step=data_position,
-                                     process_index=jax.process_index(),
-                                     process_count=jax.process_count()), batch_sharding)
+    inputs = iter(steps_per_call)
+  else:  # tf.data batches, stacked per call and prefetched to the devices.
+    train_fn = multistep.make_train_fn(train_step, mesh)
+    batches = input_pipeline.train_batches(config, start_step=data_position,
+                                           process_index=jax.process_index(),
+                                           process_count=jax.process_count())
+    inputs = prefetch_to_devices(multistep.group_batches(batches, steps_per_call),
+                                 multistep.stacked_sharding(mesh))
   train_metrics = None
   try:
     for step in step_ends:

@@ -1,4 +1,6 @@
-"""The device-resident input path: augmentation geometry, data order, devices and a real run."""
+"""The device-resident input path: augmentation geometry, data order, devices, config checks.
+
+Training runs through it are in test_multistep.py."""
 
 import os
 import subprocess
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from resnet_jax import checkpointing, device_data, events, train
+from resnet_jax import device_data
 from resnet_jax.config_lib import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,48 +110,8 @@ def test_same_batches_on_one_and_eight_devices(tmp_path):
     np.testing.assert_array_equal(eight[f'arr_{i}'], array)
 
 
-@pytest.mark.parametrize('start, end, per_call, intervals, expected', [
-    (0, 10, 4, (6,), [4, 6, 8, 10]),     # Calls end at every interval and at the end.
-    (0, 12, 3, (6, 12), [3, 6, 9, 12]),  # steps_per_call dividing the intervals: equal calls.
-    (5, 12, 4, (100,), [8, 12]),         # A resumed run realigns on multiples of steps_per_call.
-])
-def test_call_ends(start, end, per_call, intervals, expected):
-  assert device_data.call_ends(start, end, per_call, intervals) == expected
-
-
 def test_config_checks():
   config = digits.get_config()
-  config.steps_per_call = 4
-  with pytest.raises(ConfigError, match='device_resident=True'):
-    device_data.check_config(config, ('digits', 'cifar10'))
   config.dataset.update(device_resident=True, name='imagenet2012')
   with pytest.raises(ConfigError, match='held in memory'):
     device_data.check_config(config, ('digits', 'cifar10'))
-
-
-def short_run(data_dir, workdir, total_steps):
-  config = digits.get_config()
-  config.dataset.update(data_dir=data_dir, device_resident=True, augment=True)
-  config.update(batch_size=32, eval_batch_size=100, total_epochs=None, total_steps=total_steps,
-                steps_per_call=2, log_every_steps=2, eval_every_steps=4,
-                checkpoint_every_steps=4)
-  config.optimizer.update(lr_boundaries=(4,), lr_boundaries_unit='steps', learning_rate=0.02)
-  return train.train_and_evaluate(config, workdir)
-
-
-def test_training_through_the_device_path_logs_and_resumes_exactly(data_dir, tmp_path):
-  straight = str(tmp_path / 'straight')
-  state = short_run(data_dir, straight, 6)
-  assert int(state.step) == 6
-  scalars = events.read_scalars(straight)
-  assert scalars['train_loss'][0].tolist() == [2, 4, 6]
-  assert np.isfinite(scalars['train_loss'][1]).all()
-  np.testing.assert_allclose(scalars['train_learning_rate'][1], [0.02, 0.02, 0.002], rtol=1e-6)
-  assert scalars['eval_error_top1'][0].tolist() == [4, 6]
-  assert sorted(os.listdir(checkpointing.checkpoint_dir(straight))) == ['4', '6']
-  resumed = str(tmp_path / 'resumed')
-  short_run(data_dir, resumed, 4)
-  state = short_run(data_dir, resumed, 6)  # Resumes at step 4: the data continues exactly.
-  final, _ = checkpointing.restore_variables(straight)
-  for x, y in zip(jax.tree.leaves(final), jax.tree.leaves(state.variables)):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
