@@ -98,7 +98,7 @@ def make_train_fn(train_step: Callable, data: dict, mesh: jax.sharding.Mesh, *, 
   def run(state, data, num_steps):
     step_fn = lambda state, _: train_step(state, jax.sharding.reshard(
         batch_fn(data, state.step), batch_sharding))
-    return multistep.run_steps(step_fn, state, num_steps, unroll=multistep.unrolls(mesh))
+    return multistep.run_steps(step_fn, state, [None] * num_steps, unroll=multistep.unrolls(mesh))
 
   jitted = jax.jit(run, static_argnums=2, donate_argnums=0,
                    in_shardings=(replicated, replicated), out_shardings=(replicated, replicated))

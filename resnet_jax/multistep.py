@@ -9,10 +9,10 @@ unrolled, independent work of consecutive steps overlaps on the CPU's threads.
 """
 
 import functools
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 
@@ -43,47 +43,37 @@ def _merge_steps(stacked):
   return jax.lax.scan(lambda merged, m: (merged.merge(m), None), first, rest)[0]
 
 
-def run_steps(step_fn: Callable, state, num_steps: int, batches: Optional[Any] = None, *,
-              unroll: bool):
-  """``num_steps`` of ``step_fn(state, batch) -> (state, metrics)``, metrics merged in order.
+def run_steps(step_fn: Callable, state, batches: Sequence[Any], *, unroll: bool):
+  """One ``step_fn(state, batch) -> (state, metrics)`` per entry of ``batches``, merged in order.
 
-  ``batches`` (optional) is a pytree with a leading axis of ``num_steps``: step i gets its
-  slice i; without it every step gets None.
+  ``batches`` holds one input per step (pytrees of arrays, or all None when the step makes its
+  own batch). Looped, they are stacked on the device (``lax.scan`` takes one array per leaf).
   """
-  if unroll or num_steps == 1:
+  if unroll or len(batches) == 1:
     metrics = []
-    for i in range(num_steps):
-      batch = None if batches is None else jax.tree.map(lambda x: x[i], batches)
+    for batch in batches:
       state, step_metrics = step_fn(state, batch)
       metrics.append(step_metrics)
     return state, functools.reduce(lambda merged, m: merged.merge(m), metrics)
-  state, stacked = jax.lax.scan(step_fn, state, batches, length=num_steps)
-  return state, _merge_steps(stacked)
-
-
-def stacked_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
-  """Batches stacked [steps, batch, ...]: every step's batch split along ``'data'``."""
-  return NamedSharding(mesh, P(None, 'data'))
+  stacked = None if batches[0] is None else jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+  state, step_metrics = jax.lax.scan(step_fn, state, stacked, length=len(batches))
+  return state, _merge_steps(step_metrics)
 
 
 def make_train_fn(train_step: Callable, mesh: jax.sharding.Mesh) -> Callable:
-  """``(state, batches) -> (state, metrics)``: one step per leading index of ``batches``.
+  """``(state, batches) -> (state, metrics)``: one step per batch of the tuple ``batches``.
 
-  ``train_step(state, batch) -> (state, metrics)`` is the usual step; ``batches`` is a dict of
-  arrays [steps, batch, ...] placed with ``stacked_sharding``. The state is donated.
+  ``train_step(state, batch) -> (state, metrics)`` is the usual step; each batch is a dict of
+  arrays split along ``'data'``. Batches travel to the devices one by one, unstacked, so the host
+  copies nothing. The state is donated.
   """
   replicated = NamedSharding(mesh, P())
-
-  def run(state, batches):
-    num_steps = jax.tree.leaves(batches)[0].shape[0]
-    return run_steps(train_step, state, num_steps, batches, unroll=unrolls(mesh))
-
-  return jax.jit(run, donate_argnums=0, in_shardings=(replicated, stacked_sharding(mesh)),
+  return jax.jit(functools.partial(run_steps, train_step, unroll=unrolls(mesh)), donate_argnums=0,
+                 in_shardings=(replicated, NamedSharding(mesh, P('data'))),
                  out_shardings=(replicated, replicated))
 
 
-def group_batches(batches: Iterator[dict], sizes: Iterable[int]) -> Iterator[dict]:
-  """Consecutive batches stacked into groups of ``sizes[i]``: arrays [size, batch, ...]."""
+def group_batches(batches: Iterator[dict], sizes: Iterable[int]) -> Iterator[tuple[dict, ...]]:
+  """Consecutive batches in tuples of ``sizes[i]`` (the batches themselves, not copies)."""
   for size in sizes:
-    group = [next(batches) for _ in range(size)]
-    yield {key: np.stack([batch[key] for batch in group]) for key in group[0]}
+    yield tuple([next(batches) for _ in range(size)])

@@ -47,9 +47,9 @@ def create_mesh() -> jax.sharding.Mesh:
   return jax.make_mesh((jax.device_count(),), ('data',))
 
 
-def to_global(batch: dict, sharding: NamedSharding) -> dict:
-  """Builds global arrays, sharded on ``data``, from this process's slice of the batch."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+def to_global(batch, sharding: NamedSharding):
+  """Global arrays, sharded on ``data``, from this process's slice of a batch (any pytree)."""
+  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, v), batch)
 
 
 def prefetch_to_devices(batches: Iterator[dict], sharding: NamedSharding,
@@ -215,13 +215,12 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
         mesh, seed=config.seed, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
         pad=input_pipeline.PAD[name] if augment else 0, flip=augment and input_pipeline.FLIP[name])
     inputs = iter(steps_per_call)
-  else:  # tf.data batches, stacked per call and prefetched to the devices.
+  else:  # tf.data batches, a tuple per call, prefetched to the devices.
     train_fn = multistep.make_train_fn(train_step, mesh)
     batches = input_pipeline.train_batches(config, start_step=data_position,
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count())
-    inputs = prefetch_to_devices(multistep.group_batches(batches, steps_per_call),
-                                 multistep.stacked_sharding(mesh))
+    inputs = prefetch_to_devices(multistep.group_batches(batches, steps_per_call), batch_sharding)
   train_metrics = None
   try:
     for step in step_ends:

@@ -1,5 +1,5 @@
 """Several train steps per jitted call: where calls end, the step loop, and real runs on both
-input paths (tf.data batches stacked per call, and the device-resident split)."""
+input paths (tf.data batches K to a call, and the device-resident split)."""
 
 import functools
 import os
@@ -7,11 +7,12 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from clu import metrics
 
 from configs import digits
-from resnet_jax import checkpointing, config_lib, events, multistep, train
+from resnet_jax import checkpointing, config_lib, events, models, multistep, steps, train
 from resnet_jax.config_lib import ConfigError
 
 
@@ -32,21 +33,21 @@ def double_and_add(state, batch):
 
 @pytest.mark.parametrize('unroll', [True, False])
 def test_run_steps_by_hand(unroll):
-  run = jax.jit(functools.partial(multistep.run_steps, double_and_add, unroll=unroll),
-                static_argnums=1)
-  state, merged = run(jnp.float32(1), 3, jnp.array([1., 2., 3.]))
+  run = jax.jit(functools.partial(multistep.run_steps, double_and_add, unroll=unroll))
+  state, merged = run(jnp.float32(1), [jnp.float32(b) for b in (1, 2, 3)])
   assert float(state) == 19  # 1 -> 3 -> 8 -> 19.
   assert float(merged.compute()) == pytest.approx((1 + 3 + 8) / 3)
   assert int(merged.count) == 3
-  state, merged = run(jnp.float32(0), 2)  # No batches: each step gets None (adds 1).
+  state, merged = run(jnp.float32(0), [None, None])  # Each step gets None (adds 1).
   assert float(state) == 3 and float(merged.compute()) == pytest.approx(0.5)
 
 
-def test_group_batches_stacks_consecutive_batches_and_reads_no_further():
-  batches = ({'image': np.full((2, 3), i), 'label': np.array([i, i])} for i in range(10))
+def test_group_batches_groups_consecutive_batches_uncopied_and_reads_no_further():
+  source = [{'label': np.array([i, i])} for i in range(10)]
+  batches = iter(source)
   groups = list(multistep.group_batches(batches, [2, 1, 3]))
-  assert [g['image'].shape for g in groups] == [(2, 2, 3), (1, 2, 3), (3, 2, 3)]
-  assert [g['label'][:, 0].tolist() for g in groups] == [[0, 1], [2], [3, 4, 5]]
+  assert [[b['label'][0] for b in g] for g in groups] == [[0, 1], [2], [3, 4, 5]]
+  assert groups[2][0] is source[3]
   assert next(batches)['label'][0] == 6
 
 
@@ -105,3 +106,26 @@ def test_tf_data_batches_train_the_same_in_calls_of_three_steps_as_one_by_one(da
   for x, y in zip(jax.tree.leaves(finals[0]), jax.tree.leaves(finals[2])):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(finals[1], finals[3], rtol=1e-5)
+
+
+@pytest.mark.parametrize('unroll', [True, False])
+def test_train_fn_matches_step_by_step_calls(monkeypatch, unroll):
+  """Both forms (unrolled: CPU; ``lax.scan``: accelerators) against K separate jitted steps."""
+  model = models.create_model('resnet20', 10)
+  tx = optax.sgd(0.1, momentum=0.9)
+  init = lambda: steps.init_train_state(model, tx, jax.random.key(0), image_shape=(8, 8, 3))
+  train_step = functools.partial(steps.train_step, model=model, tx=tx,
+                                 learning_rate_fn=lambda step: 0.1)
+  rng = np.random.default_rng(0)
+  batches = tuple({'image': rng.standard_normal((4, 8, 8, 3), np.float32),
+                   'label': rng.integers(0, 10, 4).astype(np.int32)} for _ in range(3))
+  expected, one_step, losses = init(), jax.jit(train_step), []
+  for batch in batches:
+    expected, step_metrics = one_step(expected, batch)
+    losses.append(float(step_metrics.compute()['loss']))
+  monkeypatch.setattr(multistep, 'unrolls', lambda mesh: unroll)
+  state, merged = multistep.make_train_fn(train_step, train.create_mesh())(init(), batches)
+  assert int(state.step) == 3
+  assert float(merged.compute()['loss']) == pytest.approx(np.mean(losses), rel=1e-5)
+  for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected.params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
