@@ -8,7 +8,7 @@ import functools
 import logging as std_logging
 import signal
 import threading
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import flax
 import jax
@@ -52,9 +52,10 @@ def to_global(batch, sharding: NamedSharding):
   return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, v), batch)
 
 
-def prefetch_to_devices(batches: Iterator[dict], sharding: NamedSharding,
-                        size: int = 2) -> Iterator[dict]:
-  """Keeps ``size`` batches in flight to the devices while the current one computes."""
+def prefetch_to_devices(batches: Iterator[Any], sharding: NamedSharding,
+                        size: int = 2) -> Iterator[Any]:
+  """Keeps ``size`` batches (pytrees: a batch, or a call's tuple of them) in flight to the
+  devices while the current one computes."""
   queue = []
   for batch in batches:
     queue.append(to_global(batch, sharding))

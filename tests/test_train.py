@@ -63,7 +63,7 @@ def test_resume_continues_the_same_schedule_bit_for_bit(single_device_run, data_
 def test_two_processes_match_one_process(data_dir, tmp_path):
   # Two hosts of 2 CPU devices each, each reading its own data shard, against one host of
   # 4 devices reading both shards: the same global batches, so the same losses and params.
-  # Two steps per call: each host stacks its local batches, assembled into one global array.
+  # Two steps per call: each host's local batches of a call, each assembled into a global array.
   flags = tiny_digits_flags(data_dir, **{
       'dataset.num_shards': 2, 'total_steps': 4, 'steps_per_call': 2, 'log_every_steps': 2,
       'eval_every_steps': 4, 'checkpoint_every_steps': 4})
