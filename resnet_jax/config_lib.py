@@ -25,17 +25,24 @@ IMAGE_SIZES = {
     'imagenet2012': (32, 256),  # Crops of the image resized to shorter side 256 (eval).
 }
 
+# What the model and the learning-rate schedule need of each dataset, known without TensorFlow
+# (as tfds reports them): classes, image channels, examples in the whole train split.
+NUM_CLASSES = {'digits': 10, 'cifar10': 10, 'imagenet2012': 1000}
+CHANNELS = {'digits': 1, 'cifar10': 3, 'imagenet2012': 3}
+TRAIN_EXAMPLES = {'digits': 1_500, 'cifar10': 50_000, 'imagenet2012': 1_281_167}
+
 # Fields whose change makes a checkpoint belong to a different experiment.
 IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size')
 # Fields that change how a step executes, not what it computes: two configs may differ in them.
 EXECUTION_FIELDS = ('model.fusion_barriers',)
 
 
-def build_model(config, num_classes: int):
-  """The Flax module that ``config.model`` describes."""
+def build_model(config, num_classes: int, platform: str | None = None):
+  """The Flax module that ``config.model`` describes, for devices of ``platform`` (default: the
+  default backend's)."""
   overrides = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
   if config.model.get('fusion_barriers') is None:
-    overrides['fusion_barriers'] = jax.default_backend() == 'cpu'
+    overrides['fusion_barriers'] = (platform or jax.default_backend()) == 'cpu'
   return models.create_model(config.model.name, num_classes, **overrides)
 
 

@@ -35,12 +35,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax import digits_dataset  # pylint: disable=unused-import  (registers 'digits')
-from resnet_jax.config_lib import ConfigError
+from resnet_jax.config_lib import CHANNELS, ConfigError
 from resnet_jax.errors import DatasetNotAvailableError
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 
-CHANNELS = {'digits': 1, 'cifar10': 3, 'imagenet2012': 3}
 IN_MEMORY = ('digits', 'cifar10')
 PAD = {'digits': 2, 'cifar10': 4}
 FLIP = {'digits': False, 'cifar10': True}

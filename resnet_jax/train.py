@@ -4,11 +4,12 @@ Read it top to bottom: checks, mesh, input, model and optimizer, state (fresh or
 the jitted steps, then the loop with its logging, evaluation and checkpoints.
 """
 
+import dataclasses
 import functools
 import logging as std_logging
 import signal
 import threading
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import flax
 import jax
@@ -42,9 +43,11 @@ def quiet_library_logs() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def create_mesh() -> jax.sharding.Mesh:
-  """A 1-D mesh over all devices of all processes; the batch is split along ``data``."""
-  return jax.make_mesh((jax.device_count(),), ('data',))
+def create_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh over ``devices`` (default: all devices of all processes), batch along ``data``."""
+  if devices is None:
+    return jax.make_mesh((jax.device_count(),), ('data',))
+  return jax.sharding.Mesh(np.asarray(devices), ('data',))
 
 
 def to_global(batch, sharding: NamedSharding):
@@ -62,6 +65,52 @@ def prefetch_to_devices(batches: Iterator[Any], sharding: NamedSharding,
     if len(queue) > size:
       yield queue.pop(0)
   yield from queue
+
+
+# --------------------------------------------------------------------------------------------
+# The program: mesh, model, optimizer and jitted calls (experiments/tpu_plan.py compiles it too).
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What a run executes: state replicated, batches split along ``data``, state donated.
+
+  ``train_fn(state, batches)`` runs one step per batch of the tuple (the tf.data path);
+  ``train_step`` is the step it and the device-resident path run; ``init(rng)`` the fresh state.
+  """
+  mesh: jax.sharding.Mesh
+  replicated: NamedSharding
+  batch_sharding: NamedSharding
+  init: Callable
+  train_step: Callable
+  train_fn: Callable
+  eval_fn: Callable
+
+
+def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
+                  devices=None) -> Program:
+  """The mesh over ``devices`` (default: all), the config's model and optimizer, the jitted calls.
+
+  Platform-dependent choices (fusion barriers, scanned or unrolled calls) follow the devices.
+  """
+  mesh = create_mesh(devices)
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P('data'))
+  model = config_lib.build_model(config, num_classes, platform=mesh.devices.flat[0].platform)
+  abstract_variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)), train=False))
+  tx, learning_rate_fn = optim.create_optimizer(config, abstract_variables['params'],
+                                                steps_per_epoch)
+  init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
+                 out_shardings=replicated)
+  train_step = functools.partial(steps.train_step, model=model, tx=tx,
+                                 learning_rate_fn=learning_rate_fn)
+  eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
+                    in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+  return Program(mesh=mesh, replicated=replicated, batch_sharding=batch_sharding, init=init,
+                 train_step=train_step, train_fn=multistep.make_train_fn(train_step, mesh),
+                 eval_fn=eval_fn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,19 +177,12 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   num_steps = config_lib.total_steps(config, steps_per_epoch)
   is_chief = jax.process_index() == 0
 
-  # ---- Mesh: replicated state, batch split along 'data'.
-  mesh = create_mesh()
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P('data'))
+  # ---- Mesh, model, optimizer and the jitted calls: replicated state, batch split along 'data'.
+  program = build_program(config, info.image_shape, info.num_classes, steps_per_epoch)
+  mesh, batch_sharding, init = program.mesh, program.batch_sharding, program.init
+  train_step, eval_fn = program.train_step, program.eval_fn
 
-  # ---- Model, optimizer and state.
-  model = config_lib.build_model(config, info.num_classes)
-  abstract_variables = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, *info.image_shape)), train=False))
-  tx, learning_rate_fn = optim.create_optimizer(config, abstract_variables['params'],
-                                                steps_per_epoch)
-  init = jax.jit(functools.partial(steps.init_train_state, model, tx,
-                                   image_shape=info.image_shape), out_shardings=replicated)
+  # ---- State.
   rng = jax.random.key(config.seed)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
   restored = checkpointing.restore_latest(manager, jax.eval_shape(init, rng))
@@ -153,12 +195,6 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   start_step = int(state.step)
   if is_chief:
     parameter_overview.log_parameter_overview(state.params)
-
-  # ---- Jitted calls: state replicated, batches sharded; old state buffers are donated.
-  train_step = functools.partial(steps.train_step, model=model, tx=tx,
-                                 learning_rate_fn=learning_rate_fn)
-  eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
-                    in_shardings=(replicated, batch_sharding), out_shardings=replicated)
 
   def run_eval(variables):
     batches = input_pipeline.eval_batches(config, process_index=jax.process_index(),
@@ -217,7 +253,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
         pad=input_pipeline.PAD[name] if augment else 0, flip=augment and input_pipeline.FLIP[name])
     inputs = iter(steps_per_call)
   else:  # tf.data batches, a tuple per call, prefetched to the devices.
-    train_fn = multistep.make_train_fn(train_step, mesh)
+    train_fn = program.train_fn
     batches = input_pipeline.train_batches(config, start_step=data_position,
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count())
