@@ -6,6 +6,15 @@ flips, PCA lighting, mean subtraction; bfloat16 compute with float32 parameters.
 
     python main.py --config=configs/imagenet_r50.py --workdir=/tmp/resnet_jax/imagenet_r50
 
+BatchNorm statistics come from groups of 32 images (``model.bn_group_size=32``), as in the paper,
+where each of 8 GPUs normalised its own 32 of the 256 images. It also suits a pod: statistics of
+the whole global batch need small all-reduces across every chip in every BatchNorm layer, forward
+and backward, each on the critical path (197 per ResNet-50 step on a v5e:4x4 slice), while groups
+within a chip leave only the gradients' all-reduce, which XLA merges into a couple
+(``experiments/tpu_plan.py``; benchmarks/RESULTS.md, section 8). Global statistics are one flag
+away: ``--config.model.bn_group_size=0``. The group must divide the per-chip batch
+(``batch_size`` / number of chips): on more than 8 chips, raise ``batch_size`` with them.
+
 Prepare ``imagenet2012`` with tfds first (the tar files go to ``<data_dir>/downloads/manual``;
 see the README).
 
@@ -21,7 +30,7 @@ from configs import default
 
 def imagenet_config(model: str, shortcut=None):
   config = default.get_config()
-  config.model.update(name=model, shortcut=shortcut, dtype='bfloat16')
+  config.model.update(name=model, shortcut=shortcut, dtype='bfloat16', bn_group_size=32)
   config.dataset.update(name='imagenet2012', train_split='train', eval_split='validation',
                         image_size=224, augment=True)
   config.batch_size = 256

@@ -13,6 +13,8 @@ def short(config, data_dir, image_size):
   config.dataset.data_dir = data_dir
   config.dataset.image_size = image_size
   config.batch_size, config.eval_batch_size = 8, 8
+  if config.model.bn_group_size:  # ImageNet's BatchNorm groups of 32, scaled to this batch.
+    config.model.bn_group_size = 4
   config.total_steps, config.total_epochs = 3, None
   config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
   config.optimizer.lr_boundaries = (2,)
