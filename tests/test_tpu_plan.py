@@ -46,10 +46,12 @@ def test_the_slice_is_described(global_bn):
 
 
 def test_flops_match_the_hand_count(global_bn):
-  """2 FLOPs per multiply-add; a train step ~3 forward passes. XLA's count is a few % low."""
+  """2 FLOPs per multiply-add; a train step ~3 forward passes. XLA's count is a few % low (here
+  ~6.5%), as XLA:CPU's is (tests/test_benchmark.py)."""
   forward = 2 * RESNET20_MULTIPLY_ADDS * PER_CHIP
   assert global_bn['eval']['flops'] == pytest.approx(forward, rel=0.08)
-  assert global_bn['train']['flops'] == pytest.approx(3 * forward, rel=0.06)
+  assert global_bn['train']['flops'] == pytest.approx(3 * forward, rel=0.08)
+  assert 2.8 < global_bn['train']['flops'] / global_bn['eval']['flops'] < 3.2
 
 
 def test_global_batchnorm_reduces_once_per_layer_across_the_slice(global_bn):
