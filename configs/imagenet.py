@@ -1,22 +1,41 @@
-"""ImageNet with the paper's recipe; the per-model files (imagenet_r50.py, ...) call this.
+"""ImageNet, any ImageNet-family net: ``configs/imagenet.py:MODEL[,OPTION...]``.
 
 SGD, momentum 0.9, weight decay 1e-4, batch 256, lr 0.1 (scaled linearly with the batch),
-divided by 10 at epochs 30, 60 and 80 of 90; scale augmentation [256, 480], random 224 crops and
-flips, PCA lighting, mean subtraction; bfloat16 compute with float32 parameters.
+divided by 10 at epochs 30, 60 and 80 of 90 (fb.resnet.torch's schedule; the paper divides
+"when the error plateaus", see the README's deviations table); scale augmentation [256, 480],
+random 224 crops and flips, PCA lighting, mean subtraction; bfloat16 compute with float32
+parameters.
 
-    python main.py --config=configs/imagenet_r50.py --workdir=/tmp/resnet_jax/imagenet_r50
+    python main.py --config=configs/imagenet.py:resnet50 --workdir=/tmp/resnet_jax/imagenet_r50
+    python main.py --config=configs/imagenet.py:resnet34,A --workdir=/tmp/resnet_jax/imagenet_r34_a
+
+MODEL: resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34. OPTION: A, B or C,
+the shortcut option of Table 3 (default B). ``configs/imagenet_r50.py`` is an alias of
+``configs/imagenet.py:resnet50``.
 
 Prepare ``imagenet2012`` with tfds first (the tar files go to ``<data_dir>/downloads/manual``;
 see the README).
 
-Expected runtimes in the per-model files are estimates (no GPU figure is measured yet): compute
-is 90 epochs x 1.28M images x 3 (forward and backward) x 2 FLOPs per multiply-add at 30% of an
-H100's 989 bf16 TFLOP/s; the input pipeline decoded about 500 images/s per CPU core here
-(benchmarks/RESULTS.md, section 5), so a 16-core host feeds at most ~8,000 images/s, ~4 hours
-for 90 epochs, whichever the net. The slower of the two bounds the run.
+Expected runtimes are estimates (no GPU figure is measured yet): compute is 90 epochs x 1.28M
+images x 3 (forward and backward) x 2 FLOPs per multiply-add at 30% of an H100's 989 bf16
+TFLOP/s; the input pipeline decoded about 500 images/s per CPU core here (benchmarks/RESULTS.md,
+section 5), so a 16-core host feeds at most ~8,000 images/s, ~4 hours for 90 epochs, whichever
+the net. The slower of the two bounds the run.
+
+| net | multiply-adds per image | H100-hours of compute | on 8 H100s |
+|---|---|---|---|
+| resnet18, plain18 | 1.81e9 | 1.2 | 9 minutes |
+| resnet34, plain34 | 3.66e9 | 2.3 | 17 minutes |
+| resnet50 | 3.86e9 | 2.5 | 19 minutes |
+| resnet101 | 7.57e9 | 4.8 | 36 minutes |
+| resnet152 | 11.28e9 | 7.2 | 54 minutes |
 """
 
 from configs import default
+from resnet_jax import models
+
+MODELS = tuple(n for n in models.MODEL_NAMES if models.model_family(n) == 'imagenet')
+SHORTCUTS = models.SHORTCUT_OPTIONS
 
 
 def imagenet_config(model: str, shortcut=None):
@@ -34,3 +53,16 @@ def imagenet_config(model: str, shortcut=None):
   config.eval_every_steps = 5_000
   config.checkpoint_every_steps = 5_000
   return config
+
+
+def get_config(arg: str = 'resnet50'):
+  model, *options = arg.split(',')
+  if model not in MODELS:
+    raise ValueError(f'configs/imagenet.py:{arg}: {model!r} is not an ImageNet net; use one of '
+                     f'{", ".join(MODELS)}.')
+  unknown = [o for o in options if o not in SHORTCUTS]
+  if unknown or len(options) > 1:
+    raise ValueError(f'configs/imagenet.py:{arg}: options {options} not understood; give at '
+                     f'most one shortcut option ({", ".join(SHORTCUTS)}).')
+  return imagenet_config(model, shortcut=options[0] if options else None)
+

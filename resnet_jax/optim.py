@@ -4,6 +4,8 @@ import flax
 import jax.numpy as jnp
 import optax
 
+from resnet_jax import config_lib
+
 
 def base_learning_rate(config) -> float:
   """The configured rate, scaled linearly with the batch when ``lr_reference_batch`` is set."""
@@ -24,18 +26,20 @@ def boundaries_in_steps(config, steps_per_epoch: int) -> list[int]:
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
   """Piecewise constant: ``base`` divided by 1/``lr_decay_factor`` at each boundary.
 
-  With ``warmup_steps`` the rate is held at ``warmup_learning_rate`` for the first steps (the
-  paper's ResNet-110 recipe: 0.01 for 400 iterations), then the step-decay schedule continues
-  as if the warmup had not been there (its boundaries are absolute steps).
+  With a warm-up (``config_lib.warmup_steps``: the config's, or the network's recipe) the rate
+  is held at ``warmup_learning_rate`` for the first steps (the paper's ResNet-110 recipe: 0.01
+  for 400 iterations), then the step-decay schedule continues as if the warmup had not been
+  there (its boundaries are absolute steps).
   """
   opt = config.optimizer
   decay = {b: opt.lr_decay_factor for b in boundaries_in_steps(config, steps_per_epoch)}
   step_decay = optax.piecewise_constant_schedule(base_learning_rate(config), decay)
-  if not opt.warmup_steps:
+  warmup_steps = config_lib.warmup_steps(config)
+  if not warmup_steps:
     return step_decay
 
   def schedule(step):
-    return jnp.where(step < opt.warmup_steps, opt.warmup_learning_rate, step_decay(step))
+    return jnp.where(step < warmup_steps, opt.warmup_learning_rate, step_decay(step))
 
   return schedule
 

@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from configs import cifar10, default, imagenet_r50
 from resnet_jax import optim
@@ -25,6 +27,34 @@ def test_resnet110_warms_up_at_0_01_for_400_iterations_then_follows_the_schedule
   config = cifar10.get_config('resnet110')
   values = schedule_values(config, [0, 399, 400, 31_999, 32_000, 48_000])
   np.testing.assert_allclose(values, [0.01, 0.01, 0.1, 0.1, 0.01, 0.001], rtol=1e-6)
+
+
+def config_from_command_line(*args):
+  """The config ``main.py`` would train with, from its --config flags."""
+  argv = ['main.py', *args]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def test_warmup_follows_the_network_not_how_it_is_named():
+  by_argument = config_from_command_line('--config=configs/cifar10.py:resnet110')
+  by_override = config_from_command_line('--config=configs/cifar10.py',
+                                         '--config.model.name=resnet110')
+  steps = [0, 399, 400, 32_000]
+  for config in (by_argument, by_override):
+    np.testing.assert_allclose(schedule_values(config, steps), [0.01, 0.01, 0.1, 0.01],
+                               rtol=1e-6)
+  renamed_down = config_from_command_line('--config=configs/cifar10.py:resnet110',
+                                          '--config.model.name=resnet56')
+  np.testing.assert_allclose(schedule_values(renamed_down, steps), [0.1, 0.1, 0.1, 0.01],
+                             rtol=1e-6)
+  # An explicit value wins over the network's recipe.
+  switched_off = config_from_command_line('--config=configs/cifar10.py:resnet1202',
+                                          '--config.optimizer.warmup_steps=0')
+  np.testing.assert_allclose(schedule_values(switched_off, steps), [0.1, 0.1, 0.1, 0.01],
+                             rtol=1e-6)
 
 
 def test_imagenet_boundaries_in_epochs_and_linear_scaling():
