@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
       # digits, cifar10: keep the train split on the accelerators and augment it inside the
       # jitted step (resnet_jax/device_data.py); its own data order, a function of (seed, step).
       device_resident=False,
+      # imagenet2012: subtract the per-pixel mean of the first mean_examples training images (the
+      # paper) instead of the per-channel RGB mean (digits and cifar10 always use per-pixel).
+      imagenet_per_pixel_mean=False,
+      mean_examples=10_000,
   ))
 
   # Global batch sizes (split over all devices of all hosts).
@@ -66,6 +70,11 @@ def get_config() -> ml_collections.ConfigDict:
       lr_boundaries=(32_000, 48_000),
       lr_boundaries_unit='steps',  # 'steps' or 'epochs'.
       lr_decay_factor=0.1,
+      # 'steps': divide at lr_boundaries. 'plateau': divide when the eval split's top-1 error
+      # has not dropped by plateau_threshold (absolute) for plateau_patience evaluations.
+      schedule='steps',
+      plateau_patience=5,
+      plateau_threshold=0.001,
       # Hold warmup_learning_rate for these first steps; None: the network's recipe
       # (config_lib.warmup_steps: 400 for ResNet-110/1202 and plain-110, as the paper; else 0).
       warmup_steps=config_dict.placeholder(int),

@@ -8,9 +8,11 @@ parameters.
 
     python main.py --config=configs/imagenet.py:resnet50 --workdir=/tmp/resnet_jax/imagenet_r50
     python main.py --config=configs/imagenet.py:resnet34,A --workdir=/tmp/resnet_jax/imagenet_r34_a
+    python main.py --config=configs/imagenet.py:resnet50,plateau --workdir=/tmp/resnet_jax/r50_plateau
 
-MODEL: resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34. OPTION: A, B or C,
-the shortcut option of Table 3 (default B). ``configs/imagenet_r50.py`` is an alias of
+MODEL: resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34. OPTIONs: A, B or C,
+the shortcut option of Table 3 (default B); ``plateau``, the paper's schedule (lr /10 when the
+validation error plateaus, 120 epochs); ``pixel_mean``, the paper's per-pixel mean subtraction. ``configs/imagenet_r50.py`` is an alias of
 ``configs/imagenet.py:resnet50``.
 
 Prepare ``imagenet2012`` with tfds first (the tar files go to ``<data_dir>/downloads/manual``;
@@ -55,14 +57,35 @@ def imagenet_config(model: str, shortcut=None):
   return config
 
 
+def plateau(config):
+  """The paper's schedule: lr /10 when the validation error plateaus; 60x10^4 iterations of 256
+  images, 120 epochs."""
+  config.optimizer.schedule = 'plateau'
+  config.total_epochs = 120.0
+
+
+def pixel_mean(config):
+  """The paper's per-pixel mean subtraction instead of the per-channel RGB mean."""
+  config.dataset.imagenet_per_pixel_mean = True
+
+
+OPTIONS = {'plateau': plateau, 'pixel_mean': pixel_mean}
+
+
 def get_config(arg: str = 'resnet50'):
   model, *options = arg.split(',')
   if model not in MODELS:
     raise ValueError(f'configs/imagenet.py:{arg}: {model!r} is not an ImageNet net; use one of '
                      f'{", ".join(MODELS)}.')
-  unknown = [o for o in options if o not in SHORTCUTS]
-  if unknown or len(options) > 1:
+  shortcuts = [o for o in options if o in SHORTCUTS]
+  unknown = [o for o in options if o not in SHORTCUTS and o not in OPTIONS]
+  if unknown or len(shortcuts) > 1:
     raise ValueError(f'configs/imagenet.py:{arg}: options {options} not understood; give at '
-                     f'most one shortcut option ({", ".join(SHORTCUTS)}).')
-  return imagenet_config(model, shortcut=options[0] if options else None)
+                     f'most one shortcut option ({", ".join(SHORTCUTS)}) and any of '
+                     f'{", ".join(OPTIONS)}.')
+  config = imagenet_config(model, shortcut=shortcuts[0] if shortcuts else None)
+  for option in options:
+    if option in OPTIONS:
+      OPTIONS[option](config)
+  return config
 

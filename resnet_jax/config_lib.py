@@ -26,7 +26,10 @@ IMAGE_SIZES = {
 }
 
 # Fields whose change makes a checkpoint belong to a different experiment.
-IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size')
+IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size',
+                   'optimizer.schedule')  # The plateau schedule's state is in the checkpoint.
+# What a config saved before these identity fields existed meant by them.
+ADDED_FIELDS = {'optimizer.schedule': 'steps'}
 # Fields that change how a step executes, not what it computes: two configs may differ in them.
 EXECUTION_FIELDS = ('model.fusion_barriers',)
 
@@ -82,6 +85,9 @@ def validate(config, *, device_count: int, process_count: int) -> None:
     problems.append(f'dataset.image_size={config.dataset.image_size} does not fit '
                     f'{config.dataset.name}: crops must be between {sizes[0]} and {sizes[1]} '
                     'pixels wide (a crop cannot be larger than the image it is cut from).')
+  if config.dataset.imagenet_per_pixel_mean and config.dataset.mean_examples < 1:
+    problems.append(f'dataset.mean_examples={config.dataset.mean_examples} must be at least 1 '
+                    'for dataset.imagenet_per_pixel_mean.')
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
     if value <= 0:
@@ -128,6 +134,11 @@ def validate(config, *, device_count: int, process_count: int) -> None:
       b <= 0 for b in boundaries):
     problems.append(f'optimizer.lr_boundaries={tuple(boundaries)} must be positive and strictly '
                     'increasing, e.g. (32000, 48000).')
+  if opt.schedule not in ('steps', 'plateau'):
+    problems.append(f"optimizer.schedule={opt.schedule!r}; use 'steps' or 'plateau'.")
+  if opt.plateau_patience < 1 or opt.plateau_threshold < 0:
+    problems.append(f'optimizer.plateau_patience={opt.plateau_patience} must be at least 1 and '
+                    f'optimizer.plateau_threshold={opt.plateau_threshold} not negative.')
   if not 0 < opt.lr_decay_factor <= 1:
     problems.append(f'optimizer.lr_decay_factor={opt.lr_decay_factor} must be in (0, 1].')
   for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
@@ -145,6 +156,7 @@ def changed_fields(saved, current, fields) -> list[str]:
   """
   saved, current = (flax.traverse_util.flatten_dict(json.loads(c.to_json_best_effort()),
                                                     sep='.') for c in (saved, current))
+  saved = {**ADDED_FIELDS, **saved}
   return [f'{key}: {saved.get(key)!r} -> {current.get(key)!r}'
           for key in sorted(saved.keys() | current.keys())
           if any(key == f or key.startswith(f + '.') for f in fields)

@@ -159,6 +159,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
                                  learning_rate_fn=learning_rate_fn)
   eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
                     in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+  plateau_fn = jax.jit(functools.partial(optim.plateau_update, config), out_shardings=replicated)
 
   def run_eval(variables):
     batches = input_pipeline.eval_batches(config, process_index=jax.process_index(),
@@ -238,7 +239,11 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
         train_metrics = None
       if step % config.eval_every_steps == 0 or is_last:
         with progress_report.timed('eval'):
-          writer.write_scalars(step, run_eval(state.variables))
+          eval_metrics = run_eval(state.variables)
+          writer.write_scalars(step, eval_metrics)
+        if config.optimizer.schedule == 'plateau':  # Before the checkpoint that keeps it.
+          state = state.replace(opt_state=plateau_fn(state.opt_state,
+                                                     eval_metrics['eval_error_top1']))
       if step % config.checkpoint_every_steps == 0 or is_last or preempted:
         with progress_report.timed('checkpoint'):
           save_checkpoint(step)

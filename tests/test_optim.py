@@ -104,3 +104,30 @@ def test_weight_decay_on_kernels_only_skips_batchnorm_and_biases():
   np.testing.assert_allclose(updates['conv']['kernel'], -0.1 * 0.5 * 1.0)
   np.testing.assert_array_equal(updates['bn']['scale'], 0.0)
   np.testing.assert_array_equal(updates['bn']['bias'], 0.0)
+
+
+def test_plateau_schedule_divides_by_ten_after_patience_evaluations_without_improvement():
+  config = default.get_config()
+  config.optimizer.update(schedule='plateau', plateau_patience=2, plateau_threshold=0.01,
+                          momentum=0.0, weight_decay=0.0)
+  params = {'w': jnp.zeros(())}
+  tx, _ = optim.create_optimizer(config, params, steps_per_epoch=100)
+  state = tx.init(params)
+  update = jax.jit(lambda state, error: optim.plateau_update(config, state, error))
+  # By hand: best 0.5, then 0.4; 0.395 and 0.399 miss 0.4 - 0.01 twice: /10; 0.3 is a new best;
+  # 0.31 and 0.305 miss 0.29 twice: /10 again. The lr steps (momentum 0) show the scale.
+  errors = [0.5, 0.4, 0.395, 0.399, 0.3, 0.31, 0.305]
+  expected = [1, 1, 1, 0.1, 0.1, 0.1, 0.01]
+  for error, scale in zip(errors, expected):
+    state = update(state, error)
+    assert float(optim.learning_rate_scale(state)) == pytest.approx(scale, rel=1e-6)
+    updates, _ = tx.update({'w': jnp.ones(())}, state, params)
+    assert float(updates['w']) == pytest.approx(-0.1 * scale, rel=1e-6)
+  # The schedule itself holds the base rate: no fixed boundaries.
+  assert schedule_values(config, [0, 40_000]) == pytest.approx([0.1, 0.1])
+
+
+def test_step_schedule_has_no_plateau_scale():
+  config = default.get_config()
+  tx, _ = optim.create_optimizer(config, {'w': jnp.zeros(())}, steps_per_epoch=100)
+  assert optim.learning_rate_scale(tx.init({'w': jnp.zeros(())})) == 1.0
