@@ -2,7 +2,8 @@
 
 SGD, momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k and 48k iterations,
 64k iterations; pad-4 random crops and flips; per-pixel mean subtraction. ResNet-110 and -1202
-warm up at lr 0.01 for the first 400 iterations, as the paper does.
+(and plain-110) warm up at lr 0.01 for the first 400 iterations, as the paper does: the warm-up
+follows the network however it is named (``optimizer.warmup_steps=None``, config_lib.warmup_steps).
 
     python main.py --config=configs/cifar10.py:resnet56 --workdir=/tmp/resnet_jax/cifar10_r56
 
@@ -15,8 +16,6 @@ No GPU figure is measured yet; ``--config.dataset.device_resident=True`` is the 
 
 from configs import default
 
-WARMUP_MODELS = ('resnet110', 'resnet1202', 'plain110')
-
 
 def get_config(arg: str = 'resnet20'):
   model, *options = arg.split(',')
@@ -24,6 +23,4 @@ def get_config(arg: str = 'resnet20'):
   config.model.name = model
   if 'validation' in options:
     config.dataset.update(train_split='train[:45000]', eval_split='train[45000:]')
-  if model in WARMUP_MODELS:
-    config.optimizer.warmup_steps = 400
   return config

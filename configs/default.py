@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
       # digits, cifar10: keep the train split on the accelerators and augment it inside the
       # jitted step (resnet_jax/device_data.py); its own data order, a function of (seed, step).
       device_resident=False,
+      # imagenet2012: subtract the per-pixel mean of the first mean_examples training images (the
+      # paper) instead of the per-channel RGB mean (digits and cifar10 always use per-pixel).
+      imagenet_per_pixel_mean=False,
+      mean_examples=10_000,
   ))
 
   # Global batch sizes (split over all devices of all hosts).
@@ -55,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.total_steps = 64_000
   config.total_epochs = config_dict.placeholder(float)
 
-  # SGD with momentum, weight decay and step decay (PAPER.md: CIFAR-10 recipe).
+  # SGD with momentum, weight decay and step decay (the paper's CIFAR-10 recipe, Sec. 4.2).
   config.optimizer = ml_collections.ConfigDict(dict(
       learning_rate=0.1,
       lr_reference_batch=0,        # > 0: scale the rate by batch_size / lr_reference_batch.
@@ -66,7 +70,14 @@ def get_config() -> ml_collections.ConfigDict:
       lr_boundaries=(32_000, 48_000),
       lr_boundaries_unit='steps',  # 'steps' or 'epochs'.
       lr_decay_factor=0.1,
-      warmup_steps=0,              # Hold warmup_learning_rate for these first steps.
+      # 'steps': divide at lr_boundaries. 'plateau': divide when the eval split's top-1 error
+      # has not dropped by plateau_threshold (absolute) for plateau_patience evaluations.
+      schedule='steps',
+      plateau_patience=5,
+      plateau_threshold=0.001,
+      # Hold warmup_learning_rate for these first steps; None: the network's recipe
+      # (config_lib.warmup_steps: 400 for ResNet-110/1202 and plain-110, as the paper; else 0).
+      warmup_steps=config_dict.placeholder(int),
       warmup_learning_rate=0.01,
   ))
 

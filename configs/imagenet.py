@@ -1,10 +1,19 @@
-"""ImageNet with the paper's recipe; the per-model files (imagenet_r50.py, ...) call this.
+"""ImageNet, any ImageNet-family net: ``configs/imagenet.py:MODEL[,OPTION...]``.
 
 SGD, momentum 0.9, weight decay 1e-4, batch 256, lr 0.1 (scaled linearly with the batch),
-divided by 10 at epochs 30, 60 and 80 of 90; scale augmentation [256, 480], random 224 crops and
-flips, PCA lighting, mean subtraction; bfloat16 compute with float32 parameters.
+divided by 10 at epochs 30, 60 and 80 of 90 (fb.resnet.torch's schedule; the paper divides
+"when the error plateaus", see the README's deviations table); scale augmentation [256, 480],
+random 224 crops and flips, PCA lighting, mean subtraction; bfloat16 compute with float32
+parameters.
 
-    python main.py --config=configs/imagenet_r50.py --workdir=/tmp/resnet_jax/imagenet_r50
+    python main.py --config=configs/imagenet.py:resnet50 --workdir=/tmp/resnet_jax/imagenet_r50
+    python main.py --config=configs/imagenet.py:resnet34,A --workdir=/tmp/resnet_jax/imagenet_r34_a
+    python main.py --config=configs/imagenet.py:resnet50,plateau --workdir=/tmp/resnet_jax/r50_plateau
+
+MODEL: resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34. OPTIONs: A, B or C,
+the shortcut option of Table 3 (default B); ``plateau``, the paper's schedule (lr /10 when the
+validation error plateaus, 120 epochs); ``pixel_mean``, the paper's per-pixel mean subtraction. ``configs/imagenet_r50.py`` is an alias of
+``configs/imagenet.py:resnet50``.
 
 BatchNorm statistics come from groups of 32 images (``model.bn_group_size=32``), as in the paper,
 where each of 8 GPUs normalised its own 32 of the 256 images. It also suits a pod: statistics of
@@ -18,14 +27,26 @@ away: ``--config.model.bn_group_size=0``. The group must divide the per-chip bat
 Prepare ``imagenet2012`` with tfds first (the tar files go to ``<data_dir>/downloads/manual``;
 see the README).
 
-Expected runtimes in the per-model files are estimates (no GPU figure is measured yet): compute
-is 90 epochs x 1.28M images x 3 (forward and backward) x 2 FLOPs per multiply-add at 30% of an
-H100's 989 bf16 TFLOP/s; the input pipeline decoded about 500 images/s per CPU core here
-(benchmarks/RESULTS.md, section 5), so a 16-core host feeds at most ~8,000 images/s, ~4 hours
-for 90 epochs, whichever the net. The slower of the two bounds the run.
+Expected runtimes are estimates (no GPU figure is measured yet): compute is 90 epochs x 1.28M
+images x 3 (forward and backward) x 2 FLOPs per multiply-add at 30% of an H100's 989 bf16
+TFLOP/s; the input pipeline decoded about 500 images/s per CPU core here (benchmarks/RESULTS.md,
+section 5), so a 16-core host feeds at most ~8,000 images/s, ~4 hours for 90 epochs, whichever
+the net. The slower of the two bounds the run.
+
+| net | multiply-adds per image | H100-hours of compute | on 8 H100s |
+|---|---|---|---|
+| resnet18, plain18 | 1.81e9 | 1.2 | 9 minutes |
+| resnet34, plain34 | 3.66e9 | 2.3 | 17 minutes |
+| resnet50 | 3.86e9 | 2.5 | 19 minutes |
+| resnet101 | 7.57e9 | 4.8 | 36 minutes |
+| resnet152 | 11.28e9 | 7.2 | 54 minutes |
 """
 
 from configs import default
+from resnet_jax import models
+
+MODELS = tuple(n for n in models.MODEL_NAMES if models.model_family(n) == 'imagenet')
+SHORTCUTS = models.SHORTCUT_OPTIONS
 
 
 def imagenet_config(model: str, shortcut=None):
@@ -43,3 +64,37 @@ def imagenet_config(model: str, shortcut=None):
   config.eval_every_steps = 5_000
   config.checkpoint_every_steps = 5_000
   return config
+
+
+def plateau(config):
+  """The paper's schedule: lr /10 when the validation error plateaus; 60x10^4 iterations of 256
+  images, 120 epochs."""
+  config.optimizer.schedule = 'plateau'
+  config.total_epochs = 120.0
+
+
+def pixel_mean(config):
+  """The paper's per-pixel mean subtraction instead of the per-channel RGB mean."""
+  config.dataset.imagenet_per_pixel_mean = True
+
+
+OPTIONS = {'plateau': plateau, 'pixel_mean': pixel_mean}
+
+
+def get_config(arg: str = 'resnet50'):
+  model, *options = arg.split(',')
+  if model not in MODELS:
+    raise ValueError(f'configs/imagenet.py:{arg}: {model!r} is not an ImageNet net; use one of '
+                     f'{", ".join(MODELS)}.')
+  shortcuts = [o for o in options if o in SHORTCUTS]
+  unknown = [o for o in options if o not in SHORTCUTS and o not in OPTIONS]
+  if unknown or len(shortcuts) > 1:
+    raise ValueError(f'configs/imagenet.py:{arg}: options {options} not understood; give at '
+                     f'most one shortcut option ({", ".join(SHORTCUTS)}) and any of '
+                     f'{", ".join(OPTIONS)}.')
+  config = imagenet_config(model, shortcut=shortcuts[0] if shortcuts else None)
+  for option in options:
+    if option in OPTIONS:
+      OPTIONS[option](config)
+  return config
+

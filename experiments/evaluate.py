@@ -1,19 +1,26 @@
-"""Evaluates a run's checkpoint in one of the paper's testing modes; writes eval_<mode>.json.
+"""Evaluates a run's checkpoint, or torchvision weights, in one of the paper's testing modes.
 
     python -m experiments.evaluate --workdir=/runs/resnet50 --mode=ten_crop
     python -m experiments.evaluate --workdir=/runs/resnet50 --mode=multi_scale
     python -m experiments.evaluate --workdir=/runs/resnet56 --mode=center
+    python -m experiments.evaluate --torchvision_checkpoint=resnet50.pth --model=resnet50 \
+        --mode=ten_crop --data_dir=~/tensorflow_datasets
 
 The result, {"mode", "step", "error_top1", "error_top5", "num_examples"} (errors as fractions),
-goes to ``<workdir>/eval_<mode>.json``, where ``experiments.report`` picks it up.
+goes to ``<workdir>/eval_<mode>.json``, where ``experiments.report`` picks it up, or to
+``--output``. A torchvision checkpoint (a state dict saved with ``torch.save``, or an ``.npz`` of
+the same keys) is converted by ``resnet_jax.convert`` and evaluated on ImageNet's validation split
+with this project's preprocessing; reading ``.pth`` files needs torch.
 """
 
 import json
 
+import numpy as np
 from absl import app, flags
 
+from configs import imagenet
 from experiments import sweeps
-from resnet_jax import errors, evaluation
+from resnet_jax import config_lib, convert, errors, evaluation
 
 FLAGS = flags.FLAGS
 
@@ -21,27 +28,87 @@ FLAGS = flags.FLAGS
 def define_flags():
   """The command line flags (defined on demand, so that tests can import this module)."""
   flags.DEFINE_string('workdir', None, 'The run to evaluate.')
+  flags.DEFINE_string('torchvision_checkpoint', None,
+                      'A torchvision ResNet state dict (.pth or .npz) to evaluate instead of a run.')
+  flags.DEFINE_enum('model', None, convert.TORCHVISION_NAMES,
+                    'The torchvision net of --torchvision_checkpoint.')
   flags.DEFINE_enum('mode', 'center', evaluation.MODES, 'Evaluation mode.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.DEFINE_string('data_dir', None, 'tfds data_dir, if not the one the run was trained with.')
-  flags.DEFINE_integer('batch_size', 0, 'Images per call for ten_crop (0: eval_batch_size // 10).')
-  flags.mark_flag_as_required('workdir')
+  flags.DEFINE_integer('batch_size', 0, 'Images per call for ten_crop (0: eval_batch_size // 10); '
+                       'with --torchvision_checkpoint, for every mode.')
+  flags.DEFINE_string('output', None, 'JSON result path; default <workdir>/eval_<mode>.json.')
+  flags.mark_flags_as_mutual_exclusive(['workdir', 'torchvision_checkpoint'], required=True)
+
+
+def load_state_dict(path: str) -> dict:
+  """The tensors of a torchvision checkpoint: ``torch.save``'d state dict or ``.npz``."""
+  if path.endswith('.npz'):
+    with np.load(path) as data:
+      return dict(data)
+  try:
+    import torch  # pylint: disable=import-outside-toplevel  (only for .pth files)
+  except ImportError as error:
+    raise app.UsageError(f'Reading {path} needs torch (pip install -r requirements-bench.txt), '
+                         'or save the state dict as .npz.') from error
+  state = torch.load(path, map_location='cpu', weights_only=True)
+  if not isinstance(state, dict):
+    raise app.UsageError(f'{path} holds a {type(state).__name__}, not a state dict; save '
+                         'model.state_dict().')
+  return state
+
+
+def torchvision_config(name: str, data_dir=None, batch_size: int = 0):
+  """The ImageNet eval config for torchvision's ``name``: float32, stride on the 3x3."""
+  config = imagenet.imagenet_config(name)
+  config.model.update(dtype='float32', bottleneck_stride_on='3x3')
+  config.dataset.data_dir = data_dir
+  if batch_size:
+    config.eval_batch_size = batch_size
+  return config
+
+
+def load_torchvision(path: str, name: str, data_dir=None, batch_size: int = 0):
+  """(config, model, variables) of a torchvision checkpoint, for this project's inputs."""
+  config = torchvision_config(name, data_dir, batch_size)
+  variables = convert.from_torchvision(load_state_dict(path), name,
+                                       input_std=convert.TORCHVISION_INPUT_STD)
+  return config, config_lib.build_model(config, convert.NUM_CLASSES), variables
+
+
+def evaluate_torchvision(path: str, name: str, mode: str, data_dir=None,
+                         batch_size: int = 0) -> dict:
+  """``evaluation.evaluate`` of a torchvision checkpoint; adds 'mode', 'checkpoint', 'step'."""
+  config, model, variables = load_torchvision(path, name, data_dir, batch_size)
+  return dict(evaluation.evaluate(config, model, variables, mode, batch_size), mode=mode,
+              checkpoint=path, step=None)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.torchvision_checkpoint and not FLAGS.model:
+    raise app.UsageError('--torchvision_checkpoint needs --model (one of '
+                         f'{", ".join(convert.TORCHVISION_NAMES)}).')
   with errors.exit_on_user_error():
     try:
-      result = evaluation.evaluate_workdir(FLAGS.workdir, FLAGS.mode, step=FLAGS.step,
-                                           data_dir=FLAGS.data_dir, batch_size=FLAGS.batch_size)
+      if FLAGS.workdir:
+        result = evaluation.evaluate_workdir(FLAGS.workdir, FLAGS.mode, step=FLAGS.step,
+                                             data_dir=FLAGS.data_dir,
+                                             batch_size=FLAGS.batch_size)
+      else:
+        result = evaluate_torchvision(FLAGS.torchvision_checkpoint, FLAGS.model, FLAGS.mode,
+                                      FLAGS.data_dir, FLAGS.batch_size)
     except errors.USER_ERRORS:
       raise
-    except ValueError as error:  # A mode that the run's dataset does not support.
+    except ValueError as error:  # A mode the dataset does not support, or mismatched weights.
       raise app.UsageError(str(error)) from error
-  with open(sweeps.eval_result_path(FLAGS.workdir, FLAGS.mode), 'w') as f:
-    json.dump(result, f, indent=2)
-  print(f'{FLAGS.mode} at step {result["step"]}: top-1 error {100 * result["error_top1"]:.2f}%, '
+  output = FLAGS.output or (FLAGS.workdir and sweeps.eval_result_path(FLAGS.workdir, FLAGS.mode))
+  if output:
+    with open(output, 'w') as f:
+      json.dump(result, f, indent=2)
+  at = f'step {result["step"]}' if FLAGS.workdir else FLAGS.torchvision_checkpoint
+  print(f'{FLAGS.mode} at {at}: top-1 error {100 * result["error_top1"]:.2f}%, '
         f'top-5 error {100 * result["error_top5"]:.2f}% over {result["num_examples"]} examples.')
 
 

@@ -5,10 +5,10 @@
 Reads each run's TensorBoard events (``resnet_jax.events``) and ``config.json``; writes
 ``<root>/results.json`` ({run: {"train_error", "test_error", "steps"}}, errors as fractions: the
 last logged ``train_error_top1`` and ``eval_error_top1``), ``<root>/report.md`` (a table per study
-with the paper's numbers from PAPER.md beside ours) and PNG figures: Figure 6 (training error
-dashed, test error bold, vs iterations; plain nets left, ResNets right) and, for runs with
-checkpoints, Figure 7 (std of each 3x3 layer's response, in layer order and sorted). A study is
-a sweep that ``experiments.run`` recorded in ``<root>/sweeps.json``; other runs form one more.
+with the paper's numbers, ``experiments.paper_results``, beside ours, each cited by its table)
+and PNG figures: Figure 6 (training error dashed, test error bold, vs iterations; plain nets
+left, ResNets right) and, for runs with checkpoints, Figure 7 (std of each 3x3 layer's response,
+in layer order and sorted). A study is a sweep that ``experiments.run`` recorded in ``<root>/sweeps.json``; other runs form one more.
 """
 
 import json
@@ -21,7 +21,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 from absl import app, flags, logging  # pylint: disable=wrong-import-position
 
-from experiments import sweeps  # pylint: disable=wrong-import-position
+from experiments import paper_results, sweeps  # pylint: disable=wrong-import-position
 from resnet_jax import checkpointing, events, models  # pylint: disable=wrong-import-position
 
 FLAGS = flags.FLAGS
@@ -34,19 +34,6 @@ def define_flags():
   flags.mark_flag_as_required('root')
 
 
-# PAPER.md, "Results to compare against" (errors in %).
-CIFAR10_TEST_ERROR = {'resnet20': 8.75, 'resnet32': 7.51, 'resnet44': 7.17, 'resnet56': 6.97,
-                      'resnet110': 6.43, 'resnet1202': 7.93}  # Table 6.
-IMAGENET_TEN_CROP = {  # (model, shortcut) -> (top-1, top-5); Tables 2 and 3.
-    ('plain18', None): (27.94, None), ('plain34', None): (28.54, 10.02),
-    ('resnet18', 'A'): (27.88, None), ('resnet34', 'A'): (25.03, 7.76),
-    ('resnet34', 'B'): (24.52, 7.46), ('resnet34', 'C'): (24.19, 7.40),
-    ('resnet50', 'B'): (22.85, 6.71), ('resnet101', 'B'): (21.75, 6.05),
-    ('resnet152', 'B'): (21.43, 5.71)}
-IMAGENET_MULTI_SCALE = {  # Table 4.
-    ('resnet34', 'B'): (21.84, 5.71), ('resnet34', 'C'): (21.53, 5.60),
-    ('resnet50', 'B'): (20.74, 5.25), ('resnet101', 'B'): (19.87, 4.60),
-    ('resnet152', 'B'): (19.38, 4.49)}
 EVAL_MODES = ('ten_crop', 'multi_scale')
 
 
@@ -168,11 +155,12 @@ def table(names: list[str], runs: dict) -> list[str]:
   imagenet = any(is_imagenet(runs[n]) for n in names)
   if imagenet:
     header = ['run', 'steps', 'train top-1 (%)', 'val top-1 / top-5, centre (%)',
-              '10-crop (%)', 'paper 10-crop (%)', 'multi-scale (%)', 'paper multi-scale (%)']
+              '10-crop (%)', "paper's Tables 2-3, 10-crop (%)", 'multi-scale (%)',
+              "paper's Table 4, multi-scale (%)"]
   else:
     dataset = runs[names[0]]['config'].get('dataset', {}).get('name', '?')
     header = ['run', 'steps', 'train error (%)', f'test error, {dataset} (%)',
-              'paper test error, CIFAR-10 (%)']
+              "paper's Table 6, CIFAR-10 test error (%)"]
   rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for name in names:
     run = runs[name]
@@ -180,10 +168,12 @@ def table(names: list[str], runs: dict) -> list[str]:
     if imagenet:
       key = (run['model'], shortcut(run))
       cells += [ours(run['test_error'], run['test_error_top5']),
-                evaluated(run, 'ten_crop'), paper(IMAGENET_TEN_CROP.get(key)),
-                evaluated(run, 'multi_scale'), paper(IMAGENET_MULTI_SCALE.get(key))]
+                evaluated(run, 'ten_crop'), paper(paper_results.IMAGENET_TEN_CROP.get(key)),
+                evaluated(run, 'multi_scale'),
+                paper(paper_results.IMAGENET_MULTI_SCALE.get(key))]
     else:
-      cells += [ours(run['test_error']), paper(CIFAR10_TEST_ERROR.get(run['model']))]
+      cells += [ours(run['test_error']),
+                paper(paper_results.CIFAR10_TEST_ERROR.get(run['model']))]
     rows.append('| ' + ' | '.join(cells) + ' |')
   return rows
 
@@ -297,7 +287,8 @@ def write_report(root: str, with_layer_responses: bool = True) -> dict:
   lines = [f'# Results under `{root}`', '',
            'Final errors: training error = the last logged `train_error_top1` (the average over '
            'the last logging interval), test error = the last `eval_error_top1` on the whole '
-           'eval split. Paper numbers from PAPER.md.', '']
+           f'eval split. The paper: {paper_results.CITATION}; its numbers are cited by table.',
+           '']
   for title, names in studies(root, runs).items():
     slug = re.sub(r'[^A-Za-z0-9]+', '_', title).strip('_')
     lines += [f'## {title}', '', *table(names, runs), '']

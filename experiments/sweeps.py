@@ -44,15 +44,16 @@ SWEEPS = {
     'depth_study:digits': _digits(['plain20', 'plain56', 'resnet20', 'resnet56']),
     # Table 2 and Figure 4: plain-18/34 vs ResNet-18/34 with zero-padded identity shortcuts (A).
     'imagenet_plain_vs_residual': [
-        Run('plain18', 'configs/imagenet_plain18.py', {}),
-        Run('plain34', 'configs/imagenet_plain34.py', {}),
-        Run('resnet18', 'configs/imagenet_r18.py', {'model.shortcut': 'A'}),
-        Run('resnet34', 'configs/imagenet_r34.py:A', {}),
+        Run('plain18', 'configs/imagenet.py:plain18', {}),
+        Run('plain34', 'configs/imagenet.py:plain34', {}),
+        Run('resnet18', 'configs/imagenet.py:resnet18,A', {}),
+        Run('resnet34', 'configs/imagenet.py:resnet34,A', {}),
     ],
     # Table 3: ResNet-34 with shortcut options A, B and C.
-    'shortcuts': [Run(f'resnet34_{o}', f'configs/imagenet_r34.py:{o}', {}) for o in 'ABC'],
+    'shortcuts': [Run(f'resnet34_{o}', f'configs/imagenet.py:resnet34,{o}', {}) for o in 'ABC'],
     # Table 3 and 4: the bottleneck nets.
-    'imagenet_deep': [Run(f'resnet{d}', f'configs/imagenet_r{d}.py', {}) for d in (50, 101, 152)],
+    'imagenet_deep': [Run(f'resnet{d}', f'configs/imagenet.py:resnet{d}', {})
+                      for d in (50, 101, 152)],
     # Table 6: ResNet-110 vs the overfitting ResNet-1202.
     'cifar_1202': _cifar(['resnet110', 'resnet1202']),
 }

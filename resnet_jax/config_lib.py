@@ -32,7 +32,10 @@ CHANNELS = {'digits': 1, 'cifar10': 3, 'imagenet2012': 3}
 TRAIN_EXAMPLES = {'digits': 1_500, 'cifar10': 50_000, 'imagenet2012': 1_281_167}
 
 # Fields whose change makes a checkpoint belong to a different experiment.
-IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size')
+IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size',
+                   'optimizer.schedule')  # The plateau schedule's state is in the checkpoint.
+# What a config saved before these identity fields existed meant by them.
+ADDED_FIELDS = {'optimizer.schedule': 'steps'}
 # Fields that change how a step executes, not what it computes: two configs may differ in them.
 EXECUTION_FIELDS = ('model.fusion_barriers',)
 
@@ -44,6 +47,21 @@ def build_model(config, num_classes: int, platform: str | None = None):
   if config.model.get('fusion_barriers') is None:
     overrides['fusion_barriers'] = (platform or jax.default_backend()) == 'cpu'
   return models.create_model(config.model.name, num_classes, **overrides)
+
+
+# The paper's warm-up (Sec. 4.2): its deepest CIFAR nets start at lr 0.01 for about 400
+# iterations (until training error is below 80%), then go back to the schedule.
+NETWORK_WARMUP_STEPS = {'resnet110': 400, 'resnet1202': 400, 'plain110': 400}
+
+
+def warmup_steps(config) -> int:
+  """``optimizer.warmup_steps``, or the network's own recipe where it is None.
+
+  The recipe follows ``model.name``, so ``configs/cifar10.py:resnet110`` and
+  ``--config.model.name=resnet110`` train the same way.
+  """
+  steps = config.optimizer.warmup_steps
+  return NETWORK_WARMUP_STEPS.get(config.model.name, 0) if steps is None else int(steps)
 
 
 def total_steps(config, steps_per_epoch: int) -> int:
@@ -74,6 +92,9 @@ def validate(config, *, device_count: int, process_count: int) -> None:
     problems.append(f'dataset.image_size={config.dataset.image_size} does not fit '
                     f'{config.dataset.name}: crops must be between {sizes[0]} and {sizes[1]} '
                     'pixels wide (a crop cannot be larger than the image it is cut from).')
+  if config.dataset.imagenet_per_pixel_mean and config.dataset.mean_examples < 1:
+    problems.append(f'dataset.mean_examples={config.dataset.mean_examples} must be at least 1 '
+                    'for dataset.imagenet_per_pixel_mean.')
   for field in ('batch_size', 'eval_batch_size'):
     value = config[field]
     if value <= 0:
@@ -101,7 +122,10 @@ def validate(config, *, device_count: int, process_count: int) -> None:
   if opt.lr_reference_batch < 0:
     problems.append(f'optimizer.lr_reference_batch={opt.lr_reference_batch} must be 0 (no '
                     'scaling) or the batch size the learning rate is given for.')
-  if opt.warmup_steps and not opt.warmup_learning_rate > 0:
+  if (opt.warmup_steps or 0) < 0:
+    problems.append(f'optimizer.warmup_steps={opt.warmup_steps} must not be negative (None: the '
+                    "network's recipe).")
+  if warmup_steps(config) and not opt.warmup_learning_rate > 0:
     problems.append(f'optimizer.warmup_learning_rate={opt.warmup_learning_rate} must be positive.')
   if not 0 <= opt.momentum < 1:
     problems.append(f'optimizer.momentum={opt.momentum} must be in [0, 1).')
@@ -117,6 +141,11 @@ def validate(config, *, device_count: int, process_count: int) -> None:
       b <= 0 for b in boundaries):
     problems.append(f'optimizer.lr_boundaries={tuple(boundaries)} must be positive and strictly '
                     'increasing, e.g. (32000, 48000).')
+  if opt.schedule not in ('steps', 'plateau'):
+    problems.append(f"optimizer.schedule={opt.schedule!r}; use 'steps' or 'plateau'.")
+  if opt.plateau_patience < 1 or opt.plateau_threshold < 0:
+    problems.append(f'optimizer.plateau_patience={opt.plateau_patience} must be at least 1 and '
+                    f'optimizer.plateau_threshold={opt.plateau_threshold} not negative.')
   if not 0 < opt.lr_decay_factor <= 1:
     problems.append(f'optimizer.lr_decay_factor={opt.lr_decay_factor} must be in (0, 1].')
   for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
@@ -134,6 +163,7 @@ def changed_fields(saved, current, fields) -> list[str]:
   """
   saved, current = (flax.traverse_util.flatten_dict(json.loads(c.to_json_best_effort()),
                                                     sep='.') for c in (saved, current))
+  saved = {**ADDED_FIELDS, **saved}
   return [f'{key}: {saved.get(key)!r} -> {current.get(key)!r}'
           for key in sorted(saved.keys() | current.keys())
           if any(key == f or key.startswith(f + '.') for f in fields)

@@ -118,6 +118,10 @@ def predictions(config, model, variables, mode: str,
     raise ValueError(f'Mode {mode!r} crops and rescales full-size JPEG images '
                      f'({", ".join(JPEG_DATASETS)}); evaluate {config.dataset.name} with '
                      "'center', its single original view, as the paper does for CIFAR-10.")
+  if mode != 'center' and config.dataset.get('imagenet_per_pixel_mean'):
+    raise ValueError(f'Mode {mode!r} is not available with dataset.imagenet_per_pixel_mean: the '
+                     'per-pixel mean is defined for the training crop; evaluate with '
+                     "'center'.")
   input_pipeline.get_dataset_info(config)  # Stops with a clear message if the data is missing.
   batch_size = batch_size or max(config.eval_batch_size // 10, 1)
   for probabilities, labels, mask in PREDICTORS[mode](config, model, variables, batch_size):

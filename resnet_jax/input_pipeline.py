@@ -172,18 +172,46 @@ def _per_pixel_mean(name, data_dir, split, image_size):
   return _scale_and_resize(image_size, mean).numpy()
 
 
+@functools.lru_cache(maxsize=None)
+def _imagenet_pixel_mean(data_dir, split, image_size, num_examples):
+  """Per-pixel mean in [0, 1] of the first ``num_examples`` images of a split (stored order),
+  each cropped as evaluation crops it (cached per process)."""
+  builder = tfds.builder('imagenet2012', data_dir=data_dir)
+  crops = _read(builder, split, decode=False).take(num_examples).map(
+      lambda image_bytes, _: tf.cast(_imagenet_eval(image_bytes, image_size)
+                                     + tf.constant(IMAGENET_RGB_MEAN), tf.float64),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
+  total, count = crops.reduce(
+      (tf.zeros((image_size, image_size, 3), tf.float64), tf.constant(0, tf.int64)),
+      lambda acc, batch: (acc[0] + tf.reduce_sum(batch, 0), acc[1] + tf.shape(batch, tf.int64)[0]))
+  return (total / tf.cast(count, tf.float64)).numpy().astype(np.float32)
+
+
+def _imagenet_mean_correction(config):
+  """What to subtract from an ImageNet input after the per-channel mean: with
+  ``dataset.imagenet_per_pixel_mean``, the per-pixel mean minus the per-channel one, else 0."""
+  ds = config.dataset
+  if ds.name in IN_MEMORY or not ds.get('imagenet_per_pixel_mean'):  # Older configs lack it.
+    return tf.constant(0.0)
+  pixel_mean = _imagenet_pixel_mean(ds.data_dir, ds.train_split, ds.image_size, ds.mean_examples)
+  return tf.constant(pixel_mean - np.float32(IMAGENET_RGB_MEAN))
+
+
 def train_mean_image(config) -> np.ndarray:
   """The image subtracted from every input, float32 [H, W, C] as the model sees it.
 
   digits and cifar10: the per-pixel mean of config.dataset.train_split (computed once per
-  process); imagenet2012: the per-channel ImageNet RGB mean.
+  process); imagenet2012: the per-channel ImageNet RGB mean, or with
+  ``dataset.imagenet_per_pixel_mean`` the per-pixel mean of the first ``dataset.mean_examples``
+  training images.
   """
   ds = config.dataset
   if ds.name in IN_MEMORY:
     _builder(config)  # Prepares digits, refuses an unprepared dataset.
     return _per_pixel_mean(ds.name, ds.data_dir, ds.train_split, ds.image_size)
   shape = (ds.image_size, ds.image_size, 3)
-  return np.broadcast_to(np.float32(IMAGENET_RGB_MEAN), shape).copy()
+  return (np.broadcast_to(np.float32(IMAGENET_RGB_MEAN), shape)
+          + _imagenet_mean_correction(config).numpy())
 
 
 def _pad_crop_flip(image, key, pad, flip):
@@ -268,7 +296,8 @@ def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
   crops = []
   for image in images_uint8:
     y, x, h, w = _centre_window(np.shape(image), size).numpy()
-    crops.append(_imagenet_normalize(_resize(image[y:y + h, x:x + w], (size, size))))
+    crops.append(_imagenet_normalize(_resize(image[y:y + h, x:x + w], (size, size)))
+                 - _imagenet_mean_correction(config))
   return tf.stack(crops).numpy()
 
 
@@ -351,10 +380,12 @@ def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
                           tf.constant(0, tf.int64)))
     return ds.map(lambda position, record: (_fold(epoch_key, position), record))
 
+  correction = _imagenet_mean_correction(config)
+
   def example(example_key, record):
     image_bytes, label = record
-    return {'image': _imagenet_train(image_bytes, example_key, config.dataset.image_size),
-            'label': tf.cast(label, tf.int32)}
+    image = _imagenet_train(image_bytes, example_key, config.dataset.image_size) - correction
+    return {'image': image, 'label': tf.cast(label, tf.int32)}
 
   ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -404,7 +435,8 @@ def eval_batches(config, *, process_index: int, process_count: int,
     mean = tf.constant(train_mean_image(config))
     preprocess = lambda image: _scale_and_resize(config.dataset.image_size, image) - mean
   else:
-    preprocess = lambda image_bytes: _imagenet_eval(image_bytes, size)
+    correction = _imagenet_mean_correction(config)
+    preprocess = lambda image_bytes: _imagenet_eval(image_bytes, size) - correction
   ds = _read(builder, parts[process_index], decode=config.dataset.name in IN_MEMORY).map(
       lambda image, label: {'image': preprocess(image), 'label': tf.cast(label, tf.int32),
                             'mask': True},

@@ -1,8 +1,19 @@
-"""The paper's optimiser: SGD with momentum, weight decay and a step-decay learning rate."""
+"""The paper's optimiser: SGD with momentum, weight decay and a step-decay learning rate.
+
+``optimizer.schedule='steps'`` divides the rate at fixed boundaries; ``'plateau'`` divides it
+by 1/``lr_decay_factor`` when the held-out error has not improved by ``plateau_threshold`` for
+``plateau_patience`` evaluations (the paper's ImageNet rule). The plateau state
+(``optax.contrib.reduce_on_plateau``'s) is the last element of the optimizer state, so it is
+checkpointed with it; the training loop feeds it each evaluation's top-1 error
+(``plateau_update``) and the train step scales every update by its ``scale``.
+"""
 
 import flax
+import jax
 import jax.numpy as jnp
 import optax
+
+from resnet_jax import config_lib
 
 
 def base_learning_rate(config) -> float:
@@ -24,18 +35,21 @@ def boundaries_in_steps(config, steps_per_epoch: int) -> list[int]:
 def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
   """Piecewise constant: ``base`` divided by 1/``lr_decay_factor`` at each boundary.
 
-  With ``warmup_steps`` the rate is held at ``warmup_learning_rate`` for the first steps (the
-  paper's ResNet-110 recipe: 0.01 for 400 iterations), then the step-decay schedule continues
-  as if the warmup had not been there (its boundaries are absolute steps).
+  With a warm-up (``config_lib.warmup_steps``: the config's, or the network's recipe) the rate
+  is held at ``warmup_learning_rate`` for the first steps (the paper's ResNet-110 recipe: 0.01
+  for 400 iterations), then the step-decay schedule continues as if the warmup had not been
+  there (its boundaries are absolute steps).
   """
   opt = config.optimizer
-  decay = {b: opt.lr_decay_factor for b in boundaries_in_steps(config, steps_per_epoch)}
+  decay = ({b: opt.lr_decay_factor for b in boundaries_in_steps(config, steps_per_epoch)}
+           if opt.schedule == 'steps' else {})  # 'plateau': the base rate, scaled at run time.
   step_decay = optax.piecewise_constant_schedule(base_learning_rate(config), decay)
-  if not opt.warmup_steps:
+  warmup_steps = config_lib.warmup_steps(config)
+  if not warmup_steps:
     return step_decay
 
   def schedule(step):
-    return jnp.where(step < opt.warmup_steps, opt.warmup_learning_rate, step_decay(step))
+    return jnp.where(step < warmup_steps, opt.warmup_learning_rate, step_decay(step))
 
   return schedule
 
@@ -54,11 +68,29 @@ def weight_decay_mask(params, decay_on: str):
   raise ValueError(f"optimizer.weight_decay_on={decay_on!r}; use 'all' or 'kernels'.")
 
 
+def _plateau(config) -> optax.GradientTransformationExtraArgs:
+  opt = config.optimizer
+  return optax.contrib.reduce_on_plateau(factor=opt.lr_decay_factor,
+                                         patience=opt.plateau_patience, rtol=0.0,
+                                         atol=opt.plateau_threshold)
+
+
+def _scale_by_plateau(plateau) -> optax.GradientTransformation:
+  """Multiplies updates by the plateau state's ``scale``; only ``plateau_update`` changes it."""
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates), state
+
+  return optax.GradientTransformation(plateau.init, update)
+
+
 def create_optimizer(config, params, steps_per_epoch: int):
   """SGD with (optionally Nesterov) momentum and L2 weight decay added to the gradient.
 
   The decay is added to the gradient before momentum, exactly like Caffe's and PyTorch's SGD.
-  Returns ``(optimizer, learning_rate_schedule)``.
+  With the plateau schedule the updates are then scaled, which scales the rate, as Caffe and
+  PyTorch do. Returns ``(optimizer, learning_rate_schedule)``.
   """
   opt = config.optimizer
   schedule = learning_rate_schedule(config, steps_per_epoch)
@@ -66,4 +98,18 @@ def create_optimizer(config, params, steps_per_epoch: int):
       optax.add_decayed_weights(opt.weight_decay, weight_decay_mask(params, opt.weight_decay_on)),
       optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
   )
+  if opt.schedule == 'plateau':
+    tx = optax.chain(tx, _scale_by_plateau(_plateau(config)))
   return tx, schedule
+
+
+def learning_rate_scale(opt_state):
+  """The plateau schedule's factor on the rate (1.0 without one)."""
+  last = opt_state[-1] if isinstance(opt_state, tuple) and opt_state else None
+  return last.scale if isinstance(last, optax.contrib.ReduceLROnPlateauState) else 1.0
+
+
+def plateau_update(config, opt_state, error):
+  """``opt_state`` after one evaluation's held-out ``error`` (jittable; plateau schedule only)."""
+  _, plateau_state = _plateau(config).update({}, opt_state[-1], value=error)
+  return (*opt_state[:-1], plateau_state)

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import optax
 from clu import metrics
 
+from resnet_jax import optim
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -99,7 +101,8 @@ def train_step(state: TrainState, batch, *, model, tx,
   params = optax.apply_updates(state.params, updates)
   step_metrics = TrainMetrics.single_from_model_output(
       loss=outputs['loss'], error_top1=outputs['error_top1'],
-      error_top5=outputs['error_top5'], learning_rate=learning_rate_fn(state.step),
+      error_top5=outputs['error_top5'],
+      learning_rate=learning_rate_fn(state.step) * optim.learning_rate_scale(state.opt_state),
       # Non-finite if the loss or the updated parameters are: no checkpoint keeps a NaN.
       health=outputs['loss'].sum() + optax.tree.norm(params), step=state.step + 1)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,

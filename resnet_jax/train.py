@@ -196,6 +196,9 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   if is_chief:
     parameter_overview.log_parameter_overview(state.params)
 
+  plateau_fn = jax.jit(functools.partial(optim.plateau_update, config),
+                       out_shardings=program.replicated)
+
   def run_eval(variables):
     batches = input_pipeline.eval_batches(config, process_index=jax.process_index(),
                                           process_count=jax.process_count())
@@ -274,7 +277,11 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
         train_metrics = None
       if step % config.eval_every_steps == 0 or is_last:
         with progress_report.timed('eval'):
-          writer.write_scalars(step, run_eval(state.variables))
+          eval_metrics = run_eval(state.variables)
+          writer.write_scalars(step, eval_metrics)
+        if config.optimizer.schedule == 'plateau':  # Before the checkpoint that keeps it.
+          state = state.replace(opt_state=plateau_fn(state.opt_state,
+                                                     eval_metrics['eval_error_top1']))
       if step % config.checkpoint_every_steps == 0 or is_last or preempted:
         with progress_report.timed('checkpoint'):
           save_checkpoint(step)

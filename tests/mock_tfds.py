@@ -9,6 +9,8 @@ dataset whose splits hold exactly the mocked examples.
 import contextlib
 import os
 
+import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import splits as splits_lib
 
@@ -24,3 +26,14 @@ def prepared_mock(name: str, data_dir: str, num_examples: int, splits=('train', 
   builder.info.write_to_directory(builder.data_dir)
   with tfds.testing.mock_data(num_examples=num_examples, data_dir=data_dir):
     yield
+
+
+def jpeg_dataset(images, labels):
+  """An ``as_dataset_fn`` for ``tfds.testing.mock_data``: these images (as JPEGs), labels."""
+  def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+    del self, split, decoders, read_config, kwargs
+    return tf.data.Dataset.from_tensor_slices({
+        'image': [tf.io.encode_jpeg(image).numpy() for image in images],
+        'label': np.asarray(labels, np.int64),
+        'file_name': [f'{i}.JPEG' for i in range(len(images))]})
+  return as_dataset

@@ -7,12 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import imagenet
 from resnet_jax import evaluation, models
-from tests.mock_tfds import prepared_mock
+from tests.mock_tfds import jpeg_dataset, prepared_mock
 
 NUM_EXAMPLES = 5
 
@@ -65,16 +64,6 @@ def init(model):
   return jax.tree_util.tree_map_with_path(
       lambda path, x: jax.random.normal(jax.random.key(1), x.shape) * 3
       if 'fc' in str(path) else x, variables)
-
-
-def jpeg_dataset(images, labels):
-  def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
-    del self, split, decoders, read_config, kwargs
-    return tf.data.Dataset.from_tensor_slices({
-        'image': [tf.io.encode_jpeg(image).numpy() for image in images],
-        'label': np.asarray(labels, np.int64),
-        'file_name': [f'{i}.JPEG' for i in range(len(images))]})
-  return as_dataset
 
 
 def all_probabilities(config, model, variables, mode):

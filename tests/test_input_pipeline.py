@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
-from configs import cifar10, digits, imagenet_r18
+from configs import cifar10, digits, imagenet
 from resnet_jax import digits_dataset, input_pipeline
 from resnet_jax.errors import DatasetNotAvailableError
 from tests.mock_tfds import prepared_mock
@@ -160,7 +160,7 @@ def test_cifar10_pipeline_through_mock_data(tmp_path):
 
 
 def test_imagenet_pipeline_through_mock_data(tmp_path):
-  config = imagenet_r18.get_config()
+  config = imagenet.get_config('resnet18')
   config.dataset.data_dir = str(tmp_path)
   config.dataset.image_size = 64
   config.batch_size, config.eval_batch_size = 4, 8
@@ -182,7 +182,7 @@ def test_imagenet_pipeline_through_mock_data(tmp_path):
 @pytest.mark.parametrize('name, hint', [('cifar10', 'tfds build cifar10'),
                                         ('imagenet2012', 'manual_dir')])
 def test_missing_dataset_says_how_to_prepare_it(tmp_path, name, hint):
-  config = cifar10.get_config('resnet20') if name == 'cifar10' else imagenet_r18.get_config()
+  config = cifar10.get_config('resnet20') if name == 'cifar10' else imagenet.get_config('resnet18')
   config.dataset.data_dir = str(tmp_path)
   with pytest.raises(DatasetNotAvailableError, match=hint):
     input_pipeline.get_dataset_info(config)

@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from configs import cifar10, default, imagenet_r50
 from resnet_jax import optim
@@ -25,6 +27,34 @@ def test_resnet110_warms_up_at_0_01_for_400_iterations_then_follows_the_schedule
   config = cifar10.get_config('resnet110')
   values = schedule_values(config, [0, 399, 400, 31_999, 32_000, 48_000])
   np.testing.assert_allclose(values, [0.01, 0.01, 0.1, 0.1, 0.01, 0.001], rtol=1e-6)
+
+
+def config_from_command_line(*args):
+  """The config ``main.py`` would train with, from its --config flags."""
+  argv = ['main.py', *args]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def test_warmup_follows_the_network_not_how_it_is_named():
+  by_argument = config_from_command_line('--config=configs/cifar10.py:resnet110')
+  by_override = config_from_command_line('--config=configs/cifar10.py',
+                                         '--config.model.name=resnet110')
+  steps = [0, 399, 400, 32_000]
+  for config in (by_argument, by_override):
+    np.testing.assert_allclose(schedule_values(config, steps), [0.01, 0.01, 0.1, 0.01],
+                               rtol=1e-6)
+  renamed_down = config_from_command_line('--config=configs/cifar10.py:resnet110',
+                                          '--config.model.name=resnet56')
+  np.testing.assert_allclose(schedule_values(renamed_down, steps), [0.1, 0.1, 0.1, 0.01],
+                             rtol=1e-6)
+  # An explicit value wins over the network's recipe.
+  switched_off = config_from_command_line('--config=configs/cifar10.py:resnet1202',
+                                          '--config.optimizer.warmup_steps=0')
+  np.testing.assert_allclose(schedule_values(switched_off, steps), [0.1, 0.1, 0.1, 0.01],
+                             rtol=1e-6)
 
 
 def test_imagenet_boundaries_in_epochs_and_linear_scaling():
@@ -74,3 +104,30 @@ def test_weight_decay_on_kernels_only_skips_batchnorm_and_biases():
   np.testing.assert_allclose(updates['conv']['kernel'], -0.1 * 0.5 * 1.0)
   np.testing.assert_array_equal(updates['bn']['scale'], 0.0)
   np.testing.assert_array_equal(updates['bn']['bias'], 0.0)
+
+
+def test_plateau_schedule_divides_by_ten_after_patience_evaluations_without_improvement():
+  config = default.get_config()
+  config.optimizer.update(schedule='plateau', plateau_patience=2, plateau_threshold=0.01,
+                          momentum=0.0, weight_decay=0.0)
+  params = {'w': jnp.zeros(())}
+  tx, _ = optim.create_optimizer(config, params, steps_per_epoch=100)
+  state = tx.init(params)
+  update = jax.jit(lambda state, error: optim.plateau_update(config, state, error))
+  # By hand: best 0.5, then 0.4; 0.395 and 0.399 miss 0.4 - 0.01 twice: /10; 0.3 is a new best;
+  # 0.31 and 0.305 miss 0.29 twice: /10 again. The lr steps (momentum 0) show the scale.
+  errors = [0.5, 0.4, 0.395, 0.399, 0.3, 0.31, 0.305]
+  expected = [1, 1, 1, 0.1, 0.1, 0.1, 0.01]
+  for error, scale in zip(errors, expected):
+    state = update(state, error)
+    assert float(optim.learning_rate_scale(state)) == pytest.approx(scale, rel=1e-6)
+    updates, _ = tx.update({'w': jnp.ones(())}, state, params)
+    assert float(updates['w']) == pytest.approx(-0.1 * scale, rel=1e-6)
+  # The schedule itself holds the base rate: no fixed boundaries.
+  assert schedule_values(config, [0, 40_000]) == pytest.approx([0.1, 0.1])
+
+
+def test_step_schedule_has_no_plateau_scale():
+  config = default.get_config()
+  tx, _ = optim.create_optimizer(config, {'w': jnp.zeros(())}, steps_per_epoch=100)
+  assert optim.learning_rate_scale(tx.init({'w': jnp.zeros(())})) == 1.0

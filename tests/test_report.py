@@ -61,6 +61,10 @@ def test_report_tables_the_study_beside_the_paper(digits_root):
   with open(os.path.join(digits_root, 'report.md')) as f:
     text = f.read()
   assert '## depth_study:digits' in text and '## other runs' in text
+  # Self-contained: the paper is cited by name and table, not by a file users do not have.
+  assert 'PAPER.md' not in text and 'Deep Residual Learning for Image Recognition' in text
+  assert "| run | steps | train error (%) | test error, digits (%) | paper's Table 6, CIFAR-10 " \
+         'test error (%) |' in text
   lines = text.splitlines()
   # Final errors in %, and Table 6's CIFAR-10 test error of the same net.
   assert '| plain56 | 30 | 40.00 | 45.00 | — |' in lines

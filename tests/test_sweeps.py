@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from experiments import run, sweeps
-from resnet_jax import checkpointing, events
+from resnet_jax import checkpointing, config_lib, events
 from tests.harness import ROOT
 
 
@@ -22,7 +22,7 @@ def test_depth_study_cifar10_is_figure_6():
     assert (config.total_steps, config.batch_size) == (64_000, 128)
     assert tuple(config.optimizer.lr_boundaries) == (32_000, 48_000)
     # Only ResNet-110 warms up at 0.01 for 400 iterations.
-    assert config.optimizer.warmup_steps == (400 if r.name == 'resnet110' else 0)
+    assert config_lib.warmup_steps(config) == (400 if r.name == 'resnet110' else 0)
 
 
 def test_imagenet_sweeps_use_the_papers_shortcut_options():
@@ -60,7 +60,7 @@ def test_print_commands():
   flags = ("--config.dataset.data_dir=gs://bucket/tfds "
            "'--config.optimizer.lr_boundaries=(30,60)'")
   assert result.stdout.splitlines() == [
-      f"python main.py --config=configs/imagenet_r34.py:{o} "
+      f"python main.py --config=configs/imagenet.py:resnet34,{o} "
       f"'--workdir=gs://bucket/my runs/resnet34_{o}' {flags}" for o in 'ABC']
 
 

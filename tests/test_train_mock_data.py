@@ -4,7 +4,7 @@ code, a real (small) model, a few steps; what it must leave behind in the workdi
 import numpy as np
 import pytest
 
-from configs import cifar10, imagenet_r18
+from configs import cifar10, imagenet
 from resnet_jax import checkpointing, config_lib, events, input_pipeline, train
 from tests.mock_tfds import prepared_mock
 
@@ -25,7 +25,7 @@ def short(config, data_dir, image_size):
 # The last step's rate is 0.1 / 10: ImageNet's recipe scales 0.1 by the batch, 8 / 256.
 @pytest.mark.parametrize('name, config, splits, image_size, final_lr', [
     ('cifar10', cifar10.get_config('resnet20'), ('train', 'test'), 32, 0.01),
-    ('imagenet2012', imagenet_r18.get_config(), ('train', 'validation'), 32, 0.01 * 8 / 256),
+    ('imagenet2012', imagenet.get_config('resnet18'), ('train', 'validation'), 32, 0.01 * 8 / 256),
 ])
 def test_train_and_evaluate_on_mock_data(tmp_path, name, config, splits, image_size, final_lr):
   config = short(config, str(tmp_path / 'tfds'), image_size)

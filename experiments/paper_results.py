@@ -1,0 +1,26 @@
+"""The paper's numbers that reports set beside ours (errors in %).
+
+He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016
+(arXiv:1512.03385). ImageNet errors are on the validation set.
+"""
+
+CITATION = ('He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016 '
+            '(arXiv:1512.03385)')
+
+# Table 6: CIFAR-10 test error of the residual nets (best of 5 runs for ResNet-110).
+CIFAR10_TEST_ERROR = {'resnet20': 8.75, 'resnet32': 7.51, 'resnet44': 7.17, 'resnet56': 6.97,
+                      'resnet110': 6.43, 'resnet1202': 7.93}
+
+# Tables 2 and 3: 10-crop testing, (model, shortcut) -> (top-1, top-5); Table 2 gives no top-5.
+IMAGENET_TEN_CROP = {
+    ('plain18', None): (27.94, None), ('plain34', None): (28.54, 10.02),
+    ('resnet18', 'A'): (27.88, None), ('resnet34', 'A'): (25.03, 7.76),
+    ('resnet34', 'B'): (24.52, 7.46), ('resnet34', 'C'): (24.19, 7.40),
+    ('resnet50', 'B'): (22.85, 6.71), ('resnet101', 'B'): (21.75, 6.05),
+    ('resnet152', 'B'): (21.43, 5.71)}
+
+# Table 4: single model, multi-scale fully convolutional testing, (top-1, top-5).
+IMAGENET_MULTI_SCALE = {
+    ('resnet34', 'B'): (21.84, 5.71), ('resnet34', 'C'): (21.53, 5.60),
+    ('resnet50', 'B'): (20.74, 5.25), ('resnet101', 'B'): (19.87, 4.60),
+    ('resnet152', 'B'): (19.38, 4.49)}

@@ -1,0 +1,72 @@
+"""ImageNet's per-pixel mean option on a mock ImageNet of hand-made two-colour photos."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from configs import imagenet
+from resnet_jax import evaluation, input_pipeline
+from tests.mock_tfds import jpeg_dataset, prepared_mock
+
+# Left half one grey level, right half another; the 4th image lies beyond mean_examples=3.
+GREYS = [(200, 40), (120, 80), (160, 20), (0, 255)]
+SIZES = [(300, 400), (256, 256), (400, 300), (280, 290)]
+IMAGE_SIZE = 32
+
+
+def photo(grey, size):
+  height, width = size
+  image = np.full((height, width, 3), grey[1], np.uint8)
+  image[:, :width // 2] = grey[0]
+  return image
+
+
+def config_for(data_dir, per_pixel):
+  config = imagenet.get_config('resnet18,pixel_mean' if per_pixel else 'resnet18')
+  config.dataset.update(data_dir=data_dir, image_size=IMAGE_SIZE, mean_examples=3)
+  config.update(batch_size=4, eval_batch_size=4)
+  return config
+
+
+@pytest.fixture
+def mock_imagenet(tmp_path):
+  images = [photo(g, s) for g, s in zip(GREYS, SIZES)]
+  with (prepared_mock('imagenet2012', str(tmp_path), len(images), splits=('train', 'validation')),
+        tfds.testing.mock_data(as_dataset_fn=jpeg_dataset(images, range(len(images))),
+                               data_dir=str(tmp_path))):
+    yield str(tmp_path)
+
+
+def test_per_pixel_mean_is_the_mean_of_the_first_training_crops(mock_imagenet):
+  mean = input_pipeline.train_mean_image(config_for(mock_imagenet, per_pixel=True))
+  assert mean.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+  # By hand: the centre crops keep each photo's two halves; the first three photos average
+  # (200 + 120 + 160) / 3 = 160 on the left and (40 + 80 + 20) / 3 = 46.7 on the right.
+  np.testing.assert_allclose(mean[:, 2], 160 / 255, atol=3 / 255)
+  np.testing.assert_allclose(mean[:, -3], 140 / 3 / 255, atol=3 / 255)
+  per_channel = input_pipeline.train_mean_image(config_for(mock_imagenet, per_pixel=False))
+  np.testing.assert_allclose(per_channel, np.broadcast_to(input_pipeline.IMAGENET_RGB_MEAN,
+                                                          per_channel.shape), rtol=1e-6)
+
+
+def test_train_and_eval_inputs_subtract_the_per_pixel_mean(mock_imagenet):
+  configs = [config_for(mock_imagenet, per_pixel) for per_pixel in (False, True)]
+  difference = input_pipeline.train_mean_image(configs[1]) - input_pipeline.train_mean_image(
+      configs[0])
+  assert np.abs(difference).max() > 0.1
+  evals = [next(input_pipeline.eval_batches(c, process_index=0, process_count=1))['image']
+           for c in configs]
+  trains = [next(input_pipeline.train_batches(c, start_step=0, process_index=0,
+                                              process_count=1))['image'] for c in configs]
+  for channel_mean_images, pixel_mean_images in (evals, trains):
+    np.testing.assert_allclose(channel_mean_images - pixel_mean_images,
+                               np.broadcast_to(difference, pixel_mean_images.shape), atol=1e-5)
+  np.testing.assert_allclose(
+      input_pipeline.preprocess_for_eval_numpy(configs[1], [photo(GREYS[0], SIZES[0])]),
+      evals[1][:1], atol=1e-5)
+
+
+def test_ten_crop_and_multi_scale_refuse_the_per_pixel_mean(tmp_path):
+  for mode in ('ten_crop', 'multi_scale'):
+    with pytest.raises(ValueError, match="imagenet_per_pixel_mean.*'center'"):
+      next(evaluation.predictions(config_for(str(tmp_path), True), None, None, mode))
