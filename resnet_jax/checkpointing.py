@@ -9,10 +9,15 @@ optimizer state, and the training loop restores all three:
   next input batch, from which the input pipeline resumes exactly.
 """
 
+import enum
+import json
 import os
+import re
+import time
 from typing import Any, Optional
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from absl import logging
@@ -38,10 +43,14 @@ def create_manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.
   options = ocp.CheckpointManagerOptions(
       max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
       create=not read_only, read_only=read_only)
-  handlers = {'model': ocp.StandardCheckpointHandler(),
-              'opt_state': ocp.StandardCheckpointHandler(),
-              'progress': ocp.JsonCheckpointHandler()}
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_handlers=_item_handlers())
+
+
+def _item_handlers() -> dict:
+  return {'model': ocp.StandardCheckpointHandler(),
+          'opt_state': ocp.StandardCheckpointHandler(),
+          'progress': ocp.JsonCheckpointHandler()}
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState, data_position: int) -> None:
@@ -54,50 +63,193 @@ def save(manager: ocp.CheckpointManager, state: TrainState, data_position: int) 
   ), force=True)
 
 
-def _restore_step(manager, step: int, abstract_state: TrainState):
-  restored = manager.restore(step, args=ocp.args.Composite(
-      model=ocp.args.StandardRestore(abstract_state.variables),
-      opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
+# --------------------------------------------------------------------------------------------
+# Restoring the latest checkpoint, agreed by every process.
+#
+# Each process reads the checkpoint on its own (a process-local read has no collective inside,
+# so one process failing cannot leave the others waiting in orbax's barriers), then one
+# all-gather of the outcomes decides for all: restore it, set it aside, or stop.
+# --------------------------------------------------------------------------------------------
+
+# Waits before the retries of a transient read error (a GCS 503, a timeout): 4 tries in all.
+RETRY_DELAYS_S = (1.0, 2.0, 4.0)
+# tensorstore / gRPC status codes in an error's message, as orbax passes them on.
+_DAMAGE_CODES = ('DATA_LOSS', 'NOT_FOUND', 'OUT_OF_RANGE')
+_TRANSIENT_CODES = ('UNAVAILABLE', 'DEADLINE_EXCEEDED', 'RESOURCE_EXHAUSTED', 'ABORTED')
+_STATUS_CODE = re.compile(r'\b(' + '|'.join(_DAMAGE_CODES + _TRANSIENT_CODES) + r')\b')
+
+
+class Outcome(enum.IntEnum):
+  """What one process found when it read a checkpoint (larger values take precedence)."""
+  READ = 0
+  DAMAGED = 1      # Files truncated, missing or unparsable: set it aside, try the one before.
+  MISMATCH = 2     # Readable, but another network's: a user error; move nothing.
+  UNREADABLE = 3   # Transient errors past every retry, or an error of unknown meaning.
+
+
+def classify_read_error(error: BaseException) -> str:
+  """'damaged', 'transient' or 'unknown': what a read error says about the checkpoint."""
+  if isinstance(error, (FileNotFoundError, json.JSONDecodeError)):
+    return 'damaged'
+  if isinstance(error, (TimeoutError, ConnectionError)):
+    return 'transient'
+  found = _STATUS_CODE.search(str(error))
+  if found:
+    return 'damaged' if found.group(1) in _DAMAGE_CODES else 'transient'
+  if 'incomplete checkpoint' in str(error):  # orbax: a step without its commit marker.
+    return 'damaged'
+  return 'unknown'
+
+
+class _ModelMismatch(ValueError):
+  """The checkpoint holds another network's variables."""
+
+
+def model_mismatch(saved_model, abstract_model) -> list[str]:
+  """Where the saved ``{'params', 'batch_stats'}`` differ from this run's: paths and shapes."""
+  def shapes(tree):
+    return {jax.tree_util.keystr(path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  saved, expected = shapes(saved_model), shapes(abstract_model)
+  return ([f'{k}: in the checkpoint, not in this model' for k in sorted(saved.keys() - expected)]
+          + [f'{k}: in this model, not in the checkpoint' for k in sorted(expected.keys() - saved)]
+          + [f'{k}: shape {saved[k]} in the checkpoint, {expected[k]} in this model'
+             for k in sorted(saved.keys() & expected) if saved[k] != expected[k]])
+
+
+def _local_reader(directory) -> ocp.CheckpointManager:
+  """A read-only manager of this process alone: its reads wait on no other process."""
+  here = jax.process_index()
+  return ocp.CheckpointManager(directory, item_handlers=_item_handlers(), options=(
+      ocp.CheckpointManagerOptions(read_only=True, multiprocessing_options=(
+          ocp.options.MultiprocessingOptions(primary_host=here, active_processes={here})))))
+
+
+def read_step(reader: ocp.CheckpointManager, step: int, abstract_state: TrainState):
+  """This process's read of ``step``: ``(state, progress)`` in host-local arrays.
+
+  The seam where tests inject a fault for one process.
+  """
+  saved_model = reader.item_metadata(step)['model']
+  mismatch = model_mismatch(saved_model, abstract_state.variables)
+  if mismatch:
+    raise _ModelMismatch(mismatch)
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  to_local = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=local)
+  restored = reader.restore(step, args=ocp.args.Composite(
+      model=ocp.args.StandardRestore(jax.tree.map(to_local, abstract_state.variables)),
+      opt_state=ocp.args.StandardRestore(jax.tree.map(to_local, abstract_state.opt_state)),
       progress=ocp.args.JsonRestore(),
   ))
   model, progress = restored['model'], restored['progress']
-  state = abstract_state.replace(
-      step=jax.device_put(progress['step'], abstract_state.step.sharding),
-      params=model['params'], batch_stats=model['batch_stats'],
-      opt_state=restored['opt_state'])
+  state = TrainState(step=np.int32(progress['step']), params=model['params'],
+                     batch_stats=model['batch_stats'], opt_state=restored['opt_state'])
   return state, progress
+
+
+def _try_read(reader, step: int, abstract_state: TrainState):
+  """``(Outcome, result or error text)``: one process's read, retrying transient errors."""
+  for delay in (*RETRY_DELAYS_S, None):
+    try:
+      return Outcome.READ, read_step(reader, step, abstract_state)
+    except _ModelMismatch as error:
+      return Outcome.MISMATCH, 'the checkpoint holds a different network:\n    ' + '\n    '.join(
+          error.args[0])
+    except Exception as error:  # pylint: disable=broad-except
+      kind, why = classify_read_error(error), f'{type(error).__name__}: {error}'
+      if kind == 'damaged':
+        return Outcome.DAMAGED, why
+      if kind == 'unknown' or delay is None:
+        return Outcome.UNREADABLE, why
+      logging.warning('Reading the checkpoint at step %d failed (%s); retrying in %.0f s.',
+                      step, why, delay)
+      time.sleep(delay)
+
+
+def _all_outcomes(outcome: Outcome) -> np.ndarray:
+  """Every process's outcome, in process order (one all-gather)."""
+  if jax.process_count() == 1:
+    return np.array([int(outcome)])
+  return np.asarray(multihost_utils.process_allgather(np.array([int(outcome)]))).reshape(-1)
+
+
+def _agreed_steps(manager: ocp.CheckpointManager) -> list[int]:
+  """Process 0's list of steps, newest first, so every process tries the same steps."""
+  steps = sorted(manager.all_steps(), reverse=True)
+  if jax.process_count() == 1:
+    return steps
+  count = int(multihost_utils.broadcast_one_to_all(np.int32(len(steps))))
+  if not count:
+    return []
+  padded = np.full(count, -1, np.int64)
+  padded[:min(count, len(steps))] = steps[:count]
+  return [int(s) for s in multihost_utils.broadcast_one_to_all(padded)]
 
 
 def restore_latest(manager: ocp.CheckpointManager,
                    abstract_state: TrainState) -> Optional[tuple[TrainState, dict]]:
-  """Restores the newest readable checkpoint onto the abstract state's shardings.
+  """Restores the newest checkpoint every process can read, onto the abstract state's shardings.
 
-  Returns ``(state, progress)``, or None when the workdir has no checkpoint. A newer checkpoint
-  that cannot be read (truncated, partly written) is moved to ``workdir/unreadable_checkpoints``
-  with a warning, and the one before it is restored; if none can be read this raises, so a run
-  never silently starts from scratch over its own history.
+  Returns ``(state, progress)``, or None when the workdir has no checkpoint. All processes agree
+  on each decision: a checkpoint damaged for any of them (truncated, missing or unparsable files)
+  is moved to ``workdir/unreadable_checkpoints`` and the one before it tried; transient read
+  errors are retried (``RETRY_DELAYS_S``) and then stop the run, as does a checkpoint of a
+  different network or an error of unknown meaning, with every checkpoint left in place. If no
+  checkpoint can be read this raises, so a run never silently starts over its own history.
   """
-  failures = []
-  for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      restored = _restore_step(manager, step, abstract_state)
-    except Exception as error:  # pylint: disable=broad-except
-      logging.warning('The checkpoint at step %d cannot be restored (%s: %s); trying an older '
-                      'one.', step, type(error).__name__, error)
-      failures.append((step, f'{type(error).__name__}: {error}'))
-      continue
-    _set_aside(manager, [s for s, _ in failures])
-    return restored
-  if failures:
+  reader = _local_reader(manager.directory)
+  damaged = []
+  try:
+    for step in _agreed_steps(manager):
+      outcome, result = _try_read(reader, step, abstract_state)
+      outcomes = _all_outcomes(outcome)
+      if outcomes.max() == Outcome.READ:
+        _set_aside(manager, [s for s, _ in damaged])
+        state, progress = result
+        # Every process read the same values: each contributes them to its own devices.
+        return jax.tree.map(lambda x, a: jax.make_array_from_process_local_data(
+            a.sharding, np.asarray(x)), state, abstract_state), progress
+      where = _describe(outcomes)
+      if outcome != Outcome.READ:
+        logging.warning('This process cannot read the checkpoint at step %d (%s).', step, result)
+      if outcomes.max() == Outcome.MISMATCH:
+        raise CheckpointError(
+            f'The checkpoint at step {step} in {manager.directory} does not fit this run '
+            f'({where}){": " + result if outcome == Outcome.MISMATCH else ""}.\nNothing was '
+            'moved. Train this network in another --workdir, or restore the config the '
+            'checkpoints were written with (its config.json).')
+      if outcomes.max() == Outcome.UNREADABLE:
+        raise CheckpointError(
+            f'The checkpoint at step {step} in {manager.directory} could not be read ({where})'
+            f'{": " + result if outcome == Outcome.UNREADABLE else ""}.\nEvery checkpoint was '
+            'left in place. If the storage is unavailable, run again later; otherwise inspect '
+            'the files.')
+      damaged.append((step, f'{where}' + (f': {result}' if outcome == Outcome.DAMAGED else '')))
+      logging.warning('The checkpoint at step %d cannot be restored (%s); trying an older one.',
+                      step, where)
+  finally:
+    reader.close()
+  if damaged:
     raise CheckpointError(
         f'None of the checkpoints in {manager.directory} can be restored:\n  '
-        + '\n  '.join(f'step {s}: {why}' for s, why in failures)
+        + '\n  '.join(f'step {s}: {why}' for s, why in damaged)
         + '\nMove the directory away to start afresh, or point --workdir elsewhere.')
   return None
 
 
+def _describe(outcomes: np.ndarray) -> str:
+  """Which processes found what, e.g. 'process 2 of 4: damaged'."""
+  if len(outcomes) == 1:
+    return Outcome(outcomes[0]).name.lower()
+  found = {}
+  for process, outcome in enumerate(outcomes):
+    found.setdefault(Outcome(outcome).name.lower(), []).append(str(process))
+  return '; '.join(f'process {", ".join(ps)} of {len(outcomes)}: {name}'
+                   for name, ps in found.items() if name != 'read')
+
+
 def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
-  """Moves unreadable checkpoints out of the way (kept for inspection) so training can go on."""
+  """Moves damaged checkpoints out of the way (kept for inspection) so training can go on."""
   if not steps:
     return
   if jax.process_index() == 0:
@@ -108,7 +260,7 @@ def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
       target = aside / str(step)
       (directory / str(step)).rename(
           target if not target.exists() else aside / f'{step}.{os.getpid()}')
-      logging.warning('Moved the unreadable checkpoint of step %d to %s.', step, aside)
+      logging.warning('Moved the damaged checkpoint of step %d to %s.', step, aside)
   multihost_utils.sync_global_devices('set aside unreadable checkpoints')
   manager.reload()
 

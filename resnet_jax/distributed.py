@@ -1,36 +1,44 @@
-"""Multi-host start-up: one process per host, all joined through ``jax.distributed``."""
+"""Multi-host start-up: one process per host, all joined through ``jax.distributed``.
 
-import os
+JAX detects the clusters it knows (Cloud TPU VMs and GKE, SLURM, Open MPI, Kubernetes) by itself;
+on a plain machine it finds none, without any network call, and the run is one process.
+"""
+
 from typing import Optional
 
 import jax
 from absl import logging
 
 
-def launched_as_cluster() -> bool:
-  """True when the environment describes a job of more than one process.
-
-  Cloud TPU pods, SLURM and Open MPI announce themselves; ``jax.distributed.initialize()``
-  then finds the coordinator and process ids on its own.
-  """
-  if os.environ.get('JAX_COORDINATOR_ADDRESS'):
-    return True
-  tpu_hosts = [h for h in os.environ.get('TPU_WORKER_HOSTNAMES', '').split(',') if h]
-  sizes = (os.environ.get(v) or '1' for v in ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE'))
-  return len(tpu_hosts) > 1 or any(int(size) > 1 for size in sizes)
-
-
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                process_id: Optional[int] = None) -> None:
-  """Joins the processes of a multi-host job; does nothing for a single process.
+  """Joins the processes of a multi-host job; a single process where no cluster is detected.
 
   Explicit arguments (e.g. ``127.0.0.1:1234``, 2, 0) serve clusters JAX cannot detect; CPU
-  processes then exchange collectives through gloo.
+  processes exchange collectives through gloo.
   """
-  if coordinator_address or launched_as_cluster():
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  explicit = (coordinator_address, num_processes, process_id) != (None, None, None)
+  try:
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
+  except ValueError as error:
+    # With no arguments and no cluster detected, JAX has no coordinator address: one process.
+    if explicit or 'coordinator_address' not in str(error):
+      raise
+    logging.info('No multi-host cluster detected (%s); running as one process.', error)
   logging.info('Process %d of %d; %d local and %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
+  if jax.process_count() > 1 and not preemption_sync_available():
+    logging.warning(
+        'This run has %d processes but no preemption sync point (jax.distributed is %s and '
+        'jax_enable_preemption_service is %s): SIGTERM will NOT save a checkpoint; only the '
+        'periodic checkpoints protect it.', jax.process_count(),
+        'initialized' if jax.distributed.is_initialized() else 'not initialized',
+        jax.config.jax_enable_preemption_service)
+
+
+def preemption_sync_available() -> bool:
+  """Whether ``multihost_utils.reached_preemption_sync_point`` can agree on a stop step."""
+  return jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service

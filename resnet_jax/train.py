@@ -9,7 +9,7 @@ import functools
 import logging as std_logging
 import signal
 import threading
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import flax
 import jax
@@ -20,7 +20,8 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from resnet_jax import checkpointing, config_lib, device_data, multistep, optim, steps
+from resnet_jax import (checkpointing, config_lib, device_data, distributed, multistep, optim,
+                        steps)
 from resnet_jax.errors import DivergenceError
 
 
@@ -135,21 +136,23 @@ def evaluate(eval_fn, variables, batches: Iterator[dict], sharding) -> dict:
 class PreemptionFlag:
   """Whether SIGTERM (what cloud and TPU preemption sends) asks to checkpoint and stop now.
 
-  One process: a SIGTERM handler sets a flag. Several: ``jax.distributed.initialize``'s
-  preemption sync manager catches SIGTERM on any host and names one step at which every process
-  stops, so all save the same checkpoint; a handler installed here would replace it.
+  Under ``jax.distributed`` (every multi-host run that main.py starts): JAX's preemption sync
+  manager catches SIGTERM on any host and names one step at which every process stops, so all
+  save the same checkpoint; a handler installed here would replace it. Otherwise (one process):
+  a SIGTERM handler sets a flag.
   """
 
   def __init__(self):
     self._event = threading.Event()
     self._previous = None
-    self._multi_process = jax.process_count() > 1
-    if not self._multi_process and threading.current_thread() is threading.main_thread():
+    self._use_sync_point = distributed.preemption_sync_available()
+    if (not self._use_sync_point and jax.process_count() == 1
+        and threading.current_thread() is threading.main_thread()):
       self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
 
   def reached(self, step: int) -> bool:
     """Called by every process at every step; True at the step where all of them stop."""
-    if self._multi_process:
+    if self._use_sync_point:
       return multihost_utils.reached_preemption_sync_point(step)
     return self._event.is_set()
 

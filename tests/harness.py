@@ -35,20 +35,28 @@ def process_args(port, process_id, num_processes):
 
 
 def run_main(workdir, config, flags, devices=1, extra_args=(), check=True, env=None,
-             background=False):
-  """Runs main.py on ``devices`` CPU devices; a Popen (output merged) when ``background``."""
+             background=False, script='main.py', output=subprocess.PIPE):
+  """Runs main.py (or ``script``) on ``devices`` CPU devices; a Popen when ``background``,
+  its output merged and sent to ``output`` (a pipe, or an open file)."""
   env = dict(os.environ, **(env or {}))
   env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   env['JAX_PLATFORMS'] = 'cpu'
-  cmd = [sys.executable, os.path.join(ROOT, 'main.py'), f'--config={config}',
+  cmd = [sys.executable, os.path.join(ROOT, script), f'--config={config}',
          f'--workdir={workdir}', *flags, *extra_args]
   if background:
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                            text=True)
   result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   if check and result.returncode:
     raise AssertionError(f'main.py failed ({result.returncode}):\n{result.stderr[-5000:]}')
   return result
+
+
+def logged_step(line):
+  """The step of a console line that logs training metrics, else None."""
+  if '] train_error_top1=' not in line:
+    return None
+  return int(line.split('[')[-1].split(']')[0])
 
 
 def train_losses(workdir):

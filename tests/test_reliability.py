@@ -4,7 +4,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 
 import jax
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 from configs import digits
 from resnet_jax import checkpointing, config_lib, events
-from tests.harness import free_port, process_args, run_main, tiny_digits_flags
+from tests.harness import free_port, logged_step, process_args, run_main, tiny_digits_flags
 
 STEPS = 12
 
@@ -43,7 +42,7 @@ def signal_at_step(process, step, sig) -> list[str]:
   output = []
   for line in process.stdout:
     output.append(line)
-    if f'] train_error_top1=' in line and int(line.split('[')[-1].split(']')[0]) >= step:
+    if (logged_step(line) or 0) >= step:
       process.send_signal(sig)
       break
   return output
