@@ -11,16 +11,20 @@ order (``index_shuffle``), so a resumed run jumps straight to its step; imagenet
 TFRecords in file order through a shuffle buffer seeded by (seed, shard, epoch), and a resumed run
 skips the already seen records of its epoch without decoding them.
 
-Preprocessing (paper, Sec. 3.4 and 4.2). Images are scaled to [0, 1], then:
+Preprocessing (paper, Sec. 3.4 and 4.2). Images are scaled to [0, 1] (ImageNet: on the device,
+see below), then:
 * digits: 8x8 upsampled bilinearly (half-pixel centres) to ``image_size``; minus the per-pixel
   mean of the train split; augmentation (off by default) is pad 2 + random crop, no flip.
 * cifar10: minus the per-pixel train mean; augmentation is pad 4 (zeros, after the mean
   subtraction) + random 32x32 crop + random horizontal flip; eval sees the original image.
 * imagenet2012: train takes a random square window that is ``image_size`` pixels wide once the
   shorter side is rescaled to a uniform value in [256, 480], decoded with
-  ``decode_and_crop_jpeg`` and resized, then a random flip and AlexNet PCA lighting noise; eval
-  takes the centre window of the image with shorter side 256. Both subtract the ImageNet RGB mean.
-All resizing is bilinear with antialiasing.
+  ``decode_and_crop_jpeg`` (at a reduced DCT scale when the window is at least twice
+  ``image_size``) and resized, then a random flip and AlexNet PCA lighting noise; eval takes the
+  centre window of the image with shorter side 256. Both subtract the ImageNet RGB mean. The
+  host ships uint8 pixels and one float32 RGB offset per image (lighting minus mean); the jitted
+  step scales and shifts them (``steps.model_images``): a quarter of the host work and bytes.
+Resizing is bilinear when it enlarges and area averaging (antialiased) when it shrinks.
 
 TensorFlow is imported only here and in ``digits_dataset``; GPUs are hidden from it.
 """
@@ -54,6 +58,7 @@ PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
               (-0.5808, -0.0045, -0.8140),
               (-0.5836, -0.6948, 0.4203))
 PCA_ALPHA_STD = 0.1
+JPEG_DCT_RATIOS = (1, 2, 4, 8)  # libjpeg's reduced-size decoding.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +158,10 @@ def _fold(key, *data):
 
 
 def _resize(image, size):
-  return tf.image.resize(image, size, method='bilinear', antialias=True)
+  """Bilinear resizing to size; area averaging (antialiased) where it shrinks the image."""
+  shrink = lambda: tf.image.resize(image, size, method='area')
+  enlarge = lambda: tf.image.resize(image, size, method='bilinear')
+  return tf.cond(tf.shape(image)[-3] > size[0], shrink, enlarge)
 
 
 def _scale_and_resize(size, images):
@@ -210,39 +218,67 @@ def _centre_window(shape, image_size):
   return tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
 
 
-def _imagenet_eval(image_bytes, image_size):
-  """JPEG bytes -> centre image_size crop at shorter side 256, mean subtracted."""
+def _to_uint8(image):
+  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def _decode_window(image_bytes, window, image_size):
+  """The square JPEG window [y, x, h, h] as uint8 image_size x image_size.
+
+  Only the window is decoded, at the smallest of libjpeg's DCT scales 1, 1/2, 1/4, 1/8 that
+  keeps it at least image_size wide (a low-pass filter, and far less work than a full decode).
+  """
+  crop = window[2]
+  ratio_index = tf.reduce_sum(tf.cast(crop >= image_size * tf.constant([2, 4, 8]), tf.int32))
+
+  def decode(ratio):
+    return lambda: tf.image.decode_and_crop_jpeg(image_bytes, window // ratio, channels=3,
+                                                 ratio=ratio)
+
+  image = tf.switch_case(ratio_index, [decode(r) for r in JPEG_DCT_RATIOS])
+  image.set_shape([None, None, 3])
+  return _to_uint8(_resize(image, (image_size, image_size)))
+
+
+def imagenet_eval_example(image_bytes, image_size):
+  """JPEG bytes -> uint8 centre image_size crop at shorter side 256 (see model_images)."""
   window = _centre_window(tf.image.extract_jpeg_shape(image_bytes), image_size)
-  image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-  return _imagenet_normalize(_resize(image, (image_size, image_size)))
+  return _decode_window(image_bytes, window, image_size)
 
 
-def _random_window(shape, image_size, key):
-  """[y, x, h, w] of a random crop image_size wide at a random shorter side in [256, 480]."""
-  scale_key, offset_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+def _random_window(shape, image_size, uniforms):
+  """[y, x, h, w] of a random crop image_size wide at a random shorter side in [256, 480].
+
+  uniforms: three U[0, 1) draws, for the shorter side and the y and x offsets.
+  """
+  low, high = IMAGENET_SCALE_RANGE
   height, width = shape[0], shape[1]
-  shorter = tf.random.stateless_uniform([], scale_key, *IMAGENET_SCALE_RANGE)
+  shorter = low + (high - low) * uniforms[0]
   side = tf.cast(tf.minimum(height, width), tf.float32)
   crop = tf.maximum(tf.cast(tf.round(side * image_size / shorter), tf.int32), 1)
   room = tf.cast(tf.stack([height, width]) - crop + 1, tf.float32)
-  offset = tf.cast(tf.random.stateless_uniform([2], offset_key) * room, tf.int32)
+  offset = tf.cast(uniforms[1:3] * room, tf.int32)
   return tf.concat([offset, [crop, crop]], 0)
 
 
-def _pca_lighting(image, key):
-  """AlexNet's colour augmentation: adds eigvec @ (alpha * eigval), alpha ~ N(0, 0.1^2)."""
+def _lighting(key):
+  """AlexNet's colour augmentation, one RGB shift: eigvec @ (alpha * eigval), alpha ~ N(0, 0.1^2)."""
   alpha = tf.random.stateless_normal([3], key, stddev=PCA_ALPHA_STD)
-  return image + tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
+  return tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
 
 
-def _imagenet_train(image_bytes, key, image_size):
-  """JPEG bytes -> scale-augmented random crop, random flip, PCA lighting, mean subtracted."""
-  window_key, flip_key, light_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-  window = _random_window(tf.image.extract_jpeg_shape(image_bytes), image_size, window_key)
-  image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-  image = _resize(image, (image_size, image_size)) / 255.0
-  image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
-  return _pca_lighting(image, light_key) - tf.constant(IMAGENET_RGB_MEAN)
+def imagenet_train_example(image_bytes, key, image_size):
+  """JPEG bytes -> (uint8 scale-augmented random crop, randomly flipped; its float32 [3] offset).
+
+  The offset is the PCA lighting shift minus the ImageNet mean; the device adds it to the
+  pixels scaled to [0, 1] (``steps.model_images``), so the host ships a quarter of the bytes.
+  """
+  uniform_key, light_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+  uniforms = tf.random.stateless_uniform([4], uniform_key)
+  window = _random_window(tf.image.extract_jpeg_shape(image_bytes), image_size, uniforms)
+  image = _decode_window(image_bytes, window, image_size)
+  image = tf.cond(uniforms[3] < 0.5, lambda: tf.reverse(image, [1]), lambda: image)
+  return image, _lighting(light_key) - tf.constant(IMAGENET_RGB_MEAN)
 
 
 def decode_resized(image_bytes, shorter_side):
@@ -269,7 +305,8 @@ def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
   crops = []
   for image in images_uint8:
     y, x, h, w = _centre_window(np.shape(image), size).numpy()
-    crops.append(_imagenet_normalize(_resize(image[y:y + h, x:x + w], (size, size))))
+    crop = _to_uint8(_resize(image[y:y + h, x:x + w], (size, size)))
+    crops.append(_imagenet_normalize(tf.cast(crop, tf.float32)))
   return tf.stack(crops).numpy()
 
 
@@ -354,8 +391,8 @@ def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
 
   def example(example_key, record):
     image_bytes, label = record
-    return {'image': _imagenet_train(image_bytes, example_key, config.dataset.image_size),
-            'label': tf.cast(label, tf.int32)}
+    image, offset = imagenet_train_example(image_bytes, example_key, config.dataset.image_size)
+    return {'image': image, 'image_offset': offset, 'label': tf.cast(label, tf.int32)}
 
   ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -366,7 +403,8 @@ def train_batches(config, *, start_step: int, process_index: int,
                   process_count: int) -> Iterator[dict]:
   """This process's part of the train batch of steps start_step, start_step + 1, ... forever.
 
-  Yields {'image': float32 [B, H, W, C], 'label': int32 [B]}, B = batch_size // process_count.
+  Yields {'image': float32 [B, H, W, C], 'label': int32 [B]}, B = batch_size // process_count;
+  imagenet2012: uint8 images and their 'image_offset' float32 [B, 3] (see ``steps.model_images``).
   """
   builder = _builder(config)
   splits, sub_batch, steps = _train_shards(config, builder, process_count)
@@ -377,7 +415,7 @@ def train_batches(config, *, start_step: int, process_index: int,
       make_shard(config, builder, splits[k], _fold(seed_key, k), sub_batch, steps, start_step)
       for k in range(process_index * per_process, (process_index + 1) * per_process))
   ds = tf.data.Dataset.zip(shards).map(
-      lambda *parts: {f: tf.concat([p[f] for p in parts], 0) for f in ('image', 'label')})
+      lambda *parts: {f: tf.concat([p[f] for p in parts], 0) for f in parts[0]})
   return _deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 
 
@@ -389,8 +427,8 @@ def eval_batches(config, *, process_index: int, process_count: int,
                  split: str | None = None) -> Iterator[dict]:
   """This process's part of an eval split (default eval_split), each example exactly once.
 
-  Yields {'image', 'label', 'mask': bool [B]}, B = eval_batch_size // process_count; the tail
-  is padded with masked examples so that every process yields the same number of batches.
+  Yields {'image', 'label', 'mask': bool [B]} (imagenet2012: uint8 images and 'image_offset',
+  as ``train_batches``), B = eval_batch_size // process_count; the tail is padded with masked examples so that every process yields the same number of batches.
   """
   if config.eval_batch_size % process_count:
     raise ValueError(f'config.eval_batch_size={config.eval_batch_size} is not divisible by '
@@ -403,15 +441,17 @@ def eval_batches(config, *, process_index: int, process_count: int,
   size = config.dataset.image_size
   if config.dataset.name in IN_MEMORY:
     mean = tf.constant(train_mean_image(config))
-    preprocess = lambda image: _scale_and_resize(config.dataset.image_size, image) - mean
+    preprocess = lambda image: {
+        'image': _scale_and_resize(config.dataset.image_size, image) - mean}
   else:
-    preprocess = lambda image_bytes: _imagenet_eval(image_bytes, size)
+    preprocess = lambda image_bytes: {'image': imagenet_eval_example(image_bytes, size),
+                                      'image_offset': -tf.constant(IMAGENET_RGB_MEAN)}
   ds = _read(builder, parts[process_index], decode=config.dataset.name in IN_MEMORY).map(
-      lambda image, label: {'image': preprocess(image), 'label': tf.cast(label, tf.int32),
+      lambda image, label: {**preprocess(image), 'label': tf.cast(label, tf.int32),
                             'mask': True},
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  padding = tf.data.Dataset.from_tensors({
-      'image': tf.zeros((size, size, CHANNELS[config.dataset.name])),
-      'label': tf.constant(0, tf.int32), 'mask': False}).repeat(num_padding)
+  padding = tf.data.Dataset.from_tensors(
+      {k: tf.zeros(v.shape, v.dtype) for k, v in ds.element_spec.items()}
+  ).repeat(num_padding)
   ds = ds.concatenate(padding).batch(batch).prefetch(tf.data.AUTOTUNE)
   return _deterministic(ds).as_numpy_iterator()

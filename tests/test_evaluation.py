@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from configs import imagenet
 from resnet_jax import evaluation, models
-from tests.mock_tfds import prepared_mock
+from resnet_jax.mock_tfds import prepared_mock
 
 NUM_EXAMPLES = 5
 
