@@ -4,7 +4,7 @@
 
 Expected runtime (estimated as in configs/imagenet.py, not measured): 11.28e9 multiply-adds
 per image, about 7.2 H100-hours of compute (54 minutes on 8);
-the input pipeline of a 16-core host needs about 4 hours whatever the net.
+the input pipeline of a 16-core host needs about 3 hours whatever the net.
 """
 
 from configs import imagenet

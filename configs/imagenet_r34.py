@@ -8,7 +8,7 @@ Options A (zero-padded identity), B (projections where the shape changes; the de
 
 Expected runtime (estimated as in configs/imagenet.py, not measured): 3.66e9 multiply-adds
 per image, about 2.3 H100-hours of compute (17 minutes on 8);
-the input pipeline of a 16-core host needs about 4 hours whatever the net.
+the input pipeline of a 16-core host needs about 3 hours whatever the net.
 """
 
 from configs import imagenet
