@@ -3,7 +3,7 @@
 Both sides read the same JPEG files (``experiments/photos.py``) from memory and return uint8
 224x224 images, so what is timed is decoding and augmentation alone:
 
-* project: ``input_pipeline.imagenet_train_example`` / ``imagenet_eval_example`` mapped over the
+* project: ``imagenet_preprocessing.train_example`` / ``eval_example`` mapped over the
   files by tf.data with N threads (a private thread pool of N, ``num_parallel_calls=N``, one
   thread inside each op), batched;
 * reference: PIL decode, then torchvision's ``RandomResizedCrop(224)`` + flip + ``PILToTensor``
@@ -35,13 +35,13 @@ NUM_PHOTOS = 64
 def project_batches(jpegs, train: bool, threads: int, batch_size: int) -> Iterator:
   """Endless batches of the project's ImageNet train or eval map over ``jpegs``."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from resnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  from resnet_jax import imagenet_preprocessing  # pylint: disable=import-outside-toplevel
 
   def example(index, image_bytes):
     if train:
       key = tf.stack([index, tf.constant(0, tf.int64)])
-      return input_pipeline.imagenet_train_example(image_bytes, key, IMAGE_SIZE)
-    return input_pipeline.imagenet_eval_example(image_bytes, IMAGE_SIZE)
+      return imagenet_preprocessing.train_example(image_bytes, key, IMAGE_SIZE)
+    return imagenet_preprocessing.eval_example(image_bytes, IMAGE_SIZE)
 
   ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate()
   ds = ds.map(example, num_parallel_calls=threads, deterministic=True).batch(batch_size)

@@ -11,22 +11,20 @@ order (``index_shuffle``), so a resumed run jumps straight to its step; imagenet
 TFRecords in file order through a shuffle buffer seeded by (seed, shard, epoch), and a resumed run
 skips the already seen records of its epoch without decoding them.
 
-Preprocessing (paper, Sec. 3.4 and 4.2). Images are scaled to [0, 1] (ImageNet: on the device,
-see below), then:
+Preprocessing (paper, Sec. 3.4 and 4.2). Images are scaled to [0, 1] (ImageNet: on the device),
+then:
 * digits: 8x8 upsampled bilinearly (half-pixel centres) to ``image_size``; minus the per-pixel
   mean of the train split; augmentation (off by default) is pad 2 + random crop, no flip.
 * cifar10: minus the per-pixel train mean; augmentation is pad 4 (zeros, after the mean
   subtraction) + random 32x32 crop + random horizontal flip; eval sees the original image.
-* imagenet2012: train takes a random square window that is ``image_size`` pixels wide once the
-  shorter side is rescaled to a uniform value in [256, 480], decoded with
-  ``decode_and_crop_jpeg`` (at a reduced DCT scale when the window is at least twice
-  ``image_size``) and resized, then a random flip and AlexNet PCA lighting noise; eval takes the
-  centre window of the image with shorter side 256. Both subtract the ImageNet RGB mean. The
-  host ships uint8 pixels and one float32 RGB offset per image (lighting minus mean); the jitted
-  step scales and shifts them (``steps.model_images``): a quarter of the host work and bytes.
+* imagenet2012: scale augmentation, random 224 crop, flip and PCA lighting for train, the
+  centre crop at shorter side 256 for eval (``imagenet_preprocessing``); uint8 pixels plus one
+  RGB offset per image (lighting minus the ImageNet mean), scaled and shifted on the device by
+  ``steps.model_images``.
 Resizing is bilinear when it enlarges and area averaging (antialiased) when it shrinks.
 
-TensorFlow is imported only here and in ``digits_dataset``; GPUs are hidden from it.
+TensorFlow is imported only here, in ``imagenet_preprocessing`` and in ``digits_dataset``; GPUs are
+hidden from it.
 """
 
 import dataclasses
@@ -39,6 +37,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax import digits_dataset  # pylint: disable=unused-import  (registers 'digits')
+from resnet_jax import imagenet_preprocessing as imagenet
 from resnet_jax.config_lib import ConfigError
 from resnet_jax.errors import DatasetNotAvailableError
 
@@ -48,18 +47,6 @@ CHANNELS = {'digits': 1, 'cifar10': 3, 'imagenet2012': 3}
 IN_MEMORY = ('digits', 'cifar10')
 PAD = {'digits': 2, 'cifar10': 4}
 FLIP = {'digits': False, 'cifar10': True}
-
-IMAGENET_RGB_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_EVAL_RESIZE = 256
-IMAGENET_SCALE_RANGE = (256.0, 480.0)
-# AlexNet's PCA lighting noise for RGB in [0, 1]: eigenvalues, eigenvectors (columns), alpha std.
-PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-              (-0.5808, -0.0045, -0.8140),
-              (-0.5836, -0.6948, 0.4203))
-PCA_ALPHA_STD = 0.1
-JPEG_DCT_RATIOS = (1, 2, 4, 8)  # libjpeg's reduced-size decoding.
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -157,18 +144,11 @@ def _fold(key, *data):
   return key
 
 
-def _resize(image, size):
-  """Bilinear resizing to size; area averaging (antialiased) where it shrinks the image."""
-  shrink = lambda: tf.image.resize(image, size, method='area')
-  enlarge = lambda: tf.image.resize(image, size, method='bilinear')
-  return tf.cond(tf.shape(image)[-3] > size[0], shrink, enlarge)
-
-
 def _scale_and_resize(size, images):
   """Pixels [..., h, w, C] in 0..255 -> float32 in [0, 1] at size x size (digits are upsampled)."""
   images = tf.cast(images, tf.float32) / 255.0
   if images.shape[-3:-1] != (size, size):
-    images = _resize(images, (size, size))
+    images = imagenet.resize(images, (size, size))
   return images
 
 
@@ -192,7 +172,7 @@ def train_mean_image(config) -> np.ndarray:
     _builder(config)  # Prepares digits, refuses an unprepared dataset.
     return _per_pixel_mean(ds.name, ds.data_dir, ds.train_split, ds.image_size)
   shape = (ds.image_size, ds.image_size, 3)
-  return np.broadcast_to(np.float32(IMAGENET_RGB_MEAN), shape).copy()
+  return np.broadcast_to(np.float32(imagenet.IMAGENET_RGB_MEAN), shape).copy()
 
 
 def _pad_crop_flip(image, key, pad, flip):
@@ -205,91 +185,7 @@ def _pad_crop_flip(image, key, pad, flip):
   return image
 
 
-def _imagenet_normalize(image):
-  """float32 pixels in 0..255 -> [0, 1] minus the ImageNet RGB mean."""
-  return image / 255.0 - tf.constant(IMAGENET_RGB_MEAN)
-
-
-def _centre_window(shape, image_size):
-  """[y, x, h, w] of the centre crop: image_size wide at shorter side IMAGENET_EVAL_RESIZE."""
-  height, width = shape[0], shape[1]
-  side = tf.cast(tf.minimum(height, width), tf.float32)
-  crop = tf.cast(tf.round(side * image_size / IMAGENET_EVAL_RESIZE), tf.int32)
-  return tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
-
-
-def _to_uint8(image):
-  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
-
-
-def _decode_window(image_bytes, window, image_size):
-  """The square JPEG window [y, x, h, h] as uint8 image_size x image_size.
-
-  Only the window is decoded, at the smallest of libjpeg's DCT scales 1, 1/2, 1/4, 1/8 that
-  keeps it at least image_size wide (a low-pass filter, and far less work than a full decode).
-  """
-  crop = window[2]
-  ratio_index = tf.reduce_sum(tf.cast(crop >= image_size * tf.constant([2, 4, 8]), tf.int32))
-
-  def decode(ratio):
-    return lambda: tf.image.decode_and_crop_jpeg(image_bytes, window // ratio, channels=3,
-                                                 ratio=ratio)
-
-  image = tf.switch_case(ratio_index, [decode(r) for r in JPEG_DCT_RATIOS])
-  image.set_shape([None, None, 3])
-  return _to_uint8(_resize(image, (image_size, image_size)))
-
-
-def imagenet_eval_example(image_bytes, image_size):
-  """JPEG bytes -> uint8 centre image_size crop at shorter side 256 (see model_images)."""
-  window = _centre_window(tf.image.extract_jpeg_shape(image_bytes), image_size)
-  return _decode_window(image_bytes, window, image_size)
-
-
-def _random_window(shape, image_size, uniforms):
-  """[y, x, h, w] of a random crop image_size wide at a random shorter side in [256, 480].
-
-  uniforms: three U[0, 1) draws, for the shorter side and the y and x offsets.
-  """
-  low, high = IMAGENET_SCALE_RANGE
-  height, width = shape[0], shape[1]
-  shorter = low + (high - low) * uniforms[0]
-  side = tf.cast(tf.minimum(height, width), tf.float32)
-  crop = tf.maximum(tf.cast(tf.round(side * image_size / shorter), tf.int32), 1)
-  room = tf.cast(tf.stack([height, width]) - crop + 1, tf.float32)
-  offset = tf.cast(uniforms[1:3] * room, tf.int32)
-  return tf.concat([offset, [crop, crop]], 0)
-
-
-def _lighting(key):
-  """AlexNet's colour augmentation, one RGB shift: eigvec @ (alpha * eigval), alpha ~ N(0, 0.1^2)."""
-  alpha = tf.random.stateless_normal([3], key, stddev=PCA_ALPHA_STD)
-  return tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
-
-
-def imagenet_train_example(image_bytes, key, image_size):
-  """JPEG bytes -> (uint8 scale-augmented random crop, randomly flipped; its float32 [3] offset).
-
-  The offset is the PCA lighting shift minus the ImageNet mean; the device adds it to the
-  pixels scaled to [0, 1] (``steps.model_images``), so the host ships a quarter of the bytes.
-  """
-  uniform_key, light_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
-  uniforms = tf.random.stateless_uniform([4], uniform_key)
-  window = _random_window(tf.image.extract_jpeg_shape(image_bytes), image_size, uniforms)
-  image = _decode_window(image_bytes, window, image_size)
-  image = tf.cond(uniforms[3] < 0.5, lambda: tf.reverse(image, [1]), lambda: image)
-  return image, _lighting(light_key) - tf.constant(IMAGENET_RGB_MEAN)
-
-
-def decode_resized(image_bytes, shorter_side):
-  """JPEG bytes -> float32 [H, W, 3] with shorter side `shorter_side`, ImageNet mean subtracted.
-
-  The building block of 10-crop and multi-scale testing (crops of it are what the model sees).
-  """
-  image = tf.image.decode_jpeg(image_bytes, channels=3)
-  size = tf.cast(tf.shape(image)[:2], tf.float32)
-  scaled = tf.cast(tf.round(size * shorter_side / tf.reduce_min(size)), tf.int32)
-  return _imagenet_normalize(_resize(image, scaled))
+decode_resized = imagenet.decode_resized  # 10-crop and multi-scale testing (evaluation.py).
 
 
 def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
@@ -304,9 +200,9 @@ def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
   size = config.dataset.image_size
   crops = []
   for image in images_uint8:
-    y, x, h, w = _centre_window(np.shape(image), size).numpy()
-    crop = _to_uint8(_resize(image[y:y + h, x:x + w], (size, size)))
-    crops.append(_imagenet_normalize(tf.cast(crop, tf.float32)))
+    y, x, h, w = imagenet.centre_window(np.shape(image), size).numpy()
+    crop = imagenet.to_uint8(imagenet.resize(image[y:y + h, x:x + w], (size, size)))
+    crops.append(imagenet.normalize(tf.cast(crop, tf.float32)))
   return tf.stack(crops).numpy()
 
 
@@ -391,7 +287,7 @@ def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
 
   def example(example_key, record):
     image_bytes, label = record
-    image, offset = imagenet_train_example(image_bytes, example_key, config.dataset.image_size)
+    image, offset = imagenet.train_example(image_bytes, example_key, config.dataset.image_size)
     return {'image': image, 'image_offset': offset, 'label': tf.cast(label, tf.int32)}
 
   ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch)
@@ -428,7 +324,8 @@ def eval_batches(config, *, process_index: int, process_count: int,
   """This process's part of an eval split (default eval_split), each example exactly once.
 
   Yields {'image', 'label', 'mask': bool [B]} (imagenet2012: uint8 images and 'image_offset',
-  as ``train_batches``), B = eval_batch_size // process_count; the tail is padded with masked examples so that every process yields the same number of batches.
+  as ``train_batches``), B = eval_batch_size // process_count; the tail is padded with masked
+  examples so that every process yields the same number of batches.
   """
   if config.eval_batch_size % process_count:
     raise ValueError(f'config.eval_batch_size={config.eval_batch_size} is not divisible by '
@@ -444,8 +341,8 @@ def eval_batches(config, *, process_index: int, process_count: int,
     preprocess = lambda image: {
         'image': _scale_and_resize(config.dataset.image_size, image) - mean}
   else:
-    preprocess = lambda image_bytes: {'image': imagenet_eval_example(image_bytes, size),
-                                      'image_offset': -tf.constant(IMAGENET_RGB_MEAN)}
+    preprocess = lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
+                                      'image_offset': -tf.constant(imagenet.IMAGENET_RGB_MEAN)}
   ds = _read(builder, parts[process_index], decode=config.dataset.name in IN_MEMORY).map(
       lambda image, label: {**preprocess(image), 'label': tf.cast(label, tf.int32),
                             'mask': True},

@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from resnet_jax import input_pipeline, steps
+from resnet_jax import imagenet_preprocessing as imagenet
+from resnet_jax import steps
 
 SIZE = 224
 SAMPLES = 300
@@ -41,7 +42,7 @@ def windows(height, width):
   side = min(height, width)
   found = []
   for i in range(SAMPLES):
-    image, offset = input_pipeline.imagenet_train_example(
+    image, offset = imagenet.train_example(
         jpeg, tf.constant([i, 12345], tf.int64), SIZE)
     image = np.asarray(image, np.float64)
     red0, red_slope = line_fit(image[:, :, 0].mean(0))
@@ -61,7 +62,7 @@ def windows(height, width):
 def test_train_augmentation_follows_the_papers_distribution(height, width):
   """300x400: windows both enlarged and shrunk; 1500x1600: decoded at 1/2 and 1/4 DCT scale."""
   shorter, top, left, flipped, offsets = zip(*windows(height, width))
-  low, high = input_pipeline.IMAGENET_SCALE_RANGE
+  low, high = imagenet.IMAGENET_SCALE_RANGE
   # Window widths are whole pixels: the implied shorter side is within rounding of the sample.
   slack = max(shorter) ** 2 / (min(height, width) * SIZE)
   assert low - slack <= min(shorter) and max(shorter) <= high + slack
@@ -70,9 +71,9 @@ def test_train_augmentation_follows_the_papers_distribution(height, width):
     assert stats.kstest(np.clip(position, 0, 1), 'uniform').pvalue > P_MIN
   assert stats.binomtest(sum(flipped), SAMPLES, 0.5).pvalue > P_MIN
   # Offsets = eigvec @ (alpha * eigval) - mean: solve for alpha, i.i.d. N(0, 0.1^2).
-  shift = np.asarray(offsets) + np.asarray(input_pipeline.IMAGENET_RGB_MEAN)
-  alpha = np.linalg.solve(np.asarray(input_pipeline.PCA_EIGVEC), shift.T).T / np.asarray(
-      input_pipeline.PCA_EIGVAL)
+  shift = np.asarray(offsets) + np.asarray(imagenet.IMAGENET_RGB_MEAN)
+  alpha = np.linalg.solve(np.asarray(imagenet.PCA_EIGVEC), shift.T).T / np.asarray(
+      imagenet.PCA_EIGVAL)
   for component in alpha.T:
     assert stats.kstest(component, stats.norm(0, 0.1).cdf).pvalue > P_MIN
   assert np.abs(np.corrcoef(alpha.T) - np.eye(3)).max() < 4 / np.sqrt(SAMPLES)

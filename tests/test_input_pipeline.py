@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
 from configs import cifar10, digits, imagenet_r18
-from resnet_jax import digits_dataset, input_pipeline
+from resnet_jax import digits_dataset, imagenet_preprocessing, input_pipeline
 from resnet_jax.errors import DatasetNotAvailableError
 from resnet_jax.mock_tfds import prepared_mock
 
@@ -134,7 +134,7 @@ def test_pad_crop_flip_is_a_shifted_window_of_the_padded_image():
 
 def test_imagenet_centre_window_by_hand():
   # Shorter side 300 -> crop 300 * 224 / 256 = 262.5 -> 262 (round half to even), centred.
-  window = input_pipeline._centre_window(tf.constant([300, 400, 3]), 224).numpy()
+  window = imagenet_preprocessing.centre_window(tf.constant([300, 400, 3]), 224).numpy()
   np.testing.assert_array_equal(window, [19, 69, 262, 262])
 
 
