@@ -26,7 +26,7 @@ from typing import Iterator
 
 import numpy as np
 
-from experiments import photos, torch_input
+from experiments import torch_input
 
 IMAGE_SIZE = 224
 NUM_PHOTOS = 64
@@ -91,6 +91,7 @@ def torch_timer_fns(jpegs, train: bool, cores: int, batch_size: int):
 
 def timers(timer_cls, threads: list[int], batch_size: int) -> list:
   """Timers of the project and the reference, train and eval, per thread count (part 'input')."""
+  from experiments import photos  # pylint: disable=import-outside-toplevel  (PIL, scikit-learn)
   jpegs = photos.sample_jpegs(NUM_PHOTOS)
   note = (f'imagenet, {NUM_PHOTOS} photos from sklearn, '
           f'{np.mean([len(j) for j in jpegs]) / 1e3:.0f} KB average')
