@@ -21,7 +21,8 @@ then:
   centre crop at shorter side 256 for eval (``imagenet_preprocessing``); uint8 pixels plus one
   RGB offset per image (lighting minus the ImageNet mean), scaled and shifted on the device by
   ``steps.model_images``.
-Resizing is bilinear when it enlarges and area averaging (antialiased) when it shrinks.
+Digits are upsampled bilinearly; ImageNet's resizing is bilinear when it enlarges and area
+averaging (antialiased) when it shrinks.
 
 TensorFlow is imported only here, in ``imagenet_preprocessing`` and in ``digits_dataset``; GPUs are
 hidden from it.
@@ -148,7 +149,7 @@ def _scale_and_resize(size, images):
   """Pixels [..., h, w, C] in 0..255 -> float32 in [0, 1] at size x size (digits are upsampled)."""
   images = tf.cast(images, tf.float32) / 255.0
   if images.shape[-3:-1] != (size, size):
-    images = imagenet.resize(images, (size, size))
+    images = tf.image.resize(images, (size, size), method='bilinear', antialias=True)
   return images
 
 
