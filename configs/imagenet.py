@@ -29,9 +29,10 @@ see the README).
 
 Expected runtimes are estimates (no GPU figure is measured yet): compute is 90 epochs x 1.28M
 images x 3 (forward and backward) x 2 FLOPs per multiply-add at 30% of an H100's 989 bf16
-TFLOP/s; the input pipeline decoded about 500 images/s per CPU core here (benchmarks/RESULTS.md,
-section 5), so a 16-core host feeds at most ~8,000 images/s, ~4 hours for 90 epochs, whichever
-the net. The slower of the two bounds the run.
+TFLOP/s; the train preprocessing ran at about 650 images per CPU second per core on real
+photographs here (benchmarks/RESULTS.md, section 5b; 2.2x PIL + torchvision), so a 16-core host
+feeds at most ~10,500 images/s, ~3 hours for 90 epochs, whichever the net. The slower of the two
+bounds the run.
 
 | net | multiply-adds per image | H100-hours of compute | on 8 H100s |
 |---|---|---|---|

@@ -16,7 +16,9 @@ Parts (``--parts``, comma-separated):
 * ``convs``: where the time goes: every distinct convolution of the model timed alone, forward,
   input gradient and filter gradient, in JAX and in torch.
 * ``input``: the tf.data train preprocessing alone, images/s per dataset (digits is real;
-  cifar10 and imagenet2012 come from tfds.testing.mock_data unless --data_dir has them).
+  cifar10 comes from tfds.testing.mock_data unless --data_dir has it); ImageNet's train and eval
+  preprocessing on real photographs beside PIL + torchvision, per thread count
+  (``--input_threads``; experiments/input_benchmark.py).
 * ``e2e``: ``train_and_evaluate``'s real loop on cifar10 (mock data unless prepared): tf.data
   one step per call (the default), tf.data and the device-resident path ``--steps_per_call``
   steps per call; images/s from its steps_per_sec summaries.
@@ -43,7 +45,8 @@ import numpy as np
 from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from configs import cifar10, default, digits, imagenet
+from configs import cifar10, default, digits
+from experiments import input_benchmark
 from resnet_jax import config_lib, device_data, models, optim, steps, train
 
 PARTS = ('step', 'forward', 'device_step', 'torch', 'convs', 'input', 'e2e')
@@ -64,6 +67,8 @@ flags.DEFINE_integer('steps_per_call', 10, 'Steps per call of device_step and of
                      'that run several.')
 flags.DEFINE_integer('e2e_steps', 60, 'Steps of each end-to-end run (logged every 10).')
 flags.DEFINE_integer('e2e_repeats', 2, 'End-to-end runs of each input path, taking turns.')
+flags.DEFINE_list('input_threads', ['1', '2'], 'Thread counts of the ImageNet input timings.')
+flags.DEFINE_integer('input_batch_size', 64, 'Images per batch of the ImageNet input timings.')
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: a temporary one, mocked).')
 flags.DEFINE_string('json_out', os.path.join(tempfile.gettempdir(), 'resnet_jax_bench.json'),
                     'Where the results go as JSON.')
@@ -86,6 +91,7 @@ class Timer:
   flops: Optional[float] = None  # Per step, by XLA's cost analysis of the per-device program.
   compile_s: Optional[float] = None  # When known apart from the first call (JAX's compile).
   note: str = ''
+  cpu_s: Optional[Callable[[], float]] = None  # CPU seconds used so far by what ``run`` uses.
 
 
 def time_all(timers: list[Timer]) -> list[dict]:
@@ -94,7 +100,8 @@ def time_all(timers: list[Timer]) -> list[dict]:
   Interleaving gives every timer the same share of a shared machine's quiet and busy moments,
   so their ratios hold even when the absolute figures move. A window is ``--steps`` runs (one
   run when a run is several steps), synced at its end; step_s is the median window per step,
-  min_step_s the fastest.
+  min_step_s the fastest; cpu_step_s (timers with ``cpu_s``) the median CPU seconds per step,
+  which other processes' load moves less than wall time.
   """
   first = []
   for timer in timers:
@@ -104,19 +111,27 @@ def time_all(timers: list[Timer]) -> list[dict]:
     first.append(time.perf_counter() - start)
     timer.run()
     timer.sync()  # One more warm-up: allocations, caches, lazy initialisation.
-  windows = [[] for _ in timers]
+  windows, cpu_windows = [[] for _ in timers], [[] for _ in timers]
   for _ in range(FLAGS.repeats):
-    for timer, timed in zip(timers, windows):
+    for timer, timed, cpu_timed in zip(timers, windows, cpu_windows):
       runs = FLAGS.steps if timer.steps_per_run == 1 else 1
+      cpu_start = timer.cpu_s() if timer.cpu_s else 0.0
       start = time.perf_counter()
       for _ in range(runs):
         timer.run()
       timer.sync()
       timed.append((time.perf_counter() - start) / (runs * timer.steps_per_run))
-  return [row(timer.part, timer.impl, dict(
-      compile_s=first_s if timer.compile_s is None else timer.compile_s,
-      step_s=statistics.median(timed), min_step_s=min(timed)), timer.images_per_step,
-              timer.flops, timer.note) for timer, first_s, timed in zip(timers, first, windows)]
+      if timer.cpu_s:
+        cpu_timed.append((timer.cpu_s() - cpu_start) / (runs * timer.steps_per_run))
+  results = []
+  for timer, first_s, timed, cpu_timed in zip(timers, first, windows, cpu_windows):
+    timing = dict(compile_s=first_s if timer.compile_s is None else timer.compile_s,
+                  step_s=statistics.median(timed), min_step_s=min(timed))
+    if cpu_timed:
+      timing['cpu_step_s'] = statistics.median(cpu_timed)
+    results.append(row(timer.part, timer.impl, timing, timer.images_per_step, timer.flops,
+                       timer.note))
+  return results
 
 
 def time_steps(run, sync) -> dict:
@@ -131,6 +146,8 @@ def row(part, impl, timing, images_per_step, flops=None, note=''):
   if images_per_step:
     result['images_per_s'] = images_per_step / timing['step_s']
     result['best_images_per_s'] = images_per_step / timing['min_step_s']
+    if 'cpu_step_s' in timing:
+      result['images_per_cpu_s'] = images_per_step / timing['cpu_step_s']
   if flops:
     result['flops_per_step'] = flops
     result['tflops'] = flops / timing['step_s'] / 1e12
@@ -388,7 +405,7 @@ def dataset(config, num_examples):
   Yields a note saying which.
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from tests.mock_tfds import prepared_mock  # pylint: disable=import-outside-toplevel
+  from resnet_jax.mock_tfds import prepared_mock  # pylint: disable=import-outside-toplevel
   from resnet_jax import digits_dataset  # pylint: disable=import-outside-toplevel,unused-import
   name = config.dataset.name
   builder = tfds.builder(name, data_dir=FLAGS.data_dir)
@@ -404,11 +421,12 @@ def dataset(config, num_examples):
 
 
 def bench_input() -> list[dict]:
-  """Images/s of each dataset's train preprocessing alone (tf.data, this process's batches)."""
+  """Images/s of the digits and cifar10 train pipelines (tf.data, this process's batches) and
+  of ImageNet's train and eval preprocessing on real photographs beside PIL + torchvision."""
   from resnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
-  results = []
-  for config, num_examples in ((digits.get_config(), 0), (cifar10.get_config(), 2048),
-                               (imagenet.imagenet_config('resnet50'), 512)):
+  results = time_all(input_benchmark.timers(Timer, [int(n) for n in FLAGS.input_threads],
+                                            FLAGS.input_batch_size))
+  for config, num_examples in ((digits.get_config(), 0), (cifar10.get_config(), 2048)):
     with dataset(config, num_examples) as note:
       batches = input_pipeline.train_batches(config, start_step=0, process_index=0,
                                              process_count=1)
@@ -498,6 +516,7 @@ def ratios(results, key) -> dict:
           best(results, 'e2e', e2e_name(False, 1), key)),
   }
   found = {name: a[key] / b[key] for name, (a, b) in pairs.items() if a and b}
+  found.update(input_benchmark.ratios(results, key))
   for r in results:
     if 'bare_step_before' in r and key == 'images_per_s':
       found[f'e2e {r["impl"][4:]} / bare step timed just before'] = (
@@ -529,11 +548,14 @@ def print_report(report):
     print(f"{r['part']:<12}{r['impl']:<34}{fmt(r.get('compile_s'), '10.1f')}"
           f"{fmt(step_ms, '10.1f')}{fmt(min_ms, '9.1f')}{fmt(r.get('images_per_s'), '10.0f')}"
           f"{fmt(gflop, '11.2f')}{fmt(r.get('tflops'), '9.3f')}{fmt(r.get('mfu'), '7.1%')}"
-          f"  {r.get('note', '')}")
+          f"  {r.get('note', '')}" + (f"; {r['images_per_cpu_s']:.0f} images per CPU second"
+                                      if 'images_per_cpu_s' in r else ''))
   for name, value in report['ratios'].items():
     best_windows = report['best_window_ratios'].get(name)
+    cpu_time = report['cpu_time_ratios'].get(name)
     print(f'ratio {name}: {value:.2f}' + (f' (fastest windows: {best_windows:.2f})'
-                                          if best_windows else ''))
+                                          if best_windows else '')
+          + (f' (per CPU second: {cpu_time:.2f})' if cpu_time else ''))
 
 
 def cpu_name() -> str:
@@ -596,7 +618,8 @@ def main(argv):
     if 'e2e' in parts:
       results += bench_e2e()
   report = dict(environment(), results=results, ratios=ratios(results, 'images_per_s'),
-                best_window_ratios=ratios(results, 'best_images_per_s'))
+                best_window_ratios=ratios(results, 'best_images_per_s'),
+                cpu_time_ratios=input_benchmark.ratios(results, 'images_per_cpu_s'))
   print_report(report)
   with open(FLAGS.json_out, 'w') as f:
     json.dump(report, f, indent=2, default=str)

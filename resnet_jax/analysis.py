@@ -98,8 +98,8 @@ def layer_responses(model, variables, images, batch_size: int = 256) -> list[tup
 def workdir_layer_responses(workdir: str, step=None, data_dir=None) -> list[tuple[str, float]]:
   """Layer responses of a run's checkpoint (default: the latest) on its eval split."""
   # pylint: disable=import-outside-toplevel  (TensorFlow)
-  from resnet_jax import input_pipeline, runs
+  from resnet_jax import input_pipeline, runs, steps
   run = runs.load_run(workdir, step, data_dir=data_dir)
-  batches = ((b['image'], b['mask']) for b in input_pipeline.eval_batches(
+  batches = ((steps.model_images(b), b['mask']) for b in input_pipeline.eval_batches(
       run.config, process_index=0, process_count=1))
   return responses_of_batches(run.model, run.variables, batches, run.info.image_shape)

@@ -78,8 +78,8 @@ def _padded(views, labels, batch_size):
 def _center(config, model, variables, batch_size):
   del batch_size  # config.eval_batch_size, as in training.
   for batch in input_pipeline.eval_batches(config, process_index=0, process_count=1):
-    yield (mean_probabilities(model, variables, batch['image'][:, None]), batch['label'],
-           batch['mask'])
+    images = steps.model_images(batch)[:, None]
+    yield mean_probabilities(model, variables, images), batch['label'], batch['mask']
 
 
 def _ten_crop(config, model, variables, batch_size):

@@ -11,18 +11,21 @@ order (``index_shuffle``), so a resumed run jumps straight to its step; imagenet
 TFRecords in file order through a shuffle buffer seeded by (seed, shard, epoch), and a resumed run
 skips the already seen records of its epoch without decoding them.
 
-Preprocessing (paper, Sec. 3.4 and 4.2). Images are scaled to [0, 1], then:
+Preprocessing (paper, Sec. 3.4 and 4.2). Images are scaled to [0, 1] (ImageNet: on the device),
+then:
 * digits: 8x8 upsampled bilinearly (half-pixel centres) to ``image_size``; minus the per-pixel
   mean of the train split; augmentation (off by default) is pad 2 + random crop, no flip.
 * cifar10: minus the per-pixel train mean; augmentation is pad 4 (zeros, after the mean
   subtraction) + random 32x32 crop + random horizontal flip; eval sees the original image.
-* imagenet2012: train takes a random square window that is ``image_size`` pixels wide once the
-  shorter side is rescaled to a uniform value in [256, 480], decoded with
-  ``decode_and_crop_jpeg`` and resized, then a random flip and AlexNet PCA lighting noise; eval
-  takes the centre window of the image with shorter side 256. Both subtract the ImageNet RGB mean.
-All resizing is bilinear with antialiasing.
+* imagenet2012: scale augmentation, random 224 crop, flip and PCA lighting for train, the
+  centre crop at shorter side 256 for eval (``imagenet_preprocessing``); uint8 pixels plus one
+  RGB offset per image (lighting minus the ImageNet mean), scaled and shifted on the device by
+  ``steps.model_images``.
+Digits are upsampled bilinearly; ImageNet's resizing is bilinear when it enlarges and area
+averaging (antialiased) when it shrinks.
 
-TensorFlow is imported only here and in ``digits_dataset``; GPUs are hidden from it.
+TensorFlow is imported only here, in ``imagenet_preprocessing`` and in ``digits_dataset``; GPUs are
+hidden from it.
 """
 
 import dataclasses
@@ -35,6 +38,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax import digits_dataset  # pylint: disable=unused-import  (registers 'digits')
+from resnet_jax import imagenet_preprocessing as imagenet
 from resnet_jax.config_lib import CHANNELS, ConfigError
 from resnet_jax.errors import DatasetNotAvailableError
 
@@ -43,17 +47,6 @@ tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 IN_MEMORY = ('digits', 'cifar10')
 PAD = {'digits': 2, 'cifar10': 4}
 FLIP = {'digits': False, 'cifar10': True}
-
-IMAGENET_RGB_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_EVAL_RESIZE = 256
-IMAGENET_SCALE_RANGE = (256.0, 480.0)
-# AlexNet's PCA lighting noise for RGB in [0, 1]: eigenvalues, eigenvectors (columns), alpha std.
-PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-              (-0.5808, -0.0045, -0.8140),
-              (-0.5836, -0.6948, 0.4203))
-PCA_ALPHA_STD = 0.1
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -151,15 +144,11 @@ def _fold(key, *data):
   return key
 
 
-def _resize(image, size):
-  return tf.image.resize(image, size, method='bilinear', antialias=True)
-
-
 def _scale_and_resize(size, images):
   """Pixels [..., h, w, C] in 0..255 -> float32 in [0, 1] at size x size (digits are upsampled)."""
   images = tf.cast(images, tf.float32) / 255.0
   if images.shape[-3:-1] != (size, size):
-    images = _resize(images, (size, size))
+    images = tf.image.resize(images, (size, size), method='bilinear', antialias=True)
   return images
 
 
@@ -178,8 +167,8 @@ def _imagenet_pixel_mean(data_dir, split, image_size, num_examples):
   each cropped as evaluation crops it (cached per process)."""
   builder = tfds.builder('imagenet2012', data_dir=data_dir)
   crops = _read(builder, split, decode=False).take(num_examples).map(
-      lambda image_bytes, _: tf.cast(_imagenet_eval(image_bytes, image_size)
-                                     + tf.constant(IMAGENET_RGB_MEAN), tf.float64),
+      lambda image_bytes, _: tf.cast(imagenet.eval_example(image_bytes, image_size),
+                                     tf.float64) / 255.0,
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
   total, count = crops.reduce(
       (tf.zeros((image_size, image_size, 3), tf.float64), tf.constant(0, tf.int64)),
@@ -194,7 +183,7 @@ def _imagenet_mean_correction(config):
   if ds.name in IN_MEMORY or not ds.get('imagenet_per_pixel_mean'):  # Older configs lack it.
     return tf.constant(0.0)
   pixel_mean = _imagenet_pixel_mean(ds.data_dir, ds.train_split, ds.image_size, ds.mean_examples)
-  return tf.constant(pixel_mean - np.float32(IMAGENET_RGB_MEAN))
+  return tf.constant(pixel_mean - np.float32(imagenet.IMAGENET_RGB_MEAN))
 
 
 def train_mean_image(config) -> np.ndarray:
@@ -210,7 +199,7 @@ def train_mean_image(config) -> np.ndarray:
     _builder(config)  # Prepares digits, refuses an unprepared dataset.
     return _per_pixel_mean(ds.name, ds.data_dir, ds.train_split, ds.image_size)
   shape = (ds.image_size, ds.image_size, 3)
-  return (np.broadcast_to(np.float32(IMAGENET_RGB_MEAN), shape)
+  return (np.broadcast_to(np.float32(imagenet.IMAGENET_RGB_MEAN), shape)
           + _imagenet_mean_correction(config).numpy())
 
 
@@ -224,63 +213,7 @@ def _pad_crop_flip(image, key, pad, flip):
   return image
 
 
-def _imagenet_normalize(image):
-  """float32 pixels in 0..255 -> [0, 1] minus the ImageNet RGB mean."""
-  return image / 255.0 - tf.constant(IMAGENET_RGB_MEAN)
-
-
-def _centre_window(shape, image_size):
-  """[y, x, h, w] of the centre crop: image_size wide at shorter side IMAGENET_EVAL_RESIZE."""
-  height, width = shape[0], shape[1]
-  side = tf.cast(tf.minimum(height, width), tf.float32)
-  crop = tf.cast(tf.round(side * image_size / IMAGENET_EVAL_RESIZE), tf.int32)
-  return tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
-
-
-def _imagenet_eval(image_bytes, image_size):
-  """JPEG bytes -> centre image_size crop at shorter side 256, mean subtracted."""
-  window = _centre_window(tf.image.extract_jpeg_shape(image_bytes), image_size)
-  image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-  return _imagenet_normalize(_resize(image, (image_size, image_size)))
-
-
-def _random_window(shape, image_size, key):
-  """[y, x, h, w] of a random crop image_size wide at a random shorter side in [256, 480]."""
-  scale_key, offset_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
-  height, width = shape[0], shape[1]
-  shorter = tf.random.stateless_uniform([], scale_key, *IMAGENET_SCALE_RANGE)
-  side = tf.cast(tf.minimum(height, width), tf.float32)
-  crop = tf.maximum(tf.cast(tf.round(side * image_size / shorter), tf.int32), 1)
-  room = tf.cast(tf.stack([height, width]) - crop + 1, tf.float32)
-  offset = tf.cast(tf.random.stateless_uniform([2], offset_key) * room, tf.int32)
-  return tf.concat([offset, [crop, crop]], 0)
-
-
-def _pca_lighting(image, key):
-  """AlexNet's colour augmentation: adds eigvec @ (alpha * eigval), alpha ~ N(0, 0.1^2)."""
-  alpha = tf.random.stateless_normal([3], key, stddev=PCA_ALPHA_STD)
-  return image + tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
-
-
-def _imagenet_train(image_bytes, key, image_size):
-  """JPEG bytes -> scale-augmented random crop, random flip, PCA lighting, mean subtracted."""
-  window_key, flip_key, light_key = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-  window = _random_window(tf.image.extract_jpeg_shape(image_bytes), image_size, window_key)
-  image = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3)
-  image = _resize(image, (image_size, image_size)) / 255.0
-  image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
-  return _pca_lighting(image, light_key) - tf.constant(IMAGENET_RGB_MEAN)
-
-
-def decode_resized(image_bytes, shorter_side):
-  """JPEG bytes -> float32 [H, W, 3] with shorter side `shorter_side`, ImageNet mean subtracted.
-
-  The building block of 10-crop and multi-scale testing (crops of it are what the model sees).
-  """
-  image = tf.image.decode_jpeg(image_bytes, channels=3)
-  size = tf.cast(tf.shape(image)[:2], tf.float32)
-  scaled = tf.cast(tf.round(size * shorter_side / tf.reduce_min(size)), tf.int32)
-  return _imagenet_normalize(_resize(image, scaled))
+decode_resized = imagenet.decode_resized  # 10-crop and multi-scale testing (evaluation.py).
 
 
 def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
@@ -295,8 +228,9 @@ def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
   size = config.dataset.image_size
   crops = []
   for image in images_uint8:
-    y, x, h, w = _centre_window(np.shape(image), size).numpy()
-    crops.append(_imagenet_normalize(_resize(image[y:y + h, x:x + w], (size, size)))
+    y, x, h, w = imagenet.centre_window(np.shape(image), size).numpy()
+    crop = imagenet.to_uint8(imagenet.resize(image[y:y + h, x:x + w], (size, size)))
+    crops.append(imagenet.normalize(tf.cast(crop, tf.float32))
                  - _imagenet_mean_correction(config))
   return tf.stack(crops).numpy()
 
@@ -384,8 +318,9 @@ def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
 
   def example(example_key, record):
     image_bytes, label = record
-    image = _imagenet_train(image_bytes, example_key, config.dataset.image_size) - correction
-    return {'image': image, 'label': tf.cast(label, tf.int32)}
+    image, offset = imagenet.train_example(image_bytes, example_key, config.dataset.image_size)
+    return {'image': image, 'image_offset': offset - correction,
+            'label': tf.cast(label, tf.int32)}
 
   ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch)
   ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -396,7 +331,8 @@ def train_batches(config, *, start_step: int, process_index: int,
                   process_count: int) -> Iterator[dict]:
   """This process's part of the train batch of steps start_step, start_step + 1, ... forever.
 
-  Yields {'image': float32 [B, H, W, C], 'label': int32 [B]}, B = batch_size // process_count.
+  Yields {'image': float32 [B, H, W, C], 'label': int32 [B]}, B = batch_size // process_count;
+  imagenet2012: uint8 images and their 'image_offset' float32 [B, 3] (see ``steps.model_images``).
   """
   builder = _builder(config)
   splits, sub_batch, steps = _train_shards(config, builder, process_count)
@@ -407,7 +343,7 @@ def train_batches(config, *, start_step: int, process_index: int,
       make_shard(config, builder, splits[k], _fold(seed_key, k), sub_batch, steps, start_step)
       for k in range(process_index * per_process, (process_index + 1) * per_process))
   ds = tf.data.Dataset.zip(shards).map(
-      lambda *parts: {f: tf.concat([p[f] for p in parts], 0) for f in ('image', 'label')})
+      lambda *parts: {f: tf.concat([p[f] for p in parts], 0) for f in parts[0]})
   return _deterministic(ds.prefetch(tf.data.AUTOTUNE)).as_numpy_iterator()
 
 
@@ -419,8 +355,9 @@ def eval_batches(config, *, process_index: int, process_count: int,
                  split: str | None = None) -> Iterator[dict]:
   """This process's part of an eval split (default eval_split), each example exactly once.
 
-  Yields {'image', 'label', 'mask': bool [B]}, B = eval_batch_size // process_count; the tail
-  is padded with masked examples so that every process yields the same number of batches.
+  Yields {'image', 'label', 'mask': bool [B]} (imagenet2012: uint8 images and 'image_offset',
+  as ``train_batches``), B = eval_batch_size // process_count; the tail is padded with masked
+  examples so that every process yields the same number of batches.
   """
   if config.eval_batch_size % process_count:
     raise ValueError(f'config.eval_batch_size={config.eval_batch_size} is not divisible by '
@@ -433,16 +370,18 @@ def eval_batches(config, *, process_index: int, process_count: int,
   size = config.dataset.image_size
   if config.dataset.name in IN_MEMORY:
     mean = tf.constant(train_mean_image(config))
-    preprocess = lambda image: _scale_and_resize(config.dataset.image_size, image) - mean
+    preprocess = lambda image: {
+        'image': _scale_and_resize(config.dataset.image_size, image) - mean}
   else:
-    correction = _imagenet_mean_correction(config)
-    preprocess = lambda image_bytes: _imagenet_eval(image_bytes, size) - correction
+    eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN) - _imagenet_mean_correction(config)
+    preprocess = lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
+                                      'image_offset': eval_offset}
   ds = _read(builder, parts[process_index], decode=config.dataset.name in IN_MEMORY).map(
-      lambda image, label: {'image': preprocess(image), 'label': tf.cast(label, tf.int32),
+      lambda image, label: {**preprocess(image), 'label': tf.cast(label, tf.int32),
                             'mask': True},
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  padding = tf.data.Dataset.from_tensors({
-      'image': tf.zeros((size, size, CHANNELS[config.dataset.name])),
-      'label': tf.constant(0, tf.int32), 'mask': False}).repeat(num_padding)
+  padding = tf.data.Dataset.from_tensors(
+      {k: tf.zeros(v.shape, v.dtype) for k, v in ds.element_spec.items()}
+  ).repeat(num_padding)
   ds = ds.concatenate(padding).batch(batch).prefetch(tf.data.AUTOTUNE)
   return _deterministic(ds).as_numpy_iterator()

@@ -86,13 +86,29 @@ def classification_outputs(logits, labels):
               error_top5=(rank >= 5).astype(jnp.float32))
 
 
+def model_images(batch):
+  """The float32 images the model sees, computed on the device inside the jitted steps.
+
+  uint8 images (ImageNet's host pipeline) are scaled to [0, 1] and shifted by their example's
+  offset ``batch['image_offset']``: [B, 3], lighting noise minus the RGB mean, or [B, H, W, 3]
+  with ``dataset.imagenet_per_pixel_mean`` (minus the per-pixel mean). Float images arrive
+  preprocessed.
+  """
+  images, offset = batch['image'], batch.get('image_offset')
+  if images.dtype != jnp.uint8:
+    return images
+  if offset.ndim == 2:
+    offset = offset[:, None, None, :]
+  return images.astype(jnp.float32) / 255.0 + offset
+
+
 def train_step(state: TrainState, batch, *, model, tx,
                learning_rate_fn: Callable) -> tuple[TrainState, TrainMetrics]:
   """One SGD step on a (global) batch; BatchNorm statistics over the batch, as configured."""
 
   def loss_fn(params):
     logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                  batch['image'], train=True, mutable=['batch_stats'])
+                                  model_images(batch), train=True, mutable=['batch_stats'])
     outputs = classification_outputs(logits, batch['label'])
     return outputs['loss'].mean(), (outputs, updates['batch_stats'])
 
@@ -112,6 +128,6 @@ def train_step(state: TrainState, batch, *, model, tx,
 
 def eval_step(variables, batch, *, model) -> EvalMetrics:
   """Metrics of one evaluation batch; examples whose ``mask`` is False do not count."""
-  logits = model.apply(variables, batch['image'], train=False)
+  logits = model.apply(variables, model_images(batch), train=False)
   outputs = classification_outputs(logits, batch['label'])
   return EvalMetrics.single_from_model_output(**outputs, mask=batch['mask'])

@@ -17,8 +17,8 @@ from absl.flags import FLAGS
 
 from experiments import evaluate
 from resnet_jax import convert, evaluation, input_pipeline
-from tests.mock_tfds import jpeg_dataset, prepared_mock
-from tests.torchvision_import import import_torchvision
+from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
+from experiments.torch_input import import_torchvision
 
 torchvision = import_torchvision()
 

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from configs import imagenet
 from resnet_jax import evaluation, models
-from tests.mock_tfds import jpeg_dataset, prepared_mock
+from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
 
 NUM_EXAMPLES = 5
 

@@ -6,7 +6,7 @@ import tensorflow_datasets as tfds
 
 from configs import imagenet
 from resnet_jax import evaluation, input_pipeline
-from tests.mock_tfds import jpeg_dataset, prepared_mock
+from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
 
 # Left half one grey level, right half another; the 4th image lies beyond mean_examples=3.
 GREYS = [(200, 40), (120, 80), (160, 20), (0, 255)]

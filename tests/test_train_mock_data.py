@@ -6,7 +6,7 @@ import pytest
 
 from configs import cifar10, imagenet
 from resnet_jax import checkpointing, config_lib, events, input_pipeline, train
-from tests.mock_tfds import prepared_mock
+from resnet_jax.mock_tfds import prepared_mock
 
 
 def short(config, data_dir, image_size):

@@ -1,4 +1,5 @@
-"""tfds.testing.mock_data for datasets that cannot be downloaded here (CIFAR-10, ImageNet).
+"""tfds.testing.mock_data for datasets not downloadable here (CIFAR-10, ImageNet), for tests and
+benchmarks.
 
 ``mock_data`` serves random examples through the real ``builder.as_dataset`` path but knows no
 split sizes unless the dataset's metadata is on disk; ``prepared_mock`` writes that metadata

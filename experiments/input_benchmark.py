@@ -1,0 +1,131 @@
+"""ImageNet preprocessing on real photographs: the project's tf.data maps beside PIL + torchvision.
+
+Both sides read the same JPEG files (``experiments/photos.py``) from memory and return uint8
+224x224 images, so what is timed is decoding and augmentation alone:
+
+* project: ``imagenet_preprocessing.train_example`` / ``eval_example`` mapped over the
+  files by tf.data with N threads (a private thread pool of N, ``num_parallel_calls=N``, one
+  thread inside each op), batched;
+* reference: PIL decode, then torchvision's ``RandomResizedCrop(224)`` + flip + ``PILToTensor``
+  (train) or ``Resize(256)`` + ``CenterCrop(224)`` + ``PILToTensor`` (eval), stacked into a
+  batch; N worker processes (forked, as PyTorch's DataLoader does on Linux) share each batch.
+
+Nothing runs between calls (no background prefetch), so interleaved timers share the machine
+fairly. Besides wall time, each timer counts the CPU seconds of what does its work (this
+process for tf.data, which also counts its idle threads' spinning; the workers for torch):
+images per CPU second is the per-core rate with less of other processes' load in it.
+"""
+
+import functools
+import io
+import itertools
+import multiprocessing
+import os
+import time
+from typing import Iterator
+
+import numpy as np
+
+from experiments import torch_input
+
+IMAGE_SIZE = 224
+NUM_PHOTOS = 64
+
+
+def project_batches(jpegs, train: bool, threads: int, batch_size: int) -> Iterator:
+  """Endless batches of the project's ImageNet train or eval map over ``jpegs``."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from resnet_jax import imagenet_preprocessing  # pylint: disable=import-outside-toplevel
+
+  def example(index, image_bytes):
+    if train:
+      key = tf.stack([index, tf.constant(0, tf.int64)])
+      return imagenet_preprocessing.train_example(image_bytes, key, IMAGE_SIZE)
+    return imagenet_preprocessing.eval_example(image_bytes, IMAGE_SIZE)
+
+  ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate()
+  ds = ds.map(example, num_parallel_calls=threads, deterministic=True).batch(batch_size)
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = threads
+  options.threading.max_intra_op_parallelism = 1
+  options.autotune.enabled = False  # No background prefetching between the timed calls,
+  options.experimental_optimization.apply_default_optimizations = False  # nor batches ahead.
+  return iter(ds.with_options(options))
+
+
+_WORKER_STATE = None  # In each reference worker process: (JPEG files, {train: transform}).
+
+
+def _init_worker(jpegs):
+  global _WORKER_STATE  # pylint: disable=global-statement
+  _WORKER_STATE = (jpegs, {True: torch_input.train_transform(IMAGE_SIZE),
+                           False: torch_input.eval_transform(IMAGE_SIZE)})
+
+
+def _torch_example(index, train):
+  """PIL decode and the torchvision transform of one file, in a worker: uint8 [3, S, S]."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  jpegs, transforms = _WORKER_STATE
+  image = Image.open(io.BytesIO(jpegs[index % len(jpegs)])).convert('RGB')
+  return transforms[train](image).numpy()
+
+
+def _process_cpu_s(pid) -> float:
+  """User + system CPU seconds of a process so far (Linux /proc)."""
+  with open(f'/proc/{pid}/stat') as f:
+    fields = f.read().rsplit(')', 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def torch_timer_fns(jpegs, train: bool, cores: int, batch_size: int):
+  """(call returning one reference batch, its CPU seconds so far): ``cores`` worker processes
+  share each batch, and only their CPU time counts (not this process's, which runs tf.data)."""
+  pool = multiprocessing.get_context('fork').Pool(cores, _init_worker, (jpegs,))
+  pids = [worker.pid for worker in pool._pool]  # pylint: disable=protected-access
+  example = functools.partial(_torch_example, train=train)
+  counter = iter(range(1 << 62))
+  run = lambda: np.stack(pool.map(example, [next(counter) for _ in range(batch_size)],
+                                  chunksize=-(-batch_size // cores)))
+  return run, lambda: sum(_process_cpu_s(pid) for pid in pids)
+
+
+def timers(timer_cls, threads: list[int], batch_size: int) -> list:
+  """Timers of the project and the reference, train and eval, per thread count (part 'input')."""
+  from experiments import photos  # pylint: disable=import-outside-toplevel  (PIL, scikit-learn)
+  jpegs = photos.sample_jpegs(NUM_PHOTOS)
+  note = (f'imagenet, {NUM_PHOTOS} photos from sklearn, '
+          f'{np.mean([len(j) for j in jpegs]) / 1e3:.0f} KB average')
+  result = []
+  for n, train in itertools.product(threads, (True, False)):
+    kind = 'train' if train else 'eval'
+    batches = project_batches(jpegs, train, n, batch_size)
+    torch_run, torch_cpu_s = torch_timer_fns(jpegs, train, n, batch_size)
+    result += [
+        timer_cls('input', _impl('tf.data', kind, n), lambda batches=batches: next(batches),
+                  lambda: None, batch_size, note=note, cpu_s=time.process_time),
+        timer_cls('input', _impl('torchvision', kind, n), torch_run, lambda: None, batch_size,
+                  note=note, cpu_s=torch_cpu_s)]
+  return result
+
+
+def _impl(who, kind, threads):
+  return f'{who} {kind}, {threads} thread{"s" * (threads > 1)}'
+
+
+def ratios(results, key: str = 'images_per_s') -> dict:
+  """tf.data / torchvision at equal threads, 2 threads / 1, cores per 1,000 images/s."""
+  rates = {r['impl']: r[key] for r in results if r['part'] == 'input' and key in r}
+  found = {}
+  for kind in ('train', 'eval'):
+    for threads in (1, 2):
+      ours, theirs = rates.get(_impl('tf.data', kind, threads)), rates.get(
+          _impl('torchvision', kind, threads))
+      if ours and theirs:
+        found[f'imagenet {kind}, {threads} thread(s): tf.data / torchvision'] = ours / theirs
+    for who in ('tf.data', 'torchvision'):
+      one, two = rates.get(_impl(who, kind, 1)), rates.get(_impl(who, kind, 2))
+      if one and two:
+        found[f'imagenet {kind}, {who}: 2 threads / 1 thread'] = two / one
+      if one:
+        found[f'imagenet {kind}, {who}: cores per 1,000 images/s'] = 1000 / one
+  return found

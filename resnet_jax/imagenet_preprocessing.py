@@ -1,0 +1,118 @@
+"""ImageNet preprocessing (paper, Sec. 3.4): JPEG bytes -> uint8 crops plus an RGB offset.
+
+Train: a random square window ``image_size`` wide once the shorter side is rescaled to a uniform
+value in [256, 480], decoded alone (at a reduced DCT scale when it is at least twice
+``image_size``) and resized, a random horizontal flip, AlexNet's PCA lighting. Eval: the centre
+window at shorter side 256. Resizing is bilinear when it enlarges and area averaging
+(antialiased) when it shrinks. The pixels stay uint8; the lighting shift minus the ImageNet mean
+travels as one float32 RGB offset per image, which the jitted step adds to the pixels scaled to
+[0, 1] (``steps.model_images``). Stateless random ops keyed by the caller's key.
+"""
+
+import tensorflow as tf
+
+IMAGENET_RGB_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_EVAL_RESIZE = 256
+IMAGENET_SCALE_RANGE = (256.0, 480.0)
+# AlexNet's PCA lighting noise for RGB in [0, 1]: eigenvalues, eigenvectors (columns), alpha std.
+PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+              (-0.5808, -0.0045, -0.8140),
+              (-0.5836, -0.6948, 0.4203))
+PCA_ALPHA_STD = 0.1
+JPEG_DCT_RATIOS = (1, 2, 4, 8)  # libjpeg's reduced-size decoding.
+
+
+def resize(image, size):
+  """Bilinear resizing to size; area averaging (antialiased) where it shrinks the image."""
+  shrink = lambda: tf.image.resize(image, size, method='area')
+  enlarge = lambda: tf.image.resize(image, size, method='bilinear')
+  return tf.cond(tf.shape(image)[-3] > size[0], shrink, enlarge)
+
+
+def normalize(image):
+  """float32 pixels in 0..255 -> [0, 1] minus the ImageNet RGB mean."""
+  return image / 255.0 - tf.constant(IMAGENET_RGB_MEAN)
+
+
+def centre_window(shape, image_size):
+  """[y, x, h, w] of the centre crop: image_size wide at shorter side IMAGENET_EVAL_RESIZE."""
+  height, width = shape[0], shape[1]
+  side = tf.cast(tf.minimum(height, width), tf.float32)
+  crop = tf.cast(tf.round(side * image_size / IMAGENET_EVAL_RESIZE), tf.int32)
+  return tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
+
+
+def to_uint8(image):
+  """float32 pixels in 0..255 -> uint8, rounded."""
+  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def _decode_window(image_bytes, window, image_size):
+  """The square JPEG window [y, x, h, h] as uint8 image_size x image_size.
+
+  Only the window is decoded, at the smallest of libjpeg's DCT scales 1, 1/2, 1/4, 1/8 that
+  keeps it at least image_size wide (a low-pass filter, and far less work than a full decode).
+  """
+  crop = window[2]
+  ratio_index = tf.reduce_sum(tf.cast(crop >= image_size * tf.constant([2, 4, 8]), tf.int32))
+
+  def decode(ratio):
+    return lambda: tf.image.decode_and_crop_jpeg(image_bytes, window // ratio, channels=3,
+                                                 ratio=ratio)
+
+  image = tf.switch_case(ratio_index, [decode(r) for r in JPEG_DCT_RATIOS])
+  image.set_shape([None, None, 3])
+  return to_uint8(resize(image, (image_size, image_size)))
+
+
+def eval_example(image_bytes, image_size):
+  """JPEG bytes -> uint8 centre image_size crop at shorter side 256 (see model_images)."""
+  window = centre_window(tf.image.extract_jpeg_shape(image_bytes), image_size)
+  return _decode_window(image_bytes, window, image_size)
+
+
+def _random_window(shape, image_size, uniforms):
+  """[y, x, h, w] of a random crop image_size wide at a random shorter side in [256, 480].
+
+  uniforms: three U[0, 1) draws, for the shorter side and the y and x offsets.
+  """
+  low, high = IMAGENET_SCALE_RANGE
+  height, width = shape[0], shape[1]
+  shorter = low + (high - low) * uniforms[0]
+  side = tf.cast(tf.minimum(height, width), tf.float32)
+  crop = tf.maximum(tf.cast(tf.round(side * image_size / shorter), tf.int32), 1)
+  room = tf.cast(tf.stack([height, width]) - crop + 1, tf.float32)
+  offset = tf.cast(uniforms[1:3] * room, tf.int32)
+  return tf.concat([offset, [crop, crop]], 0)
+
+
+def _lighting(key):
+  """AlexNet's colour augmentation, an RGB shift: eigvec @ (alpha * eigval), alpha ~ N(0, 0.1^2)."""
+  alpha = tf.random.stateless_normal([3], key, stddev=PCA_ALPHA_STD)
+  return tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
+
+
+def train_example(image_bytes, key, image_size):
+  """JPEG bytes -> (uint8 scale-augmented random crop, randomly flipped; its float32 [3] offset).
+
+  The offset is the PCA lighting shift minus the ImageNet mean; the device adds it to the
+  pixels scaled to [0, 1] (``steps.model_images``), so the host ships a quarter of the bytes.
+  """
+  uniform_key, light_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+  uniforms = tf.random.stateless_uniform([4], uniform_key)
+  window = _random_window(tf.image.extract_jpeg_shape(image_bytes), image_size, uniforms)
+  image = _decode_window(image_bytes, window, image_size)
+  image = tf.cond(uniforms[3] < 0.5, lambda: tf.reverse(image, [1]), lambda: image)
+  return image, _lighting(light_key) - tf.constant(IMAGENET_RGB_MEAN)
+
+
+def decode_resized(image_bytes, shorter_side):
+  """JPEG bytes -> float32 [H, W, 3] with shorter side `shorter_side`, ImageNet mean subtracted.
+
+  The building block of 10-crop and multi-scale testing (crops of it are what the model sees).
+  """
+  image = tf.image.decode_jpeg(image_bytes, channels=3)
+  size = tf.cast(tf.shape(image)[:2], tf.float32)
+  scaled = tf.cast(tf.round(size * shorter_side / tf.reduce_min(size)), tf.int32)
+  return normalize(resize(image, scaled))
