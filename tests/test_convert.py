@@ -16,7 +16,7 @@ import torch
 from absl.flags import FLAGS
 
 from experiments import evaluate
-from resnet_jax import convert, evaluation, input_pipeline
+from resnet_jax import convert, evaluation, input_pipeline, steps
 from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
 from experiments.torch_input import import_torchvision
 
@@ -161,7 +161,8 @@ def test_evaluate_command_scores_a_torchvision_checkpoint_as_torchvision_does(tm
       (probabilities, _, mask), = evaluation.predictions(
           *evaluate.load_torchvision(path, 'resnet18', str(tmp_path), batch_size=5), 'center')
     assert mask.all()
-    scores = torch_logits(torch_net, batch['image'] / np.float32(convert.TORCHVISION_INPUT_STD))
+    images = np.asarray(steps.model_images(batch))  # As the model sees them.
+    scores = torch_logits(torch_net, images / np.float32(convert.TORCHVISION_INPUT_STD))
     np.testing.assert_allclose(probabilities, jax.nn.softmax(scores), rtol=1e-3, atol=1e-6)
     # Two right labels, three that torchvision ranks last: 3/5 wrong in top-1 and in top-5.
     labels = np.where(np.arange(5) < 2, scores.argmax(1), scores.argmin(1))

@@ -5,7 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import imagenet
-from resnet_jax import evaluation, input_pipeline
+from resnet_jax import evaluation, imagenet_preprocessing, input_pipeline, steps
 from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
 
 # Left half one grey level, right half another; the 4th image lies beyond mean_examples=3.
@@ -45,7 +45,7 @@ def test_per_pixel_mean_is_the_mean_of_the_first_training_crops(mock_imagenet):
   np.testing.assert_allclose(mean[:, 2], 160 / 255, atol=3 / 255)
   np.testing.assert_allclose(mean[:, -3], 140 / 3 / 255, atol=3 / 255)
   per_channel = input_pipeline.train_mean_image(config_for(mock_imagenet, per_pixel=False))
-  np.testing.assert_allclose(per_channel, np.broadcast_to(input_pipeline.IMAGENET_RGB_MEAN,
+  np.testing.assert_allclose(per_channel, np.broadcast_to(imagenet_preprocessing.IMAGENET_RGB_MEAN,
                                                           per_channel.shape), rtol=1e-6)
 
 
@@ -54,10 +54,11 @@ def test_train_and_eval_inputs_subtract_the_per_pixel_mean(mock_imagenet):
   difference = input_pipeline.train_mean_image(configs[1]) - input_pipeline.train_mean_image(
       configs[0])
   assert np.abs(difference).max() > 0.1
-  evals = [next(input_pipeline.eval_batches(c, process_index=0, process_count=1))['image']
-           for c in configs]
-  trains = [next(input_pipeline.train_batches(c, start_step=0, process_index=0,
-                                              process_count=1))['image'] for c in configs]
+  # The images as the model sees them (uint8 and an offset until the device).
+  evals = [np.asarray(steps.model_images(next(input_pipeline.eval_batches(
+      c, process_index=0, process_count=1)))) for c in configs]
+  trains = [np.asarray(steps.model_images(next(input_pipeline.train_batches(
+      c, start_step=0, process_index=0, process_count=1)))) for c in configs]
   for channel_mean_images, pixel_mean_images in (evals, trains):
     np.testing.assert_allclose(channel_mean_images - pixel_mean_images,
                                np.broadcast_to(difference, pixel_mean_images.shape), atol=1e-5)
