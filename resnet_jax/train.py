@@ -9,7 +9,7 @@ import functools
 import logging as std_logging
 import signal
 import threading
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator
 
 import flax
 import jax
