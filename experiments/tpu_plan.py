@@ -85,7 +85,7 @@ def topology_devices(name: str):
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   try:
     return topologies.get_topology_desc(platform='tpu', topology_name=name).devices
-  except Exception as error:  # libtpu missing, or a shape the chip does not come in.
+  except Exception as error:  # noqa: BLE001 (libtpu missing, or a shape the chip lacks)
     raise PlanError(f'Cannot describe TPU topology {name!r}: {error}. Compiling for TPUs needs '
                     'libtpu (pip install -r requirements-tpu.txt) and a slice shape that exists '
                     'for the chip (v5e/v6e: AxB, v4/v5p: AxBxC).') from None
@@ -196,10 +196,10 @@ def _gb(n):
 def report(result: dict) -> str:
   """The plan as text."""
   chip = result['chip']
-  lines = [f"{result['model']} ({result['dtype']}, bn_group_size={result['bn_group_size']}) on "
-           f"{result['topology']}: {result['chips']} x {result['device_kind']} over "
-           f"{result['processes']} processes (hosts); global batch {result['batch_size']} "
-           f"({result['per_chip_batch']} per chip), {result['steps_per_call']} step(s) per call."]
+  lines = [(f"{result['model']} ({result['dtype']}, bn_group_size={result['bn_group_size']}) on "
+            f"{result['topology']}: {result['chips']} x {result['device_kind']} over "
+            f"{result['processes']} processes (hosts); global batch {result['batch_size']} "
+            f"({result['per_chip_batch']} per chip), {result['steps_per_call']} step(s) per call.")]
   for part in ('train', 'eval'):
     r = result.get(part)
     if r is None:
@@ -210,19 +210,19 @@ def report(result: dict) -> str:
     hbm, est = r['hbm_bytes'], r['estimate']
     lines += [
         f"{part}: compiled in {r['compile_s']:.1f} s",
-        f"  HBM per chip: {_gb(hbm['total'])} of {_gb(chip['hbm_bytes'])} "
-        f"({'fits' if r['fits'] else 'DOES NOT FIT'}): arguments {_gb(hbm['arguments'])}, "
-        f"outputs {_gb(hbm['outputs'])} ({_gb(hbm['donated'])} of them in donated buffers), "
-        f"temporaries {_gb(hbm['temporaries'])}, code {_gb(hbm['code'])}",
-        f"  per chip per call: {r['flops'] / 1e12:.3f} TFLOP, {_gb(r['bytes_accessed'])} "
-        'accessed (XLA cost analysis)',
+        (f"  HBM per chip: {_gb(hbm['total'])} of {_gb(chip['hbm_bytes'])} "
+         f"({'fits' if r['fits'] else 'DOES NOT FIT'}): arguments {_gb(hbm['arguments'])}, "
+         f"outputs {_gb(hbm['outputs'])} ({_gb(hbm['donated'])} of them in donated buffers), "
+         f"temporaries {_gb(hbm['temporaries'])}, code {_gb(hbm['code'])}"),
+        (f"  per chip per call: {r['flops'] / 1e12:.3f} TFLOP, {_gb(r['bytes_accessed'])} "
+         'accessed (XLA cost analysis)'),
         '  collectives per call: ' + (', '.join(
             f"{kind} x{c['count']} ({c['bytes'] / 1e6:.1f} MB)"
             for kind, c in sorted(r['collectives'].items())) or 'none'),
-        f"  ESTIMATE (roofline at peak {chip['peak_bf16_flops'] / 1e12:.0f} TFLOP/s, "
-        f"{chip['hbm_bytes_per_s'] / 1e9:.0f} GB/s; no collective latency, no input): "
-        f"{est['step_s'] * 1e3:.1f} ms per step ({est['bound']}-bound), "
-        f"{est['images_per_s']:,.0f} images/s"]
+        (f"  ESTIMATE (roofline at peak {chip['peak_bf16_flops'] / 1e12:.0f} TFLOP/s, "
+         f"{chip['hbm_bytes_per_s'] / 1e9:.0f} GB/s; no collective latency, no input): "
+         f"{est['step_s'] * 1e3:.1f} ms per step ({est['bound']}-bound), "
+         f"{est['images_per_s']:,.0f} images/s")]
   return '\n'.join(lines)
 
 
