@@ -155,10 +155,34 @@ def _compile(jitted, *args, chip: Chip, steps: int, images_per_step: int) -> dic
                        'images_per_s': images_per_step / step_s}}
 
 
+def fit_batches(config, chips: int) -> list[str]:
+  """Raises the global batches to the smallest that ``chips`` chips can run; what changed.
+
+  A config's batches are written for a few devices (ImageNet's 256 in groups of 32 for 8 GPUs);
+  a slice needs every chip to hold whole BatchNorm groups and an equal share of the eval batch.
+  """
+  train_unit = chips * max(config.model.bn_group_size, 1)
+  notes = []
+  for field, unit in (('batch_size', train_unit), ('eval_batch_size', chips)):
+    fitted = -(-config[field] // unit) * unit
+    if fitted != config[field]:
+      notes.append(f'{field}={config[field]} does not split into {chips} chips'
+                   + (f' x groups of {config.model.bn_group_size}' if unit == train_unit
+                      and config.model.bn_group_size else '')
+                   + f': planned with {field}={fitted}; pass --config.{field}={fitted} to main.py '
+                   'too (the learning rate scales with batch_size / lr_reference_batch).')
+      config[field] = fitted
+  return notes
+
+
 def plan(config, topology: str, parts=('train', 'eval')) -> dict:
-  """Compiles the train call (``steps_per_call`` steps) and/or the eval step for ``topology``."""
+  """Compiles the train call (``steps_per_call`` steps) and/or the eval step for ``topology``.
+
+  Batches that the slice cannot split are raised first (``fit_batches``; see ``notes``).
+  """
   chip = CHIPS.get(topology.split(':')[0])
   devices = topology_devices(topology)
+  notes = fit_batches(config, len(devices))
   config_lib.validate(config, device_count=len(devices),
                       process_count=len({d.process_index for d in devices}))
   if config.dataset.device_resident:
@@ -185,7 +209,7 @@ def plan(config, topology: str, parts=('train', 'eval')) -> dict:
       'processes': len({d.process_index for d in devices}), 'model': config.model.name,
       'dtype': config.model.dtype, 'bn_group_size': config.model.bn_group_size,
       'batch_size': config.batch_size, 'per_chip_batch': config.batch_size // len(devices),
-      'steps_per_call': steps, 'chip': dataclasses.asdict(chip),
+      'steps_per_call': steps, 'chip': dataclasses.asdict(chip), 'notes': notes,
       **{part: calls[part]() for part in parts}}
 
 
@@ -199,7 +223,8 @@ def report(result: dict) -> str:
   lines = [(f"{result['model']} ({result['dtype']}, bn_group_size={result['bn_group_size']}) on "
             f"{result['topology']}: {result['chips']} x {result['device_kind']} over "
             f"{result['processes']} processes (hosts); global batch {result['batch_size']} "
-            f"({result['per_chip_batch']} per chip), {result['steps_per_call']} step(s) per call.")]
+            f"({result['per_chip_batch']} per chip), {result['steps_per_call']} step(s) per call."),
+           *result['notes']]
   for part in ('train', 'eval'):
     r = result.get(part)
     if r is None:

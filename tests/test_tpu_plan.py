@@ -1,7 +1,7 @@
 """experiments/tpu_plan.py compiles the real train and eval calls for a multi-host TPU slice.
 
 Its figures are checked against facts counted by hand from the network: ResNet-20's multiply-adds
-(PAPER.md), its parameter count, its BatchNorm layers. Needs libtpu (requirements-tpu.txt).
+(the paper, Section 4.2), its parameter count, its BatchNorm layers. Needs libtpu (requirements-tpu.txt).
 """
 
 import pytest
@@ -9,13 +9,13 @@ import pytest
 pytest.importorskip('libtpu', reason='compiling for TPUs needs libtpu: pip install -r '
                     'requirements-tpu.txt')
 
-from configs import cifar10  # pylint: disable=wrong-import-position
+from configs import cifar10, imagenet  # pylint: disable=wrong-import-position
 from experiments import tpu_plan  # pylint: disable=wrong-import-position
 
 TOPOLOGY = 'v5e:2x4'  # 8 chips, 2 processes: the smallest multi-host v5e slice libtpu describes.
 CHIPS = 8
 PER_CHIP = 8  # At 2 per chip XLA:TPU counted 27% more eval FLOPs than the hand count.
-RESNET20_MULTIPLY_ADDS = 40.6e6  # One 32x32 forward pass (PAPER.md).
+RESNET20_MULTIPLY_ADDS = 40.6e6  # One 32x32 forward pass (the paper, Section 4.2).
 # ResNet-20's parameters, by hand: convs 432 + 6*2,304 + 4,608 + 5*9,216 + 18,432 + 5*36,864,
 # the classifier 650, and the scale and bias of its 19 BatchNorm layers (16x7, 32x6, 64x6
 # channels) 1,376; the paper's Table 6 says 0.27M.
@@ -95,3 +95,12 @@ def test_collectives_are_read_from_the_hlo_text():
 def test_an_unknown_chip_is_refused_before_compiling():
   with pytest.raises(tpu_plan.PlanError, match='CHIP:SHAPE'):
     tpu_plan.plan(resnet20_config(0), 'v9z:2x2')
+
+
+def test_batches_a_slice_cannot_split_are_raised_and_said():
+  config = imagenet.get_config('resnet50')  # 256 in groups of 32, eval 1000: written for 8 GPUs.
+  notes = tpu_plan.fit_batches(config, chips=16)
+  assert (config.batch_size, config.eval_batch_size) == (16 * 32, 63 * 16)
+  assert any('--config.batch_size=512' in note for note in notes)
+  assert any('--config.eval_batch_size=1008' in note for note in notes)
+  assert tpu_plan.fit_batches(config, chips=16) == []  # Already fitting: unchanged.
