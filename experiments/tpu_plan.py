@@ -170,7 +170,8 @@ def fit_batches(config, chips: int) -> list[str]:
                    + (f' x groups of {config.model.bn_group_size}' if unit == train_unit
                       and config.model.bn_group_size else '')
                    + f': planned with {field}={fitted}; pass --config.{field}={fitted} to main.py '
-                   'too (the learning rate scales with batch_size / lr_reference_batch).')
+                   'too' + (' (the learning rate scales with batch_size / lr_reference_batch).'
+                            if field == 'batch_size' else '.'))
       config[field] = fitted
   return notes
 
