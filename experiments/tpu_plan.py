@@ -39,13 +39,17 @@ from ml_collections import config_flags
 from resnet_jax import config_lib, train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('topology', None, 'TPU slice, CHIP:SHAPE, e.g. v5e:4x4, v5p:2x2x2, v4:2x2x2, '
-                    'v6e:2x4.')
-flags.DEFINE_string('json_out', None, 'Also write the plan as JSON here.')
-flags.DEFINE_multi_enum('parts', ['train', 'eval'], ['train', 'eval'], 'The calls to compile.')
-config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
-                                'configs/imagenet_r50.py.', lock_config=True)
-flags.mark_flags_as_required(['config', 'topology'])
+
+
+def define_flags():
+  """The command line flags (defined on demand, so that tests can import this module)."""
+  flags.DEFINE_string('topology', None, 'TPU slice, CHIP:SHAPE, e.g. v5e:4x4, v5p:2x2x2, '
+                      'v4:2x2x2, v6e:2x4.')
+  flags.DEFINE_string('json_out', None, 'Also write the plan as JSON here.')
+  flags.DEFINE_multi_enum('parts', ['train', 'eval'], ['train', 'eval'], 'The calls to compile.')
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
+                                  'configs/imagenet_r50.py.', lock_config=True)
+  flags.mark_flags_as_required(['config', 'topology'])
 
 GIB = 2**30
 
@@ -270,4 +274,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
