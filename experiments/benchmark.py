@@ -1,5 +1,9 @@
 """Throughput of the project beside a PyTorch reference, on whatever device JAX and torch find.
 
+Over 600 lines: the timing harness, the parts below and the report still share this file. They
+are next to move into modules of their own (harness, JAX parts, torch parts, report); until
+then each part is one function here, and photos, torch input and input timing are already out.
+
     python -m experiments.benchmark --model=resnet20 --batch_size=128 --dtype=float32 \\
         --parts=step,forward,device_step,torch,input,e2e --json_out=/tmp/bench.json
 
