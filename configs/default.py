@@ -81,7 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
       warmup_learning_rate=0.01,
   ))
 
-  # Train steps per jitted call (lax.scan), device-resident path only; calls end at every
+  # Train steps per jitted call (lax.scan), on both input paths (tf.data: that many batches
+  # per call; device-resident: the batches are drawn inside the call). Calls end at every
   # logging, evaluation and checkpoint step, so make it divide those intervals.
   config.steps_per_call = 1
 

@@ -26,7 +26,10 @@ from typing import Iterator
 
 import numpy as np
 
+from configs import cifar10, digits
 from experiments import torch_input
+from experiments.bench_setup import Settings, dataset
+from experiments.timing import Timer, row, time_steps
 
 IMAGE_SIZE = 224
 NUM_PHOTOS = 64
@@ -89,7 +92,7 @@ def torch_timer_fns(jpegs, train: bool, cores: int, batch_size: int):
   return run, lambda: sum(_process_cpu_s(pid) for pid in pids)
 
 
-def timers(timer_cls, threads: list[int], batch_size: int) -> list:
+def timers(threads: list[int], batch_size: int) -> list[Timer]:
   """Timers of the project and the reference, train and eval, per thread count (part 'input')."""
   from experiments import photos  # pylint: disable=import-outside-toplevel  (PIL, scikit-learn)
   jpegs = photos.sample_jpegs(NUM_PHOTOS)
@@ -101,11 +104,26 @@ def timers(timer_cls, threads: list[int], batch_size: int) -> list:
     batches = project_batches(jpegs, train, n, batch_size)
     torch_run, torch_cpu_s = torch_timer_fns(jpegs, train, n, batch_size)
     result += [
-        timer_cls('input', _impl('tf.data', kind, n), lambda batches=batches: next(batches),
+        Timer('input', _impl('tf.data', kind, n), lambda batches=batches: next(batches),
                   lambda: None, batch_size, note=note, cpu_s=time.process_time),
-        timer_cls('input', _impl('torchvision', kind, n), torch_run, lambda: None, batch_size,
+        Timer('input', _impl('torchvision', kind, n), torch_run, lambda: None, batch_size,
                   note=note, cpu_s=torch_cpu_s)]
   return result
+
+
+def train_pipeline_rows(settings: Settings) -> list[dict]:
+  """Images/s of the digits and cifar10 train pipelines (tf.data, this process's batches)."""
+  from resnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  results = []
+  for config, num_examples in ((digits.get_config(), 0), (cifar10.get_config(), 2048)):
+    with dataset(config, num_examples, settings.data_dir) as note:
+      batches = input_pipeline.train_batches(config, start_step=0, process_index=0,
+                                             process_count=1)
+      timing = time_steps(lambda: next(batches), lambda: None, repeats=settings.repeats,
+                          steps=settings.steps)
+    results.append(row('input', config.dataset.name, timing, config.batch_size,
+                       note=f'batch {config.batch_size}; {note}'))
+  return results
 
 
 def _impl(who, kind, threads):

@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 from absl import app, flags, logging  # pylint: disable=wrong-import-position
+from etils import epath  # pylint: disable=wrong-import-position
 
 from experiments import paper_results, sweeps  # pylint: disable=wrong-import-position
 from resnet_jax import checkpointing, events, models  # pylint: disable=wrong-import-position
@@ -83,10 +84,8 @@ def read_runs(root: str) -> dict[str, dict]:
 
 def studies(root: str, runs: dict) -> dict[str, list[str]]:
   """{study title: run names}: each recorded sweep in sweep order, then any other runs."""
-  recorded = []
-  if os.path.exists(os.path.join(root, sweeps.SWEEPS_FILE)):
-    with open(os.path.join(root, sweeps.SWEEPS_FILE)) as f:
-      recorded = json.load(f)
+  recorded_file = epath.Path(root) / sweeps.SWEEPS_FILE
+  recorded = json.loads(recorded_file.read_text()) if recorded_file.exists() else []
   grouped, seen = {}, set()
   for sweep in recorded:
     if sweep not in sweeps.SWEEPS:

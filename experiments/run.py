@@ -19,6 +19,7 @@ import sys
 import time
 
 from absl import app, flags, logging
+from etils import epath
 
 from experiments import sweeps
 
@@ -62,9 +63,14 @@ def format_value(value) -> str:
   return str(value)
 
 
+def workdir(run: sweeps.Run, root: str) -> str:
+  """``root/<run.name>``; ``root`` may be local or remote (``gs://bucket/runs``)."""
+  return os.fspath(epath.Path(root) / run.name)
+
+
 def command(run: sweeps.Run, root: str, python: str = 'python', main: str = 'main.py') -> list:
   """The argv that trains ``run`` into ``root/<run.name>``."""
-  return [python, main, f'--config={run.config}', f'--workdir={os.path.join(root, run.name)}',
+  return [python, main, f'--config={run.config}', f'--workdir={workdir(run, root)}',
           *(f'--config.{k}={format_value(v)}' for k, v in run.overrides.items())]
 
 
@@ -75,12 +81,7 @@ def load_config(run: sweeps.Run):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(arg) if arg else module.get_config()
-  for key, value in run.overrides.items():
-    *parents, field = key.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[field] = value
+  config.update_from_flattened_dict(run.overrides)
   return config
 
 
@@ -88,10 +89,10 @@ def is_finished(run: sweeps.Run, root: str) -> bool:
   """Whether ``root/<run.name>`` holds a checkpoint at the run's last step."""
   # pylint: disable=import-outside-toplevel  (jax, orbax and TensorFlow only when needed)
   from resnet_jax import checkpointing, config_lib
-  workdir = os.path.join(root, run.name)
-  if not checkpointing.has_checkpoints(workdir):
+  run_dir = workdir(run, root)
+  if not checkpointing.has_checkpoints(run_dir):
     return False
-  manager = checkpointing.create_manager(workdir, read_only=True)
+  manager = checkpointing.create_manager(run_dir, read_only=True)
   step = manager.latest_step()
   manager.close()
   if step is None:
@@ -106,15 +107,11 @@ def is_finished(run: sweeps.Run, root: str) -> bool:
 
 def record_sweep(root: str, name: str) -> None:
   """Adds ``name`` to ``root/sweeps.json``, the list of sweeps that the report tabulates."""
-  path = os.path.join(root, sweeps.SWEEPS_FILE)
-  names = []
-  if os.path.exists(path):
-    with open(path) as f:
-      names = json.load(f)
+  path = epath.Path(root) / sweeps.SWEEPS_FILE
+  names = json.loads(path.read_text()) if path.exists() else []
   if name not in names:
-    os.makedirs(root, exist_ok=True)
-    with open(path, 'w') as f:
-      json.dump(names + [name], f)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(names + [name]))
 
 
 def run_sweep(name: str, runs: list[sweeps.Run], root: str) -> list[str]:

@@ -283,22 +283,28 @@ def imagenet_net(stage_sizes: Sequence[int], block: ModuleDef, residual: bool) -
               stem='imagenet', residual=residual, shortcut='B')
 
 
-CIFAR_DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18, 1202: 200}
-CIFAR_PLAIN_DEPTHS = (20, 32, 44, 56, 110)
-IMAGENET_STAGES = {
-    18: ((2, 2, 2, 2), BasicBlock),
-    34: ((3, 4, 6, 3), BasicBlock),
-    50: ((3, 4, 6, 3), BottleneckBlock),
-    101: ((3, 4, 23, 3), BottleneckBlock),
-    152: ((3, 8, 36, 3), BottleneckBlock),
-}
-IMAGENET_PLAIN_DEPTHS = (18, 34)
-
+# Every named network, one line each (paper, Sec. 4.2 and Table 1).
 MODEL_SPECS = {
-    **{f'resnet{d}': cifar_net(n, True) for d, n in CIFAR_DEPTHS.items()},
-    **{f'plain{d}': cifar_net(CIFAR_DEPTHS[d], False) for d in CIFAR_PLAIN_DEPTHS},
-    **{f'resnet{d}': imagenet_net(*IMAGENET_STAGES[d], True) for d in IMAGENET_STAGES},
-    **{f'plain{d}': imagenet_net(*IMAGENET_STAGES[d], False) for d in IMAGENET_PLAIN_DEPTHS},
+    # CIFAR-10, 6n+2 layers.
+    'resnet20': cifar_net(n=3, residual=True),
+    'resnet32': cifar_net(n=5, residual=True),
+    'resnet44': cifar_net(n=7, residual=True),
+    'resnet56': cifar_net(n=9, residual=True),
+    'resnet110': cifar_net(n=18, residual=True),
+    'resnet1202': cifar_net(n=200, residual=True),
+    'plain20': cifar_net(n=3, residual=False),
+    'plain32': cifar_net(n=5, residual=False),
+    'plain44': cifar_net(n=7, residual=False),
+    'plain56': cifar_net(n=9, residual=False),
+    'plain110': cifar_net(n=18, residual=False),
+    # ImageNet, Table 1.
+    'resnet18': imagenet_net((2, 2, 2, 2), BasicBlock, residual=True),
+    'resnet34': imagenet_net((3, 4, 6, 3), BasicBlock, residual=True),
+    'resnet50': imagenet_net((3, 4, 6, 3), BottleneckBlock, residual=True),
+    'resnet101': imagenet_net((3, 4, 23, 3), BottleneckBlock, residual=True),
+    'resnet152': imagenet_net((3, 8, 36, 3), BottleneckBlock, residual=True),
+    'plain18': imagenet_net((2, 2, 2, 2), BasicBlock, residual=False),
+    'plain34': imagenet_net((3, 4, 6, 3), BasicBlock, residual=False),
 }
 MODEL_NAMES = tuple(MODEL_SPECS)
 

@@ -54,8 +54,8 @@ def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
   return schedule
 
 
-def weight_decay_mask(params, decay_on: str):
-  """Which parameters weight decay applies to.
+def weight_decay_mask(decay_on: str):
+  """Which parameters weight decay applies to: None (all) or a function of the params.
 
   'all': every parameter, as in the paper's Caffe solver and torchvision's reference recipe.
   'kernels': conv and dense kernels only (no BatchNorm scale/bias, no dense bias).
@@ -63,8 +63,8 @@ def weight_decay_mask(params, decay_on: str):
   if decay_on == 'all':
     return None
   if decay_on == 'kernels':
-    flat = flax.traverse_util.flatten_dict(params)
-    return flax.traverse_util.unflatten_dict({k: k[-1] == 'kernel' for k in flat})
+    return lambda params: flax.traverse_util.path_aware_map(
+        lambda path, _: path[-1] == 'kernel', params)
   raise ValueError(f"optimizer.weight_decay_on={decay_on!r}; use 'all' or 'kernels'.")
 
 
@@ -85,7 +85,7 @@ def _scale_by_plateau(plateau) -> optax.GradientTransformation:
   return optax.GradientTransformation(plateau.init, update)
 
 
-def create_optimizer(config, params, steps_per_epoch: int):
+def create_optimizer(config, steps_per_epoch: int):
   """SGD with (optionally Nesterov) momentum and L2 weight decay added to the gradient.
 
   The decay is added to the gradient before momentum, exactly like Caffe's and PyTorch's SGD.
@@ -95,7 +95,7 @@ def create_optimizer(config, params, steps_per_epoch: int):
   opt = config.optimizer
   schedule = learning_rate_schedule(config, steps_per_epoch)
   tx = optax.chain(
-      optax.add_decayed_weights(opt.weight_decay, weight_decay_mask(params, opt.weight_decay_on)),
+      optax.add_decayed_weights(opt.weight_decay, weight_decay_mask(opt.weight_decay_on)),
       optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
   )
   if opt.schedule == 'plateau':

@@ -13,7 +13,6 @@ from typing import Any, Callable, Iterator
 
 import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
@@ -81,6 +80,7 @@ class Program:
   ``train_step`` is the step it and the device-resident path run; ``init(rng)`` the fresh state.
   """
   mesh: jax.sharding.Mesh
+  model: flax.linen.Module
   replicated: NamedSharding
   batch_sharding: NamedSharding
   init: Callable
@@ -99,19 +99,16 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
   replicated = NamedSharding(mesh, P())
   batch_sharding = NamedSharding(mesh, P('data'))
   model = config_lib.build_model(config, num_classes, platform=mesh.devices.flat[0].platform)
-  abstract_variables = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)), train=False))
-  tx, learning_rate_fn = optim.create_optimizer(config, abstract_variables['params'],
-                                                steps_per_epoch)
+  tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
   train_step = functools.partial(steps.train_step, model=model, tx=tx,
                                  learning_rate_fn=learning_rate_fn)
   eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
                     in_shardings=(replicated, batch_sharding), out_shardings=replicated)
-  return Program(mesh=mesh, replicated=replicated, batch_sharding=batch_sharding, init=init,
-                 train_step=train_step, train_fn=multistep.make_train_fn(train_step, mesh),
-                 eval_fn=eval_fn)
+  return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
+                 init=init, train_step=train_step,
+                 train_fn=multistep.make_train_fn(train_step, mesh), eval_fn=eval_fn)
 
 
 # --------------------------------------------------------------------------------------------

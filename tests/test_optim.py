@@ -85,7 +85,7 @@ def test_optimizer_matches_hand_sgd_with_momentum_and_weight_decay(nesterov):
   config.optimizer.nesterov = nesterov
   params = {'w': jnp.array([1.0, -2.0, 3.0])}
   grads = [np.array([0.5, 0.1, -0.3]), np.array([-0.2, 0.4, 0.0]), np.array([0.3, 0.3, 0.3])]
-  tx, _ = optim.create_optimizer(config, params, steps_per_epoch=100)
+  tx, _ = optim.create_optimizer(config, steps_per_epoch=100)
   state, p = tx.init(params), params
   for g in grads:
     updates, state = tx.update({'w': jnp.asarray(g)}, state, p)
@@ -98,7 +98,7 @@ def test_weight_decay_on_kernels_only_skips_batchnorm_and_biases():
   config = default.get_config()
   config.optimizer.update(weight_decay_on='kernels', weight_decay=0.5, momentum=0.0)
   params = {'conv': {'kernel': jnp.ones(2)}, 'bn': {'scale': jnp.ones(2), 'bias': jnp.ones(2)}}
-  tx, _ = optim.create_optimizer(config, params, steps_per_epoch=1)
+  tx, _ = optim.create_optimizer(config, steps_per_epoch=1)
   zero = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zero, tx.init(params), params)
   np.testing.assert_allclose(updates['conv']['kernel'], -0.1 * 0.5 * 1.0)
@@ -111,7 +111,7 @@ def test_plateau_schedule_divides_by_ten_after_patience_evaluations_without_impr
   config.optimizer.update(schedule='plateau', plateau_patience=2, plateau_threshold=0.01,
                           momentum=0.0, weight_decay=0.0)
   params = {'w': jnp.zeros(())}
-  tx, _ = optim.create_optimizer(config, params, steps_per_epoch=100)
+  tx, _ = optim.create_optimizer(config, steps_per_epoch=100)
   state = tx.init(params)
   update = jax.jit(lambda state, error: optim.plateau_update(config, state, error))
   # By hand: best 0.5, then 0.4; 0.395 and 0.399 miss 0.4 - 0.01 twice: /10; 0.3 is a new best;
@@ -129,5 +129,5 @@ def test_plateau_schedule_divides_by_ten_after_patience_evaluations_without_impr
 
 def test_step_schedule_has_no_plateau_scale():
   config = default.get_config()
-  tx, _ = optim.create_optimizer(config, {'w': jnp.zeros(())}, steps_per_epoch=100)
+  tx, _ = optim.create_optimizer(config, steps_per_epoch=100)
   assert optim.learning_rate_scale(tx.init({'w': jnp.zeros(())})) == 1.0
