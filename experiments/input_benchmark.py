@@ -10,8 +10,11 @@ Both sides read the same JPEG files (``experiments/photos.py``) from memory and 
   (train) or ``Resize(256)`` + ``CenterCrop(224)`` + ``PILToTensor`` (eval), stacked into a
   batch; N worker processes (forked, as PyTorch's DataLoader does on Linux) share each batch.
 
-Nothing runs between calls (no background prefetch), so interleaved timers share the machine
-fairly. Besides wall time, each timer counts the CPU seconds of what does its work (this
+``train_pipeline_rows`` times the digits and cifar10 train pipelines
+(``input_pipeline.train_batches``, with their own prefetching) alone, one after the other.
+
+In the ImageNet timers nothing runs between calls (no background prefetch), so they share the
+machine fairly. Besides wall time, each timer counts the CPU seconds of what does its work (this
 process for tf.data, which also counts its idle threads' spinning; the workers for torch):
 images per CPU second is the per-core rate with less of other processes' load in it.
 """

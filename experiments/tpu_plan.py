@@ -6,8 +6,9 @@
 
 libtpu compiles for any TPU slice without a TPU: ``get_topology_desc`` gives the slice's devices
 (every host's), and the calls that ``train.train_and_evaluate`` runs (``train.build_program``:
-the same mesh, model, optimizer, global batch, shardings, steps per call and donation) are
-lowered with abstract arguments and compiled by XLA:TPU. Nothing runs and no data is read. Printed:
+the same mesh, model, optimizer, global batch, shardings, steps per call and donation, on batches
+of the input pipeline's dtypes and shapes) are lowered with abstract arguments and compiled by
+XLA:TPU. Nothing runs and no data is read. Printed:
 compile time, HBM per chip against the chip's capacity (exit 1 if it does not fit), FLOPs and
 bytes per chip from XLA's cost analysis, the collectives in the compiled call, and a roofline
 estimate of the step time (the slower of compute at peak FLOP/s and HBM traffic at peak
@@ -122,9 +123,17 @@ def _abstract(tree, sharding):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-def _batch(size, image_shape, sharding, mask=False):
-  batch = {'image': jax.ShapeDtypeStruct((size, *image_shape), jnp.float32, sharding=sharding),
-           'label': jax.ShapeDtypeStruct((size,), jnp.int32, sharding=sharding)}
+def _batch(config, size, image_shape, sharding, mask=False):
+  """Abstract batches as ``input_pipeline`` gives them: float32 images, or (imagenet2012) uint8
+  images with a float32 offset per image, or per pixel with ``imagenet_per_pixel_mean``."""
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+  if config.dataset.name == 'imagenet2012':
+    offset = image_shape if config.dataset.imagenet_per_pixel_mean else image_shape[-1:]
+    batch = {'image': spec((size, *image_shape), jnp.uint8),
+             'image_offset': spec((size, *offset), jnp.float32)}
+  else:
+    batch = {'image': spec((size, *image_shape), jnp.float32)}
+  batch['label'] = spec((size,), jnp.int32)
   if mask:
     batch['mask'] = jax.ShapeDtypeStruct((size,), jnp.bool_, sharding=sharding)
   return batch
@@ -201,9 +210,10 @@ def plan(config, topology: str, parts=('train', 'eval')) -> dict:
                                 steps_per_epoch, devices=devices)
   state = _abstract(jax.eval_shape(program.init, jax.random.key(0)), program.replicated)
   steps = config.steps_per_call
-  batches = tuple(_batch(config.batch_size, image_shape, program.batch_sharding)
+  batches = tuple(_batch(config, config.batch_size, image_shape, program.batch_sharding)
                   for _ in range(steps))
-  eval_batch = _batch(config.eval_batch_size, image_shape, program.batch_sharding, mask=True)
+  eval_batch = _batch(config, config.eval_batch_size, image_shape, program.batch_sharding,
+                      mask=True)
   calls = {
       'train': lambda: _compile(program.train_fn, state, batches, chip=chip, steps=steps,
                                 images_per_step=config.batch_size),

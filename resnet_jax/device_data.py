@@ -14,7 +14,8 @@ consecutive positions ``(t % steps_per_epoch) * batch_size, ...`` of it. Crop of
 are drawn for the whole global batch from ``fold_in(augment_key, t)``, so neither the order nor
 the augmentation depends on the number of devices, and a resumed run continues exactly.
 
-TensorFlow is not imported here: the path runs where only JAX is installed.
+TensorFlow is not imported here; the split is loaded once through tfds by
+``input_pipeline.load_train_arrays``.
 """
 
 import functools

@@ -12,7 +12,7 @@ class DatasetNotAvailableError(ValueError):
 
 
 class DivergenceError(FloatingPointError):
-  """The training loss became NaN or infinite."""
+  """The training loss or the updated parameters became NaN or infinite."""
 
 
 USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DivergenceError)

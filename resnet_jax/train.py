@@ -1,7 +1,8 @@
 """Training and evaluation of one run, data-parallel over every device of every host.
 
-Read it top to bottom: checks, mesh, input, model and optimizer, state (fresh or restored),
-the jitted steps, then the loop with its logging, evaluation and checkpoints.
+Read it top to bottom: the checks (and the dataset's facts), the program (mesh, model, optimizer
+and jitted calls: ``build_program``), the state (fresh or restored), logging, the input, then the
+loop with its logging, evaluation and checkpoints.
 """
 
 import dataclasses
@@ -126,7 +127,7 @@ def evaluate(eval_fn, variables, batches: Iterator[dict], sharding) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# Preemption: SIGTERM asks the loop to checkpoint and stop at the next step.
+# Preemption: SIGTERM asks the loop to checkpoint and stop at the end of the current call.
 # --------------------------------------------------------------------------------------------
 
 
@@ -148,7 +149,7 @@ class PreemptionFlag:
       self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
 
   def reached(self, step: int) -> bool:
-    """Called by every process at every step; True at the step where all of them stop."""
+    """Called by every process at every call end; True at the step where all of them stop."""
     if self._use_sync_point:
       return multihost_utils.reached_preemption_sync_point(step)
     return self._event.is_set()
@@ -170,7 +171,8 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   config_lib.validate(config, device_count=jax.device_count(),
                       process_count=jax.process_count())
   config_lib.check_workdir(config, workdir)
-  from resnet_jax import input_pipeline  # TensorFlow is imported by the tfds input path only.
+  # tfds and tf.data, imported when a run starts, not with the module.
+  from resnet_jax import input_pipeline
   device_data.check_config(config, input_pipeline.IN_MEMORY)
   info = input_pipeline.get_dataset_info(config)
   steps_per_epoch = input_pipeline.steps_per_epoch(config, process_count=jax.process_count())
@@ -232,8 +234,8 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
                f'{checkpointing.checkpoint_dir(workdir)}' if last_checkpoint is not None
                else 'no checkpoint was written yet')
       raise DivergenceError(
-          f'The training loss became non-finite at step {bad_step}; {where}. Lower '
-          'optimizer.learning_rate or add warmup (optimizer.warmup_steps), then resume.')
+          f'The training loss or parameters became non-finite at step {bad_step}; {where}. '
+          'Lower optimizer.learning_rate or add warmup (optimizer.warmup_steps), then resume.')
     writer.write_scalars(step, {f'train_{k}': float(v) for k, v in values.items()})
 
   def save_checkpoint(step):
