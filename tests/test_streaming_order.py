@@ -33,8 +33,14 @@ def config_for(data_dir, batch_size, num_shards):
   return config
 
 
+@pytest.fixture(scope='module')
+def nine_epochs(data_dir):
+  return epoch_positions(data_dir, epochs=9)
+
+
 def epoch_positions(data_dir, epochs):
-  """positions[e][r]: where record r comes in epoch e of the only shard."""
+  """order[e][i]: the record at position i of epoch e of the only shard; positions[e][r]: where
+  record r comes in epoch e."""
   builder = tfds.builder('imagenet2012', data_dir=data_dir)
   records = streaming_order.shard_records(
       streaming_order.pieces(builder, 'train'), tf.constant([0, 0], tf.int64), WINDOW,
@@ -54,7 +60,7 @@ def spearman(a, b):
   return np.corrcoef(a, b)[0, 1]
 
 
-def test_every_epoch_is_a_fresh_permutation_unrelated_to_the_last(data_dir):
+def test_every_epoch_is_a_fresh_permutation_unrelated_to_the_last(data_dir, nine_epochs):
   """Spearman's rho of each record's position in epoch e against epoch e + 1.
 
   Under two independent uniform permutations of n records rho has mean 0 and variance
@@ -65,7 +71,7 @@ def test_every_epoch_is_a_fresh_permutation_unrelated_to_the_last(data_dir):
   previous order (the files in stored order every epoch through a 40-record shuffle buffer),
   computed here with tf.data, gives rho above 0.9 and fails the bound.
   """
-  order, positions = epoch_positions(data_dir, epochs=9)
+  order, positions = nine_epochs
   for e in range(9):  # Every record exactly once per epoch.
     np.testing.assert_array_equal(np.sort(order[e]), np.arange(NUM_RECORDS))
   sd = 1 / np.sqrt(NUM_FILES - 1)
@@ -79,6 +85,31 @@ def test_every_epoch_is_a_fresh_permutation_unrelated_to_the_last(data_dir):
          for seed in (0, 1)]
   old_positions = [np.argsort(o) for o in old]
   assert spearman(*old_positions) > 0.9
+
+
+def test_records_batched_together_meet_again_as_often_as_windows_of_files_predict(nine_epochs):
+  """How often two records in one batch (8 consecutive positions) of epoch e share a batch again
+  in epoch e + 1: what the window design does not randomise.
+
+  Under two independent random permutations a pair meets again with probability 7 / 949. Here
+  windows are 8 whole files of 5 records (40 records, 5 batches): a pair meets again only if
+  its records share a window in epoch e + 1, which is certain for two records of the same file
+  and has probability 7 / 189 otherwise; inside the window the batch is uniform, 7 / 39. The
+  count over 8 epoch pairs must match that expectation within 4 Poisson deviations, and is
+  about 3x what independent permutations give: the price of reading whole files.
+  """
+  order, positions = nine_epochs
+  meet, expected = 0, 0.0
+  first, second = np.triu_indices(8, 1)
+  for e in range(8):
+    batches = order[e][:NUM_RECORDS // 8 * 8].reshape(-1, 8)
+    a, b = batches[:, first].ravel(), batches[:, second].ravel()
+    meet += int(np.sum(positions[e + 1][a] // 8 == positions[e + 1][b] // 8))
+    same_file = a // 5 == b // 5  # Files hold records 5f..5f+4 in stored order.
+    expected += 7 / 39 * np.sum(np.where(same_file, 1.0, 7 / 189))
+  random_permutations = 8 * len(first) * (NUM_RECORDS // 8) * 7 / 949
+  assert abs(meet - expected) < 4 * np.sqrt(expected), (meet, expected)
+  assert 2 * random_permutations < expected < 5 * random_permutations
 
 
 def test_one_two_and_four_processes_read_the_same_global_batches(data_dir):
