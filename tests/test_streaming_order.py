@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import imagenet
-from resnet_jax import input_pipeline, streaming_order, tfrecord_imagenet
+from resnet_jax import config_lib, input_pipeline, streaming_order, tfrecord_imagenet
 
 NUM_RECORDS, NUM_FILES = 950, 190
 WINDOW = 40  # Records per window: 8 files.
@@ -163,3 +163,10 @@ def test_a_dataset_not_in_tfrecord_files_is_refused_with_the_conversion_command(
   with pytest.raises(ValueError, match='stored as array_record.*tfds convert_format'):
     input_pipeline.train_batches(config_for(str(tmp_path), batch_size=2, num_shards=1),
                                  start_step=0, process_index=0, process_count=1)
+
+
+def test_a_window_below_one_record_is_refused():
+  config = imagenet.get_config('resnet18')
+  config.dataset.shuffle_buffer = 0
+  with pytest.raises(config_lib.ConfigError, match='shuffle_buffer=0 must be at least 1'):
+    config_lib.validate(config, device_count=1, process_count=1)
