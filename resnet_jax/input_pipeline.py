@@ -122,6 +122,8 @@ def _num_shards(config, process_count):
 
 def _train_shards(config, builder, process_count):
   """The S shard splits of the train split, the per-shard sub-batch and steps per epoch."""
+  if config.dataset.name not in IN_MEMORY:
+    streaming_order.check_tfrecord(builder)  # Before any training work.
   splits = tfds.even_splits(config.dataset.train_split, _num_shards(config, process_count))
   sub_batch = config.batch_size // len(splits)
   steps = min(_num_examples(builder, s) for s in splits) // sub_batch

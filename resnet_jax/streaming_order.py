@@ -43,15 +43,21 @@ def fold(key, *data):
   return key
 
 
-def pieces(builder, split):
-  """(file names, skips, takes) of a split's TFRecord pieces."""
-  if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+def check_tfrecord(builder):
+  """Refuses a dataset not stored as TFRecord files, saying how to convert it."""
+  # Datasets prepared before tfds recorded a file format are TFRecords.
+  file_format = builder.info.file_format or tfds.core.FileFormat.TFRECORD
+  if file_format != tfds.core.FileFormat.TFRECORD:
     raise ValueError(
-        f'{builder.name} in {builder.data_dir} is stored as {builder.info.file_format.value}, '
+        f'{builder.name} in {builder.data_dir} is stored as {file_format.value}, '
         'and the streamed train input reads TFRecord files (tfds\' default). Convert it with '
         f'`tfds convert_format --dataset_version_dir={builder.data_dir} '
         f'--out_file_format=tfrecord --out_dir=NEW_DIR/{builder.name}/{builder.version}` and point '
         '--config.dataset.data_dir at NEW_DIR, or build it with `--file_format=tfrecord`.')
+
+
+def pieces(builder, split):
+  """(file names, skips, takes) of a split's TFRecord pieces."""
   found = [f for f in builder.info.splits[split].file_instructions if f.take > 0]
   return [f.filename for f in found], [f.skip for f in found], [f.take for f in found]
 

@@ -161,8 +161,9 @@ def test_a_dataset_not_in_tfrecord_files_is_refused_with_the_conversion_command(
   tfrecord_imagenet.prepare(str(tmp_path), {'train': (tfrecord_imagenet.tiny_jpegs(4), range(4))},
                             num_files=1, file_format='array_record')
   with pytest.raises(ValueError, match='stored as array_record.*tfds convert_format'):
-    input_pipeline.train_batches(config_for(str(tmp_path), batch_size=2, num_shards=1),
-                                 start_step=0, process_index=0, process_count=1)
+    # What train_and_evaluate asks first, before it builds the model.
+    input_pipeline.steps_per_epoch(config_for(str(tmp_path), batch_size=2, num_shards=1),
+                                   process_count=1)
 
 
 def test_a_window_below_one_record_is_refused():
