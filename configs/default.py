@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
       augment=True,          # The paper's training augmentation.
       num_shards=0,          # Data shards; 0 = one per process. Fix it to make the data order
                              # independent of the number of hosts.
-      shuffle_buffer=16_384,  # Streaming datasets (ImageNet) only.
+      shuffle_buffer=16_384,  # ImageNet: records per shuffled window (streaming_order.py).
       # digits, cifar10: keep the train split on the accelerators and augment it inside the
       # jitted step (resnet_jax/device_data.py); its own data order, a function of (seed, step).
       device_resident=False,

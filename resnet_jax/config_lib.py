@@ -92,6 +92,9 @@ def validate(config, *, device_count: int, process_count: int) -> None:
     problems.append(f'dataset.image_size={config.dataset.image_size} does not fit '
                     f'{config.dataset.name}: crops must be between {sizes[0]} and {sizes[1]} '
                     'pixels wide (a crop cannot be larger than the image it is cut from).')
+  if config.dataset.shuffle_buffer < 1:
+    problems.append(f'dataset.shuffle_buffer={config.dataset.shuffle_buffer} must be at least 1 '
+                    '(records per shuffled window of the streamed ImageNet order).')
   if config.dataset.imagenet_per_pixel_mean and config.dataset.mean_examples < 1:
     problems.append(f'dataset.mean_examples={config.dataset.mean_examples} must be at least 1 '
                     'for dataset.imagenet_per_pixel_mean.')

@@ -8,8 +8,8 @@ every step; the rest of an epoch is dropped. Process p concatenates the sub-batc
 number of processes. Augmentation uses stateless random ops keyed by (seed, shard, epoch,
 position). Small datasets (digits, cifar10) sit in memory and are read in a stateless random
 order (``index_shuffle``), so a resumed run jumps straight to its step; imagenet2012 streams its
-TFRecords in file order through a shuffle buffer seeded by (seed, shard, epoch), and a resumed run
-skips the already seen records of its epoch without decoding them.
+TFRecord files in a fresh order every epoch, windows of about ``shuffle_buffer`` records each
+shuffled whole (``streaming_order``), and a resumed run reads only the window of its position.
 
 Preprocessing (paper, Sec. 3.4 and 4.2). Images are scaled to [0, 1] (ImageNet: on the device),
 then:
@@ -37,10 +37,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax import digits_dataset  # pylint: disable=unused-import  (registers 'digits')
+from resnet_jax import (
+  digits_dataset,  # pylint: disable=unused-import  (registers 'digits')
+  streaming_order,
+)
 from resnet_jax import imagenet_preprocessing as imagenet
 from resnet_jax.config_lib import CHANNELS, ConfigError
 from resnet_jax.errors import DatasetNotAvailableError
+from resnet_jax.streaming_order import fold
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 
@@ -118,6 +122,8 @@ def _num_shards(config, process_count):
 
 def _train_shards(config, builder, process_count):
   """The S shard splits of the train split, the per-shard sub-batch and steps per epoch."""
+  if config.dataset.name not in IN_MEMORY:
+    streaming_order.check_tfrecord(builder)  # Before any training work.
   splits = tfds.even_splits(config.dataset.train_split, _num_shards(config, process_count))
   sub_batch = config.batch_size // len(splits)
   steps = min(_num_examples(builder, s) for s in splits) // sub_batch
@@ -135,13 +141,6 @@ def steps_per_epoch(config, *, process_count) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Preprocessing.
-
-
-def _fold(key, *data):
-  """Folds integers into a stateless-RNG key (int64[2])."""
-  for d in data:
-    key = tf.random.experimental.stateless_fold_in(key, tf.cast(d, tf.int64))
-  return key
 
 
 def _scale_and_resize(size, images):
@@ -283,11 +282,11 @@ def _in_memory_shard(config, builder, split, key, sub_batch, steps, start_step):
 
   def example(count):
     epoch, position = count // per_epoch, count % per_epoch
-    epoch_key = _fold(key, epoch)
+    epoch_key = fold(key, epoch)
     index = tf.random.experimental.index_shuffle(position, epoch_key, len(labels) - 1)
     image = _scale_and_resize(config.dataset.image_size, tf.gather(images, index)) - mean
     if config.dataset.augment:
-      image = _pad_crop_flip(image, _fold(epoch_key, position), PAD[name], FLIP[name])
+      image = _pad_crop_flip(image, fold(epoch_key, position), PAD[name], FLIP[name])
     return {'image': image, 'label': tf.gather(labels, index)}
 
   ds = tf.data.Dataset.counter(start_step * sub_batch)
@@ -296,34 +295,23 @@ def _in_memory_shard(config, builder, split, key, sub_batch, steps, start_step):
 
 
 def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
-  """Sub-batches of one streamed shard: a seeded shuffle buffer per epoch over file order.
-
-  Resuming in mid-epoch skips the records already used after the shuffle, so the buffer is
-  exactly as it was; that reads (but does not decode) up to one epoch of records.
-  """
-  records = _read(builder, split, decode=False)
+  """Sub-batches of one streamed shard, in a fresh order every epoch (``streaming_order``)."""
   per_epoch = steps * sub_batch
-  start_epoch, start_position = divmod(start_step, steps)
-
-  def epoch(e):
-    epoch_key = _fold(key, e)
-    seed = tf.random.stateless_uniform([], epoch_key, minval=None, maxval=None, dtype=tf.int64)
-    ds = records.shuffle(config.dataset.shuffle_buffer, seed=seed)
-    ds = ds.take(per_epoch).enumerate()
-    ds = ds.skip(tf.where(e == start_epoch, tf.constant(start_position * sub_batch, tf.int64),
-                          tf.constant(0, tf.int64)))
-    return ds.map(lambda position, record: (_fold(epoch_key, position), record))
-
+  records = streaming_order.shard_records(
+      streaming_order.pieces(builder, split), key, config.dataset.shuffle_buffer, per_epoch,
+      start_step * sub_batch)
   correction = _imagenet_mean_correction(config)
+  deserialize = functools.partial(builder.info.features.deserialize_example,
+                                  decoders={'image': tfds.decode.SkipDecoding()})
 
-  def example(example_key, record):
-    image_bytes, label = record
-    image, offset = imagenet.train_example(image_bytes, example_key, config.dataset.image_size)
+  def example(epoch, position, record):
+    record = deserialize(record)
+    image, offset = imagenet.train_example(record['image'], fold(key, epoch, position),
+                                           config.dataset.image_size)
     return {'image': image, 'image_offset': offset - correction,
-            'label': tf.cast(label, tf.int32)}
+            'label': tf.cast(record['label'], tf.int32)}
 
-  ds = tf.data.Dataset.counter(start_epoch).flat_map(epoch)
-  ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = records.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.batch(sub_batch, drop_remainder=True)
 
 
@@ -340,7 +328,7 @@ def train_batches(config, *, start_step: int, process_index: int,
   make_shard = _in_memory_shard if config.dataset.name in IN_MEMORY else _streaming_shard
   seed_key = tf.constant([config.seed, 0], tf.int64)
   shards = tuple(
-      make_shard(config, builder, splits[k], _fold(seed_key, k), sub_batch, steps, start_step)
+      make_shard(config, builder, splits[k], fold(seed_key, k), sub_batch, steps, start_step)
       for k in range(process_index * per_process, (process_index + 1) * per_process))
   ds = tf.data.Dataset.zip(shards).map(
       lambda *parts: {f: tf.concat([p[f] for p in parts], 0) for f in parts[0]})

@@ -1,4 +1,5 @@
-"""The tfds input pipelines: the bundled digits for real, CIFAR-10 and ImageNet through mock_data."""
+"""The tfds input pipelines: the bundled digits for real, CIFAR-10 through mock_data, ImageNet on
+small TFRecord files."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,12 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
 from configs import cifar10, digits, imagenet
-from resnet_jax import digits_dataset, imagenet_preprocessing, input_pipeline
+from resnet_jax import (
+  digits_dataset,
+  imagenet_preprocessing,
+  input_pipeline,
+  tfrecord_imagenet,
+)
 from resnet_jax.errors import DatasetNotAvailableError
 from resnet_jax.mock_tfds import prepared_mock
 
@@ -152,25 +158,27 @@ def test_cifar10_pipeline_through_mock_data(tmp_path):
     assert [int(b['mask'].sum()) for b in evals] == [16, 16, 8]
 
 
-def test_imagenet_pipeline_through_mock_data(tmp_path):
+def test_imagenet_pipeline_on_tfrecord_files(tmp_path):
   config = imagenet.get_config('resnet18')
   config.dataset.data_dir = str(tmp_path)
   config.dataset.image_size = 64
   config.batch_size, config.eval_batch_size = 4, 8
-  with prepared_mock('imagenet2012', str(tmp_path), num_examples=12,
-                     splits=('train', 'validation')):
-    batches = take(input_pipeline.train_batches(config, start_step=0, process_index=0,
-                                                process_count=1), 6)
-    resumed = next(input_pipeline.train_batches(config, start_step=4, process_index=0,
-                                                process_count=1))
-    np.testing.assert_array_equal(resumed['image'], batches[4]['image'])
-    np.testing.assert_array_equal(resumed['image_offset'], batches[4]['image_offset'])
-    assert batches[0]['image'].shape == (4, 64, 64, 3) and batches[0]['image'].dtype == np.uint8
-    epochs = [np.concatenate([b['label'] for b in batches[i:i + 3]]) for i in (0, 3)]
-    assert sorted(epochs[0]) == sorted(epochs[1]) and list(epochs[0]) != list(epochs[1])
-    evals = list(input_pipeline.eval_batches(config, process_index=0, process_count=1))
-    assert [int(b['mask'].sum()) for b in evals] == [8, 4]
-    assert np.isfinite(evals[0]['image']).all()
+  jpegs = tfrecord_imagenet.tiny_jpegs(12, size=32)
+  tfrecord_imagenet.prepare(str(tmp_path), {'train': (jpegs, range(12)),
+                                            'validation': (jpegs, range(12))}, num_files=3)
+  batches = take(input_pipeline.train_batches(config, start_step=0, process_index=0,
+                                              process_count=1), 6)
+  resumed = next(input_pipeline.train_batches(config, start_step=4, process_index=0,
+                                              process_count=1))
+  np.testing.assert_array_equal(resumed['image'], batches[4]['image'])
+  np.testing.assert_array_equal(resumed['image_offset'], batches[4]['image_offset'])
+  assert batches[0]['image'].shape == (4, 64, 64, 3) and batches[0]['image'].dtype == np.uint8
+  epochs = [np.concatenate([b['label'] for b in batches[i:i + 3]]) for i in (0, 3)]
+  assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(12))
+  assert list(epochs[0]) != list(epochs[1])
+  evals = list(input_pipeline.eval_batches(config, process_index=0, process_count=1))
+  assert [int(b['mask'].sum()) for b in evals] == [8, 4]
+  assert np.isfinite(evals[0]['image']).all()
 
 
 @pytest.mark.parametrize('name, hint', [('cifar10', 'tfds build cifar10'),

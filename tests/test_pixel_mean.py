@@ -1,12 +1,17 @@
-"""ImageNet's per-pixel mean option on a mock ImageNet of hand-made two-colour photos."""
+"""ImageNet's per-pixel mean option on a small ImageNet of hand-made two-colour photos."""
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
+import tensorflow as tf
 
 from configs import imagenet
-from resnet_jax import evaluation, imagenet_preprocessing, input_pipeline, steps
-from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
+from resnet_jax import (
+  evaluation,
+  imagenet_preprocessing,
+  input_pipeline,
+  steps,
+  tfrecord_imagenet,
+)
 
 # Left half one grey level, right half another; the 4th image lies beyond mean_examples=3.
 GREYS = [(200, 40), (120, 80), (160, 20), (0, 255)]
@@ -30,11 +35,10 @@ def config_for(data_dir, per_pixel):
 
 @pytest.fixture
 def mock_imagenet(tmp_path):
-  images = [photo(g, s) for g, s in zip(GREYS, SIZES)]
-  with (prepared_mock('imagenet2012', str(tmp_path), len(images), splits=('train', 'validation')),
-        tfds.testing.mock_data(as_dataset_fn=jpeg_dataset(images, range(len(images))),
-                               data_dir=str(tmp_path))):
-    yield str(tmp_path)
+  jpegs = [tf.io.encode_jpeg(photo(g, s)).numpy() for g, s in zip(GREYS, SIZES)]
+  tfrecord_imagenet.prepare(str(tmp_path), {split: (jpegs, range(len(jpegs)))
+                                            for split in ('train', 'validation')}, num_files=1)
+  return str(tmp_path)
 
 
 def test_per_pixel_mean_is_the_mean_of_the_first_training_crops(mock_imagenet):

@@ -1,12 +1,34 @@
-"""train_and_evaluate on CIFAR-10 and ImageNet through tfds.testing.mock_data: the real pipeline
-code, a real (small) model, a few steps; what it must leave behind in the workdir."""
+"""train_and_evaluate on CIFAR-10 through tfds.testing.mock_data and on a small ImageNet written
+as TFRecord files: the real pipeline code, a real (small) model, a few steps; what it must leave
+behind in the workdir."""
+
+import contextlib
 
 import numpy as np
 import pytest
 
 from configs import cifar10, imagenet
-from resnet_jax import checkpointing, config_lib, events, input_pipeline, train
+from resnet_jax import (
+  checkpointing,
+  config_lib,
+  events,
+  input_pipeline,
+  tfrecord_imagenet,
+  train,
+)
 from resnet_jax.mock_tfds import prepared_mock
+
+
+@contextlib.contextmanager
+def twenty_examples(name, data_dir, splits):
+  """20 random examples in each split: mocked (cifar10) or as TFRecord files (imagenet2012)."""
+  if name != 'imagenet2012':
+    with prepared_mock(name, data_dir, num_examples=20, splits=splits):
+      yield
+    return
+  jpegs = tfrecord_imagenet.tiny_jpegs(20, size=48)
+  tfrecord_imagenet.prepare(data_dir, {s: (jpegs, range(20)) for s in splits}, num_files=2)
+  yield
 
 
 def short(config, data_dir, image_size):
@@ -27,10 +49,10 @@ def short(config, data_dir, image_size):
     ('cifar10', cifar10.get_config('resnet20'), ('train', 'test'), 32, 0.01),
     ('imagenet2012', imagenet.get_config('resnet18'), ('train', 'validation'), 32, 0.01 * 8 / 256),
 ])
-def test_train_and_evaluate_on_mock_data(tmp_path, name, config, splits, image_size, final_lr):
+def test_train_and_evaluate_on_small_data(tmp_path, name, config, splits, image_size, final_lr):
   config = short(config, str(tmp_path / 'tfds'), image_size)
   workdir = str(tmp_path / 'run')
-  with prepared_mock(name, str(tmp_path / 'tfds'), num_examples=20, splits=splits):
+  with twenty_examples(name, str(tmp_path / 'tfds'), splits):
     state = train.train_and_evaluate(config, workdir)
     variables, step = checkpointing.restore_variables(workdir)
     # 20 eval examples in batches of 8: the last batch is padded. Count the mistakes on the real
