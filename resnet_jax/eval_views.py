@@ -78,8 +78,8 @@ def bucket_batch_size(height, width, pixels_per_call: int, multiple: int):
 def _minus_correction(view, correction):
   if correction is None:
     return view
-  if correction.shape[:2] != view.shape[:2]:
-    correction = tf.image.resize(correction, tf.shape(view)[:2], method='bilinear')
+  if correction.shape[:2] != view.shape[-3:-1]:  # A multi-scale view.
+    correction = tf.image.resize(correction, tf.shape(view)[-3:-1], method='bilinear')
   return view - correction
 
 
