@@ -91,7 +91,7 @@ def _padded(batches: Iterator[dict], size) -> Iterator[dict]:
     yield {'mask': mask, **padded}  # A batch's own mask, padded with False, comes first.
 
 
-def _part(config) -> str:
+def _part(config):
   """This process's part of the eval split."""
   return tfds.even_splits(config.dataset.eval_split, jax.process_count())[jax.process_index()]
 
