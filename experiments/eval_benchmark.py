@@ -152,14 +152,18 @@ def table(rows) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('devices', ['1', '8'], 'Simulated CPU device counts for this tree.')
-flags.DEFINE_string('baseline_root', None, 'A checkout whose resnet_jax/evaluation.py is timed '
-                    'beside this tree\'s, interleaved.')
-flags.DEFINE_string('model', 'resnet18', 'ImageNet net (configs/imagenet.py names).')
-flags.DEFINE_integer('images', 32, 'Validation images served.')
-flags.DEFINE_integer('rounds', 2, 'Compiled passes per code and mode (the median counts).')
-flags.DEFINE_integer('batch_size', 2, 'Images per 10-crop call (and the multi-scale pixel '
-                     'budget: as many pixels per call).')
+
+
+def define_flags():
+  """The command line flags (defined on demand, so that other drivers can import this module)."""
+  flags.DEFINE_list('devices', ['1', '8'], 'Simulated CPU device counts for this tree.')
+  flags.DEFINE_string('baseline_root', None, 'A checkout whose resnet_jax/evaluation.py is timed '
+                      'beside this tree\'s, interleaved.')
+  flags.DEFINE_string('model', 'resnet18', 'ImageNet net (configs/imagenet.py names).')
+  flags.DEFINE_integer('images', 32, 'Validation images served.')
+  flags.DEFINE_integer('rounds', 2, 'Compiled passes per code and mode (the median counts).')
+  flags.DEFINE_integer('batch_size', 2, 'Images per 10-crop call (and the multi-scale pixel '
+                       'budget: as many pixels per call).')
 
 
 def main(argv):
@@ -171,4 +175,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
