@@ -6,21 +6,25 @@
     python -m experiments.evaluate --torchvision_checkpoint=resnet50.pth --model=resnet50 \
         --mode=ten_crop --data_dir=~/tensorflow_datasets
 
-The result, {"mode", "step", "error_top1", "error_top5", "num_examples"} (errors as fractions),
-goes to ``<workdir>/eval_<mode>.json``, where ``experiments.report`` picks it up, or to
-``--output``. A torchvision checkpoint (a state dict saved with ``torch.save``, or an ``.npz`` of
+The result, {"mode", "step", "error_top1", "error_top5", "num_examples", "compiled_shapes"}
+(errors as fractions), goes to ``<workdir>/eval_<mode>.json``, where ``experiments.report`` picks
+it up, or to ``--output``. On several hosts (a TPU pod, a SLURM or Open MPI job; elsewhere add
+``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``), run the same command on
+every host: each evaluates its part of the split on its own devices, and process 0 writes the
+result for all. A torchvision checkpoint (a state dict saved with ``torch.save``, or an ``.npz`` of
 the same keys) is converted by ``resnet_jax.convert`` and evaluated on ImageNet's validation split
 with this project's preprocessing; reading ``.pth`` files needs torch.
 """
 
 import json
 
+import jax
 import numpy as np
 from absl import app, flags
 
 from configs import imagenet
 from experiments import sweeps
-from resnet_jax import config_lib, convert, errors, evaluation
+from resnet_jax import config_lib, convert, distributed, errors, evaluation
 
 FLAGS = flags.FLAGS
 
@@ -35,8 +39,14 @@ def define_flags():
   flags.DEFINE_enum('mode', 'center', evaluation.MODES, 'Evaluation mode.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.DEFINE_string('data_dir', None, 'tfds data_dir, if not the one the run was trained with.')
-  flags.DEFINE_integer('batch_size', 0, 'Images per call for ten_crop (0: eval_batch_size // 10); '
-                       'with --torchvision_checkpoint, for every mode.')
+  flags.DEFINE_integer('batch_size', 0, 'Images per call and host for ten_crop (0: '
+                       'eval_batch_size // 10, shared by the hosts), rounded up to a multiple of '
+                       'the local devices; multi_scale puts as many pixels in a call; with '
+                       '--torchvision_checkpoint also the eval_batch_size of center.')
+  flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, for multi-host jobs '
+                      'on clusters that JAX does not detect by itself.')
+  flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
+  flags.DEFINE_integer('process_id', None, 'This process (with --coordinator_address).')
   flags.DEFINE_string('output', None, 'JSON result path; default <workdir>/eval_<mode>.json.')
   flags.mark_flags_as_mutual_exclusive(['workdir', 'torchvision_checkpoint'], required=True)
 
@@ -103,15 +113,24 @@ def main(argv):
       raise
     except ValueError as error:  # A mode the dataset does not support, or mismatched weights.
       raise app.UsageError(str(error)) from error
+  if jax.process_index() != 0:
+    return
   output = FLAGS.output or (FLAGS.workdir and sweeps.eval_result_path(FLAGS.workdir, FLAGS.mode))
   if output:
     with open(output, 'w') as f:
       json.dump(result, f, indent=2)
   at = f'step {result["step"]}' if FLAGS.workdir else FLAGS.torchvision_checkpoint
   print(f'{FLAGS.mode} at {at}: top-1 error {100 * result["error_top1"]:.2f}%, '
-        f'top-5 error {100 * result["error_top5"]:.2f}% over {result["num_examples"]} examples.')
+        f'top-5 error {100 * result["error_top5"]:.2f}% over {result["num_examples"]} examples '
+        f'({result["compiled_shapes"]} input shapes compiled).')
+
+
+def run(argv):
+  """The command: joins the other hosts of a multi-host job (if any), then ``main``."""
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  main(argv)
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(run)

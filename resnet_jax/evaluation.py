@@ -5,12 +5,24 @@
 * ``ten_crop``: the 4 corner and the centre 224 crops of the image resized to shorter side 256,
   and their horizontal flips (ImageNet; paper Sec. 3.4).
 * ``multi_scale``: the fully convolutional net (global average pooling) applied to the whole
-  image at shorter side 224, 256, 384, 480 and 640 (ImageNet; paper Sec. 3.4). The longer side
-  is centre-cropped to a multiple of 32, the net's output stride, which drops at most 31 border
-  pixels and bounds the number of distinct input shapes (compilations).
+  image at shorter side 224, 256, 384, 480 and 640 (ImageNet; paper Sec. 3.4), batched by view
+  shape: at most ``eval_views.max_view_shapes()`` shapes (129), each compiled once;
+  ``eval_views`` says how an image maps to its shape and what that costs.
 
 Scores are softmax probabilities averaged over the views. Every example of the split counts
-exactly once: a partial last batch is padded and masked, never dropped.
+exactly once: partial batches are padded to their fixed size and masked, never dropped.
+``evaluate`` reports ``compiled_shapes``, the distinct input shapes it ran (one compilation
+each in a fresh process).
+
+Devices and hosts. Each process evaluates its own part of the split
+(``tfds.even_splits(split, process_count)[process_index]``, as training's evaluation does) in
+batches split over a mesh of its own devices, and the error counts of all processes are summed
+once at the end (``multihost_utils.process_allgather``). A computation whose arrays live on one
+process's devices involves no other process, so the processes need not agree on the number of
+calls or on their shapes: each makes as many calls as its part needs, with the shapes its
+multi-scale buckets hold, and no host waits for another before the final sum. A mesh over every
+host's devices would make all processes run the same sequence of calls and shapes, which
+bucketing by the images' shapes cannot promise.
 """
 
 import functools
@@ -21,124 +33,180 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
-from resnet_jax import input_pipeline, runs, steps
+from resnet_jax import eval_views, imagenet_preprocessing, input_pipeline, placement, runs, steps
 
 MODES = ('center', 'ten_crop', 'multi_scale')
-TEN_CROP_RESIZE = 256
-SCALES = (224, 256, 384, 480, 640)
-OUTPUT_STRIDE = 32
 JPEG_DATASETS = ('imagenet2012',)
-
-
-def ten_crops(image, crop_size: int) -> tf.Tensor:
-  """[10, crop, crop, C]: top-left, top-right, bottom-left, bottom-right, centre, then flips."""
-  image = tf.convert_to_tensor(image)
-  height, width = tf.shape(image)[0], tf.shape(image)[1]
-  bottom, right = height - crop_size, width - crop_size
-  corners = [(0, 0), (0, right), (bottom, 0), (bottom, right), (bottom // 2, right // 2)]
-  crops = tf.stack([image[y:y + crop_size, x:x + crop_size] for y, x in corners])
-  return tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)
-
-
-def crop_to_stride(image, multiple: int = OUTPUT_STRIDE) -> tf.Tensor:
-  """The centre window of ``image`` whose height and width are multiples of ``multiple``."""
-  image = tf.convert_to_tensor(image)
-  height, width = tf.shape(image)[0], tf.shape(image)[1]
-  new_height, new_width = height // multiple * multiple, width // multiple * multiple
-  y, x = (height - new_height) // 2, (width - new_width) // 2
-  return image[y:y + new_height, x:x + new_width]
+MODEL_INPUTS = ('views', 'image', 'image_offset')  # What the model reads of a batch.
+OUTPUT_CHUNK = 1024  # Examples per multi-scale result chunk.
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def mean_probabilities(model, variables, views):
-  """Softmax probabilities averaged over views: [B, V, H, W, C] -> [B, num_classes]."""
-  batch, num_views = views.shape[:2]
-  logits = model.apply(variables, views.reshape((batch * num_views,) + views.shape[2:]),
+def mean_probabilities(model, variables, batch):
+  """Softmax probabilities averaged over views -> [B, num_classes].
+
+  ``batch``: {'views': [B, V, H, W, C]}, or a batch of the training pipeline's eval view.
+  """
+  views = batch['views'] if 'views' in batch else steps.model_images(batch)[:, None]
+  size, num_views = views.shape[:2]
+  logits = model.apply(variables, views.reshape((size * num_views,) + views.shape[2:]),
                        train=False)
-  return jax.nn.softmax(logits.astype(jnp.float32)).reshape(batch, num_views, -1).mean(1)
+  return jax.nn.softmax(logits.astype(jnp.float32)).reshape(size, num_views, -1).mean(1)
 
 
-def _jpeg_records(config):
-  """(JPEG bytes, label) of the eval split in stored order."""
+class _Forward:
+  """``mean_probabilities`` on this process's devices, the variables replicated there once;
+  records the input shapes it runs."""
+
+  def __init__(self, model, variables):
+    mesh = placement.local_mesh()
+    self.num_devices = mesh.size
+    self.model = model
+    self.variables = jax.device_put(variables, placement.replicated(mesh))
+    self.sharding = placement.batch_sharding(mesh)
+    self.shapes = set()
+
+  def scores(self, batches: Iterator[dict]) -> Iterator[tuple[np.ndarray, dict]]:
+    """(probabilities, the batch's other arrays) per batch (numpy, a multiple of the devices);
+    the next batch is on its way to the devices and computing while the host reads one."""
+    pending = None
+    for batch in placement.prefetch_to_devices(batches, self.sharding):
+      inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+      self.shapes.add(tuple(sorted((k, v.shape, v.dtype.name) for k, v in inputs.items())))
+      current = (mean_probabilities(self.model, self.variables, inputs),
+                 {k: v for k, v in batch.items() if k not in MODEL_INPUTS})
+      if pending is not None:
+        yield jax.tree.map(np.asarray, pending)
+      pending = current
+    if pending is not None:
+      yield jax.tree.map(np.asarray, pending)
+
+
+def _padded(batches: Iterator[dict], size) -> Iterator[dict]:
+  """Batches padded to ``size`` (or ``size(batch)``) examples; 'mask' marks the real ones."""
+  for batch in batches:
+    padded, mask = placement.pad_batch(batch, size if isinstance(size, int) else size(batch))
+    yield {'mask': mask, **padded}  # A batch's own mask, padded with False, comes first.
+
+
+def _part(config):
+  """This process's part of the eval split."""
+  return tfds.even_splits(config.dataset.eval_split, jax.process_count())[jax.process_index()]
+
+
+def _jpeg_records(config, split):
+  """(JPEG bytes, label) of ``split`` in stored order."""
   builder = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir)
-  return builder.as_dataset(split=config.dataset.eval_split, as_supervised=True,
-                            shuffle_files=False,
+  return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False,
                             decoders={'image': tfds.decode.SkipDecoding()})
 
 
-def _padded(views, labels, batch_size):
-  """Pads a partial batch to ``batch_size`` (one shape, one compilation) and masks the pad."""
-  pad = batch_size - len(labels)
-  mask = np.arange(batch_size) < len(labels)
-  return (np.pad(views, ((0, pad),) + ((0, 0),) * (views.ndim - 1)),
-          np.pad(labels, (0, pad)), mask)
+def _mean_correction(config):
+  """With ``dataset.imagenet_per_pixel_mean``: the per-pixel mean minus the per-channel one
+  (image_size square, as training subtracts it), else None."""
+  if not config.dataset.get('imagenet_per_pixel_mean'):
+    return None
+  return (input_pipeline.train_mean_image(config)
+          - np.float32(imagenet_preprocessing.IMAGENET_RGB_MEAN))
 
 
-def _center(config, model, variables, batch_size):
+def _center(config, forward, batch_size):
   del batch_size  # config.eval_batch_size, as in training.
-  for batch in input_pipeline.eval_batches(config, process_index=0, process_count=1):
-    images = steps.model_images(batch)[:, None]
-    yield mean_probabilities(model, variables, images), batch['label'], batch['mask']
+  batches = input_pipeline.eval_batches(config, process_index=jax.process_index(),
+                                        process_count=jax.process_count())
+  size = placement.round_up(config.eval_batch_size // jax.process_count(), forward.num_devices)
+  for probabilities, rest in forward.scores(_padded(batches, size)):
+    yield probabilities, rest['label'], rest['mask']
 
 
-def _ten_crop(config, model, variables, batch_size):
-  size = config.dataset.image_size
-  ds = _jpeg_records(config).map(
-      lambda image_bytes, label: (
-          ten_crops(input_pipeline.decode_resized(image_bytes, TEN_CROP_RESIZE), size), label),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  for views, labels in ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-    views, labels, mask = _padded(views, labels, batch_size)
-    yield mean_probabilities(model, variables, views), labels, mask
+def _ten_crop(config, forward, batch_size):
+  views = eval_views.ten_crop_views(_jpeg_records(config, _part(config)),
+                                    config.dataset.image_size, _mean_correction(config))
+  batches = views.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  for probabilities, rest in forward.scores(_padded(batches, batch_size)):
+    yield probabilities, rest['label'], rest['mask']
 
 
-def _multi_scale(config, model, variables, batch_size):
-  del batch_size  # Whole images differ in shape: one image per call.
-  for image_bytes, label in _jpeg_records(config).as_numpy_iterator():
-    probabilities = sum(
-        mean_probabilities(model, variables, crop_to_stride(
-            input_pipeline.decode_resized(image_bytes, scale)).numpy()[None, None])
-        for scale in SCALES) / len(SCALES)
-    yield probabilities, np.array([label]), np.array([True])
+def _multi_scale(config, forward, batch_size):
+  """Scores summed per example as the buckets fill, in any order; yielded in order at the end."""
+  part = _part(config)
+  count = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir
+                       ).info.splits[part].num_examples
+  pixels = batch_size * 10 * config.dataset.image_size ** 2  # As much input as a 10-crop call.
+  batches = eval_views.multi_scale_views(
+      _jpeg_records(config, part), pixels, forward.num_devices, _mean_correction(config)
+  ).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  bucket_size = lambda batch: int(eval_views.bucket_batch_size(
+      *batch['views'].shape[2:4], pixels, forward.num_devices))
+  sums, labels, seen = None, np.zeros(count, np.int32), np.zeros(count, np.int32)
+  for probabilities, rest in forward.scores(_padded(batches, bucket_size)):
+    index = rest['index'][rest['mask']]
+    if sums is None:
+      sums = np.zeros((count, probabilities.shape[1]), np.float32)
+    sums[index] += probabilities[rest['mask']]
+    labels[index] = rest['label'][rest['mask']]
+    seen[index] += 1
+  if np.any(seen != len(eval_views.SCALES)):
+    raise RuntimeError(f'Multi-scale testing scored {sorted(set(seen.tolist()))} views per '
+                       f'image, not {len(eval_views.SCALES)}.')
+  for start in range(0, count, OUTPUT_CHUNK):
+    chunk = slice(start, start + OUTPUT_CHUNK)
+    yield (sums[chunk] / len(eval_views.SCALES), labels[chunk],
+           np.ones(len(labels[chunk]), bool))
 
 
 PREDICTORS = {'center': _center, 'ten_crop': _ten_crop, 'multi_scale': _multi_scale}
 
 
-def predictions(config, model, variables, mode: str,
-                batch_size: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-  """(averaged probabilities [B, K], labels [B], mask [B]) over the eval split, in order.
-
-  ``batch_size``: images per call for ``ten_crop`` (0: config.eval_batch_size // 10).
-  """
+def _check(config, mode: str) -> None:
+  """Stops on a mode the dataset does not support, or missing data, before any work."""
   if mode not in MODES:
     raise ValueError(f'Unknown evaluation mode {mode!r}; use one of {", ".join(MODES)}.')
   if mode != 'center' and config.dataset.name not in JPEG_DATASETS:
     raise ValueError(f'Mode {mode!r} crops and rescales full-size JPEG images '
                      f'({", ".join(JPEG_DATASETS)}); evaluate {config.dataset.name} with '
                      "'center', its single original view, as the paper does for CIFAR-10.")
-  if mode != 'center' and config.dataset.get('imagenet_per_pixel_mean'):
-    raise ValueError(f'Mode {mode!r} is not available with dataset.imagenet_per_pixel_mean: the '
-                     'per-pixel mean is defined for the training crop; evaluate with '
-                     "'center'.")
   input_pipeline.get_dataset_info(config)  # Stops with a clear message if the data is missing.
-  batch_size = batch_size or max(config.eval_batch_size // 10, 1)
-  for probabilities, labels, mask in PREDICTORS[mode](config, model, variables, batch_size):
-    yield np.asarray(probabilities), np.asarray(labels), np.asarray(mask, bool)
+
+
+def _predictions(config, forward, mode, batch_size):
+  images = batch_size or max(config.eval_batch_size // (10 * jax.process_count()), 1)
+  yield from PREDICTORS[mode](config, forward, placement.round_up(images, forward.num_devices))
+
+
+def predictions(config, model, variables, mode: str,
+                batch_size: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """(averaged probabilities [B, K], labels [B], mask [B]) over this process's part of the eval
+  split, in order (the whole split in a single process).
+
+  ``batch_size``: images per call on this process for ``ten_crop`` (0: config.eval_batch_size
+  // 10, shared by the processes), rounded up to a multiple of its devices; ``multi_scale``
+  puts as many pixels in a call (at least one image per device).
+  """
+  _check(config, mode)
+  yield from _predictions(config, _Forward(model, variables), mode, batch_size)
 
 
 def evaluate(config, model, variables, mode: str, batch_size: int = 0) -> dict:
-  """{'error_top1', 'error_top5', 'num_examples'} of ``mode`` over the whole eval split."""
-  count, errors_top1, errors_top5 = 0, 0.0, 0.0
-  for probabilities, labels, mask in predictions(config, model, variables, mode, batch_size):
-    # Ranks are what count: the log of the averaged probabilities ranks classes alike.
-    outputs = steps.classification_outputs(jnp.log(probabilities), jnp.asarray(labels))
-    count += int(mask.sum())
-    errors_top1 += float(np.sum(np.asarray(outputs['error_top1']) * mask))
-    errors_top5 += float(np.sum(np.asarray(outputs['error_top5']) * mask))
+  """{'error_top1', 'error_top5', 'num_examples', 'compiled_shapes'} of ``mode`` over the whole
+  eval split, every process's part together (call it in every process)."""
+  _check(config, mode)
+  forward = _Forward(model, variables)
+  totals = np.zeros(3, np.int64)  # Top-1 errors, top-5 errors, examples.
+  for probabilities, labels, mask in _predictions(config, forward, mode, batch_size):
+    label_score = np.take_along_axis(probabilities, labels[:, None].astype(np.int64), 1)
+    rank = np.sum(probabilities > label_score, 1)  # Classes scoring strictly higher.
+    totals += [np.sum((rank >= 1) & mask), np.sum((rank >= 5) & mask), np.sum(mask)]
+  compiled = len(forward.shapes)
+  if jax.process_count() > 1:
+    gathered = np.asarray(multihost_utils.process_allgather(
+        np.array([*totals, compiled], np.int32)))
+    totals, compiled = gathered[:, :3].sum(0), gathered[:, 3].max()
+  errors_top1, errors_top5, count = (int(t) for t in totals)
   return {'error_top1': errors_top1 / count, 'error_top5': errors_top5 / count,
-          'num_examples': count}
+          'num_examples': count, 'compiled_shapes': int(compiled)}
 
 
 def evaluate_workdir(workdir: str, mode: str, step=None, data_dir=None,

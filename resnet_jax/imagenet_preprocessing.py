@@ -113,6 +113,12 @@ def decode_resized(image_bytes, shorter_side):
   The building block of 10-crop and multi-scale testing (crops of it are what the model sees).
   """
   image = tf.image.decode_jpeg(image_bytes, channels=3)
-  size = tf.cast(tf.shape(image)[:2], tf.float32)
-  scaled = tf.cast(tf.round(size * shorter_side / tf.reduce_min(size)), tf.int32)
-  return normalize(resize(image, scaled))
+  return normalize(resize(image, scaled_size(tf.shape(image), shorter_side)))
+
+
+def scaled_size(shape, shorter_side):
+  """int32 [2]: the (height, width) of an image of ``shape`` [H, W, ...] resized to shorter side
+  ``shorter_side``, the longer side rounded to the nearest pixel (``decode_resized``)."""
+  size = tf.cast(shape[:2], tf.float32)
+  return tf.cast(tf.round(size * tf.cast(shorter_side, tf.float32) / tf.reduce_min(size)),
+                 tf.int32)

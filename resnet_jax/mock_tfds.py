@@ -30,11 +30,17 @@ def prepared_mock(name: str, data_dir: str, num_examples: int, splits=('train', 
 
 
 def jpeg_dataset(images, labels):
-  """An ``as_dataset_fn`` for ``tfds.testing.mock_data``: these images (as JPEGs), labels."""
+  """An ``as_dataset_fn`` for ``tfds.testing.mock_data``: these images (as JPEGs), labels.
+
+  Needs the split sizes on disk (``prepared_mock``); a part of a split gets its own examples.
+  """
   def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
-    del self, split, decoders, read_config, kwargs
+    del decoders, read_config, kwargs
+    # A part of a split (e.g. tfds.even_splits) is one window of the single mocked shard.
+    instruction, = self.info.splits[split].file_instructions
+    chosen = range(instruction.skip, instruction.skip + instruction.take)
     return tf.data.Dataset.from_tensor_slices({
-        'image': [tf.io.encode_jpeg(image).numpy() for image in images],
-        'label': np.asarray(labels, np.int64),
-        'file_name': [f'{i}.JPEG' for i in range(len(images))]})
+        'image': tf.constant([tf.io.encode_jpeg(images[i]).numpy() for i in chosen], tf.string),
+        'label': np.asarray([labels[i] for i in chosen], np.int64),
+        'file_name': tf.constant([f'{i}.JPEG' for i in chosen], tf.string)})
   return as_dataset

@@ -10,7 +10,7 @@ import functools
 import logging as std_logging
 import signal
 import threading
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import flax
 import jax
@@ -23,6 +23,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from resnet_jax import (checkpointing, config_lib, device_data, distributed, multistep, optim,
                         steps)
 from resnet_jax.errors import DivergenceError
+# Device placement lives in resnet_jax.placement; train.create_mesh / train.to_global still work.
+from resnet_jax.placement import create_mesh, prefetch_to_devices, to_global  # noqa: F401
 
 
 class _LibraryInfoFilter(std_logging.Filter):
@@ -37,35 +39,6 @@ def quiet_library_logs() -> None:
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
     handler.addFilter(_LibraryInfoFilter())
-
-
-# --------------------------------------------------------------------------------------------
-# Devices and data placement.
-# --------------------------------------------------------------------------------------------
-
-
-def create_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh over ``devices`` (default: all devices of all processes), batch along ``data``."""
-  if devices is None:
-    return jax.make_mesh((jax.device_count(),), ('data',))
-  return jax.sharding.Mesh(np.asarray(devices), ('data',))
-
-
-def to_global(batch, sharding: NamedSharding):
-  """Global arrays, sharded on ``data``, from this process's slice of a batch (any pytree)."""
-  return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, v), batch)
-
-
-def prefetch_to_devices(batches: Iterator[Any], sharding: NamedSharding,
-                        size: int = 2) -> Iterator[Any]:
-  """Keeps ``size`` batches (pytrees: a batch, or a call's tuple of them) in flight to the
-  devices while the current one computes."""
-  queue = []
-  for batch in batches:
-    queue.append(to_global(batch, sharding))
-    if len(queue) > size:
-      yield queue.pop(0)
-  yield from queue
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import imagenet
-from resnet_jax import evaluation, models
+from resnet_jax import eval_views, evaluation, models
 from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
 
 NUM_EXAMPLES = 5
@@ -18,7 +18,7 @@ NUM_EXAMPLES = 5
 
 def test_ten_crops_are_the_corners_the_centre_and_their_flips():
   image = np.arange(6 * 8).reshape(6, 8, 1)
-  crops = evaluation.ten_crops(image, 4).numpy()
+  crops = eval_views.ten_crops(image, 4).numpy()
   expected = [image[0:4, 0:4], image[0:4, 4:8], image[2:6, 0:4], image[2:6, 4:8],
               image[1:5, 2:6]]
   expected += [c[:, ::-1] for c in expected]
@@ -26,10 +26,14 @@ def test_ten_crops_are_the_corners_the_centre_and_their_flips():
   assert len({c.tobytes() for c in crops}) == 10
 
 
-def test_crop_to_stride_keeps_the_centre_window_of_whole_strides():
+def test_multi_scale_views_keep_the_centre_window_of_whole_strides():
   image = np.arange(70 * 100).reshape(70, 100, 1)
-  np.testing.assert_array_equal(evaluation.crop_to_stride(image, 32).numpy(),
-                                image[3:67, 2:98])
+  np.testing.assert_array_equal(eval_views.centre_crop(image, 64, 96).numpy(), image[3:67, 2:98])
+  # 300x400 at 224 -> 224x298.7 -> 224x299 -> 224x288; 500x260 at 640 -> 1230.8x640 -> 1216x640;
+  # 100x400 at 224 -> 224x896, capped at twice the shorter side -> 224x448.
+  for shape, scale, expected in (((300, 400, 3), 224, (224, 288)), ((500, 260, 3), 640, (1216, 640)),
+                                 ((100, 400, 3), 224, (224, 448))):
+    assert tuple(eval_views.view_shape(shape, scale).numpy()) == expected
 
 
 @pytest.fixture
@@ -125,11 +129,16 @@ def test_multi_scale_averages_whole_images_at_five_scales(mock_imagenet):
   for height, width in sizes:
     for scale in CLASS_AT_SCALE:
       longer = round(max(height, width) * scale / min(height, width)) // 32 * 32
-      expected_shapes.add((1, scale, longer, 3) if height <= width else (1, longer, scale, 3))
-  assert SEEN_SHAPES == expected_shapes
+      expected_shapes.add((scale, longer) if height <= width else (longer, scale))
+  assert {shape[1:3] for shape in SEEN_SHAPES} == expected_shapes
   # By hand: 300x400 at 224 -> 224x298.7 -> 224x299 -> 224x288; 500x260 at 640 -> 1230.8x640
   # -> 1231x640 -> 1216x640; 256x256 at 480 -> 480x480 -> 480x480.
-  assert {(1, 224, 288, 3), (1, 1216, 640, 3), (1, 480, 480, 3)} <= SEEN_SHAPES
+  assert {(224, 288), (1216, 640), (480, 480)} <= expected_shapes
+  # One batch size per shape: the pixels of a 10-crop call of 2 images (2 x 10 x 224 x 224 =
+  # 1,003,520), e.g. 20 views of 224x224, 2 of 640x640, at least 1 of 1216x640.
+  batch_sizes = {shape[1:3]: shape[0] for shape in SEEN_SHAPES}
+  assert len(batch_sizes) == len(SEEN_SHAPES)
+  assert (batch_sizes[224, 224], batch_sizes[640, 640], batch_sizes[1216, 640]) == (20, 2, 1)
   # Averaged over the scales, class 0 has 2/5 of the probability, classes 1, 2, 3 have 1/5
   # each: top-1 is class 0 and top-5 classes 0-4. (The 640 scale alone would say class 3.)
   assert result['num_examples'] == 5

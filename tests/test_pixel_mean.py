@@ -1,5 +1,7 @@
 """ImageNet's per-pixel mean option on a small ImageNet of hand-made two-colour photos."""
 
+import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -71,7 +73,26 @@ def test_train_and_eval_inputs_subtract_the_per_pixel_mean(mock_imagenet):
       evals[1][:1], atol=1e-5)
 
 
-def test_ten_crop_and_multi_scale_refuse_the_per_pixel_mean(tmp_path):
-  for mode in ('ten_crop', 'multi_scale'):
-    with pytest.raises(ValueError, match="imagenet_per_pixel_mean.*'center'"):
-      next(evaluation.predictions(config_for(str(tmp_path), True), None, None, mode))
+class LargestPixel(nn.Module):
+  """Scores class 0 with 100 x the largest |pixel| of its input, every other class 0."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    del train
+    return jnp.zeros((x.shape[0], 1000)).at[:, 0].set(100 * jnp.abs(x).max(axis=(1, 2, 3)))
+
+
+def test_ten_crop_and_multi_scale_subtract_the_per_pixel_mean_from_every_view(tmp_path):
+  # Photos of one grey level: their per-pixel mean is the photo itself, so with it subtracted
+  # every 10-crop and multi-scale view (whatever its size) is zero and class 0 gets exp(0) of
+  # 1,000 equal scores; with the per-channel mean, 200/255 - 0.406 per pixel stays.
+  flat = [np.full((*size, 3), 200, np.uint8) for size in SIZES]
+  with (prepared_mock('imagenet2012', str(tmp_path), len(flat), splits=('train', 'validation')),
+        tfds.testing.mock_data(as_dataset_fn=jpeg_dataset(flat, range(len(flat))),
+                               data_dir=str(tmp_path))):
+    for mode in ('ten_crop', 'multi_scale'):
+      for per_pixel, low, high in ((True, 0.001, 0.0012), (False, 0.99, 1.0)):
+        scores = np.concatenate([p[m] for p, _, m in evaluation.predictions(
+            config_for(str(tmp_path), per_pixel), LargestPixel(), {}, mode)])
+        assert len(scores) == len(flat)
+        assert np.all((low <= scores[:, 0]) & (scores[:, 0] <= high)), (mode, per_pixel)
