@@ -67,7 +67,7 @@ def dataset(config, num_examples: int, data_dir: Optional[str]):
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
   from resnet_jax.mock_tfds import prepared_mock  # pylint: disable=import-outside-toplevel
-  from resnet_jax import digits_dataset  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  from resnet_jax import digits_dataset  # noqa: F401  (registers 'digits')
   name = config.dataset.name
   builder = tfds.builder(name, data_dir=data_dir)
   if name == 'digits' or builder.is_prepared():

@@ -19,6 +19,11 @@ Parts (``--parts``, comma-separated):
   cifar10 comes from tfds.testing.mock_data unless --data_dir has it); ImageNet's train and eval
   preprocessing on real photographs beside PIL + torchvision, per thread count
   (``--input_threads``; experiments/input_benchmark.py).
+* ``eval``: 10-crop and multi-scale testing (resnet_jax/evaluation.py) on photographs served
+  as ImageNet's validation split, on 1 and 8 simulated CPU devices, each in a process of its own
+  (experiments/eval_benchmark.py, whose own command also times older code beside it).
+* ``resume``: the time to the first ImageNet train batch after a resume at 10% and 90% of an
+  epoch, beside the previous streamed order (experiments/resume_benchmark.py).
 * ``e2e``: ``train_and_evaluate``'s real loop on cifar10 (mock data unless prepared): tf.data
   one step per call (the default), tf.data and the device-resident path ``--steps_per_call``
   steps per call; images/s from its steps_per_sec summaries.
@@ -36,7 +41,7 @@ import tempfile
 
 from absl import app, flags
 
-from experiments import bench_report, input_benchmark
+from experiments import bench_report, eval_benchmark, input_benchmark, resume_benchmark
 from experiments.bench_setup import Settings
 from experiments.conv_benchmark import bench_convs
 from experiments.e2e_benchmark import bench_e2e
@@ -45,7 +50,7 @@ from experiments.timing import time_all
 from experiments.torch_benchmark import TORCH_VARIANTS, torch_timers
 from resnet_jax import models
 
-PARTS = ('step', 'forward', 'device_step', 'torch', 'convs', 'input', 'e2e')
+PARTS = ('step', 'forward', 'device_step', 'torch', 'convs', 'input', 'eval', 'resume', 'e2e')
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', 'resnet20', 'Any name of resnet_jax.models.MODEL_NAMES.')
 flags.DEFINE_integer('batch_size', 128, 'Global batch size.')
@@ -114,18 +119,28 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   check_flags()
+  parts = set(FLAGS.parts)
   with tempfile.TemporaryDirectory() as tmp:
     settings = Settings(model=FLAGS.model, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype,
                         steps=FLAGS.steps, repeats=FLAGS.repeats, peak_tflops=FLAGS.peak_tflops,
                         steps_per_call=FLAGS.steps_per_call, data_dir=FLAGS.data_dir or tmp)
-    results = run_parts(settings, set(FLAGS.parts))
+    results = run_parts(settings, parts)
+  # Parts with tables of their own: they time whole passes, not steps.
+  evaluation_rows = eval_benchmark.compare(rounds=FLAGS.repeats) if 'eval' in parts else []
+  resume_rows = resume_benchmark.resume_timings(repeats=FLAGS.repeats) if 'resume' in parts else []
   report = dict(bench_report.environment({f: FLAGS[f].value for f in REPORTED_FLAGS}),
                 results=results,
                 ratios=bench_report.ratios(results, 'images_per_s', settings.steps_per_call),
                 best_window_ratios=bench_report.ratios(results, 'best_images_per_s',
                                                        settings.steps_per_call),
-                cpu_time_ratios=input_benchmark.ratios(results, 'images_per_cpu_s'))
+                cpu_time_ratios=input_benchmark.ratios(results, 'images_per_cpu_s'),
+                evaluation=evaluation_rows, resume=resume_rows)
   bench_report.print_report(report)
+  if evaluation_rows:
+    print('\n' + eval_benchmark.table(evaluation_rows))
+  if resume_rows:
+    print()
+    resume_benchmark.print_rows(resume_rows)
   with open(FLAGS.json_out, 'w') as f:
     json.dump(report, f, indent=2, default=str)
   print(f'JSON: {FLAGS.json_out}')

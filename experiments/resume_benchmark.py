@@ -22,14 +22,18 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('records', 16384, 'Train records of the prepared dataset.')
-flags.DEFINE_integer('files', 128, 'TFRecord files they are written to.')
-flags.DEFINE_integer('shuffle_buffer', 1024, 'config.dataset.shuffle_buffer (the window).')
-flags.DEFINE_integer('batch_size', 64, 'Train batch size.')
-flags.DEFINE_integer('repeats', 5, 'Fresh pipelines per (order, position); the median counts.')
-flags.DEFINE_integer('steady_batches', 24, 'Batches timed after the first one.')
-flags.DEFINE_list('positions', ['0.1', '0.9'], 'Resume positions, fractions of an epoch.')
-flags.DEFINE_string('data_dir', None, 'Where to write the dataset (default: a temporary dir).')
+
+
+def define_flags():
+  """The command line flags (defined on demand, so that other drivers can import this module)."""
+  flags.DEFINE_integer('records', 16384, 'Train records of the prepared dataset.')
+  flags.DEFINE_integer('files', 128, 'TFRecord files they are written to.')
+  flags.DEFINE_integer('shuffle_buffer', 1024, 'config.dataset.shuffle_buffer (the window).')
+  flags.DEFINE_integer('batch_size', 64, 'Train batch size.')
+  flags.DEFINE_integer('repeats', 5, 'Fresh pipelines per (order, position); the median counts.')
+  flags.DEFINE_integer('steady_batches', 24, 'Batches timed after the first one.')
+  flags.DEFINE_list('positions', ['0.1', '0.9'], 'Resume positions, fractions of an epoch.')
+  flags.DEFINE_string('data_dir', None, 'Where to write the dataset (default: a temporary dir).')
 
 WINDOWS = 'windows (this pipeline)'
 PREVIOUS = 'stored order + shuffle buffer (previous)'
@@ -154,4 +158,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

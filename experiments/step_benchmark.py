@@ -7,7 +7,7 @@ import numpy as np
 
 from experiments.bench_setup import Settings, program, synthetic_batch
 from experiments.timing import Timer, compile_with_flops
-from resnet_jax import device_data, train
+from resnet_jax import device_data, placement, train
 
 
 def train_step_timer(settings: Settings, impl: str, batch, **model_overrides) -> Timer:
@@ -28,7 +28,7 @@ def train_step_timer(settings: Settings, impl: str, batch, **model_overrides) ->
 
 def device_batch(settings: Settings, run_program: train.Program):
   """The synthetic batch, split over the program's devices."""
-  return train.to_global(synthetic_batch(settings), run_program.batch_sharding)
+  return placement.to_global(synthetic_batch(settings), run_program.batch_sharding)
 
 
 def jax_timers(settings: Settings, parts, compare_fusion_barriers: bool) -> list[Timer]:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from resnet_jax import placement
 from resnet_jax.models import GroupedBatchNorm
 
 NORMS = (nn.BatchNorm, GroupedBatchNorm)
@@ -85,14 +86,9 @@ def layer_responses(model, variables, images, batch_size: int = 256) -> list[tup
   """
   images = np.asarray(images, np.float32)
 
-  def batches():
-    for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
-      pad = batch_size - len(chunk)
-      mask = np.arange(batch_size) < len(chunk)
-      yield np.pad(chunk, ((0, pad),) + ((0, 0),) * (images.ndim - 1)), mask
-
-  return responses_of_batches(model, variables, batches(), images.shape[1:])
+  batches = (placement.pad_batch(images[start:start + batch_size], batch_size)
+             for start in range(0, len(images), batch_size))
+  return responses_of_batches(model, variables, batches, images.shape[1:])
 
 
 def workdir_layer_responses(workdir: str, step=None, data_dir=None) -> list[tuple[str, float]]:

@@ -16,7 +16,8 @@ then:
 * digits: 8x8 upsampled bilinearly (half-pixel centres) to ``image_size``; minus the per-pixel
   mean of the train split; augmentation (off by default) is pad 2 + random crop, no flip.
 * cifar10: minus the per-pixel train mean; augmentation is pad 4 (zeros, after the mean
-  subtraction) + random 32x32 crop + random horizontal flip; eval sees the original image.
+  subtraction) + random 32x32 crop + random horizontal flip; eval sees the original image
+  (the ops: ``cifar_preprocessing``).
 * imagenet2012: scale augmentation, random 224 crop, flip and PCA lighting for train, the
   centre crop at shorter side 256 for eval (``imagenet_preprocessing``); uint8 pixels plus one
   RGB offset per image (lighting minus the ImageNet mean), scaled and shifted on the device by
@@ -24,12 +25,13 @@ then:
 Digits are upsampled bilinearly; ImageNet's resizing is bilinear when it enlarges and area
 averaging (antialiased) when it shrinks.
 
-TensorFlow is imported only here, in ``imagenet_preprocessing`` and in ``digits_dataset``; GPUs are
-hidden from it.
+TensorFlow is imported at module level only by the data modules (docs/ARCHITECTURE.md, layer 4)
+and ``evaluation``; GPUs are hidden from it here.
 """
 
 import dataclasses
 import functools
+import itertools
 import os
 from typing import Iterator
 
@@ -37,10 +39,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax import (
-  digits_dataset,  # pylint: disable=unused-import  (registers 'digits')
-  streaming_order,
-)
+from resnet_jax import digits_dataset  # noqa: F401  (registers 'digits')
+from resnet_jax import placement, streaming_order
+from resnet_jax import cifar_preprocessing
 from resnet_jax import imagenet_preprocessing as imagenet
 from resnet_jax.config_lib import CHANNELS, ConfigError
 from resnet_jax.errors import DatasetNotAvailableError
@@ -49,8 +50,6 @@ from resnet_jax.streaming_order import fold
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 
 IN_MEMORY = ('digits', 'cifar10')
-PAD = {'digits': 2, 'cifar10': 4}
-FLIP = {'digits': False, 'cifar10': True}
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -143,21 +142,13 @@ def steps_per_epoch(config, *, process_count) -> int:
 # Preprocessing.
 
 
-def _scale_and_resize(size, images):
-  """Pixels [..., h, w, C] in 0..255 -> float32 in [0, 1] at size x size (digits are upsampled)."""
-  images = tf.cast(images, tf.float32) / 255.0
-  if images.shape[-3:-1] != (size, size):
-    images = tf.image.resize(images, (size, size), method='bilinear', antialias=True)
-  return images
-
-
 @functools.lru_cache(maxsize=None)
 def _per_pixel_mean(name, data_dir, split, image_size):
   """Per-pixel mean of a split at image_size, float32 in [0, 1] (cached per process)."""
   images, _ = _load_arrays(tfds.builder(name, data_dir=data_dir), split)
   mean = np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
   # Bilinear resizing is linear, so this equals the mean of the resized images.
-  return _scale_and_resize(image_size, mean).numpy()
+  return cifar_preprocessing.scale_and_resize(image_size, mean).numpy()
 
 
 @functools.lru_cache(maxsize=None)
@@ -202,19 +193,6 @@ def train_mean_image(config) -> np.ndarray:
           + _imagenet_mean_correction(config).numpy())
 
 
-def _pad_crop_flip(image, key, pad, flip):
-  """Random crop of the zero-padded image, then (optionally) a random horizontal flip."""
-  crop_key, flip_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
-  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-  image = tf.image.stateless_random_crop(padded, image.shape, seed=crop_key)
-  if flip:
-    image = tf.image.stateless_random_flip_left_right(image, seed=flip_key)
-  return image
-
-
-decode_resized = imagenet.decode_resized  # 10-crop and multi-scale testing (evaluation.py).
-
-
 def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
   """Raw uint8 images, exactly as evaluation preprocesses them, as float32 numpy.
 
@@ -222,7 +200,7 @@ def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
   imagenet2012: a sequence of [h, w, 3] images of any size -> [N, S, S, 3], S = image_size.
   """
   if config.dataset.name in IN_MEMORY:
-    images = _scale_and_resize(config.dataset.image_size, images_uint8)
+    images = cifar_preprocessing.scale_and_resize(config.dataset.image_size, images_uint8)
     return (images - train_mean_image(config)).numpy()
   size = config.dataset.image_size
   crops = []
@@ -284,9 +262,12 @@ def _in_memory_shard(config, builder, split, key, sub_batch, steps, start_step):
     epoch, position = count // per_epoch, count % per_epoch
     epoch_key = fold(key, epoch)
     index = tf.random.experimental.index_shuffle(position, epoch_key, len(labels) - 1)
-    image = _scale_and_resize(config.dataset.image_size, tf.gather(images, index)) - mean
+    image = cifar_preprocessing.scale_and_resize(config.dataset.image_size,
+                                                 tf.gather(images, index)) - mean
     if config.dataset.augment:
-      image = _pad_crop_flip(image, fold(epoch_key, position), PAD[name], FLIP[name])
+      image = cifar_preprocessing.pad_crop_flip(
+          image, fold(epoch_key, position), cifar_preprocessing.PAD[name],
+          cifar_preprocessing.FLIP[name])
     return {'image': image, 'label': tf.gather(labels, index)}
 
   ds = tf.data.Dataset.counter(start_step * sub_batch)
@@ -354,22 +335,21 @@ def eval_batches(config, *, process_index: int, process_count: int,
   parts = tfds.even_splits(split or config.dataset.eval_split, process_count)
   batch = config.eval_batch_size // process_count
   num_batches = -(-max(_num_examples(builder, p) for p in parts) // batch)
-  num_padding = num_batches * batch - _num_examples(builder, parts[process_index])
   size = config.dataset.image_size
   if config.dataset.name in IN_MEMORY:
     mean = tf.constant(train_mean_image(config))
     preprocess = lambda image: {
-        'image': _scale_and_resize(config.dataset.image_size, image) - mean}
+        'image': cifar_preprocessing.scale_and_resize(config.dataset.image_size, image) - mean}
   else:
     eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN) - _imagenet_mean_correction(config)
     preprocess = lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
                                       'image_offset': eval_offset}
   ds = _read(builder, parts[process_index], decode=config.dataset.name in IN_MEMORY).map(
-      lambda image, label: {**preprocess(image), 'label': tf.cast(label, tf.int32),
-                            'mask': True},
+      lambda image, label: {**preprocess(image), 'label': tf.cast(label, tf.int32)},
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  padding = tf.data.Dataset.from_tensors(
-      {k: tf.zeros(v.shape, v.dtype) for k, v in ds.element_spec.items()}
-  ).repeat(num_padding)
-  ds = ds.concatenate(padding).batch(batch).prefetch(tf.data.AUTOTUNE)
-  return _deterministic(ds).as_numpy_iterator()
+  no_examples = {k: np.zeros((0, *v.shape), v.dtype.as_numpy_dtype)
+                 for k, v in ds.element_spec.items()}
+  batches = itertools.chain(_deterministic(ds.batch(batch).prefetch(tf.data.AUTOTUNE))
+                            .as_numpy_iterator(), itertools.repeat(no_examples))
+  return ({**padded, 'mask': mask} for padded, mask in (
+      placement.pad_batch(arrays, batch) for arrays in itertools.islice(batches, num_batches)))

@@ -101,8 +101,8 @@ class Shortcut(nn.Module):
     return x
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions: [3x3, w; 3x3, w]."""
+class Block(nn.Module):
+  """What both blocks are built from: output width, stride, shortcut and layer factories."""
   width: int
   strides: int
   residual: bool
@@ -110,7 +110,11 @@ class BasicBlock(nn.Module):
   conv: ModuleDef
   norm: ModuleDef
   last_norm: ModuleDef
-  stride_on: str = '1x1'  # Unused: basic blocks stride their first (and only) 3x3 entry conv.
+  stride_on: str = '1x1'  # Bottleneck only; basic blocks stride their first 3x3 conv.
+
+
+class BasicBlock(Block):
+  """Two 3x3 convolutions: [3x3, w; 3x3, w]."""
   expansion = 1
 
   @nn.compact
@@ -125,16 +129,8 @@ class BasicBlock(nn.Module):
     return nn.relu(y)
 
 
-class BottleneckBlock(nn.Module):
+class BottleneckBlock(Block):
   """[1x1, w; 3x3, w; 1x1, 4w], strided on the first 1x1 (paper) or on the 3x3 ("v1.5")."""
-  width: int
-  strides: int
-  residual: bool
-  shortcut: str
-  conv: ModuleDef
-  norm: ModuleDef
-  last_norm: ModuleDef
-  stride_on: str = '1x1'
   expansion = 4
 
   @nn.compact

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
 
-from resnet_jax import checkpointing, config_lib, events, steps, train, workdirs
+from resnet_jax import checkpointing, config_lib, eval_loop, events, library_logs, workdirs
+from resnet_jax import placement as placement_lib
 from resnet_jax.checkpointing import CheckpointError
 
 # The config fields that shape the network: a config given to ``load_run`` must agree on them.
@@ -111,8 +112,7 @@ class Run:
     logits = []
     for start in range(0, count, batch):
       inputs = self.preprocess(images[start:start + batch])
-      padded = np.zeros((batch, *inputs.shape[1:]), np.float32)
-      padded[:len(inputs)] = inputs
+      padded, _ = placement_lib.pad_batch(inputs, batch)
       outputs = placement.logits_fn(placement.variables,
                                     jax.device_put(padded, placement.batch_sharding))
       logits.append(np.asarray(outputs)[:len(inputs)])
@@ -128,8 +128,8 @@ class Run:
     placement = self._placement()
     batches = _input_pipeline().eval_batches(self.config, process_index=0, process_count=1,
                                              split=split)
-    metrics = train.evaluate(placement.eval_fn, placement.variables, batches,
-                             placement.batch_sharding)
+    metrics = eval_loop.evaluate(placement.eval_fn, placement.variables, batches,
+                                 placement.batch_sharding)
     return {name.removeprefix('eval_'): value for name, value in metrics.items()}
 
   def export(self, path: str) -> None:
@@ -144,15 +144,13 @@ class Run:
     """The variables replicated on ``num_devices`` local devices, and the jitted functions."""
     num_devices = self.num_devices
     if num_devices not in self._placements:
-      mesh = jax.make_mesh((num_devices,), ('data',),
-                           devices=jax.local_devices()[:num_devices])
-      replicated, batched = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+      mesh = placement_lib.create_mesh(jax.local_devices()[:num_devices])
+      replicated, batched = placement_lib.replicated(mesh), placement_lib.batch_sharding(mesh)
       self._placements[num_devices] = _Placement(
           num_devices=num_devices,
           variables=jax.device_put(self.variables, replicated),
           batch_sharding=batched,
-          eval_fn=jax.jit(functools.partial(steps.eval_step, model=self.model),
-                          in_shardings=(replicated, batched), out_shardings=replicated),
+          eval_fn=eval_loop.jit_eval_step(self.model, mesh),
           logits_fn=jax.jit(functools.partial(self.model.apply, train=False),
                             in_shardings=(replicated, batched), out_shardings=replicated))
     return self._placements[num_devices]
@@ -272,7 +270,7 @@ def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
 
 def evaluate_latest(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -> dict:
   """``main.py --mode=eval``: evaluates the latest checkpoint and prints its metrics."""
-  train.quiet_library_logs()
+  library_logs.quiet()
   run = load_run(workdir, config=config)
   metrics = run.evaluate()
   line = ' '.join(f'eval_{name}={value!r}' for name, value in sorted(metrics.items()))

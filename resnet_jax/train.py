@@ -7,10 +7,9 @@ loop with its logging, evaluation and checkpoints.
 
 import dataclasses
 import functools
-import logging as std_logging
 import signal
 import threading
-from typing import Callable, Iterator
+from typing import Callable
 
 import flax
 import jax
@@ -18,27 +17,11 @@ import numpy as np
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
 
-from resnet_jax import (checkpointing, config_lib, device_data, distributed, multistep, optim,
-                        steps)
+from resnet_jax import (checkpointing, config_lib, device_data, distributed, eval_loop,
+                        library_logs, multistep, optim, placement, steps)
 from resnet_jax.errors import DivergenceError
-# Device placement lives in resnet_jax.placement; train.create_mesh / train.to_global still work.
-from resnet_jax.placement import create_mesh, prefetch_to_devices, to_global  # noqa: F401
-
-
-class _LibraryInfoFilter(std_logging.Filter):
-  """Drops the INFO records orbax and tfds log for every save and read; warnings still show."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or not any(
-        library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))
-
-
-def quiet_library_logs() -> None:
-  handler = logging.get_absl_handler()
-  if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
-    handler.addFilter(_LibraryInfoFilter())
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,34 +52,18 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
 
   Platform-dependent choices (fusion barriers, scanned or unrolled calls) follow the devices.
   """
-  mesh = create_mesh(devices)
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P('data'))
+  mesh = placement.create_mesh(devices)
+  replicated, batch_sharding = placement.replicated(mesh), placement.batch_sharding(mesh)
   model = config_lib.build_model(config, num_classes, platform=mesh.devices.flat[0].platform)
   tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
   train_step = functools.partial(steps.train_step, model=model, tx=tx,
                                  learning_rate_fn=learning_rate_fn)
-  eval_fn = jax.jit(functools.partial(steps.eval_step, model=model),
-                    in_shardings=(replicated, batch_sharding), out_shardings=replicated)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
                  init=init, train_step=train_step,
-                 train_fn=multistep.make_train_fn(train_step, mesh), eval_fn=eval_fn)
-
-
-# --------------------------------------------------------------------------------------------
-# Evaluation.
-# --------------------------------------------------------------------------------------------
-
-
-def evaluate(eval_fn, variables, batches: Iterator[dict], sharding) -> dict:
-  """Metrics over a whole split; padded examples are masked out, so nothing is dropped."""
-  total = None
-  for batch in prefetch_to_devices(batches, sharding):
-    batch_metrics = eval_fn(variables, batch)
-    total = batch_metrics if total is None else total.merge(batch_metrics)
-  return {f'eval_{k}': float(v) for k, v in total.compute().items()}
+                 train_fn=multistep.make_train_fn(train_step, mesh),
+                 eval_fn=eval_loop.jit_eval_step(model, mesh))
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,13 +106,13 @@ class PreemptionFlag:
 
 def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one."""
-  quiet_library_logs()
+  library_logs.quiet()
   # ---- Checks, before reading data or compiling anything.
   config_lib.validate(config, device_count=jax.device_count(),
                       process_count=jax.process_count())
   config_lib.check_workdir(config, workdir)
   # tfds and tf.data, imported when a run starts, not with the module.
-  from resnet_jax import input_pipeline
+  from resnet_jax import cifar_preprocessing, input_pipeline
   device_data.check_config(config, input_pipeline.IN_MEMORY)
   info = input_pipeline.get_dataset_info(config)
   steps_per_epoch = input_pipeline.steps_per_epoch(config, process_count=jax.process_count())
@@ -177,7 +144,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   def run_eval(variables):
     batches = input_pipeline.eval_batches(config, process_index=jax.process_index(),
                                           process_count=jax.process_count())
-    return evaluate(eval_fn, variables, batches, batch_sharding)
+    return eval_loop.evaluate(eval_fn, variables, batches, batch_sharding)
 
   if start_step >= num_steps:
     logging.info('The run in %s already finished (%d of %d steps); nothing to train.',
@@ -228,14 +195,16 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
     train_fn = device_data.make_train_fn(
         train_step, device_data.put_on_devices(*input_pipeline.load_train_arrays(config), mesh),
         mesh, seed=config.seed, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
-        pad=input_pipeline.PAD[name] if augment else 0, flip=augment and input_pipeline.FLIP[name])
+        pad=cifar_preprocessing.PAD[name] if augment else 0,
+        flip=augment and cifar_preprocessing.FLIP[name])
     inputs = iter(steps_per_call)
   else:  # tf.data batches, a tuple per call, prefetched to the devices.
     train_fn = program.train_fn
     batches = input_pipeline.train_batches(config, start_step=data_position,
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count())
-    inputs = prefetch_to_devices(multistep.group_batches(batches, steps_per_call), batch_sharding)
+    inputs = placement.prefetch_to_devices(multistep.group_batches(batches, steps_per_call),
+                                           batch_sharding)
   train_metrics = None
   try:
     for step in step_ends:

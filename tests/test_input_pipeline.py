@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 
 from configs import cifar10, digits, imagenet
 from resnet_jax import (
+  cifar_preprocessing,
   digits_dataset,
   imagenet_preprocessing,
   input_pipeline,
@@ -129,7 +130,7 @@ def test_pad_crop_flip_is_a_shifted_window_of_the_padded_image():
   padded = np.pad(image.numpy(), ((4, 4), (4, 4), (0, 0)))
   seen = set()
   for i in range(100):
-    out = input_pipeline._pad_crop_flip(image, tf.constant([i, 7], tf.int64), 4, True).numpy()
+    out = cifar_preprocessing.pad_crop_flip(image, tf.constant([i, 7], tf.int64), 4, True).numpy()
     matches = [(y, x, flip) for y in range(9) for x in range(9) for flip in (False, True)
                if np.array_equal(out, (lambda w: w[:, ::-1] if flip else w)(
                    padded[y:y + 32, x:x + 32]))]

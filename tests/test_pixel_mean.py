@@ -86,13 +86,12 @@ def test_ten_crop_and_multi_scale_subtract_the_per_pixel_mean_from_every_view(tm
   # Photos of one grey level: their per-pixel mean is the photo itself, so with it subtracted
   # every 10-crop and multi-scale view (whatever its size) is zero and class 0 gets exp(0) of
   # 1,000 equal scores; with the per-channel mean, 200/255 - 0.406 per pixel stays.
-  flat = [np.full((*size, 3), 200, np.uint8) for size in SIZES]
-  with (prepared_mock('imagenet2012', str(tmp_path), len(flat), splits=('train', 'validation')),
-        tfds.testing.mock_data(as_dataset_fn=jpeg_dataset(flat, range(len(flat))),
-                               data_dir=str(tmp_path))):
-    for mode in ('ten_crop', 'multi_scale'):
-      for per_pixel, low, high in ((True, 0.001, 0.0012), (False, 0.99, 1.0)):
-        scores = np.concatenate([p[m] for p, _, m in evaluation.predictions(
-            config_for(str(tmp_path), per_pixel), LargestPixel(), {}, mode)])
-        assert len(scores) == len(flat)
-        assert np.all((low <= scores[:, 0]) & (scores[:, 0] <= high)), (mode, per_pixel)
+  flat = [tf.io.encode_jpeg(np.full((*size, 3), 200, np.uint8)).numpy() for size in SIZES]
+  tfrecord_imagenet.prepare(str(tmp_path), {split: (flat, range(len(flat)))
+                                            for split in ('train', 'validation')}, num_files=1)
+  for mode in ('ten_crop', 'multi_scale'):
+    for per_pixel, low, high in ((True, 0.001, 0.0012), (False, 0.99, 1.0)):
+      scores = np.concatenate([p[m] for p, _, m in evaluation.predictions(
+          config_for(str(tmp_path), per_pixel), LargestPixel(), {}, mode)])
+      assert len(scores) == len(flat)
+      assert np.all((low <= scores[:, 0]) & (scores[:, 0] <= high)), (mode, per_pixel)

@@ -116,7 +116,8 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, 
                                   'optimizer.warmup_learning_rate': 0.02})
   result = run_main(str(tmp_path), 'configs/digits.py', flags, check=False)
   assert result.returncode == 2, result.stderr[-3000:]
-  assert 'DivergenceError: The training loss or parameters became non-finite at step 3' in result.stderr
+  assert ('DivergenceError: The training loss or parameters became non-finite at step 3'
+          in result.stderr)
   assert 'the last good checkpoint, step 2, is intact' in result.stderr
   step, leaves = final_leaves(str(tmp_path))
   assert step == 2 and all(np.isfinite(x).all() for x in leaves)

@@ -1,0 +1,31 @@
+"""The training loop's evaluation, which notebooks run too: the jitted eval step on a mesh and the
+loop over a split's padded, masked batches (``input_pipeline.eval_batches``).
+
+``train`` evaluates with it during training and ``runs.Run.evaluate`` after, so both compute the
+same metrics with the same compiled step; the evaluation modes (``evaluation``) build on the same
+placement helpers.
+"""
+
+import functools
+from typing import Callable, Iterator
+
+import jax
+
+from resnet_jax import placement, steps
+
+
+def jit_eval_step(model, mesh: jax.sharding.Mesh) -> Callable:
+  """``steps.eval_step`` jitted for ``mesh``: variables replicated, batch split on ``data``."""
+  replicated = placement.replicated(mesh)
+  return jax.jit(functools.partial(steps.eval_step, model=model),
+                 in_shardings=(replicated, placement.batch_sharding(mesh)),
+                 out_shardings=replicated)
+
+
+def evaluate(eval_fn: Callable, variables, batches: Iterator[dict], sharding) -> dict:
+  """Metrics over a whole split; padded examples are masked out, so nothing is dropped."""
+  total = None
+  for batch in placement.prefetch_to_devices(batches, sharding):
+    batch_metrics = eval_fn(variables, batch)
+    total = batch_metrics if total is None else total.merge(batch_metrics)
+  return {f'eval_{k}': float(v) for k, v in total.compute().items()}
