@@ -197,7 +197,9 @@ def evaluate(config, model, variables, mode: str, batch_size: int = 0) -> dict:
   totals = np.zeros(3, np.int64)  # Top-1 errors, top-5 errors, examples.
   for probabilities, labels, mask in _predictions(config, forward, mode, batch_size):
     label_score = np.take_along_axis(probabilities, labels[:, None].astype(np.int64), 1)
-    rank = np.sum(probabilities > label_score, 1)  # Classes scoring strictly higher.
+    # steps.classification_outputs' rule (classes scoring strictly higher), on the host: JAX ops
+    # here would compile once per shape, beside the counted model calls.
+    rank = np.sum(probabilities > label_score, 1)
     totals += [np.sum((rank >= 1) & mask), np.sum((rank >= 5) & mask), np.sum(mask)]
   compiled = len(forward.shapes)
   if jax.process_count() > 1:
