@@ -6,6 +6,8 @@ Its figures are checked against facts counted by hand from the network: ResNet-2
 
 import pytest
 
+pytestmark = pytest.mark.slow  # Two XLA:TPU compiles, ~2 minutes: `python -m pytest -m slow`.
+
 pytest.importorskip('libtpu', reason='compiling for TPUs needs libtpu: pip install -r '
                     'requirements-tpu.txt')
 
