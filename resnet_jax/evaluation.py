@@ -32,10 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
-from resnet_jax import eval_views, imagenet_preprocessing, input_pipeline, placement, runs, steps
+from resnet_jax import eval_views, input_pipeline, placement, runs, steps
 
 MODES = ('center', 'ten_crop', 'multi_scale')
 JPEG_DATASETS = ('imagenet2012',)
@@ -91,25 +90,10 @@ def _padded(batches: Iterator[dict], size) -> Iterator[dict]:
     yield {'mask': mask, **padded}  # A batch's own mask, padded with False, comes first.
 
 
-def _part(config):
-  """This process's part of the eval split."""
-  return tfds.even_splits(config.dataset.eval_split, jax.process_count())[jax.process_index()]
-
-
-def _jpeg_records(config, split):
-  """(JPEG bytes, label) of ``split`` in stored order."""
-  builder = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir)
-  return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False,
-                            decoders={'image': tfds.decode.SkipDecoding()})
-
-
-def _mean_correction(config):
-  """With ``dataset.imagenet_per_pixel_mean``: the per-pixel mean minus the per-channel one
-  (image_size square, as training subtracts it), else None."""
-  if not config.dataset.get('imagenet_per_pixel_mean'):
-    return None
-  return (input_pipeline.train_mean_image(config)
-          - np.float32(imagenet_preprocessing.IMAGENET_RGB_MEAN))
+def _jpeg_records(config) -> tuple[tf.data.Dataset, int]:
+  """This process's part of the eval split as (JPEG bytes, label) records, and its size."""
+  return input_pipeline.eval_jpeg_records(config, process_index=jax.process_index(),
+                                          process_count=jax.process_count())
 
 
 def _center(config, forward, batch_size):
@@ -122,8 +106,8 @@ def _center(config, forward, batch_size):
 
 
 def _ten_crop(config, forward, batch_size):
-  views = eval_views.ten_crop_views(_jpeg_records(config, _part(config)),
-                                    config.dataset.image_size, _mean_correction(config))
+  views = eval_views.ten_crop_views(_jpeg_records(config)[0], config.dataset.image_size,
+                                    input_pipeline.imagenet_mean_correction(config))
   batches = views.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
   for probabilities, rest in forward.scores(_padded(batches, batch_size)):
     yield probabilities, rest['label'], rest['mask']
@@ -131,12 +115,10 @@ def _ten_crop(config, forward, batch_size):
 
 def _multi_scale(config, forward, batch_size):
   """Scores summed per example as the buckets fill, in any order; yielded in order at the end."""
-  part = _part(config)
-  count = tfds.builder(config.dataset.name, data_dir=config.dataset.data_dir
-                       ).info.splits[part].num_examples
+  records, count = _jpeg_records(config)
   pixels = batch_size * 10 * config.dataset.image_size ** 2  # As much input as a 10-crop call.
   batches = eval_views.multi_scale_views(
-      _jpeg_records(config, part), pixels, forward.num_devices, _mean_correction(config)
+      records, pixels, forward.num_devices, input_pipeline.imagenet_mean_correction(config)
   ).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
   bucket_size = lambda batch: int(eval_views.bucket_batch_size(
       *batch['views'].shape[2:4], pixels, forward.num_devices))

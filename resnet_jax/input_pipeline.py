@@ -166,14 +166,21 @@ def _imagenet_pixel_mean(data_dir, split, image_size, num_examples):
   return (total / tf.cast(count, tf.float64)).numpy().astype(np.float32)
 
 
-def _imagenet_mean_correction(config):
+def imagenet_mean_correction(config) -> np.ndarray | None:
   """What to subtract from an ImageNet input after the per-channel mean: with
-  ``dataset.imagenet_per_pixel_mean``, the per-pixel mean minus the per-channel one, else 0."""
+  ``dataset.imagenet_per_pixel_mean``, the per-pixel mean minus the per-channel one (float32
+  [image_size, image_size, 3]), else None."""
   ds = config.dataset
   if ds.name in IN_MEMORY or not ds.get('imagenet_per_pixel_mean'):  # Older configs lack it.
-    return tf.constant(0.0)
+    return None
   pixel_mean = _imagenet_pixel_mean(ds.data_dir, ds.train_split, ds.image_size, ds.mean_examples)
-  return tf.constant(pixel_mean - np.float32(imagenet.IMAGENET_RGB_MEAN))
+  return pixel_mean - np.float32(imagenet.IMAGENET_RGB_MEAN)
+
+
+def _imagenet_mean_correction(config) -> tf.Tensor:
+  """``imagenet_mean_correction`` as a tensor; 0 without the per-pixel mean."""
+  correction = imagenet_mean_correction(config)
+  return tf.constant(0.0 if correction is None else correction)
 
 
 def train_mean_image(config) -> np.ndarray:
@@ -318,6 +325,15 @@ def train_batches(config, *, start_step: int, process_index: int,
 
 # ---------------------------------------------------------------------------------------------
 # Eval batches.
+
+
+def eval_jpeg_records(config, *, process_index: int,
+                      process_count: int) -> tuple[tf.data.Dataset, int]:
+  """(JPEG bytes, label) records of this process's part of the eval split, in stored order, and
+  their number (imagenet2012; the 10-crop and multi-scale views are cut from them)."""
+  builder = _builder(config)
+  part = tfds.even_splits(config.dataset.eval_split, process_count)[process_index]
+  return _read(builder, part, decode=False), _num_examples(builder, part)
 
 
 def eval_batches(config, *, process_index: int, process_count: int,

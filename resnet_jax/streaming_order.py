@@ -26,7 +26,8 @@ need the data prepared in another format than the TFRecords most users have.
 Resuming at epoch position p computes the window table (cheap: arithmetic on the piece sizes),
 never opens the windows before p and reads only the window that holds p, so the time to the
 first batch does not depend on p: it reads at most W records plus one piece, plus the records a
-piece skips at the start of its file. Every file is read once per epoch. Memory: the window being emitted plus the next one being read.
+piece skips at the start of its file. Every file is read once per epoch. Memory: the window
+being emitted plus the next one being read.
 """
 
 import tensorflow as tf
