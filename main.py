@@ -30,10 +30,11 @@ def main(argv):
   if FLAGS.mode == 'train' and FLAGS.config is None:
     raise app.UsageError('--config is required to train.')
   # pylint: disable=import-outside-toplevel
-  from resnet_jax import distributed, errors, runs, train
+  from resnet_jax import errors, notebook, train
+  from resnet_jax.parallel import distributed
   with errors.exit_on_user_error():
     if FLAGS.mode == 'eval':
-      runs.evaluate_latest(FLAGS.workdir, FLAGS.config)
+      notebook.evaluate_latest(FLAGS.workdir, FLAGS.config)
       return
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.info('Config:\n%s', FLAGS.config)

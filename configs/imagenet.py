@@ -20,7 +20,7 @@ where each of 8 GPUs normalised its own 32 of the 256 images. It also suits a po
 the whole global batch need small all-reduces across every chip in every BatchNorm layer, forward
 and backward, each on the critical path (197 per ResNet-50 step on a v5e:4x4 slice), while groups
 within a chip leave only the gradients' all-reduce, which XLA merges into a couple
-(``experiments/tpu_plan.py``; benchmarks/RESULTS.md, section 8). Global statistics are one flag
+(``tools/tpu_plan.py``; benchmarks/RESULTS.md, section 8). Global statistics are one flag
 away: ``--config.model.bn_group_size=0``. The group must divide the per-chip batch
 (``batch_size`` / number of chips): on more than 8 chips, raise ``batch_size`` with them.
 

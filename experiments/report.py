@@ -17,6 +17,7 @@ import re
 from typing import Optional
 
 import matplotlib
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 from absl import app, flags, logging  # pylint: disable=wrong-import-position
@@ -255,7 +256,8 @@ def plot_layer_responses(responses: dict[str, list[float]], runs: dict, path: st
 def layer_responses(names: list[str], runs: dict) -> dict[str, list[float]]:
   """{run: response stds} for the runs that have a checkpoint and a readable test split."""
   # pylint: disable=import-outside-toplevel  (TensorFlow and compilation only when needed)
-  from resnet_jax import analysis, errors
+  from resnet_jax import errors
+  from resnet_jax.evaluation import layer_responses as analysis
   responses = {}
   for name in names:
     workdir = runs[name]['workdir']
@@ -263,7 +265,7 @@ def layer_responses(names: list[str], runs: dict) -> dict[str, list[float]]:
       continue
     try:
       responses[name] = [std for _, std in analysis.workdir_layer_responses(workdir)]
-    except (errors.DatasetNotAvailableError, checkpointing.CheckpointError) as error:
+    except (errors.DatasetNotAvailableError, errors.CheckpointError) as error:
       logging.warning('No layer responses for %s: %s', name, error)
   return responses
 

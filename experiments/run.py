@@ -100,8 +100,8 @@ def is_finished(run: sweeps.Run, root: str) -> bool:
   config = load_config(run)
   steps_per_epoch = 0
   if config.total_epochs:
-    from resnet_jax import input_pipeline
-    steps_per_epoch = input_pipeline.steps_per_epoch(config, process_count=1)
+    from resnet_jax.data import pipeline
+    steps_per_epoch = pipeline.steps_per_epoch(config, process_count=1)
   return step >= config_lib.total_steps(config, steps_per_epoch)
 
 

@@ -12,7 +12,7 @@ SWEEPS_FILE = 'sweeps.json'
 
 
 def eval_result_path(workdir: str, mode: str) -> str:
-  """Where ``experiments.evaluate`` writes the result of one evaluation mode of a run."""
+  """Where ``tools.evaluate`` writes the result of one evaluation mode of a run."""
   return os.path.join(workdir, f'eval_{mode}.json')
 
 

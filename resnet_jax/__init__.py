@@ -1,6 +1,6 @@
 """Deep Residual Learning (He et al., 2015) in JAX and Flax.
 
-``resnet_jax.load_run(workdir)`` opens a training run (see ``resnet_jax.runs``). The runs module
+``resnet_jax.load_run(workdir)`` opens a training run (see ``resnet_jax.notebook``). The runs module
 is imported on first use, so ``import resnet_jax.models`` stays light.
 """
 
@@ -11,7 +11,7 @@ _RUNS_API = ('Run', 'load_exported', 'load_run')
 
 def __getattr__(name):
   if name in _RUNS_API:
-    return getattr(importlib.import_module('resnet_jax.runs'), name)
+    return getattr(importlib.import_module('resnet_jax.notebook'), name)
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 

@@ -18,15 +18,13 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from resnet_jax import workdirs
+from resnet_jax.errors import CheckpointError
 from resnet_jax.steps import TrainState
-
-class CheckpointError(RuntimeError):
-  """No usable checkpoint where one was expected, or one that does not fit this run."""
 
 
 def checkpoint_dir(workdir: str) -> str:

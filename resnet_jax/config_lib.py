@@ -12,11 +12,7 @@ import jax
 import ml_collections
 
 from resnet_jax import models, workdirs
-
-
-class ConfigError(ValueError):
-  """The config cannot give a correct run; the message says which field and what to do."""
-
+from resnet_jax.errors import ConfigError
 
 # The input resolution each dataset allows: (smallest, largest) image_size.
 IMAGE_SIZES = {

@@ -3,8 +3,13 @@
 import contextlib
 import sys
 
-from resnet_jax.checkpointing import CheckpointError
-from resnet_jax.config_lib import ConfigError
+
+class ConfigError(ValueError):
+  """The config cannot give a correct run; the message says which field and what to do."""
+
+
+class CheckpointError(RuntimeError):
+  """No usable checkpoint where one was expected, or one that does not fit this run."""
 
 
 class DatasetNotAvailableError(ValueError):

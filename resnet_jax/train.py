@@ -19,13 +19,14 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
-from resnet_jax import (checkpointing, config_lib, device_data, distributed, eval_loop,
-                        library_logs, multistep, optim, placement, steps)
+from resnet_jax import checkpointing, config_lib, library_logs, optim, steps
+from resnet_jax.data import device_resident
 from resnet_jax.errors import DivergenceError
-
+from resnet_jax.evaluation import loop as eval_loop
+from resnet_jax.parallel import distributed, multistep, sharding
 
 # --------------------------------------------------------------------------------------------
-# The program: mesh, model, optimizer and jitted calls (experiments/tpu_plan.py compiles it too).
+# The program: mesh, model, optimizer and jitted calls (tools/tpu_plan.py compiles it too).
 # --------------------------------------------------------------------------------------------
 
 
@@ -52,8 +53,8 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
 
   Platform-dependent choices (fusion barriers, scanned or unrolled calls) follow the devices.
   """
-  mesh = placement.create_mesh(devices)
-  replicated, batch_sharding = placement.replicated(mesh), placement.batch_sharding(mesh)
+  mesh = sharding.create_mesh(devices)
+  replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   model = config_lib.build_model(config, num_classes, platform=mesh.devices.flat[0].platform)
   tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
@@ -112,10 +113,10 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
                       process_count=jax.process_count())
   config_lib.check_workdir(config, workdir)
   # tfds and tf.data, imported when a run starts, not with the module.
-  from resnet_jax import cifar_preprocessing, input_pipeline
-  device_data.check_config(config, input_pipeline.IN_MEMORY)
-  info = input_pipeline.get_dataset_info(config)
-  steps_per_epoch = input_pipeline.steps_per_epoch(config, process_count=jax.process_count())
+  from resnet_jax.data import cifar, pipeline
+  device_resident.check_config(config, pipeline.IN_MEMORY)
+  info = pipeline.get_dataset_info(config)
+  steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
   num_steps = config_lib.total_steps(config, steps_per_epoch)
   is_chief = jax.process_index() == 0
 
@@ -142,7 +143,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
                        out_shardings=program.replicated)
 
   def run_eval(variables):
-    batches = input_pipeline.eval_batches(config, process_index=jax.process_index(),
+    batches = pipeline.eval_batches(config, process_index=jax.process_index(),
                                           process_count=jax.process_count())
     return eval_loop.evaluate(eval_fn, variables, batches, batch_sharding)
 
@@ -192,18 +193,18 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   steps_per_call = np.diff([start_step, *step_ends])
   if config.dataset.device_resident:  # The split on the devices; a call takes a step count.
     augment, name = config.dataset.augment, config.dataset.name
-    train_fn = device_data.make_train_fn(
-        train_step, device_data.put_on_devices(*input_pipeline.load_train_arrays(config), mesh),
+    train_fn = device_resident.make_train_fn(
+        train_step, device_resident.put_on_devices(*pipeline.load_train_arrays(config), mesh),
         mesh, seed=config.seed, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
-        pad=cifar_preprocessing.PAD[name] if augment else 0,
-        flip=augment and cifar_preprocessing.FLIP[name])
+        pad=cifar.PAD[name] if augment else 0,
+        flip=augment and cifar.FLIP[name])
     inputs = iter(steps_per_call)
   else:  # tf.data batches, a tuple per call, prefetched to the devices.
     train_fn = program.train_fn
-    batches = input_pipeline.train_batches(config, start_step=data_position,
+    batches = pipeline.train_batches(config, start_step=data_position,
                                            process_index=jax.process_index(),
                                            process_count=jax.process_count())
-    inputs = placement.prefetch_to_devices(multistep.group_batches(batches, steps_per_call),
+    inputs = sharding.prefetch_to_devices(multistep.group_batches(batches, steps_per_call),
                                            batch_sharding)
   train_metrics = None
   try:

@@ -1,4 +1,4 @@
-"""experiments/benchmark.py runs as a user runs it, and its FLOP counts match a hand count."""
+"""benchmarks/harness.py runs as a user runs it, and its FLOP counts match a hand count."""
 
 import json
 import subprocess
@@ -16,7 +16,7 @@ BATCH = 8
 def report(tmp_path_factory):
   json_out = tmp_path_factory.mktemp('bench') / 'bench.json'
   subprocess.run([
-      sys.executable, '-m', 'experiments.benchmark', '--model=resnet20', f'--batch_size={BATCH}',
+      sys.executable, '-m', 'benchmarks.harness', '--model=resnet20', f'--batch_size={BATCH}',
       '--parts=step,forward,device_step,torch', '--torch_variants=eager', '--steps=1',
       '--repeats=2', '--steps_per_call=2', '--compare_fusion_barriers=false',
       '--peak_tflops=1', f'--json_out={json_out}'], check=True, timeout=600)
@@ -59,7 +59,7 @@ def test_model_flop_utilisation_uses_the_given_peak(report):
 
 def test_input_part_times_the_project_beside_torchvision_on_real_photographs(tmp_path):
   json_out = tmp_path / 'input.json'
-  subprocess.run([sys.executable, '-m', 'experiments.benchmark', '--parts=input',
+  subprocess.run([sys.executable, '-m', 'benchmarks.harness', '--parts=input',
                   '--input_threads=1', '--input_batch_size=8', '--steps=1', '--repeats=1',
                   f'--json_out={json_out}'], check=True, timeout=600)
   report = json.loads(json_out.read_text())

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from resnet_jax import checkpointing
+from resnet_jax import checkpointing, errors
 from resnet_jax.steps import TrainState
 
 
@@ -85,7 +85,7 @@ def test_damaged_files_set_the_step_aside_and_restore_the_one_before(workdir, da
 
 def test_another_networks_checkpoint_is_a_user_error_that_moves_nothing(workdir):
   before = sorted(os.listdir(checkpointing.checkpoint_dir(workdir)))
-  with pytest.raises(checkpointing.CheckpointError) as error:
+  with pytest.raises(errors.CheckpointError) as error:
     restore(workdir, small_state(width=5))
   message = str(error.value)
   assert 'The checkpoint at step 4' in message and 'does not fit this run' in message
@@ -114,7 +114,7 @@ def test_transient_errors_are_retried_then_stop_with_every_checkpoint_in_place(
 
   calls.clear()
   monkeypatch.setattr(checkpointing, 'read_step', lambda *a: flaky(*a, fail_times=100))
-  with pytest.raises(checkpointing.CheckpointError, match='(?s)could not be read.*left in place'):
+  with pytest.raises(errors.CheckpointError, match='(?s)could not be read.*left in place'):
     restore(workdir)
   assert calls == [4] * 4  # One try and three retries, never an older step.
   assert sorted(os.listdir(checkpointing.checkpoint_dir(workdir))) == ['2', '4']

@@ -11,7 +11,7 @@ START = '''
 from absl import logging
 logging.set_verbosity('info')
 import jax
-from resnet_jax import distributed
+from resnet_jax.parallel import distributed
 distributed.initialize(*{args})
 print('RESULT', jax.process_index(), jax.process_count(), jax.distributed.is_initialized(),
       distributed.preemption_sync_available(), flush=True)

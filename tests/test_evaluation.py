@@ -10,8 +10,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import imagenet
-from resnet_jax import eval_views, evaluation, models
-from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
+from resnet_jax import models
+from resnet_jax.evaluation import protocols
+from resnet_jax.evaluation import views as eval_views
+from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
 
 NUM_EXAMPLES = 5
 
@@ -71,7 +73,7 @@ def init(model):
 
 
 def all_probabilities(config, model, variables, mode):
-  parts = list(evaluation.predictions(config, model, variables, mode))
+  parts = list(protocols.predictions(config, model, variables, mode))
   probabilities = np.concatenate([p[m] for p, _, m in parts])
   assert len(probabilities) == NUM_EXAMPLES  # Each example exactly once.
   return probabilities
@@ -122,7 +124,7 @@ def test_multi_scale_averages_whole_images_at_five_scales(mock_imagenet):
   labels = [0, 0, 3, 4, 9]
   SEEN_SHAPES.clear()
   with mock_imagenet(images, labels) as config:
-    result = evaluation.evaluate(config, ScaleRecorder(), {}, 'multi_scale')
+    result = protocols.evaluate(config, ScaleRecorder(), {}, 'multi_scale')
 
   # Shorter side at each scale; longer side rescaled alike, cut to a multiple of 32.
   expected_shapes = set()
@@ -150,11 +152,11 @@ def test_jpeg_modes_refuse_small_image_datasets():
   config = imagenet.imagenet_config('resnet18')
   config.dataset.name = 'cifar10'
   with pytest.raises(ValueError, match="'center'"):
-    next(evaluation.predictions(config, None, None, 'ten_crop'))
+    next(protocols.predictions(config, None, None, 'ten_crop'))
 
 
 def test_every_mode_counts_each_example_of_random_mock_images_once(tmp_path):
   with prepared_mock('imagenet2012', str(tmp_path), 3, splits=('train', 'validation')):
-    for mode in evaluation.MODES:
-      result = evaluation.evaluate(config_for(str(tmp_path)), ScaleRecorder(), {}, mode)
+    for mode in protocols.MODES:
+      result = protocols.evaluate(config_for(str(tmp_path)), ScaleRecorder(), {}, mode)
       assert result['num_examples'] == 3, mode

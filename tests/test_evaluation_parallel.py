@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from resnet_jax import eval_views, evaluation, imagenet_preprocessing, placement
-from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
+from resnet_jax.data import imagenet
+from resnet_jax.evaluation import protocols, views
+from resnet_jax.parallel import sharding
+from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
 from tests.harness import ROOT, free_port
 from tests.test_evaluation import config_for, init, tiny_imagenet_net
 
@@ -36,7 +38,7 @@ def serve(data_dir, labels=(0,) * len(SIZES)):
 
 
 def all_predictions(config, mode, batch_size=0):
-  parts = list(evaluation.predictions(config, tiny_imagenet_net(), init(tiny_imagenet_net()),
+  parts = list(protocols.predictions(config, tiny_imagenet_net(), init(tiny_imagenet_net()),
                                       mode, batch_size))
   return (np.concatenate([p[m] for p, _, m in parts]),
           np.concatenate([labels[m] for _, labels, m in parts]))
@@ -51,11 +53,11 @@ def right_and_wrong(probabilities):
 
 def one_image_at_a_time(image, model, variables):
   """Multi-scale testing written out: each scale alone, the centre window by hand."""
-  jpeg = imagenet_preprocessing.tf.io.encode_jpeg(image)
+  jpeg = imagenet.tf.io.encode_jpeg(image)
   apply = jax.jit(lambda x: jax.nn.softmax(model.apply(variables, x, train=False)))
   scores, shapes = [], set()
-  for scale in eval_views.SCALES:
-    resized = imagenet_preprocessing.decode_resized(jpeg, scale).numpy()
+  for scale in views.SCALES:
+    resized = imagenet.decode_resized(jpeg, scale).numpy()
     height, width = resized.shape[:2]
     longest = 2 * scale // 32 * 32  # MAX_ASPECT = 2.
     crop_h, crop_w = min(height // 32 * 32, longest), min(width // 32 * 32, longest)
@@ -67,22 +69,22 @@ def one_image_at_a_time(image, model, variables):
 
 def test_pad_batch_pads_every_array_and_masks_the_padding():
   batch = {'image': np.ones((3, 2, 2)), 'label': np.array([7, 8, 9])}
-  padded, mask = placement.pad_batch(batch, 5)
+  padded, mask = sharding.pad_batch(batch, 5)
   assert padded['image'].shape == (5, 2, 2) and not padded['image'][3:].any()
   np.testing.assert_array_equal(padded['label'], [7, 8, 9, 0, 0])
   np.testing.assert_array_equal(mask, [True, True, True, False, False])
-  (images, labels), _ = placement.pad_batch((np.ones((2, 1)), np.ones(2)), 4)
+  (images, labels), _ = sharding.pad_batch((np.ones((2, 1)), np.ones(2)), 4)
   assert images.shape == (4, 1) and labels.shape == (4,)
   with pytest.raises(ValueError, match='disagree'):
-    placement.pad_batch({'a': np.ones(2), 'b': np.ones(3)}, 4)
+    sharding.pad_batch({'a': np.ones(2), 'b': np.ones(3)}, 4)
   with pytest.raises(ValueError, match='does not fit'):
-    placement.pad_batch(np.ones(5), 4)
+    sharding.pad_batch(np.ones(5), 4)
 
 
 def test_view_shapes_are_bounded_as_documented():
   # Per scale, longer side s, s + 32, ..., 2s in either orientation, the square once:
   # 224: 2 * 7 + 1, 256: 2 * 8 + 1, 384: 2 * 12 + 1, 480: 2 * 15 + 1, 640: 2 * 20 + 1.
-  assert eval_views.max_view_shapes() == 15 + 17 + 25 + 31 + 41 == 129
+  assert views.max_view_shapes() == 15 + 17 + 25 + 31 + 41 == 129
 
 
 def test_bucketed_multi_scale_equals_one_image_at_a_time(tmp_path):
@@ -101,7 +103,7 @@ def test_bucketed_multi_scale_equals_one_image_at_a_time(tmp_path):
       if event == '/jax/core/compile/backend_compile_duration' else None)
   try:
     with serve(str(tmp_path), labels) as config:
-      result = evaluation.evaluate(config, model, variables, 'multi_scale')
+      result = protocols.evaluate(config, model, variables, 'multi_scale')
   finally:
     jax.monitoring.clear_event_listeners()
   # One compilation per view shape, counted as it happens, and no other computation compiled.
@@ -121,11 +123,11 @@ import numpy as np
 jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 port, processes, process = map(int, sys.argv[1:4])
 jax.distributed.initialize(f'127.0.0.1:{port}', processes, process)
-from resnet_jax import evaluation
+from resnet_jax.evaluation import protocols
 from tests.test_evaluation_parallel import all_predictions, init, serve, tiny_imagenet_net
 with serve(sys.argv[4] + f'/data_{process}', eval(sys.argv[5])) as config:
   ten_crop, _ = all_predictions(config, 'ten_crop')
-  results = [evaluation.evaluate(config, tiny_imagenet_net(), init(tiny_imagenet_net()), mode)
+  results = [protocols.evaluate(config, tiny_imagenet_net(), init(tiny_imagenet_net()), mode)
              for mode in ('ten_crop', 'multi_scale')]
 np.savez(sys.argv[4] + f'/out_{process}.npz', ten_crop=ten_crop, results=[
     [r[k] for k in ('error_top1', 'error_top5', 'num_examples')] for r in results])

@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from resnet_jax import imagenet_preprocessing as imagenet
 from resnet_jax import steps
+from resnet_jax.data import imagenet
 
 SIZE = 224
 SAMPLES = 300

@@ -12,8 +12,9 @@ import pytest
 from clu import metrics
 
 from configs import digits
-from resnet_jax import checkpointing, config_lib, events, models, multistep, placement, steps, train
-from resnet_jax.config_lib import ConfigError
+from resnet_jax import checkpointing, config_lib, events, models, steps, train
+from resnet_jax.errors import ConfigError
+from resnet_jax.parallel import multistep, sharding
 
 
 @pytest.mark.parametrize('start, end, per_call, intervals, expected', [
@@ -124,7 +125,7 @@ def test_train_fn_matches_step_by_step_calls(monkeypatch, unroll):
     expected, step_metrics = one_step(expected, batch)
     losses.append(float(step_metrics.compute()['loss']))
   monkeypatch.setattr(multistep, 'unrolls', lambda mesh: unroll)
-  state, merged = multistep.make_train_fn(train_step, placement.create_mesh())(init(), batches)
+  state, merged = multistep.make_train_fn(train_step, sharding.create_mesh())(init(), batches)
   assert int(state.step) == 3
   assert float(merged.compute()['loss']) == pytest.approx(np.mean(losses), rel=1e-5)
   for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected.params)):

@@ -7,13 +7,11 @@ import pytest
 import tensorflow as tf
 
 from configs import imagenet
-from resnet_jax import (
-  evaluation,
-  imagenet_preprocessing,
-  input_pipeline,
-  steps,
-  tfrecord_imagenet,
-)
+from resnet_jax import steps
+from resnet_jax.data import imagenet as imagenet_preprocessing
+from resnet_jax.data import pipeline
+from resnet_jax.evaluation import protocols
+from resnet_jax.testing import tfrecord_imagenet
 
 # Left half one grey level, right half another; the 4th image lies beyond mean_examples=3.
 GREYS = [(200, 40), (120, 80), (160, 20), (0, 255)]
@@ -44,32 +42,32 @@ def mock_imagenet(tmp_path):
 
 
 def test_per_pixel_mean_is_the_mean_of_the_first_training_crops(mock_imagenet):
-  mean = input_pipeline.train_mean_image(config_for(mock_imagenet, per_pixel=True))
+  mean = pipeline.train_mean_image(config_for(mock_imagenet, per_pixel=True))
   assert mean.shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
   # By hand: the centre crops keep each photo's two halves; the first three photos average
   # (200 + 120 + 160) / 3 = 160 on the left and (40 + 80 + 20) / 3 = 46.7 on the right.
   np.testing.assert_allclose(mean[:, 2], 160 / 255, atol=3 / 255)
   np.testing.assert_allclose(mean[:, -3], 140 / 3 / 255, atol=3 / 255)
-  per_channel = input_pipeline.train_mean_image(config_for(mock_imagenet, per_pixel=False))
+  per_channel = pipeline.train_mean_image(config_for(mock_imagenet, per_pixel=False))
   np.testing.assert_allclose(per_channel, np.broadcast_to(imagenet_preprocessing.IMAGENET_RGB_MEAN,
                                                           per_channel.shape), rtol=1e-6)
 
 
 def test_train_and_eval_inputs_subtract_the_per_pixel_mean(mock_imagenet):
   configs = [config_for(mock_imagenet, per_pixel) for per_pixel in (False, True)]
-  difference = input_pipeline.train_mean_image(configs[1]) - input_pipeline.train_mean_image(
+  difference = pipeline.train_mean_image(configs[1]) - pipeline.train_mean_image(
       configs[0])
   assert np.abs(difference).max() > 0.1
   # The images as the model sees them (uint8 and an offset until the device).
-  evals = [np.asarray(steps.model_images(next(input_pipeline.eval_batches(
+  evals = [np.asarray(steps.model_images(next(pipeline.eval_batches(
       c, process_index=0, process_count=1)))) for c in configs]
-  trains = [np.asarray(steps.model_images(next(input_pipeline.train_batches(
+  trains = [np.asarray(steps.model_images(next(pipeline.train_batches(
       c, start_step=0, process_index=0, process_count=1)))) for c in configs]
   for channel_mean_images, pixel_mean_images in (evals, trains):
     np.testing.assert_allclose(channel_mean_images - pixel_mean_images,
                                np.broadcast_to(difference, pixel_mean_images.shape), atol=1e-5)
   np.testing.assert_allclose(
-      input_pipeline.preprocess_for_eval_numpy(configs[1], [photo(GREYS[0], SIZES[0])]),
+      pipeline.preprocess_for_eval_numpy(configs[1], [photo(GREYS[0], SIZES[0])]),
       evals[1][:1], atol=1e-5)
 
 
@@ -91,7 +89,7 @@ def test_ten_crop_and_multi_scale_subtract_the_per_pixel_mean_from_every_view(tm
                                             for split in ('train', 'validation')}, num_files=1)
   for mode in ('ten_crop', 'multi_scale'):
     for per_pixel, low, high in ((True, 0.001, 0.0012), (False, 0.99, 1.0)):
-      scores = np.concatenate([p[m] for p, _, m in evaluation.predictions(
+      scores = np.concatenate([p[m] for p, _, m in protocols.predictions(
           config_for(str(tmp_path), per_pixel), LargestPixel(), {}, mode)])
       assert len(scores) == len(flat)
       assert np.all((low <= scores[:, 0]) & (scores[:, 0] <= high)), (mode, per_pixel)

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 
 from resnet_jax import checkpointing
-from tests.harness import final_params, free_port, logged_step, run_main, tiny_digits_flags, train_losses
+from tests.harness import (
+  final_params,
+  free_port,
+  logged_step,
+  run_main,
+  tiny_digits_flags,
+  train_losses,
+)
 
 PROCESSES, DEVICES_PER_PROCESS, STEPS = 4, 2, 12
 

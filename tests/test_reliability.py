@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from configs import digits
-from resnet_jax import checkpointing, config_lib, events
-from tests.harness import free_port, logged_step, process_args, run_main, tiny_digits_flags
+from resnet_jax import checkpointing, config_lib, errors, events
+from tests.harness import (
+  free_port,
+  logged_step,
+  process_args,
+  run_main,
+  tiny_digits_flags,
+)
 
 STEPS = 12
 
@@ -171,7 +177,7 @@ def test_workdir_check_ignores_how_a_step_executes_but_not_what_it_computes(tmp_
   with open(tmp_path / 'config.json', 'w') as f:
     json.dump(older, f)
   config_lib.check_workdir(digits.get_config(), workdir)
-  with pytest.raises(config_lib.ConfigError, match="model.name: 'resnet20' -> 'plain20'"):
+  with pytest.raises(errors.ConfigError, match="model.name: 'resnet20' -> 'plain20'"):
     config_lib.check_workdir(digits.get_config('plain20'), workdir)
 
 

@@ -10,7 +10,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import imagenet
-from resnet_jax import config_lib, input_pipeline, streaming_order, tfrecord_imagenet
+from resnet_jax import config_lib, errors
+from resnet_jax.data import pipeline, streamed_order
+from resnet_jax.testing import tfrecord_imagenet
 
 NUM_RECORDS, NUM_FILES = 950, 190
 WINDOW = 40  # Records per window: 8 files.
@@ -42,8 +44,8 @@ def epoch_positions(data_dir, epochs):
   """order[e][i]: the record at position i of epoch e of the only shard; positions[e][r]: where
   record r comes in epoch e."""
   builder = tfds.builder('imagenet2012', data_dir=data_dir)
-  records = streaming_order.shard_records(
-      streaming_order.pieces(builder, 'train'), tf.constant([0, 0], tf.int64), WINDOW,
+  records = streamed_order.shard_records(
+      streamed_order.pieces(builder, 'train'), tf.constant([0, 0], tf.int64), WINDOW,
       NUM_RECORDS, 0)
   labels = records.take(epochs * NUM_RECORDS).map(
       lambda epoch, position, record: builder.info.features.deserialize_example(
@@ -116,10 +118,10 @@ def test_one_two_and_four_processes_read_the_same_global_batches(data_dir):
   # 950 records in 4 data shards of 238, 238, 237 and 237: shard splits cut files (tfds skips);
   # steps 116..119 cross the end of epoch 0 (237 // 2 = 118 steps).
   config = config_for(data_dir, batch_size=8, num_shards=4)
-  assert input_pipeline.steps_per_epoch(config, process_count=1) == 118
+  assert pipeline.steps_per_epoch(config, process_count=1) == 118
   global_batches = {}
   for count in (1, 2, 4):
-    parts = [input_pipeline.train_batches(config, start_step=116, process_index=p,
+    parts = [pipeline.train_batches(config, start_step=116, process_index=p,
                                           process_count=count) for p in range(count)]
     global_batches[count] = [
         {k: np.concatenate([b[k] for b in step]) for k in step[0]}
@@ -135,23 +137,23 @@ def test_resume_anywhere_equals_the_uninterrupted_run_and_an_epoch_is_a_permutat
   # is 947 steps, every record of the split once.
   config = config_for(data_dir, batch_size=1, num_shards=1)
   config.dataset.train_split = 'train[3:]'
-  steps = input_pipeline.steps_per_epoch(config, process_count=1)
+  steps = pipeline.steps_per_epoch(config, process_count=1)
   assert steps == NUM_RECORDS - 3
-  run = input_pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
+  run = pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
   uninterrupted = [next(run) for _ in range(steps + 60)]
   epoch = [int(b['label'][0]) for b in uninterrupted[:steps]]
   assert sorted(epoch) == list(range(3, NUM_RECORDS))
 
   # Where shard 0's windows start in epochs 0 and 1 (its key: the seed, then shard index 0).
   builder = tfds.builder('imagenet2012', data_dir=data_dir)
-  shard_key = streaming_order.fold(tf.constant([config.seed, 0], tf.int64), 0)
-  takes = tf.constant(streaming_order.pieces(builder, 'train[3:]')[2], tf.int64)
-  starts = [streaming_order._windows(takes, shard_key, e, WINDOW)[0][2].numpy()  # pylint: disable=protected-access
+  shard_key = streamed_order.fold(tf.constant([config.seed, 0], tf.int64), 0)
+  takes = tf.constant(streamed_order.pieces(builder, 'train[3:]')[2], tf.int64)
+  starts = [streamed_order._windows(takes, shard_key, e, WINDOW)[0][2].numpy()  # pylint: disable=protected-access
             for e in (0, 1)]
   assert 0 < starts[1][1] < 60
   for step in (int(starts[0][5]), int(starts[0][5]) - 1, int(starts[0][5]) + 17, steps - 1,
                steps + int(starts[1][1]), steps + 33):  # Window starts and ends, mid-window,
-    resumed = next(input_pipeline.train_batches(  # the end of an epoch, a later epoch.
+    resumed = next(pipeline.train_batches(  # the end of an epoch, a later epoch.
         config, start_step=step, process_index=0, process_count=1))
     for k in resumed:
       np.testing.assert_array_equal(resumed[k], uninterrupted[step][k], err_msg=f'step {step}')
@@ -162,12 +164,12 @@ def test_a_dataset_not_in_tfrecord_files_is_refused_with_the_conversion_command(
                             num_files=1, file_format='array_record')
   with pytest.raises(ValueError, match='stored as array_record.*tfds convert_format'):
     # What train_and_evaluate asks first, before it builds the model.
-    input_pipeline.steps_per_epoch(config_for(str(tmp_path), batch_size=2, num_shards=1),
+    pipeline.steps_per_epoch(config_for(str(tmp_path), batch_size=2, num_shards=1),
                                    process_count=1)
 
 
 def test_a_window_below_one_record_is_refused():
   config = imagenet.get_config('resnet18')
   config.dataset.shuffle_buffer = 0
-  with pytest.raises(config_lib.ConfigError, match='shuffle_buffer=0 must be at least 1'):
+  with pytest.raises(errors.ConfigError, match='shuffle_buffer=0 must be at least 1'):
     config_lib.validate(config, device_count=1, process_count=1)

@@ -16,7 +16,7 @@ except ImportError as error:
   raise ImportError('tests/test_torch_reference.py needs PyTorch, the benchmark-only '
                     'dependency: pip install -r requirements-bench.txt') from error
 
-from experiments import torch_resnet
+from benchmarks import torch_resnet
 from resnet_jax import models
 
 CASES = {  # name: (model, input size); ImageNet nets with one block per stage, tiny inputs.

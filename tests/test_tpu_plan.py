@@ -1,4 +1,4 @@
-"""experiments/tpu_plan.py compiles the real train and eval calls for a multi-host TPU slice.
+"""tools/tpu_plan.py compiles the real train and eval calls for a multi-host TPU slice.
 
 Its figures are checked against facts counted by hand from the network: ResNet-20's multiply-adds
 (the paper, Section 4.2), its parameter count, its BatchNorm layers. Needs libtpu (requirements-tpu.txt).
@@ -12,7 +12,7 @@ pytest.importorskip('libtpu', reason='compiling for TPUs needs libtpu: pip insta
                     'requirements-tpu.txt')
 
 from configs import cifar10, imagenet  # pylint: disable=wrong-import-position
-from experiments import tpu_plan  # pylint: disable=wrong-import-position
+from tools import tpu_plan  # pylint: disable=wrong-import-position
 
 TOPOLOGY = 'v5e:2x4'  # 8 chips, 2 processes: the smallest multi-host v5e slice libtpu describes.
 CHIPS = 8

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from resnet_jax import checkpointing, events
-from tests.harness import final_params, free_port, process_args, run_main, tiny_digits_flags, train_losses
+from tests.harness import (
+  final_params,
+  free_port,
+  process_args,
+  run_main,
+  tiny_digits_flags,
+  train_losses,
+)
 
 
 @pytest.fixture(scope='module')

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 
 from configs import cifar10, imagenet
-from resnet_jax import (
-  checkpointing,
-  config_lib,
-  events,
-  input_pipeline,
-  tfrecord_imagenet,
-  train,
-)
-from resnet_jax.mock_tfds import prepared_mock
+from resnet_jax import checkpointing, config_lib, events, train
+from resnet_jax.data import pipeline as input_pipeline
+from resnet_jax.testing import tfrecord_imagenet
+from resnet_jax.testing.mock_tfds import prepared_mock
 
 
 @contextlib.contextmanager

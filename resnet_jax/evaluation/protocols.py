@@ -34,7 +34,10 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from resnet_jax import eval_views, input_pipeline, placement, runs, steps
+from resnet_jax import notebook, steps
+from resnet_jax.data import pipeline as input_pipeline
+from resnet_jax.evaluation import views as eval_views
+from resnet_jax.parallel import sharding
 
 MODES = ('center', 'ten_crop', 'multi_scale')
 JPEG_DATASETS = ('imagenet2012',)
@@ -60,18 +63,18 @@ class _Forward:
   records the input shapes it runs."""
 
   def __init__(self, model, variables):
-    mesh = placement.local_mesh()
+    mesh = sharding.local_mesh()
     self.num_devices = mesh.size
     self.model = model
-    self.variables = jax.device_put(variables, placement.replicated(mesh))
-    self.sharding = placement.batch_sharding(mesh)
+    self.variables = jax.device_put(variables, sharding.replicated(mesh))
+    self.sharding = sharding.batch_sharding(mesh)
     self.shapes = set()
 
   def scores(self, batches: Iterator[dict]) -> Iterator[tuple[np.ndarray, dict]]:
     """(probabilities, the batch's other arrays) per batch (numpy, a multiple of the devices);
     the next batch is on its way to the devices and computing while the host reads one."""
     pending = None
-    for batch in placement.prefetch_to_devices(batches, self.sharding):
+    for batch in sharding.prefetch_to_devices(batches, self.sharding):
       inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
       self.shapes.add(tuple(sorted((k, v.shape, v.dtype.name) for k, v in inputs.items())))
       current = (mean_probabilities(self.model, self.variables, inputs),
@@ -86,7 +89,7 @@ class _Forward:
 def _padded(batches: Iterator[dict], size) -> Iterator[dict]:
   """Batches padded to ``size`` (or ``size(batch)``) examples; 'mask' marks the real ones."""
   for batch in batches:
-    padded, mask = placement.pad_batch(batch, size if isinstance(size, int) else size(batch))
+    padded, mask = sharding.pad_batch(batch, size if isinstance(size, int) else size(batch))
     yield {'mask': mask, **padded}  # A batch's own mask, padded with False, comes first.
 
 
@@ -100,7 +103,7 @@ def _center(config, forward, batch_size):
   del batch_size  # config.eval_batch_size, as in training.
   batches = input_pipeline.eval_batches(config, process_index=jax.process_index(),
                                         process_count=jax.process_count())
-  size = placement.round_up(config.eval_batch_size // jax.process_count(), forward.num_devices)
+  size = sharding.round_up(config.eval_batch_size // jax.process_count(), forward.num_devices)
   for probabilities, rest in forward.scores(_padded(batches, size)):
     yield probabilities, rest['label'], rest['mask']
 
@@ -155,7 +158,7 @@ def _check(config, mode: str) -> None:
 
 def _predictions(config, forward, mode, batch_size):
   images = batch_size or max(config.eval_batch_size // (10 * jax.process_count()), 1)
-  yield from PREDICTORS[mode](config, forward, placement.round_up(images, forward.num_devices))
+  yield from PREDICTORS[mode](config, forward, sharding.round_up(images, forward.num_devices))
 
 
 def predictions(config, model, variables, mode: str,
@@ -196,6 +199,6 @@ def evaluate(config, model, variables, mode: str, batch_size: int = 0) -> dict:
 def evaluate_workdir(workdir: str, mode: str, step=None, data_dir=None,
                      batch_size: int = 0) -> dict:
   """``evaluate`` for a run's checkpoint (default: the latest); adds 'mode' and 'step'."""
-  run = runs.load_run(workdir, step, data_dir=data_dir)
+  run = notebook.load_run(workdir, step, data_dir=data_dir)
   return dict(evaluate(run.config, run.model, run.variables, mode, batch_size), mode=mode,
               step=run.step)

@@ -15,10 +15,12 @@ import tensorflow_datasets as tfds
 import torch
 from absl.flags import FLAGS
 
-from experiments import evaluate
-from resnet_jax import convert, evaluation, input_pipeline, steps
-from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
-from experiments.torch_input import import_torchvision
+from benchmarks.torch_input import import_torchvision
+from resnet_jax import steps, torchvision_weights
+from resnet_jax.data import pipeline as input_pipeline
+from resnet_jax.evaluation import protocols
+from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
+from tools import evaluate
 
 torchvision = import_torchvision()
 
@@ -56,7 +58,7 @@ def torch_logits(net, x_nhwc):
 
 
 def flax_logits(name, variables, x):
-  return np.asarray(jax.jit(lambda v, x: convert.create_model(name).apply(v, x, train=False))(
+  return np.asarray(jax.jit(lambda v, x: torchvision_weights.create_model(name).apply(v, x, train=False))(
       variables, x))
 
 
@@ -67,7 +69,7 @@ def assert_logits_close(actual, expected):
 
 def test_torchvision_weights_give_torchvisions_logits_in_flax(net):
   name, torch_net = net
-  variables = convert.from_torchvision(torch_net.state_dict(), name)
+  variables = torchvision_weights.from_torchvision(torch_net.state_dict(), name)
   x = images()
   assert_logits_close(flax_logits(name, variables, x), torch_logits(torch_net, x))
 
@@ -75,12 +77,12 @@ def test_torchvision_weights_give_torchvisions_logits_in_flax(net):
 def test_flax_weights_give_the_same_logits_in_torchvision(net):
   name, _ = net
   # Other random weights, made in Flax, loaded into a fresh torchvision net (strictly).
-  donor = convert.from_torchvision(randomised(getattr(torchvision.models, name)(), 2)
+  donor = torchvision_weights.from_torchvision(randomised(getattr(torchvision.models, name)(), 2)
                                    .state_dict(), name)
   variables = jax.tree.map(lambda v: v * np.float32(1.1), donor)
   fresh = getattr(torchvision.models, name)()
   fresh.load_state_dict({k: torch.from_numpy(v) for k, v in
-                         convert.to_torchvision(variables, name).items()}, strict=True)
+                         torchvision_weights.to_torchvision(variables, name).items()}, strict=True)
   x = images(1)
   assert_logits_close(torch_logits(fresh.eval(), x), flax_logits(name, variables, x))
 
@@ -88,24 +90,24 @@ def test_flax_weights_give_the_same_logits_in_torchvision(net):
 def test_round_trips_are_bit_exact(net):
   name, torch_net = net
   state = {k: v.numpy() for k, v in torch_net.state_dict().items()}
-  back = convert.to_torchvision(convert.from_torchvision(state, name), name)
+  back = torchvision_weights.to_torchvision(torchvision_weights.from_torchvision(state, name), name)
   assert back.keys() == state.keys()
   for key, value in state.items():
     assert back[key].dtype == value.dtype, key
     np.testing.assert_array_equal(back[key], value, err_msg=key)
-  variables = convert.from_torchvision(state, name)
-  again = convert.from_torchvision(convert.to_torchvision(variables, name), name)
+  variables = torchvision_weights.from_torchvision(state, name)
+  again = torchvision_weights.from_torchvision(torchvision_weights.to_torchvision(variables, name), name)
   jax.tree.map(np.testing.assert_array_equal, again, variables)
 
 
 def test_input_std_folds_torchvisions_normalisation_into_the_stem(net):
   name, torch_net = net
-  std = np.float32(convert.TORCHVISION_INPUT_STD)
-  variables = convert.from_torchvision(torch_net.state_dict(), name,
-                                       input_std=convert.TORCHVISION_INPUT_STD)
+  std = np.float32(torchvision_weights.TORCHVISION_INPUT_STD)
+  variables = torchvision_weights.from_torchvision(torch_net.state_dict(), name,
+                                       input_std=torchvision_weights.TORCHVISION_INPUT_STD)
   x = images(2)  # Inputs minus the mean, as this project's pipeline gives them.
   assert_logits_close(flax_logits(name, variables, x), torch_logits(torch_net, x / std))
-  back = convert.to_torchvision(variables, name, input_std=convert.TORCHVISION_INPUT_STD)
+  back = torchvision_weights.to_torchvision(variables, name, input_std=torchvision_weights.TORCHVISION_INPUT_STD)
   np.testing.assert_allclose(back['conv1.weight'], torch_net.state_dict()['conv1.weight'],
                              rtol=1e-6)
 
@@ -114,27 +116,27 @@ def test_every_key_is_accounted_for():
   state = {k: v.numpy() for k, v in torchvision.models.resnet18().state_dict().items()}
   missing = {k: v for k, v in state.items() if k != 'layer3.1.bn2.running_var'}
   with pytest.raises(ValueError, match=r'missing 1: layer3\.1\.bn2\.running_var'):
-    convert.from_torchvision(missing, 'resnet18')
+    torchvision_weights.from_torchvision(missing, 'resnet18')
   with pytest.raises(ValueError, match=r'not part of the net 1: layer3\.1\.downsample\.0\.weight'):
-    convert.from_torchvision({**state, 'layer3.1.downsample.0.weight': state['conv1.weight']},
+    torchvision_weights.from_torchvision({**state, 'layer3.1.downsample.0.weight': state['conv1.weight']},
                              'resnet18')
   with pytest.raises(ValueError, match=r"'module\.'"):
-    convert.from_torchvision({f'module.{k}': v for k, v in state.items()}, 'resnet18')
+    torchvision_weights.from_torchvision({f'module.{k}': v for k, v in state.items()}, 'resnet18')
   with pytest.raises(ValueError, match=r'fc\.weight has shape \(10, 512\).*\(1000, 512\)'):
-    convert.from_torchvision({**state, 'fc.weight': state['fc.weight'][:10]}, 'resnet18')
+    torchvision_weights.from_torchvision({**state, 'fc.weight': state['fc.weight'][:10]}, 'resnet18')
   # resnet34 has 8 more basic blocks of 2 convs and 2 BatchNorms (5 tensors each): 96 tensors.
   with pytest.raises(ValueError, match=r"not part of the net 96: layer1\.2\.bn1\.bias, .* and 86 "
                      r"more\. These are the keys of torchvision's resnet34\."):
-    convert.from_torchvision(torchvision.models.resnet34().state_dict(), 'resnet18')
+    torchvision_weights.from_torchvision(torchvision.models.resnet34().state_dict(), 'resnet18')
   with pytest.raises(ValueError, match='plain18'):
-    convert.from_torchvision(state, 'plain18')
+    torchvision_weights.from_torchvision(state, 'plain18')
 
-  variables = convert.from_torchvision(state, 'resnet18')
+  variables = torchvision_weights.from_torchvision(state, 'resnet18')
   del variables['batch_stats']['stage2_block1']['shortcut']['proj_bn']['mean']
   variables['params']['extra'] = {'kernel': np.zeros(1)}
   with pytest.raises(ValueError, match=r'missing 1: batch_stats/stage2_block1/shortcut/proj_bn/'
                      r'mean; not part of the net 1: params/extra/kernel'):
-    convert.to_torchvision(variables, 'resnet18')
+    torchvision_weights.to_torchvision(variables, 'resnet18')
 
 
 def test_the_converter_does_not_import_torch():
@@ -158,11 +160,11 @@ def test_evaluate_command_scores_a_torchvision_checkpoint_as_torchvision_does(tm
   with prepared_mock('imagenet2012', str(tmp_path), len(photos), splits=('train', 'validation')):
     with serve_jpegs(photos, [0] * len(photos)):
       batch = next(input_pipeline.eval_batches(config, process_index=0, process_count=1))
-      (probabilities, _, mask), = evaluation.predictions(
+      (probabilities, _, mask), = protocols.predictions(
           *evaluate.load_torchvision(path, 'resnet18', str(tmp_path), batch_size=5), 'center')
     assert mask.all()
     images = np.asarray(steps.model_images(batch))  # As the model sees them.
-    scores = torch_logits(torch_net, images / np.float32(convert.TORCHVISION_INPUT_STD))
+    scores = torch_logits(torch_net, images / np.float32(torchvision_weights.TORCHVISION_INPUT_STD))
     np.testing.assert_allclose(probabilities, jax.nn.softmax(scores), rtol=1e-3, atol=1e-6)
     # Two right labels, three that torchvision ranks last: 3/5 wrong in top-1 and in top-5.
     labels = np.where(np.arange(5) < 2, scores.argmax(1), scores.argmin(1))

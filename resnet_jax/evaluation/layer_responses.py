@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import placement
 from resnet_jax.models import GroupedBatchNorm
+from resnet_jax.parallel import sharding
 
 NORMS = (nn.BatchNorm, GroupedBatchNorm)
 
@@ -86,7 +86,7 @@ def layer_responses(model, variables, images, batch_size: int = 256) -> list[tup
   """
   images = np.asarray(images, np.float32)
 
-  batches = (placement.pad_batch(images[start:start + batch_size], batch_size)
+  batches = (sharding.pad_batch(images[start:start + batch_size], batch_size)
              for start in range(0, len(images), batch_size))
   return responses_of_batches(model, variables, batches, images.shape[1:])
 
@@ -94,8 +94,9 @@ def layer_responses(model, variables, images, batch_size: int = 256) -> list[tup
 def workdir_layer_responses(workdir: str, step=None, data_dir=None) -> list[tuple[str, float]]:
   """Layer responses of a run's checkpoint (default: the latest) on its eval split."""
   # pylint: disable=import-outside-toplevel  (TensorFlow)
-  from resnet_jax import input_pipeline, runs, steps
-  run = runs.load_run(workdir, step, data_dir=data_dir)
-  batches = ((steps.model_images(b), b['mask']) for b in input_pipeline.eval_batches(
+  from resnet_jax import notebook, steps
+  from resnet_jax.data import pipeline
+  run = notebook.load_run(workdir, step, data_dir=data_dir)
+  batches = ((steps.model_images(b), b['mask']) for b in pipeline.eval_batches(
       run.config, process_index=0, process_count=1))
   return responses_of_batches(run.model, run.variables, batches, run.info.image_shape)

@@ -1,6 +1,6 @@
 """ImageNet preprocessing on real photographs: the project's tf.data maps beside PIL + torchvision.
 
-Both sides read the same JPEG files (``experiments/photos.py``) from memory and return uint8
+Both sides read the same JPEG files (``resnet_jax/testing/photos.py``) from memory and return uint8
 224x224 images, so what is timed is decoding and augmentation alone:
 
 * project: ``imagenet_preprocessing.train_example`` / ``eval_example`` mapped over the
@@ -11,7 +11,7 @@ Both sides read the same JPEG files (``experiments/photos.py``) from memory and 
   batch; N worker processes (forked, as PyTorch's DataLoader does on Linux) share each batch.
 
 ``train_pipeline_rows`` times the digits and cifar10 train pipelines
-(``input_pipeline.train_batches``, with their own prefetching) alone, one after the other.
+(``pipeline.train_batches``, with their own prefetching) alone, one after the other.
 
 In the ImageNet timers nothing runs between calls (no background prefetch), so they share the
 machine fairly. Besides wall time, each timer counts the CPU seconds of what does its work (this
@@ -29,10 +29,10 @@ from typing import Iterator
 
 import numpy as np
 
+from benchmarks import torch_input
+from benchmarks.settings import Settings, dataset
+from benchmarks.timing import Timer, row, time_steps
 from configs import cifar10, digits
-from experiments import torch_input
-from experiments.bench_setup import Settings, dataset
-from experiments.timing import Timer, row, time_steps
 
 IMAGE_SIZE = 224
 NUM_PHOTOS = 64
@@ -41,7 +41,8 @@ NUM_PHOTOS = 64
 def project_batches(jpegs, train: bool, threads: int, batch_size: int) -> Iterator:
   """Endless batches of the project's ImageNet train or eval map over ``jpegs``."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from resnet_jax import imagenet_preprocessing  # pylint: disable=import-outside-toplevel
+
+  from resnet_jax.data import imagenet as imagenet_preprocessing  # pylint: disable=import-outside-toplevel
 
   def example(index, image_bytes):
     if train:
@@ -97,7 +98,7 @@ def torch_timer_fns(jpegs, train: bool, cores: int, batch_size: int):
 
 def timers(threads: list[int], batch_size: int) -> list[Timer]:
   """Timers of the project and the reference, train and eval, per thread count (part 'input')."""
-  from experiments import photos  # pylint: disable=import-outside-toplevel  (PIL, scikit-learn)
+  from resnet_jax.testing import photos  # pylint: disable=import-outside-toplevel  (PIL, scikit-learn)
   jpegs = photos.sample_jpegs(NUM_PHOTOS)
   note = (f'imagenet, {NUM_PHOTOS} photos from sklearn, '
           f'{np.mean([len(j) for j in jpegs]) / 1e3:.0f} KB average')
@@ -116,11 +117,11 @@ def timers(threads: list[int], batch_size: int) -> list[Timer]:
 
 def train_pipeline_rows(settings: Settings) -> list[dict]:
   """Images/s of the digits and cifar10 train pipelines (tf.data, this process's batches)."""
-  from resnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
+  from resnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   results = []
   for config, num_examples in ((digits.get_config(), 0), (cifar10.get_config(), 2048)):
     with dataset(config, num_examples, settings.data_dir) as note:
-      batches = input_pipeline.train_batches(config, start_step=0, process_index=0,
+      batches = pipeline.train_batches(config, start_step=0, process_index=0,
                                              process_count=1)
       timing = time_steps(lambda: next(batches), lambda: None, repeats=settings.repeats,
                           steps=settings.steps)

@@ -1,10 +1,10 @@
-"""Timers of the PyTorch twin (experiments/torch_resnet.py): train step and forward pass in
+"""Timers of the PyTorch twin (benchmarks/torch_resnet.py): train step and forward pass in
 every configuration asked for (channels_last, torch.compile; bf16 autocast with --dtype)."""
 
 import contextlib
 
-from experiments.bench_setup import Settings, bench_config, synthetic_batch
-from experiments.timing import Timer
+from benchmarks.settings import Settings, bench_config, synthetic_batch
+from benchmarks.timing import Timer
 from resnet_jax import config_lib
 
 TORCH_VARIANTS = ('eager', 'channels_last', 'compile', 'compile_cl')
@@ -21,7 +21,8 @@ def torch_variant(torch, net, name):
 def torch_timers(settings: Settings, variants) -> list[Timer]:
   """Train step (SGD, momentum, weight decay, as the project) and forward of every variant."""
   import torch  # pylint: disable=import-outside-toplevel
-  from experiments import torch_resnet  # pylint: disable=import-outside-toplevel
+
+  from benchmarks import torch_resnet  # pylint: disable=import-outside-toplevel
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   sync = torch.cuda.synchronize if device == 'cuda' else lambda: None
   bf16 = settings.dtype == 'bfloat16'

@@ -8,8 +8,8 @@ import platform
 import jax
 import numpy as np
 
-from experiments import input_benchmark
-from experiments.e2e_benchmark import e2e_name
+from benchmarks import inputs
+from benchmarks.end_to_end import e2e_name
 
 
 def best(results, part, prefix, key) -> dict | None:
@@ -40,7 +40,7 @@ def ratios(results, key, steps_per_call: int) -> dict:
           best(results, 'e2e', e2e_name(False, 1), key)),
   }
   found = {name: a[key] / b[key] for name, (a, b) in pairs.items() if a and b}
-  found.update(input_benchmark.ratios(results, key))
+  found.update(inputs.ratios(results, key))
   for r in results:
     if 'bare_step_before' in r and key == 'images_per_s':
       found[f'e2e {r["impl"][4:]} / bare step timed just before'] = (

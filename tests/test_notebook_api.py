@@ -13,7 +13,8 @@ import pytest
 from sklearn.datasets import load_digits
 
 import resnet_jax
-from resnet_jax import checkpointing, config_lib, digits_dataset, events
+from resnet_jax import checkpointing, config_lib, errors, events
+from resnet_jax.data import digits as digits_dataset
 from tests.harness import ROOT, run_main, tiny_digits_flags
 
 
@@ -54,7 +55,7 @@ def test_three_lines_in_a_fresh_python_reproduce_the_recorded_evaluation(workdir
 
 
 def test_importing_the_package_stays_light():
-  heavy = "{'resnet_jax.runs', 'orbax.checkpoint', 'tensorflow'}"
+  heavy = "{'resnet_jax.notebook', 'orbax.checkpoint', 'tensorflow'}"
   out = python(f'import sys, resnet_jax.models\nprint(sorted({heavy} & set(sys.modules)))')
   assert out.strip() == '[]'
 
@@ -81,15 +82,15 @@ def test_loads_without_the_optimizer_state(workdir, run, tmp_path):
 
 def test_errors_name_what_exists(workdir, run):
   parent = os.path.dirname(workdir)
-  with pytest.raises(checkpointing.CheckpointError, match=r'does not exist.*: tiny\.'):
+  with pytest.raises(errors.CheckpointError, match=r'does not exist.*: tiny\.'):
     resnet_jax.load_run(os.path.join(parent, 'tiyn'))
-  with pytest.raises(checkpointing.CheckpointError, match=r'no checkpoints/.*: tiny\.'):
+  with pytest.raises(errors.CheckpointError, match=r'no checkpoints/.*: tiny\.'):
     resnet_jax.load_run(parent)
-  with pytest.raises(checkpointing.CheckpointError, match=r'step 4 .* steps \[3, 5\]'):
+  with pytest.raises(errors.CheckpointError, match=r'step 4 .* steps \[3, 5\]'):
     resnet_jax.load_run(workdir, step=4)
   other = copy.deepcopy(run.config)
   other.model.name = 'resnet32'
-  with pytest.raises(config_lib.ConfigError,
+  with pytest.raises(errors.ConfigError,
                      match="the run's -> the given: model.name: 'resnet20' -> 'resnet32'"):
     resnet_jax.load_run(workdir, config=other)
 

@@ -1,10 +1,10 @@
 """Time to the first ImageNet train batch after a mid-epoch resume: this pipeline's window order
-(``resnet_jax/streaming_order.py``) beside the order it replaced, side by side in one run.
+(``resnet_jax/data/streamed_order.py``) beside the order it replaced, side by side in one run.
 
-    python -m experiments.resume_benchmark --records=16384 --files=128 --shuffle_buffer=1024
+    python -m benchmarks.resume --records=16384 --files=128 --shuffle_buffer=1024
 
-The data is a real TFRecord-prepared imagenet2012 (``resnet_jax/tfrecord_imagenet.py``) of
-``--records`` photographs (``experiments/photos.py``: 64 distinct JPEGs of ~58 KB, cycled) in
+The data is a real TFRecord-prepared imagenet2012 (``resnet_jax/testing/tfrecord_imagenet.py``) of
+``--records`` photographs (``resnet_jax/testing/photos.py``: 64 distinct JPEGs of ~58 KB, cycled) in
 ``--files`` files, one data shard, one process. The previous order streamed the files in stored
 order every epoch through a seeded ``--shuffle_buffer``-record buffer, so a resume had to re-read
 (without decoding) the epoch's used records; it is rebuilt here, for this comparison only.
@@ -52,8 +52,9 @@ def previous_order_batches(config, start_step):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
-  from resnet_jax import imagenet_preprocessing, input_pipeline  # pylint: disable=import-outside-toplevel
-  from resnet_jax.streaming_order import fold  # pylint: disable=import-outside-toplevel
+  from resnet_jax.data import imagenet as imagenet_preprocessing  # pylint: disable=import-outside-toplevel
+  from resnet_jax.data import pipeline as input_pipeline
+  from resnet_jax.data.streamed_order import fold  # pylint: disable=import-outside-toplevel
   builder = tfds.builder('imagenet2012', data_dir=config.dataset.data_dir)
   steps = input_pipeline.steps_per_epoch(config, process_count=1)
   per_epoch = steps * config.batch_size
@@ -104,8 +105,11 @@ def resume_timings(data_dir=None, records=16384, files=128, shuffle_buffer=1024,
     with tempfile.TemporaryDirectory() as tmp:
       return resume_timings(tmp, records, files, shuffle_buffer, batch_size, positions, repeats,
                             steady_batches)
-  from experiments import photos  # pylint: disable=import-outside-toplevel
-  from resnet_jax import input_pipeline, tfrecord_imagenet  # pylint: disable=import-outside-toplevel
+  from resnet_jax.data import pipeline as input_pipeline  # pylint: disable=import-outside-toplevel
+  from resnet_jax.testing import (
+    photos,  # pylint: disable=import-outside-toplevel
+    tfrecord_imagenet,
+  )
   jpegs = photos.sample_jpegs(64)
   train = ([jpegs[i % 64] for i in range(records)], [i % 1000 for i in range(records)])
   tfrecord_imagenet.prepare(data_dir, {'train': train}, files)

@@ -66,8 +66,9 @@ def dataset(config, num_examples: int, data_dir: Optional[str]):
   Yields a note saying which.
   """
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from resnet_jax.mock_tfds import prepared_mock  # pylint: disable=import-outside-toplevel
-  from resnet_jax import digits_dataset  # noqa: F401  (registers 'digits')
+
+  from resnet_jax.data import digits as digits_dataset  # noqa: F401  (registers 'digits')
+  from resnet_jax.testing.mock_tfds import prepared_mock  # pylint: disable=import-outside-toplevel
   name = config.dataset.name
   builder = tfds.builder(name, data_dir=data_dir)
   if name == 'digits' or builder.is_prepared():

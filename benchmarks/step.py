@@ -5,9 +5,11 @@ device-resident CIFAR path, on synthetic data already on the device."""
 import jax
 import numpy as np
 
-from experiments.bench_setup import Settings, program, synthetic_batch
-from experiments.timing import Timer, compile_with_flops
-from resnet_jax import device_data, placement, train
+from benchmarks.settings import Settings, program, synthetic_batch
+from benchmarks.timing import Timer, compile_with_flops
+from resnet_jax import train
+from resnet_jax.data import device_resident
+from resnet_jax.parallel import sharding
 
 
 def train_step_timer(settings: Settings, impl: str, batch, **model_overrides) -> Timer:
@@ -28,7 +30,7 @@ def train_step_timer(settings: Settings, impl: str, batch, **model_overrides) ->
 
 def device_batch(settings: Settings, run_program: train.Program):
   """The synthetic batch, split over the program's devices."""
-  return placement.to_global(synthetic_batch(settings), run_program.batch_sharding)
+  return sharding.to_global(synthetic_batch(settings), run_program.batch_sharding)
 
 
 def jax_timers(settings: Settings, parts, compare_fusion_barriers: bool) -> list[Timer]:
@@ -62,10 +64,10 @@ def device_step_timer(settings: Settings) -> Timer:
   steps_per_epoch = num_examples // settings.batch_size
   run_program = program(settings, steps_per_epoch)
   rng = np.random.default_rng(0)
-  data = device_data.put_on_devices(
+  data = device_resident.put_on_devices(
       rng.standard_normal((num_examples, *settings.image_shape), np.float32),
       rng.integers(0, 10, num_examples).astype(np.int32), run_program.mesh)
-  train_fn = device_data.make_train_fn(
+  train_fn = device_resident.make_train_fn(
       run_program.train_step, data, run_program.mesh, seed=0, batch_size=settings.batch_size,
       steps_per_epoch=steps_per_epoch, pad=4, flip=True)
   holder, steps_per_call = [run_program.init(jax.random.key(0))], settings.steps_per_call

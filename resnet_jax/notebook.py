@@ -25,9 +25,9 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 
-from resnet_jax import checkpointing, config_lib, eval_loop, events, library_logs, workdirs
-from resnet_jax import placement as placement_lib
-from resnet_jax.checkpointing import CheckpointError
+from resnet_jax import checkpointing, config_lib, errors, events, library_logs, workdirs
+from resnet_jax.evaluation import loop as eval_loop
+from resnet_jax.parallel import sharding as placement_lib
 
 # The config fields that shape the network: a config given to ``load_run`` must agree on them.
 MODEL_FIELDS = ('model', 'dataset.name', 'dataset.image_size')
@@ -49,7 +49,7 @@ class _Placement(NamedTuple):
 
 def _input_pipeline():
   """The tfds input path, imported on first use (it imports TensorFlow)."""
-  return importlib.import_module('resnet_jax.input_pipeline')
+  return importlib.import_module('resnet_jax.data.pipeline')
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -176,20 +176,20 @@ def _what_is_in(directory) -> str:
 def _check_is_run(workdir: str) -> None:
   path = workdirs.path(workdir)
   if not path.is_dir():
-    raise CheckpointError(f'No run at {workdir!r}: the directory does not exist. '
+    raise errors.CheckpointError(f'No run at {workdir!r}: the directory does not exist. '
                           + _what_is_in(path.parent))
   if not checkpointing.has_checkpoints(path):
-    raise CheckpointError(f'{workdir!r} has no checkpoints/ directory, so no checkpoint. '
+    raise errors.CheckpointError(f'{workdir!r} has no checkpoints/ directory, so no checkpoint. '
                           + _what_is_in(path))
   if not (path / 'config.json').exists():
-    raise CheckpointError(f'{workdir!r} has checkpoints but no config.json, so the model they '
+    raise errors.CheckpointError(f'{workdir!r} has checkpoints but no config.json, so the model they '
                           'belong to is unknown.')
 
 
 def _check_same_model(saved, config, workdir: str) -> None:
   changed = config_lib.changed_fields(saved, config, MODEL_FIELDS)
   if changed:
-    raise config_lib.ConfigError(
+    raise errors.ConfigError(
         f'The config given for {workdir!r} describes another network (the run\'s -> the '
         'given: ' + '; '.join(changed) + '). Leave the config out to use the one saved with '
         'the run.')
@@ -246,7 +246,7 @@ def load_run(workdir: str, step: Optional[int] = None, *,
   model = config_lib.build_model(config, _num_classes(variables))
   problem = _mismatch(_abstract_variables(model, variables), variables)
   if problem:
-    raise CheckpointError(f'The checkpoint at step {step} of {workdir!r} does not fit the model '
+    raise errors.CheckpointError(f'The checkpoint at step {step} of {workdir!r} does not fit the model '
                           f'of its config: {problem}.')
   return Run(workdir=workdir, config=config, model=model, variables=variables, step=step)
 

@@ -5,10 +5,10 @@ import itertools
 import statistics
 import tempfile
 
+from benchmarks.settings import Settings, dataset, program
+from benchmarks.step import device_batch, train_step_timer
+from benchmarks.timing import row, time_all
 from configs import cifar10
-from experiments.bench_setup import Settings, dataset, program
-from experiments.step_benchmark import device_batch, train_step_timer
-from experiments.timing import row, time_all
 from resnet_jax import events, train
 
 

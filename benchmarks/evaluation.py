@@ -1,17 +1,17 @@
 """Throughput of 10-crop and multi-scale testing on a mock ImageNet, on 1 and 8 CPU devices.
 
-    python -m experiments.eval_benchmark --devices=1,8 --baseline_root=/tmp/evalpar_old
+    python -m benchmarks.evaluation --devices=1,8 --baseline_root=/tmp/evalpar_old
 
-Real photographs (``experiments.photos``: scikit-learn's samples), resized to 500x375 and
+Real photographs (``resnet_jax.testing.photos``: scikit-learn's samples), resized to 500x375 and
 375x500 (``SIZES``), are served as ``imagenet2012``'s validation split through
 ``tfds.testing.mock_data`` and the real tfds path; the net is ``--model`` (float32, random
 weights). Each device count runs in a process of its own (the simulated device count,
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``, must be set before JAX is imported).
 ``--baseline_root`` names a checkout of older code (e.g. ``git worktree add /tmp/evalpar_old
-76f8896``): its ``resnet_jax/evaluation.py`` is loaded beside this tree's, on this tree's input
+76f8896``): its ``resnet_jax/evaluation/protocols.py`` is loaded beside this tree's, on this tree's input
 pipeline and model, so only the evaluation code differs, and timed in the same process,
 interleaved with it (old code uses one device whatever the count). Per mode and code, a first
-pass of ``evaluation.evaluate`` over the split compiles (XLA compilations counted through
+pass of ``protocols.evaluate`` over the split compiles (XLA compilations counted through
 ``jax.monitoring``); then ``--rounds`` passes of each code in turn run compiled code only, their
 median is the figure: what each image of a 50,000-image split costs once its shapes (at most
 129 for multi-scale) are compiled. With few images the last, padded batch of each multi-scale
@@ -40,7 +40,7 @@ SIZES = ((375, 500), (500, 375))
 
 
 def _load_baseline(root: str):
-  """``root``'s resnet_jax/evaluation.py as a module of its own, on this tree's other modules."""
+  """``root``'s resnet_jax/evaluation/protocols.py as a module of its own, on this tree's other modules."""
   spec = importlib.util.spec_from_file_location(
       'baseline_evaluation', os.path.join(root, 'resnet_jax', 'evaluation.py'))
   module = importlib.util.module_from_spec(spec)
@@ -59,9 +59,10 @@ def _measure(baseline_root, model_name: str, num_images: int, batch_size: int,
   from PIL import Image
 
   from configs import imagenet
-  from experiments import photos
-  from resnet_jax import config_lib, evaluation
-  from resnet_jax.mock_tfds import jpeg_dataset, prepared_mock
+  from resnet_jax import config_lib
+  from resnet_jax.evaluation import protocols
+  from resnet_jax.testing import photos
+  from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
 
   codes = {'this tree': evaluation}
   if baseline_root:
@@ -157,7 +158,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   """The command line flags (defined on demand, so that other drivers can import this module)."""
   flags.DEFINE_list('devices', ['1', '8'], 'Simulated CPU device counts for this tree.')
-  flags.DEFINE_string('baseline_root', None, 'A checkout whose resnet_jax/evaluation.py is timed '
+  flags.DEFINE_string('baseline_root', None, 'A checkout whose resnet_jax/evaluation/protocols.py is timed '
                       'beside this tree\'s, interleaved.')
   flags.DEFINE_string('model', 'resnet18', 'ImageNet net (configs/imagenet.py names).')
   flags.DEFINE_integer('images', 32, 'Validation images served.')

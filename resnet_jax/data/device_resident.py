@@ -24,10 +24,11 @@ from typing import Callable, Iterable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from resnet_jax import multistep
-from resnet_jax.config_lib import ConfigError
+from resnet_jax.errors import ConfigError
+from resnet_jax.parallel import multistep
 
 _DATA_STREAM = 0xDA7A  # Folded into the seed's key, so data keys differ from the model's.
 

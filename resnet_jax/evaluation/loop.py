@@ -11,7 +11,8 @@ from typing import Callable, Iterator
 
 import jax
 
-from resnet_jax import placement, steps
+from resnet_jax import steps
+from resnet_jax.parallel import sharding as placement
 
 
 def jit_eval_step(model, mesh: jax.sharding.Mesh) -> Callable:

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from resnet_jax import analysis, checkpointing, config_lib, input_pipeline, models
+from resnet_jax import checkpointing, config_lib, models
+from resnet_jax.data import pipeline
+from resnet_jax.evaluation import layer_responses
 from tests.harness import run_main, tiny_digits_flags
 
 EPSILON = 1e-5
@@ -62,7 +64,7 @@ def test_basic_block_responses_match_hand_computation():
               ('stage1_block1/bn2', np.std(np.float64(bn2)))]
 
   # Batches of 2: two full batches and a padded one, merged.
-  responses = analysis.layer_responses(model, variables, images, batch_size=2)
+  responses = layer_responses.layer_responses(model, variables, images, batch_size=2)
 
   assert [name for name, _ in responses] == [name for name, _ in expected]
   np.testing.assert_allclose([v for _, v in responses], [v for _, v in expected], rtol=1e-5)
@@ -85,7 +87,7 @@ def test_only_batch_norms_after_3x3_convs_count():
   x = relu(batch_norm(conv(x, block_p['conv1']['kernel']), block_p['bn1'], block_s['bn1']))
   bn2 = batch_norm(conv(x, block_p['conv2']['kernel']), block_p['bn2'], block_s['bn2'])
 
-  responses = analysis.layer_responses(model, variables, images)
+  responses = layer_responses.layer_responses(model, variables, images)
 
   assert [name for name, _ in responses] == ['stage1_block1/bn2']
   np.testing.assert_allclose(responses[0][1], np.std(np.float64(bn2)), rtol=1e-5)
@@ -99,8 +101,8 @@ def test_virtual_batch_norm_gives_the_same_responses():
   global_bn = models.ResNet(**kwargs)
   variables = init(global_bn, images.shape[1:])
   grouped = models.ResNet(**kwargs, bn_group_size=2)
-  a = analysis.layer_responses(global_bn, variables, images)
-  b = analysis.layer_responses(grouped, variables, images)
+  a = layer_responses.layer_responses(global_bn, variables, images)
+  b = layer_responses.layer_responses(grouped, variables, images)
   assert [n for n, _ in a] == [n for n, _ in b] and len(a) == 5
   np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=1e-6)
 
@@ -119,12 +121,12 @@ def test_workdir_responses_cover_the_whole_test_split(trained_workdir, data_dir)
   raw_images, _ = tfds.as_numpy(tfds.builder('digits', data_dir=data_dir).as_dataset(
       split='test', batch_size=-1, as_supervised=True))
   assert len(raw_images) == 297
-  images = input_pipeline.preprocess_for_eval_numpy(config, raw_images)
+  images = pipeline.preprocess_for_eval_numpy(config, raw_images)
   variables, _ = checkpointing.restore_variables(workdir)
   model = config_lib.build_model(config, 10)
 
-  responses = analysis.workdir_layer_responses(workdir)
+  responses = layer_responses.workdir_layer_responses(workdir)
 
   assert len(responses) == 19  # plain-20: the 3x3 stem and 18 3x3 block layers.
-  expected = analysis.layer_responses(model, variables, images, batch_size=297)
+  expected = layer_responses.layer_responses(model, variables, images, batch_size=297)
   np.testing.assert_allclose([v for _, v in responses], [v for _, v in expected], rtol=1e-4)

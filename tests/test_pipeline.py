@@ -8,15 +8,12 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
 from configs import cifar10, digits, imagenet
-from resnet_jax import (
-  cifar_preprocessing,
-  digits_dataset,
-  imagenet_preprocessing,
-  input_pipeline,
-  tfrecord_imagenet,
-)
+from resnet_jax.data import cifar, pipeline
+from resnet_jax.data import digits as digits_dataset
+from resnet_jax.data import imagenet as imagenet_preprocessing
 from resnet_jax.errors import DatasetNotAvailableError
-from resnet_jax.mock_tfds import prepared_mock
+from resnet_jax.testing import tfrecord_imagenet
+from resnet_jax.testing.mock_tfds import prepared_mock
 
 
 @pytest.fixture(scope='module')
@@ -50,24 +47,24 @@ def test_digits_builder_serves_scikit_learns_images_and_labels(digits_config):
 
 
 def test_dataset_info(digits_config):
-  info = input_pipeline.get_dataset_info(digits_config)
+  info = pipeline.get_dataset_info(digits_config)
   assert (info.num_classes, info.num_train_examples, info.num_eval_examples) == (10, 1500, 297)
   assert info.image_shape == (16, 16, 1)
 
 
 def test_preprocessed_train_split_has_zero_mean_per_pixel(digits_config):
-  images, labels = input_pipeline.load_train_arrays(digits_config)
+  images, labels = pipeline.load_train_arrays(digits_config)
   assert images.shape == (1500, 16, 16, 1) and labels.shape == (1500,)
   np.testing.assert_allclose(images.mean(axis=0), 0.0, atol=1e-5)
   assert 0.1 < images.std() < 0.5  # Pixels were scaled to [0, 1], not left in 0..255.
 
 
 def test_train_batches_are_a_function_of_seed_and_step(digits_config):
-  batches = take(input_pipeline.train_batches(digits_config, start_step=0, process_index=0,
+  batches = take(pipeline.train_batches(digits_config, start_step=0, process_index=0,
                                               process_count=1), 50)
-  again = take(input_pipeline.train_batches(digits_config, start_step=0, process_index=0,
+  again = take(pipeline.train_batches(digits_config, start_step=0, process_index=0,
                                             process_count=1), 50)
-  resumed = take(input_pipeline.train_batches(digits_config, start_step=45, process_index=0,
+  resumed = take(pipeline.train_batches(digits_config, start_step=45, process_index=0,
                                               process_count=1), 5)
   for a, b in zip(batches, again):
     np.testing.assert_array_equal(a['image'], b['image'])
@@ -77,15 +74,15 @@ def test_train_batches_are_a_function_of_seed_and_step(digits_config):
   assert batches[0]['image'].shape == (32, 16, 16, 1)
   other_seed = digits_config.copy_and_resolve_references()
   other_seed.seed = 1
-  first = next(input_pipeline.train_batches(other_seed, start_step=0, process_index=0,
+  first = next(pipeline.train_batches(other_seed, start_step=0, process_index=0,
                                             process_count=1))
   assert not np.array_equal(first['label'], batches[0]['label'])
 
 
 def test_an_epoch_visits_distinct_examples_and_the_next_reorders_them(digits_config):
-  steps = input_pipeline.steps_per_epoch(digits_config, process_count=1)
+  steps = pipeline.steps_per_epoch(digits_config, process_count=1)
   assert steps == 1500 // 32
-  batches = take(input_pipeline.train_batches(digits_config, start_step=0, process_index=0,
+  batches = take(pipeline.train_batches(digits_config, start_step=0, process_index=0,
                                               process_count=1), 2 * steps)
   epoch0 = np.concatenate([b['image'] for b in batches[:steps]]).reshape(steps * 32, -1)
   epoch1 = np.concatenate([b['image'] for b in batches[steps:]]).reshape(steps * 32, -1)
@@ -96,9 +93,9 @@ def test_an_epoch_visits_distinct_examples_and_the_next_reorders_them(digits_con
 def test_one_process_with_two_shards_equals_two_processes(digits_config):
   config = digits_config.copy_and_resolve_references()
   config.dataset.num_shards = 2
-  one = take(input_pipeline.train_batches(config, start_step=3, process_index=0,
+  one = take(pipeline.train_batches(config, start_step=3, process_index=0,
                                           process_count=1), 3)
-  parts = [take(input_pipeline.train_batches(config, start_step=3, process_index=p,
+  parts = [take(pipeline.train_batches(config, start_step=3, process_index=p,
                                              process_count=2), 3) for p in range(2)]
   for step in range(3):
     for field in ('image', 'label'):
@@ -111,7 +108,7 @@ def test_one_process_with_two_shards_equals_two_processes(digits_config):
 
 @pytest.mark.parametrize('process_count', [1, 2])
 def test_eval_covers_the_split_exactly_once(digits_config, process_count):
-  batches = [list(input_pipeline.eval_batches(digits_config, process_index=p,
+  batches = [list(pipeline.eval_batches(digits_config, process_index=p,
                                               process_count=process_count))
              for p in range(process_count)]
   assert len({len(b) for b in batches}) == 1  # Every process runs the same number of steps.
@@ -130,7 +127,7 @@ def test_pad_crop_flip_is_a_shifted_window_of_the_padded_image():
   padded = np.pad(image.numpy(), ((4, 4), (4, 4), (0, 0)))
   seen = set()
   for i in range(100):
-    out = cifar_preprocessing.pad_crop_flip(image, tf.constant([i, 7], tf.int64), 4, True).numpy()
+    out = cifar.pad_crop_flip(image, tf.constant([i, 7], tf.int64), 4, True).numpy()
     matches = [(y, x, flip) for y in range(9) for x in range(9) for flip in (False, True)
                if np.array_equal(out, (lambda w: w[:, ::-1] if flip else w)(
                    padded[y:y + 32, x:x + 32]))]
@@ -150,12 +147,12 @@ def test_cifar10_pipeline_through_mock_data(tmp_path):
   config.dataset.data_dir = str(tmp_path)
   config.batch_size, config.eval_batch_size = 8, 16
   with prepared_mock('cifar10', str(tmp_path), num_examples=40):
-    info = input_pipeline.get_dataset_info(config)
+    info = pipeline.get_dataset_info(config)
     assert (info.num_classes, info.num_train_examples, info.image_shape) == (10, 40, (32, 32, 3))
-    batch = next(input_pipeline.train_batches(config, start_step=0, process_index=0,
+    batch = next(pipeline.train_batches(config, start_step=0, process_index=0,
                                               process_count=1))
     assert batch['image'].shape == (8, 32, 32, 3) and batch['label'].dtype == np.int32
-    evals = list(input_pipeline.eval_batches(config, process_index=0, process_count=1))
+    evals = list(pipeline.eval_batches(config, process_index=0, process_count=1))
     assert [int(b['mask'].sum()) for b in evals] == [16, 16, 8]
 
 
@@ -167,9 +164,9 @@ def test_imagenet_pipeline_on_tfrecord_files(tmp_path):
   jpegs = tfrecord_imagenet.tiny_jpegs(12, size=32)
   tfrecord_imagenet.prepare(str(tmp_path), {'train': (jpegs, range(12)),
                                             'validation': (jpegs, range(12))}, num_files=3)
-  batches = take(input_pipeline.train_batches(config, start_step=0, process_index=0,
+  batches = take(pipeline.train_batches(config, start_step=0, process_index=0,
                                               process_count=1), 6)
-  resumed = next(input_pipeline.train_batches(config, start_step=4, process_index=0,
+  resumed = next(pipeline.train_batches(config, start_step=4, process_index=0,
                                               process_count=1))
   np.testing.assert_array_equal(resumed['image'], batches[4]['image'])
   np.testing.assert_array_equal(resumed['image_offset'], batches[4]['image_offset'])
@@ -177,7 +174,7 @@ def test_imagenet_pipeline_on_tfrecord_files(tmp_path):
   epochs = [np.concatenate([b['label'] for b in batches[i:i + 3]]) for i in (0, 3)]
   assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(12))
   assert list(epochs[0]) != list(epochs[1])
-  evals = list(input_pipeline.eval_batches(config, process_index=0, process_count=1))
+  evals = list(pipeline.eval_batches(config, process_index=0, process_count=1))
   assert [int(b['mask'].sum()) for b in evals] == [8, 4]
   assert np.isfinite(evals[0]['image']).all()
 
@@ -188,5 +185,5 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path, name, hint):
   config = cifar10.get_config('resnet20') if name == 'cifar10' else imagenet.get_config('resnet18')
   config.dataset.data_dir = str(tmp_path)
   with pytest.raises(DatasetNotAvailableError, match=hint):
-    input_pipeline.get_dataset_info(config)
+    pipeline.get_dataset_info(config)
   assert not list(tmp_path.iterdir())  # Nothing was written.

@@ -21,7 +21,7 @@ as is, from every 10-crop view, and resized bilinearly to each multi-scale view.
 
 import tensorflow as tf
 
-from resnet_jax import imagenet_preprocessing as imagenet
+from resnet_jax.data import imagenet
 
 TEN_CROP_RESIZE = 256
 SCALES = (224, 256, 384, 480, 640)

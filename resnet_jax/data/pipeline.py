@@ -39,13 +39,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax import digits_dataset  # noqa: F401  (registers 'digits')
-from resnet_jax import placement, streaming_order
-from resnet_jax import cifar_preprocessing
-from resnet_jax import imagenet_preprocessing as imagenet
-from resnet_jax.config_lib import CHANNELS, ConfigError
-from resnet_jax.errors import DatasetNotAvailableError
-from resnet_jax.streaming_order import fold
+from resnet_jax.config_lib import CHANNELS
+from resnet_jax.data import cifar, imagenet, streamed_order
+from resnet_jax.data import digits as digits_dataset  # noqa: F401  (registers 'digits')
+from resnet_jax.data.streamed_order import fold
+from resnet_jax.errors import ConfigError, DatasetNotAvailableError
+from resnet_jax.parallel import sharding
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 
@@ -122,7 +121,7 @@ def _num_shards(config, process_count):
 def _train_shards(config, builder, process_count):
   """The S shard splits of the train split, the per-shard sub-batch and steps per epoch."""
   if config.dataset.name not in IN_MEMORY:
-    streaming_order.check_tfrecord(builder)  # Before any training work.
+    streamed_order.check_tfrecord(builder)  # Before any training work.
   splits = tfds.even_splits(config.dataset.train_split, _num_shards(config, process_count))
   sub_batch = config.batch_size // len(splits)
   steps = min(_num_examples(builder, s) for s in splits) // sub_batch
@@ -148,7 +147,7 @@ def _per_pixel_mean(name, data_dir, split, image_size):
   images, _ = _load_arrays(tfds.builder(name, data_dir=data_dir), split)
   mean = np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
   # Bilinear resizing is linear, so this equals the mean of the resized images.
-  return cifar_preprocessing.scale_and_resize(image_size, mean).numpy()
+  return cifar.scale_and_resize(image_size, mean).numpy()
 
 
 @functools.lru_cache(maxsize=None)
@@ -207,7 +206,7 @@ def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
   imagenet2012: a sequence of [h, w, 3] images of any size -> [N, S, S, 3], S = image_size.
   """
   if config.dataset.name in IN_MEMORY:
-    images = cifar_preprocessing.scale_and_resize(config.dataset.image_size, images_uint8)
+    images = cifar.scale_and_resize(config.dataset.image_size, images_uint8)
     return (images - train_mean_image(config)).numpy()
   size = config.dataset.image_size
   crops = []
@@ -269,12 +268,12 @@ def _in_memory_shard(config, builder, split, key, sub_batch, steps, start_step):
     epoch, position = count // per_epoch, count % per_epoch
     epoch_key = fold(key, epoch)
     index = tf.random.experimental.index_shuffle(position, epoch_key, len(labels) - 1)
-    image = cifar_preprocessing.scale_and_resize(config.dataset.image_size,
+    image = cifar.scale_and_resize(config.dataset.image_size,
                                                  tf.gather(images, index)) - mean
     if config.dataset.augment:
-      image = cifar_preprocessing.pad_crop_flip(
-          image, fold(epoch_key, position), cifar_preprocessing.PAD[name],
-          cifar_preprocessing.FLIP[name])
+      image = cifar.pad_crop_flip(
+          image, fold(epoch_key, position), cifar.PAD[name],
+          cifar.FLIP[name])
     return {'image': image, 'label': tf.gather(labels, index)}
 
   ds = tf.data.Dataset.counter(start_step * sub_batch)
@@ -285,8 +284,8 @@ def _in_memory_shard(config, builder, split, key, sub_batch, steps, start_step):
 def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
   """Sub-batches of one streamed shard, in a fresh order every epoch (``streaming_order``)."""
   per_epoch = steps * sub_batch
-  records = streaming_order.shard_records(
-      streaming_order.pieces(builder, split), key, config.dataset.shuffle_buffer, per_epoch,
+  records = streamed_order.shard_records(
+      streamed_order.pieces(builder, split), key, config.dataset.shuffle_buffer, per_epoch,
       start_step * sub_batch)
   correction = _imagenet_mean_correction(config)
   deserialize = functools.partial(builder.info.features.deserialize_example,
@@ -355,7 +354,7 @@ def eval_batches(config, *, process_index: int, process_count: int,
   if config.dataset.name in IN_MEMORY:
     mean = tf.constant(train_mean_image(config))
     preprocess = lambda image: {
-        'image': cifar_preprocessing.scale_and_resize(config.dataset.image_size, image) - mean}
+        'image': cifar.scale_and_resize(config.dataset.image_size, image) - mean}
   else:
     eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN) - _imagenet_mean_correction(config)
     preprocess = lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
@@ -368,4 +367,4 @@ def eval_batches(config, *, process_index: int, process_count: int,
   batches = itertools.chain(_deterministic(ds.batch(batch).prefetch(tf.data.AUTOTUNE))
                             .as_numpy_iterator(), itertools.repeat(no_examples))
   return ({**padded, 'mask': mask} for padded, mask in (
-      placement.pad_batch(arrays, batch) for arrays in itertools.islice(batches, num_batches)))
+      sharding.pad_batch(arrays, batch) for arrays in itertools.islice(batches, num_batches)))

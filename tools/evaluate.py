@@ -1,9 +1,9 @@
 """Evaluates a run's checkpoint, or torchvision weights, in one of the paper's testing modes.
 
-    python -m experiments.evaluate --workdir=/runs/resnet50 --mode=ten_crop
-    python -m experiments.evaluate --workdir=/runs/resnet50 --mode=multi_scale
-    python -m experiments.evaluate --workdir=/runs/resnet56 --mode=center
-    python -m experiments.evaluate --torchvision_checkpoint=resnet50.pth --model=resnet50 \
+    python -m tools.evaluate --workdir=/runs/resnet50 --mode=ten_crop
+    python -m tools.evaluate --workdir=/runs/resnet50 --mode=multi_scale
+    python -m tools.evaluate --workdir=/runs/resnet56 --mode=center
+    python -m tools.evaluate --torchvision_checkpoint=resnet50.pth --model=resnet50 \
         --mode=ten_crop --data_dir=~/tensorflow_datasets
 
 The result, {"mode", "step", "error_top1", "error_top5", "num_examples", "compiled_shapes"}
@@ -12,7 +12,7 @@ it up, or to ``--output``. On several hosts (a TPU pod, a SLURM or Open MPI job;
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``), run the same command on
 every host: each evaluates its part of the split on its own devices, and process 0 writes the
 result for all. A torchvision checkpoint (a state dict saved with ``torch.save``, or an ``.npz`` of
-the same keys) is converted by ``resnet_jax.convert`` and evaluated on ImageNet's validation split
+the same keys) is converted by ``resnet_jax.torchvision_weights`` and evaluated on ImageNet's validation split
 with this project's preprocessing; reading ``.pth`` files needs torch.
 """
 
@@ -24,7 +24,9 @@ from absl import app, flags
 
 from configs import imagenet
 from experiments import sweeps
-from resnet_jax import config_lib, convert, distributed, errors, evaluation
+from resnet_jax import config_lib, errors, torchvision_weights
+from resnet_jax.evaluation import protocols
+from resnet_jax.parallel import distributed
 
 FLAGS = flags.FLAGS
 
@@ -34,9 +36,9 @@ def define_flags():
   flags.DEFINE_string('workdir', None, 'The run to evaluate.')
   flags.DEFINE_string('torchvision_checkpoint', None,
                       'A torchvision ResNet state dict (.pth or .npz) to evaluate instead of a run.')
-  flags.DEFINE_enum('model', None, convert.TORCHVISION_NAMES,
+  flags.DEFINE_enum('model', None, torchvision_weights.TORCHVISION_NAMES,
                     'The torchvision net of --torchvision_checkpoint.')
-  flags.DEFINE_enum('mode', 'center', evaluation.MODES, 'Evaluation mode.')
+  flags.DEFINE_enum('mode', 'center', protocols.MODES, 'Evaluation mode.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.DEFINE_string('data_dir', None, 'tfds data_dir, if not the one the run was trained with.')
   flags.DEFINE_integer('batch_size', 0, 'Images per call and host for ten_crop (0: '
@@ -81,16 +83,16 @@ def torchvision_config(name: str, data_dir=None, batch_size: int = 0):
 def load_torchvision(path: str, name: str, data_dir=None, batch_size: int = 0):
   """(config, model, variables) of a torchvision checkpoint, for this project's inputs."""
   config = torchvision_config(name, data_dir, batch_size)
-  variables = convert.from_torchvision(load_state_dict(path), name,
-                                       input_std=convert.TORCHVISION_INPUT_STD)
-  return config, config_lib.build_model(config, convert.NUM_CLASSES), variables
+  variables = torchvision_weights.from_torchvision(load_state_dict(path), name,
+                                       input_std=torchvision_weights.TORCHVISION_INPUT_STD)
+  return config, config_lib.build_model(config, torchvision_weights.NUM_CLASSES), variables
 
 
 def evaluate_torchvision(path: str, name: str, mode: str, data_dir=None,
                          batch_size: int = 0) -> dict:
-  """``evaluation.evaluate`` of a torchvision checkpoint; adds 'mode', 'checkpoint', 'step'."""
+  """``protocols.evaluate`` of a torchvision checkpoint; adds 'mode', 'checkpoint', 'step'."""
   config, model, variables = load_torchvision(path, name, data_dir, batch_size)
-  return dict(evaluation.evaluate(config, model, variables, mode, batch_size), mode=mode,
+  return dict(protocols.evaluate(config, model, variables, mode, batch_size), mode=mode,
               checkpoint=path, step=None)
 
 
@@ -99,11 +101,11 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if FLAGS.torchvision_checkpoint and not FLAGS.model:
     raise app.UsageError('--torchvision_checkpoint needs --model (one of '
-                         f'{", ".join(convert.TORCHVISION_NAMES)}).')
+                         f'{", ".join(torchvision_weights.TORCHVISION_NAMES)}).')
   with errors.exit_on_user_error():
     try:
       if FLAGS.workdir:
-        result = evaluation.evaluate_workdir(FLAGS.workdir, FLAGS.mode, step=FLAGS.step,
+        result = protocols.evaluate_workdir(FLAGS.workdir, FLAGS.mode, step=FLAGS.step,
                                              data_dir=FLAGS.data_dir,
                                              batch_size=FLAGS.batch_size)
       else:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from configs import digits
-from resnet_jax import device_data
-from resnet_jax.config_lib import ConfigError
+from resnet_jax.data import device_resident as device_data
+from resnet_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +77,7 @@ SHARDED_BATCHES = textwrap.dedent('''
     import sys
     import jax, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from resnet_jax import device_data
+    from resnet_jax.data import device_resident as device_data
     assert jax.device_count() == 8
     mesh = jax.make_mesh((8,), ('data',))
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """Throughput of the project beside a PyTorch reference, on whatever device JAX and torch find.
 
-    python -m experiments.benchmark --model=resnet20 --batch_size=128 --dtype=float32 \\
+    python -m benchmarks.harness --model=resnet20 --batch_size=128 --dtype=float32 \\
         --parts=step,forward,device_step,torch,input,e2e --json_out=/tmp/bench.json
 
 Parts (``--parts``, comma-separated):
@@ -8,9 +8,9 @@ Parts (``--parts``, comma-separated):
 * ``step``, ``forward``: the bare jitted train step (the real optimizer) and the eval forward
   pass on synthetic data already on the device: compile time, median step time, images/s, FLOPs
   per step from XLA's cost analysis and the model FLOP utilisation for ``--peak_tflops``.
-* ``device_step``: the device-resident CIFAR path (resnet_jax/device_data.py): ``--steps_per_call``
+* ``device_step``: the device-resident CIFAR path (resnet_jax/data/device_resident.py): ``--steps_per_call``
   steps per call on a synthetic 50,000-image split, with the in-step augmentation.
-* ``torch``: the PyTorch twin (experiments/torch_resnet.py), train step and forward, in every
+* ``torch``: the PyTorch twin (benchmarks/torch_resnet.py), train step and forward, in every
   applicable configuration (channels_last, torch.compile; bf16 autocast when --dtype=bfloat16);
   the best one is the reference, and the ratios project / reference are printed.
 * ``convs``: where the time goes: every distinct convolution of the model timed alone, forward,
@@ -18,12 +18,12 @@ Parts (``--parts``, comma-separated):
 * ``input``: the tf.data train preprocessing alone, images/s per dataset (digits is real;
   cifar10 comes from tfds.testing.mock_data unless --data_dir has it); ImageNet's train and eval
   preprocessing on real photographs beside PIL + torchvision, per thread count
-  (``--input_threads``; experiments/input_benchmark.py).
-* ``eval``: 10-crop and multi-scale testing (resnet_jax/evaluation.py) on photographs served
+  (``--input_threads``; benchmarks/inputs.py).
+* ``eval``: 10-crop and multi-scale testing (resnet_jax/evaluation/protocols.py) on photographs served
   as ImageNet's validation split, on 1 and 8 simulated CPU devices, each in a process of its own
-  (experiments/eval_benchmark.py, whose own command also times older code beside it).
+  (benchmarks/evaluation.py, whose own command also times older code beside it).
 * ``resume``: the time to the first ImageNet train batch after a resume at 10% and 90% of an
-  epoch, beside the previous streamed order (experiments/resume_benchmark.py).
+  epoch, beside the previous streamed order (benchmarks/resume.py).
 * ``e2e``: ``train_and_evaluate``'s real loop on cifar10 (mock data unless prepared): tf.data
   one step per call (the default), tf.data and the device-resident path ``--steps_per_call``
   steps per call; images/s from its steps_per_sec summaries.
@@ -41,13 +41,16 @@ import tempfile
 
 from absl import app, flags
 
-from experiments import bench_report, eval_benchmark, input_benchmark, resume_benchmark
-from experiments.bench_setup import Settings
-from experiments.conv_benchmark import bench_convs
-from experiments.e2e_benchmark import bench_e2e
-from experiments.step_benchmark import device_step_timer, jax_timers
-from experiments.timing import time_all
-from experiments.torch_benchmark import TORCH_VARIANTS, torch_timers
+from benchmarks import evaluation as eval_benchmark
+from benchmarks import inputs
+from benchmarks import report as bench_report
+from benchmarks import resume as resume_benchmark
+from benchmarks.convs import bench_convs
+from benchmarks.end_to_end import bench_e2e
+from benchmarks.settings import Settings
+from benchmarks.step import device_step_timer, jax_timers
+from benchmarks.timing import time_all
+from benchmarks.torch_step import TORCH_VARIANTS, torch_timers
 from resnet_jax import models
 
 PARTS = ('step', 'forward', 'device_step', 'torch', 'convs', 'input', 'eval', 'resume', 'e2e')
@@ -107,9 +110,9 @@ def run_parts(settings: Settings, parts: set) -> list[dict]:
     results.append(dict(part='skipped', impl='device_step, e2e', note='CIFAR-family only'))
     parts = parts - {'device_step', 'e2e'}
   if 'input' in parts:
-    results += time_all(input_benchmark.timers([int(n) for n in FLAGS.input_threads],
+    results += time_all(inputs.timers([int(n) for n in FLAGS.input_threads],
                                                FLAGS.input_batch_size), **settings.timing)
-    results += input_benchmark.train_pipeline_rows(settings)
+    results += inputs.train_pipeline_rows(settings)
   if 'e2e' in parts:
     results += bench_e2e(settings, FLAGS.e2e_steps, FLAGS.e2e_repeats)
   return results
@@ -133,7 +136,7 @@ def main(argv):
                 ratios=bench_report.ratios(results, 'images_per_s', settings.steps_per_call),
                 best_window_ratios=bench_report.ratios(results, 'best_images_per_s',
                                                        settings.steps_per_call),
-                cpu_time_ratios=input_benchmark.ratios(results, 'images_per_cpu_s'),
+                cpu_time_ratios=inputs.ratios(results, 'images_per_cpu_s'),
                 evaluation=evaluation_rows, resume=resume_rows)
   bench_report.print_report(report)
   if evaluation_rows:

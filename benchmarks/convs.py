@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench_setup import Settings, bench_config
-from experiments.timing import time_steps
+from benchmarks.settings import Settings, bench_config
+from benchmarks.timing import time_steps
 from resnet_jax import config_lib
 
 

@@ -1,7 +1,7 @@
 """Compiles a config's train and eval calls for a TPU topology, here, and reports the plan.
 
     pip install -r requirements-tpu.txt
-    python -m experiments.tpu_plan --config=configs/imagenet_r50.py --topology=v5e:4x4 \\
+    python -m tools.tpu_plan --config=configs/imagenet_r50.py --topology=v5e:4x4 \\
         [--config.model.bn_group_size=32 ...] [--json_out=/tmp/plan.json]
 
 libtpu compiles for any TPU slice without a TPU: ``get_topology_desc`` gives the slice's devices
@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from resnet_jax import config_lib, train
+from resnet_jax import config_lib, errors, train
 
 FLAGS = flags.FLAGS
 
@@ -271,7 +271,7 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
     result = plan(FLAGS.config, FLAGS.topology, parts=FLAGS.parts)
-  except (PlanError, config_lib.ConfigError) as error:
+  except (PlanError, errors.ConfigError) as error:
     sys.exit(str(error))
   print(report(result))
   if FLAGS.json_out:

@@ -1,0 +1,1 @@
+"""Benchmarks beside a PyTorch reference; figures in RESULTS.md."""

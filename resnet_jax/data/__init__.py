@@ -1,0 +1,1 @@
+"""Datasets: facts, tfds input pipelines, augmentation."""

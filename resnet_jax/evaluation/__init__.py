@@ -1,0 +1,1 @@
+"""Evaluation: the loop, the paper's protocols, views, layer responses."""

@@ -1,0 +1,1 @@
+"""Devices and hosts: meshes and shardings, several steps per call, start-up."""

@@ -1,0 +1,1 @@
+"""Commands beside training: evaluating a checkpoint, planning a TPU run."""
