@@ -1,4 +1,7 @@
-"""Where the time goes: every distinct convolution of the model timed alone, in JAX and torch."""
+"""Where the time goes: every distinct convolution of the model timed alone, in JAX and torch.
+
+    python -m benchmarks.harness --parts=convs
+"""
 
 import jax
 import jax.numpy as jnp

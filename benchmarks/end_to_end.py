@@ -1,5 +1,8 @@
 """End to end: ``train_and_evaluate``'s real loop on cifar10 (mock data unless prepared), tf.data
-one step per call, tf.data and the device-resident path several steps per call."""
+one step per call, tf.data and the device-resident path several steps per call.
+
+    python -m benchmarks.harness --parts=step,e2e --e2e_repeats=2 --steps_per_call=10
+"""
 
 import itertools
 import statistics

@@ -19,20 +19,20 @@ Parts (``--parts``, comma-separated):
   cifar10 comes from tfds.testing.mock_data unless --data_dir has it); ImageNet's train and eval
   preprocessing on real photographs beside PIL + torchvision, per thread count
   (``--input_threads``; benchmarks/inputs.py).
-* ``eval``: 10-crop and multi-scale testing (resnet_jax/evaluation/protocols.py) on photographs served
-  as ImageNet's validation split, on 1 and 8 simulated CPU devices, each in a process of its own
-  (benchmarks/evaluation.py, whose own command also times older code beside it).
-* ``resume``: the time to the first ImageNet train batch after a resume at 10% and 90% of an
-  epoch, beside the previous streamed order (benchmarks/resume.py).
+* ``eval``: 10-crop and multi-scale testing (resnet_jax/evaluation/protocols.py) on photographs
+  served as ImageNet's validation split, on 1 and 8 simulated CPU devices, each in a process of
+  its own: images/s and XLA compilations (benchmarks/evaluation.py, which also runs alone).
+* ``resume``: the time to the first ImageNet train batch after a resume at 10%, 50% and 90% of
+  an epoch, which should not grow with the position (benchmarks/resume.py, which also runs alone).
 * ``e2e``: ``train_and_evaluate``'s real loop on cifar10 (mock data unless prepared): tf.data
   one step per call (the default), tf.data and the device-resident path ``--steps_per_call``
   steps per call; images/s from its steps_per_sec summaries.
 
 Take figures side by side in one run and quote ratios: a shared machine moves absolute numbers.
 
-This file reads the flags and runs the parts; each part has its module (``step_benchmark``,
-``torch_benchmark``, ``conv_benchmark``, ``input_benchmark``, ``e2e_benchmark``), all timed by
-``timing`` and reported by ``bench_report``.
+This file reads the flags and runs the parts; each part has its module in this package (``step``,
+``torch_step``, ``convs``, ``inputs``, ``evaluation``, ``resume``, ``end_to_end``), all timed by
+``timing`` and reported by ``report``.
 """
 
 import json
@@ -41,10 +41,8 @@ import tempfile
 
 from absl import app, flags
 
-from benchmarks import evaluation as eval_benchmark
-from benchmarks import inputs
+from benchmarks import evaluation, inputs, resume
 from benchmarks import report as bench_report
-from benchmarks import resume as resume_benchmark
 from benchmarks.convs import bench_convs
 from benchmarks.end_to_end import bench_e2e
 from benchmarks.settings import Settings
@@ -111,7 +109,7 @@ def run_parts(settings: Settings, parts: set) -> list[dict]:
     parts = parts - {'device_step', 'e2e'}
   if 'input' in parts:
     results += time_all(inputs.timers([int(n) for n in FLAGS.input_threads],
-                                               FLAGS.input_batch_size), **settings.timing)
+                                      FLAGS.input_batch_size), **settings.timing)
     results += inputs.train_pipeline_rows(settings)
   if 'e2e' in parts:
     results += bench_e2e(settings, FLAGS.e2e_steps, FLAGS.e2e_repeats)
@@ -129,8 +127,8 @@ def main(argv):
                         steps_per_call=FLAGS.steps_per_call, data_dir=FLAGS.data_dir or tmp)
     results = run_parts(settings, parts)
   # Parts with tables of their own: they time whole passes, not steps.
-  evaluation_rows = eval_benchmark.compare(rounds=FLAGS.repeats) if 'eval' in parts else []
-  resume_rows = resume_benchmark.resume_timings(repeats=FLAGS.repeats) if 'resume' in parts else []
+  evaluation_rows = evaluation.timings(rounds=FLAGS.repeats) if 'eval' in parts else []
+  resume_rows = resume.resume_timings(repeats=FLAGS.repeats) if 'resume' in parts else []
   report = dict(bench_report.environment({f: FLAGS[f].value for f in REPORTED_FLAGS}),
                 results=results,
                 ratios=bench_report.ratios(results, 'images_per_s', settings.steps_per_call),
@@ -139,11 +137,6 @@ def main(argv):
                 cpu_time_ratios=inputs.ratios(results, 'images_per_cpu_s'),
                 evaluation=evaluation_rows, resume=resume_rows)
   bench_report.print_report(report)
-  if evaluation_rows:
-    print('\n' + eval_benchmark.table(evaluation_rows))
-  if resume_rows:
-    print()
-    resume_benchmark.print_rows(resume_rows)
   with open(FLAGS.json_out, 'w') as f:
     json.dump(report, f, indent=2, default=str)
   print(f'JSON: {FLAGS.json_out}')

@@ -1,9 +1,11 @@
 """ImageNet preprocessing on real photographs: the project's tf.data maps beside PIL + torchvision.
 
+    python -m benchmarks.harness --parts=input --input_threads=1,2 --steps=3 --repeats=5
+
 Both sides read the same JPEG files (``resnet_jax/testing/photos.py``) from memory and return uint8
 224x224 images, so what is timed is decoding and augmentation alone:
 
-* project: ``imagenet_preprocessing.train_example`` / ``eval_example`` mapped over the
+* project: ``train_example`` / ``eval_example`` of ``resnet_jax/data/imagenet.py`` mapped over the
   files by tf.data with N threads (a private thread pool of N, ``num_parallel_calls=N``, one
   thread inside each op), batched;
 * reference: PIL decode, then torchvision's ``RandomResizedCrop(224)`` + flip + ``PILToTensor``
@@ -109,9 +111,9 @@ def timers(threads: list[int], batch_size: int) -> list[Timer]:
     torch_run, torch_cpu_s = torch_timer_fns(jpegs, train, n, batch_size)
     result += [
         Timer('input', _impl('tf.data', kind, n), lambda batches=batches: next(batches),
-                  lambda: None, batch_size, note=note, cpu_s=time.process_time),
+              lambda: None, batch_size, note=note, cpu_s=time.process_time),
         Timer('input', _impl('torchvision', kind, n), torch_run, lambda: None, batch_size,
-                  note=note, cpu_s=torch_cpu_s)]
+              note=note, cpu_s=torch_cpu_s)]
   return result
 
 
@@ -121,8 +123,7 @@ def train_pipeline_rows(settings: Settings) -> list[dict]:
   results = []
   for config, num_examples in ((digits.get_config(), 0), (cifar10.get_config(), 2048)):
     with dataset(config, num_examples, settings.data_dir) as note:
-      batches = pipeline.train_batches(config, start_step=0, process_index=0,
-                                             process_count=1)
+      batches = pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
       timing = time_steps(lambda: next(batches), lambda: None, repeats=settings.repeats,
                           steps=settings.steps)
     results.append(row('input', config.dataset.name, timing, config.batch_size,

@@ -1,4 +1,4 @@
-"""The benchmark's report: ratios side by side, the printed table and the environment."""
+"""The benchmark's report: ratios side by side, the printed tables and the environment."""
 
 import contextlib
 import datetime
@@ -8,7 +8,7 @@ import platform
 import jax
 import numpy as np
 
-from benchmarks import inputs
+from benchmarks import evaluation, inputs, resume
 from benchmarks.end_to_end import e2e_name
 
 
@@ -56,6 +56,7 @@ def fmt(value, spec):
 
 
 def print_report(report):
+  """The table of the timed steps, the ratios, then the tables of the eval and resume parts."""
   flags = report['flags']
   print(f"\n{report['device']}, {report['date']}; model {flags['model']}, batch "
         f"{flags['batch_size']}, {flags['dtype']}")
@@ -81,6 +82,10 @@ def print_report(report):
     print(f'ratio {name}: {value:.2f}' + (f' (fastest windows: {best_windows:.2f})'
                                           if best_windows else '')
           + (f' (per CPU second: {cpu_time:.2f})' if cpu_time else ''))
+  if report['evaluation']:
+    print('\n' + evaluation.table(report['evaluation']))
+  if report['resume']:
+    print('\n' + resume.table(report['resume']))
 
 
 def cpu_name() -> str:

@@ -1,4 +1,4 @@
-"""The benchmark harness: one way to time anything, interleaved so that all see the same machine."""
+"""One way to time anything, interleaved so that all timers see the same machine."""
 
 import dataclasses
 import statistics

@@ -1,5 +1,9 @@
 """Timers of the PyTorch twin (benchmarks/torch_resnet.py): train step and forward pass in
-every configuration asked for (channels_last, torch.compile; bf16 autocast with --dtype)."""
+every configuration asked for (channels_last, torch.compile; bf16 autocast with --dtype).
+
+    python -m benchmarks.harness --parts=step,forward,torch \\
+        --torch_variants=eager,channels_last,compile,compile_cl
+"""
 
 import contextlib
 

@@ -1,4 +1,5 @@
-"""benchmarks/harness.py runs as a user runs it, and its FLOP counts match a hand count."""
+"""The benchmark commands run as a user runs them, and the harness's FLOP counts match a hand
+count."""
 
 import json
 import subprocess
@@ -72,3 +73,37 @@ def test_input_part_times_the_project_beside_torchvision_on_real_photographs(tmp
       timed['tf.data train, 1 thread']['images_per_s']
       / timed['torchvision train, 1 thread']['images_per_s'])
   assert key in report['cpu_time_ratios']
+
+
+def test_resume_part_times_the_first_batch_at_each_position():
+  out = subprocess.run([
+      sys.executable, '-m', 'benchmarks.resume', '--records=256', '--files=8',
+      '--shuffle_buffer=32', '--batch_size=8', '--repeats=1', '--steady_batches=2',
+      '--positions=0.1,0.9'], check=True, timeout=600, capture_output=True, text=True).stdout
+  lines = out.splitlines()
+  assert '256 records in 8 TFRecord files, shuffle_buffer 32, batch 8, 32 steps an epoch' in lines
+  rows = [line.split() for line in lines if line.strip().startswith(('10%', '90%'))]
+  assert [(r[0], r[1]) for r in rows] == [('10%', '3'), ('90%', '28')]
+  assert all(float(value) > 0 for r in rows for value in r[2:]), rows
+  assert lines[-1].startswith('first batch at 90% / at 10%: ')
+
+
+def test_eval_part_times_both_modes_on_simulated_devices():
+  from benchmarks import evaluation  # pylint: disable=import-outside-toplevel
+  rows = evaluation.timings(device_counts=(2,), num_images=2, batch_size=1, rounds=1)
+  assert [(r['devices'], r['mode']) for r in rows] == [(2, 'ten_crop'), (2, 'multi_scale')]
+  ten_crop, multi_scale = rows
+  assert ten_crop['xla_compilations'] == ten_crop['compiled_shapes'] == 1
+  # Two photographs, one landscape and one portrait: five scales each.
+  assert multi_scale['xla_compilations'] == multi_scale['compiled_shapes'] == 10
+  assert all(r['images'] == 2 and r['images_per_s'] > 0 for r in rows)
+  assert evaluation.table(rows).count('\n') == 3
+
+
+@pytest.mark.xfail(strict=True, raises=subprocess.CalledProcessError,
+                   reason='resnet_jax/train.py imports clu.metric_writers, which imports TensorFlow')
+def test_synthetic_parts_import_without_tensorflow():
+  code = ("import sys; sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None; "
+          'import benchmarks.step, benchmarks.torch_step, benchmarks.convs, benchmarks.settings, '
+          'benchmarks.timing')
+  subprocess.run([sys.executable, '-c', code], check=True, timeout=300)
