@@ -71,9 +71,11 @@ def get_config() -> ml_collections.ConfigDict:
       lr_boundaries_unit='steps',  # 'steps' or 'epochs'.
       lr_decay_factor=0.1,
       # 'steps': divide at lr_boundaries. 'plateau': divide when the eval split's top-1 error
-      # has not dropped by plateau_threshold (absolute) for plateau_patience evaluations.
+      # has not dropped by plateau_threshold (absolute) for the patience (exactly one of
+      # plateau_patience evaluations and plateau_patience_epochs).
       schedule='steps',
       plateau_patience=5,
+      plateau_patience_epochs=config_dict.placeholder(float),
       plateau_threshold=0.001,
       # Hold warmup_learning_rate for these first steps; None: the network's recipe
       # (config_lib.warmup_steps: 400 for ResNet-110/1202 and plain-110, as the paper; else 0).
@@ -86,9 +88,12 @@ def get_config() -> ml_collections.ConfigDict:
   # logging, evaluation and checkpoint step, so make it divide those intervals.
   config.steps_per_call = 1
 
-  # Logging, evaluation and checkpoints (in steps).
+  # Logging (in steps), evaluation and checkpoints: each in steps or in epochs, exactly one of
+  # the pair (the other 0/None), resolved to steps once (config_lib.intervals).
   config.log_every_steps = 100
   config.eval_every_steps = 2_000
+  config.eval_every_epochs = config_dict.placeholder(float)
   config.checkpoint_every_steps = 2_000
+  config.checkpoint_every_epochs = config_dict.placeholder(float)
   config.keep_checkpoints = 3
   return config

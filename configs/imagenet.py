@@ -2,9 +2,9 @@
 
 SGD, momentum 0.9, weight decay 1e-4, batch 256, lr 0.1 (scaled linearly with the batch),
 divided by 10 at epochs 30, 60 and 80 of 90 (fb.resnet.torch's schedule; the paper divides
-"when the error plateaus", see the README's deviations table); scale augmentation [256, 480],
-random 224 crops and flips, PCA lighting, mean subtraction; bfloat16 compute with float32
-parameters.
+"when the error plateaus", see docs/deviations.md); scale augmentation [256, 480], random 224
+crops and flips, PCA lighting, mean subtraction; bfloat16 compute with float32 parameters.
+Evaluations and checkpoints come every epoch, whatever the batch.
 
     python main.py --config=configs/imagenet.py:resnet50 --workdir=/tmp/resnet_jax/imagenet_r50
     python main.py --config=configs/imagenet.py:resnet34,A --workdir=/tmp/resnet_jax/imagenet_r34_a
@@ -12,7 +12,8 @@ parameters.
 
 MODEL: resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34. OPTIONs: A, B or C,
 the shortcut option of Table 3 (default B); ``plateau``, the paper's schedule (lr /10 when the
-validation error plateaus, 120 epochs); ``pixel_mean``, the paper's per-pixel mean subtraction. ``configs/imagenet_r50.py`` is an alias of
+validation error has not improved for 5 epochs, 120 epochs); ``pixel_mean``, the paper's
+per-pixel mean subtraction. ``configs/imagenet_r50.py`` is an alias of
 ``configs/imagenet.py:resnet50``.
 
 BatchNorm statistics come from groups of 32 images (``model.bn_group_size=32``), as in the paper,
@@ -59,17 +60,21 @@ def imagenet_config(model: str, shortcut=None):
   config.eval_batch_size = 1000
   config.total_steps = 0
   config.total_epochs = 90.0
+  # The plateau patience in epochs, so that it means the same time at every batch size.
   config.optimizer.update(learning_rate=0.1, lr_reference_batch=256,
-                          lr_boundaries=(30, 60, 80), lr_boundaries_unit='epochs')
+                          lr_boundaries=(30, 60, 80), lr_boundaries_unit='epochs',
+                          plateau_patience=0, plateau_patience_epochs=5.0)
   config.log_every_steps = 100
-  config.eval_every_steps = 5_000
-  config.checkpoint_every_steps = 5_000
+  config.eval_every_steps = 0
+  config.eval_every_epochs = 1.0
+  config.checkpoint_every_steps = 0
+  config.checkpoint_every_epochs = 1.0
   return config
 
 
 def plateau(config):
-  """The paper's schedule: lr /10 when the validation error plateaus; 60x10^4 iterations of 256
-  images, 120 epochs."""
+  """The paper's schedule: lr /10 when the validation error plateaus (here: has not dropped by
+  0.1 points of top-1 error in 5 epochs); 60x10^4 iterations of 256 images, 120 epochs."""
   config.optimizer.schedule = 'plateau'
   config.total_epochs = 120.0
 

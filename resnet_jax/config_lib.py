@@ -4,7 +4,10 @@ Every check here runs before any dataset is read or any function is compiled, an
 ``ConfigError`` with a message that says what is wrong and how to fix it.
 """
 
+import dataclasses
+import functools
 import json
+import math
 import os
 
 import flax
@@ -70,6 +73,50 @@ def total_steps(config, steps_per_epoch: int) -> int:
   return int(config.total_steps)
 
 
+@dataclasses.dataclass(frozen=True)
+class Intervals:
+  """The loop's intervals, resolved from the config's steps or epochs for one steps_per_epoch.
+
+  ``plateau_patience`` counts evaluations: an epoch-based patience is the number of evaluations
+  that covers it (rounded up, at least one), so it means the same time at every batch size.
+  """
+  eval_steps: int
+  checkpoint_steps: int
+  plateau_patience: int
+
+
+def intervals(config, steps_per_epoch: int) -> Intervals:
+  """The evaluation and checkpoint intervals in steps and the plateau patience in evaluations."""
+
+  def steps(steps_field, epochs_field):
+    epochs = config[epochs_field]
+    return max(1, round(epochs * steps_per_epoch)) if epochs else int(config[steps_field])
+
+  eval_steps = steps('eval_every_steps', 'eval_every_epochs')
+  patience = config.optimizer.plateau_patience
+  if config.optimizer.plateau_patience_epochs:
+    # round() first: epochs x steps / steps is exact only up to float error.
+    patience = max(1, math.ceil(round(
+        config.optimizer.plateau_patience_epochs * steps_per_epoch / eval_steps, 9)))
+  return Intervals(eval_steps=eval_steps,
+                   checkpoint_steps=steps('checkpoint_every_steps', 'checkpoint_every_epochs'),
+                   plateau_patience=int(patience))
+
+
+def _exactly_one(config, steps_field: str, epochs_field: str) -> list[str]:
+  """The problems of a duration given in steps or in epochs: exactly one, not negative."""
+  steps, epochs = (functools.reduce(lambda c, key: c[key], field.split('.'), config) or 0
+                   for field in (steps_field, epochs_field))
+  if bool(steps) == bool(epochs):
+    return [(f'Set exactly one of {steps_field} and {epochs_field} (the other to 0, e.g. '
+             f'--config.{epochs_field if steps else steps_field}=0); got {steps_field}={steps}, '
+             f'{epochs_field}={epochs}.')]
+  if steps < 0 or epochs < 0:
+    return [(f'{steps_field} / {epochs_field} must not be negative; got {steps_field}={steps}, '
+             f'{epochs_field}={epochs}.')]
+  return []
+
+
 def validate(config, *, device_count: int, process_count: int) -> None:
   """Raises ``ConfigError`` for any config that cannot train correctly."""
   problems = []
@@ -114,11 +161,11 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                     f'{config.batch_size // device_count} (or be 0 for global statistics).')
   if config.steps_per_call < 1:
     problems.append(f'steps_per_call={config.steps_per_call} must be at least 1.')
-  if bool(config.total_steps) == bool(config.total_epochs):
-    problems.append('Set exactly one of total_steps and total_epochs (the other to 0/None); '
-                    f'got total_steps={config.total_steps}, total_epochs={config.total_epochs}.')
-  elif (config.total_steps or 0) < 0 or (config.total_epochs or 0) < 0:
-    problems.append('total_steps / total_epochs must not be negative.')
+  for steps_field, epochs_field in (
+      ('total_steps', 'total_epochs'), ('eval_every_steps', 'eval_every_epochs'),
+      ('checkpoint_every_steps', 'checkpoint_every_epochs'),
+      ('optimizer.plateau_patience', 'optimizer.plateau_patience_epochs')):
+    problems += _exactly_one(config, steps_field, epochs_field)
   opt = config.optimizer
   if not opt.learning_rate > 0:
     problems.append(f'optimizer.learning_rate={opt.learning_rate} must be positive.')
@@ -146,13 +193,11 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                     'increasing, e.g. (32000, 48000).')
   if opt.schedule not in ('steps', 'plateau'):
     problems.append(f"optimizer.schedule={opt.schedule!r}; use 'steps' or 'plateau'.")
-  if opt.plateau_patience < 1 or opt.plateau_threshold < 0:
-    problems.append(f'optimizer.plateau_patience={opt.plateau_patience} must be at least 1 and '
-                    f'optimizer.plateau_threshold={opt.plateau_threshold} not negative.')
+  if opt.plateau_threshold < 0:
+    problems.append(f'optimizer.plateau_threshold={opt.plateau_threshold} must not be negative.')
   if not 0 < opt.lr_decay_factor <= 1:
     problems.append(f'optimizer.lr_decay_factor={opt.lr_decay_factor} must be in (0, 1].')
-  for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
-                'keep_checkpoints'):
+  for field in ('log_every_steps', 'keep_checkpoints'):
     if config[field] <= 0:
       problems.append(f'{field}={config[field]} must be positive.')
   if problems:

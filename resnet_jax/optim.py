@@ -2,7 +2,7 @@
 
 ``optimizer.schedule='steps'`` divides the rate at fixed boundaries; ``'plateau'`` divides it
 by 1/``lr_decay_factor`` when the held-out error has not improved by ``plateau_threshold`` for
-``plateau_patience`` evaluations (the paper's ImageNet rule). The plateau state
+the patience (``config_lib.intervals``; the paper's ImageNet rule). The plateau state
 (``optax.contrib.reduce_on_plateau``'s) is the last element of the optimizer state, so it is
 checkpointed with it; the training loop feeds it each evaluation's top-1 error
 (``plateau_update``) and the train step scales every update by its ``scale``.
@@ -68,11 +68,11 @@ def weight_decay_mask(decay_on: str):
   raise ValueError(f"optimizer.weight_decay_on={decay_on!r}; use 'all' or 'kernels'.")
 
 
-def _plateau(config) -> optax.GradientTransformationExtraArgs:
+def _plateau(config, steps_per_epoch: int) -> optax.GradientTransformationExtraArgs:
   opt = config.optimizer
-  return optax.contrib.reduce_on_plateau(factor=opt.lr_decay_factor,
-                                         patience=opt.plateau_patience, rtol=0.0,
-                                         atol=opt.plateau_threshold)
+  patience = config_lib.intervals(config, steps_per_epoch).plateau_patience
+  return optax.contrib.reduce_on_plateau(factor=opt.lr_decay_factor, patience=patience,
+                                         rtol=0.0, atol=opt.plateau_threshold)
 
 
 def _scale_by_plateau(plateau) -> optax.GradientTransformation:
@@ -99,7 +99,7 @@ def create_optimizer(config, steps_per_epoch: int):
       optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov),
   )
   if opt.schedule == 'plateau':
-    tx = optax.chain(tx, _scale_by_plateau(_plateau(config)))
+    tx = optax.chain(tx, _scale_by_plateau(_plateau(config, steps_per_epoch)))
   return tx, schedule
 
 
@@ -109,7 +109,7 @@ def learning_rate_scale(opt_state):
   return last.scale if isinstance(last, optax.contrib.ReduceLROnPlateauState) else 1.0
 
 
-def plateau_update(config, opt_state, error):
+def plateau_update(config, steps_per_epoch: int, opt_state, error):
   """``opt_state`` after one evaluation's held-out ``error`` (jittable; plateau schedule only)."""
-  _, plateau_state = _plateau(config).update({}, opt_state[-1], value=error)
+  _, plateau_state = _plateau(config, steps_per_epoch).update({}, opt_state[-1], value=error)
   return (*opt_state[:-1], plateau_state)

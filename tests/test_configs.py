@@ -3,7 +3,7 @@
 import ml_collections
 import pytest
 
-from configs import imagenet, imagenet_r50
+from configs import digits, imagenet, imagenet_r50
 from resnet_jax import config_lib
 
 
@@ -55,3 +55,44 @@ def test_a_workdir_of_the_other_schedule_is_another_experiment():
   assert config_lib.changed_fields(ml_collections.ConfigDict(older),
                                    imagenet.get_config('resnet50,plateau'), fields) == [
                                        "optimizer.schedule: 'steps' -> 'plateau'"]
+
+
+@pytest.mark.parametrize('batch, steps_per_epoch', [(256, 5004), (4096, 312)])
+def test_plateau_patience_and_evaluations_count_epochs_at_every_batch(batch, steps_per_epoch):
+  config = imagenet.get_config('resnet50,plateau')
+  config.batch_size = batch
+  assert 1_281_167 // batch == steps_per_epoch
+  every = config_lib.intervals(config, steps_per_epoch)
+  # By hand: an evaluation and a checkpoint each epoch; a patience of 5 epochs is 5 of them.
+  assert (every.eval_steps, every.checkpoint_steps, every.plateau_patience) == (
+      steps_per_epoch, steps_per_epoch, 5)
+  assert every.plateau_patience * every.eval_steps / steps_per_epoch == 5.0
+  # Evaluations every 2 epochs: 3 of them (6 epochs) are the first to cover 5 epochs.
+  config.eval_every_epochs = 2.0
+  every = config_lib.intervals(config, steps_per_epoch)
+  assert (every.eval_steps, every.plateau_patience) == (2 * steps_per_epoch, 3)
+  config.optimizer.plateau_patience_epochs = 0.5  # At least one evaluation.
+  assert config_lib.intervals(config, steps_per_epoch).plateau_patience == 1
+
+
+def test_step_intervals_and_patience_stay_as_given():
+  config = digits.get_config()
+  config.optimizer.plateau_patience = 7
+  assert config_lib.intervals(config, 23) == config_lib.Intervals(
+      eval_steps=92, checkpoint_steps=92, plateau_patience=7)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'eval_every_steps': 100}, 'exactly one of eval_every_steps and eval_every_epochs'),
+    ({'checkpoint_every_epochs': 0.0}, 'exactly one of checkpoint_every_steps and'),
+    ({'optimizer.schedule': 'plateau', 'optimizer.plateau_patience': 3},
+     'exactly one of optimizer.plateau_patience and optimizer.plateau_patience_epochs'),
+    ({'eval_every_epochs': -1.0}, 'must not be negative'),
+])
+def test_validate_refuses_an_interval_in_both_or_neither_unit(overrides, message):
+  config = imagenet.get_config('resnet50')
+  for key, value in overrides.items():
+    *parents, field = key.split('.')
+    (config.optimizer if parents else config)[field] = value
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config, device_count=8, process_count=1)

@@ -113,7 +113,7 @@ def test_plateau_schedule_divides_by_ten_after_patience_evaluations_without_impr
   params = {'w': jnp.zeros(())}
   tx, _ = optim.create_optimizer(config, steps_per_epoch=100)
   state = tx.init(params)
-  update = jax.jit(lambda state, error: optim.plateau_update(config, state, error))
+  update = jax.jit(lambda state, error: optim.plateau_update(config, 100, state, error))
   # By hand: best 0.5, then 0.4; 0.395 and 0.399 miss 0.4 - 0.01 twice: /10; 0.3 is a new best;
   # 0.31 and 0.305 miss 0.29 twice: /10 again. The lr steps (momentum 0) show the scale.
   errors = [0.5, 0.4, 0.395, 0.399, 0.3, 0.31, 0.305]
