@@ -61,8 +61,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   # SGD with momentum, weight decay and step decay (the paper's CIFAR-10 recipe, Sec. 4.2).
   config.optimizer = ml_collections.ConfigDict(dict(
+      # 'sgd': SGD with momentum, weight decay added to the gradient (the paper). 'lars': You et
+      # al.'s layer-wise rates for large batches, on the kernels only (needs
+      # weight_decay_on='kernels'; BatchNorm parameters and biases take plain momentum SGD).
+      name='sgd',
       learning_rate=0.1,
       lr_reference_batch=0,        # > 0: scale the rate by batch_size / lr_reference_batch.
+      # Where the scaled rate is above learning_rate (batch_size > lr_reference_batch): reach it
+      # by a linear ramp from learning_rate over these first epochs (Goyal et al. 2017); 0: start
+      # at the scaled rate. At or below the reference batch there is nothing to ramp.
+      scaling_warmup_epochs=5.0,
       momentum=0.9,
       nesterov=False,
       weight_decay=1e-4,
@@ -71,24 +79,43 @@ def get_config() -> ml_collections.ConfigDict:
       lr_boundaries_unit='steps',  # 'steps' or 'epochs'.
       lr_decay_factor=0.1,
       # 'steps': divide at lr_boundaries. 'plateau': divide when the eval split's top-1 error
-      # has not dropped by plateau_threshold (absolute) for plateau_patience evaluations.
+      # has not dropped by plateau_threshold (absolute) for the patience (exactly one of
+      # plateau_patience evaluations and plateau_patience_epochs). 'cosine', 'polynomial': from
+      # the rate after the warm-up down to end_learning_rate at the last step, along half a
+      # cosine or (1 - t/T)**decay_power.
       schedule='steps',
       plateau_patience=5,
+      plateau_patience_epochs=config_dict.placeholder(float),
       plateau_threshold=0.001,
+      end_learning_rate=0.0,
+      decay_power=2.0,
       # Hold warmup_learning_rate for these first steps; None: the network's recipe
       # (config_lib.warmup_steps: 400 for ResNet-110/1202 and plain-110, as the paper; else 0).
+      # A run has one warm-up: this one, or the ramp to a scaled rate (scaling_warmup_epochs);
+      # where both would apply, validation asks to switch one off.
       warmup_steps=config_dict.placeholder(int),
       warmup_learning_rate=0.01,
+      # LARS (name='lars'): the trust coefficient and the epsilon of its layer-wise ratio.
+      lars_trust_coefficient=0.001,
+      lars_epsilon=0.0,
   ))
+
+  # The training loss: cross-entropy against targets smoothed by this much towards uniform
+  # (Szegedy et al. 2016); it is the loss minimised and logged as train_loss. Evaluation's loss
+  # stays the plain cross-entropy.
+  config.label_smoothing = 0.0
 
   # Train steps per jitted call (lax.scan), on both input paths (tf.data: that many batches
   # per call; device-resident: the batches are drawn inside the call). Calls end at every
   # logging, evaluation and checkpoint step, so make it divide those intervals.
   config.steps_per_call = 1
 
-  # Logging, evaluation and checkpoints (in steps).
+  # Logging (in steps), evaluation and checkpoints: each in steps or in epochs, exactly one of
+  # the pair (the other 0/None), resolved to steps once (config_lib.intervals).
   config.log_every_steps = 100
   config.eval_every_steps = 2_000
+  config.eval_every_epochs = config_dict.placeholder(float)
   config.checkpoint_every_steps = 2_000
+  config.checkpoint_every_epochs = config_dict.placeholder(float)
   config.keep_checkpoints = 3
   return config

@@ -4,7 +4,10 @@ Every check here runs before any dataset is read or any function is compiled, an
 ``ConfigError`` with a message that says what is wrong and how to fix it.
 """
 
+import dataclasses
+import functools
 import json
+import math
 import os
 
 import flax
@@ -27,13 +30,18 @@ NUM_CLASSES = {'digits': 10, 'cifar10': 10, 'imagenet2012': 1000}
 CHANNELS = {'digits': 1, 'cifar10': 3, 'imagenet2012': 3}
 TRAIN_EXAMPLES = {'digits': 1_500, 'cifar10': 50_000, 'imagenet2012': 1_281_167}
 
-# Fields whose change makes a checkpoint belong to a different experiment.
+# Fields whose change makes a checkpoint belong to a different experiment (the optimizer's name
+# and the plateau schedule decide the optimizer state in the checkpoint).
 IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size',
-                   'optimizer.schedule')  # The plateau schedule's state is in the checkpoint.
+                   'optimizer.name', 'optimizer.schedule')
 # What a config saved before these identity fields existed meant by them.
-ADDED_FIELDS = {'optimizer.schedule': 'steps'}
+ADDED_FIELDS = {'optimizer.name': 'sgd', 'optimizer.schedule': 'steps'}
 # Fields that change how a step executes, not what it computes: two configs may differ in them.
 EXECUTION_FIELDS = ('model.fusion_barriers',)
+
+# optimizer.name and optimizer.schedule (resnet_jax/optim.py).
+OPTIMIZERS = ('sgd', 'lars')
+SCHEDULES = ('steps', 'plateau', 'cosine', 'polynomial')
 
 
 def build_model(config, num_classes: int, platform: str | None = None):
@@ -60,10 +68,76 @@ def warmup_steps(config) -> int:
   return NETWORK_WARMUP_STEPS.get(config.model.name, 0) if steps is None else int(steps)
 
 
+def scaled_learning_rate(config) -> float:
+  """``optimizer.learning_rate``, scaled linearly with the batch when ``lr_reference_batch`` is
+  set (0.1 x batch / 256 on ImageNet): the rate after any warm-up, before any decay."""
+  opt = config.optimizer
+  if opt.lr_reference_batch:
+    return opt.learning_rate * config.batch_size / opt.lr_reference_batch
+  return opt.learning_rate
+
+
+def scales_rate_up(config) -> bool:
+  """Whether the batch scales the rate above ``optimizer.learning_rate``, its base."""
+  return scaled_learning_rate(config) > config.optimizer.learning_rate
+
+
+def scaling_warmup_steps(config, steps_per_epoch: int) -> int:
+  """Steps of the linear ramp from the base rate to the scaled one (Goyal et al. 2017):
+  ``optimizer.scaling_warmup_epochs`` where the rate is scaled up, else 0."""
+  if not scales_rate_up(config):
+    return 0
+  return round(config.optimizer.scaling_warmup_epochs * steps_per_epoch)
+
+
 def total_steps(config, steps_per_epoch: int) -> int:
   if config.total_epochs:
     return int(round(config.total_epochs * steps_per_epoch))
   return int(config.total_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Intervals:
+  """The loop's intervals, resolved from the config's steps or epochs for one steps_per_epoch.
+
+  ``plateau_patience`` counts evaluations: an epoch-based patience is the number of evaluations
+  that covers it (rounded up, at least one), so it means the same time at every batch size.
+  """
+  eval_steps: int
+  checkpoint_steps: int
+  plateau_patience: int
+
+
+def intervals(config, steps_per_epoch: int) -> Intervals:
+  """The evaluation and checkpoint intervals in steps and the plateau patience in evaluations."""
+
+  def steps(steps_field, epochs_field):
+    epochs = config[epochs_field]
+    return max(1, round(epochs * steps_per_epoch)) if epochs else int(config[steps_field])
+
+  eval_steps = steps('eval_every_steps', 'eval_every_epochs')
+  patience = config.optimizer.plateau_patience
+  if config.optimizer.plateau_patience_epochs:
+    # round() first: epochs x steps / steps is exact only up to float error.
+    patience = max(1, math.ceil(round(
+        config.optimizer.plateau_patience_epochs * steps_per_epoch / eval_steps, 9)))
+  return Intervals(eval_steps=eval_steps,
+                   checkpoint_steps=steps('checkpoint_every_steps', 'checkpoint_every_epochs'),
+                   plateau_patience=int(patience))
+
+
+def _exactly_one(config, steps_field: str, epochs_field: str) -> list[str]:
+  """The problems of a duration given in steps or in epochs: exactly one, not negative."""
+  steps, epochs = (functools.reduce(lambda c, key: c[key], field.split('.'), config) or 0
+                   for field in (steps_field, epochs_field))
+  if bool(steps) == bool(epochs):
+    return [(f'Set exactly one of {steps_field} and {epochs_field} (the other to 0, e.g. '
+             f'--config.{epochs_field if steps else steps_field}=0); got {steps_field}={steps}, '
+             f'{epochs_field}={epochs}.')]
+  if steps < 0 or epochs < 0:
+    return [(f'{steps_field} / {epochs_field} must not be negative; got {steps_field}={steps}, '
+             f'{epochs_field}={epochs}.')]
+  return []
 
 
 def validate(config, *, device_count: int, process_count: int) -> None:
@@ -110,11 +184,11 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                     f'{config.batch_size // device_count} (or be 0 for global statistics).')
   if config.steps_per_call < 1:
     problems.append(f'steps_per_call={config.steps_per_call} must be at least 1.')
-  if bool(config.total_steps) == bool(config.total_epochs):
-    problems.append('Set exactly one of total_steps and total_epochs (the other to 0/None); '
-                    f'got total_steps={config.total_steps}, total_epochs={config.total_epochs}.')
-  elif (config.total_steps or 0) < 0 or (config.total_epochs or 0) < 0:
-    problems.append('total_steps / total_epochs must not be negative.')
+  for steps_field, epochs_field in (
+      ('total_steps', 'total_epochs'), ('eval_every_steps', 'eval_every_epochs'),
+      ('checkpoint_every_steps', 'checkpoint_every_epochs'),
+      ('optimizer.plateau_patience', 'optimizer.plateau_patience_epochs')):
+    problems += _exactly_one(config, steps_field, epochs_field)
   opt = config.optimizer
   if not opt.learning_rate > 0:
     problems.append(f'optimizer.learning_rate={opt.learning_rate} must be positive.')
@@ -126,6 +200,34 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                     "network's recipe).")
   if warmup_steps(config) and not opt.warmup_learning_rate > 0:
     problems.append(f'optimizer.warmup_learning_rate={opt.warmup_learning_rate} must be positive.')
+  if opt.scaling_warmup_epochs < 0:
+    problems.append(f'optimizer.scaling_warmup_epochs={opt.scaling_warmup_epochs} must not be '
+                    'negative (0: no ramp to the scaled rate).')
+  elif scales_rate_up(config) and opt.scaling_warmup_epochs and warmup_steps(config):
+    problems.append(
+        f'Two warm-ups apply: the constant one of optimizer.warmup_steps={warmup_steps(config)} '
+        f'(at {opt.warmup_learning_rate}) and the ramp of optimizer.scaling_warmup_epochs='
+        f'{opt.scaling_warmup_epochs} to the rate scaled for batch_size={config.batch_size} '
+        f'(lr_reference_batch={opt.lr_reference_batch}). A run starts with one of them: set '
+        '--config.optimizer.warmup_steps=0 or --config.optimizer.scaling_warmup_epochs=0.')
+  elif (scales_rate_up(config) and config.total_epochs
+        and opt.scaling_warmup_epochs >= config.total_epochs):
+    problems.append(f'optimizer.scaling_warmup_epochs={opt.scaling_warmup_epochs} must be shorter '
+                    f'than the run (total_epochs={config.total_epochs}).')
+  if opt.name not in OPTIMIZERS:
+    problems.append(f'optimizer.name={opt.name!r} is not an optimizer; use one of '
+                    f'{", ".join(map(repr, OPTIMIZERS))}.')
+  elif opt.name == 'lars' and opt.weight_decay_on != 'kernels':
+    problems.append(f'optimizer.name=lars adapts and decays the conv and dense kernels only '
+                    '(BatchNorm parameters and biases take plain momentum SGD, as You et al. and '
+                    'the MLPerf reference do), but optimizer.weight_decay_on='
+                    f"{opt.weight_decay_on!r}: set --config.optimizer.weight_decay_on=kernels.")
+  if not opt.lars_trust_coefficient > 0 or opt.lars_epsilon < 0:
+    problems.append(f'optimizer.lars_trust_coefficient={opt.lars_trust_coefficient} must be '
+                    f'positive and optimizer.lars_epsilon={opt.lars_epsilon} not negative.')
+  if not 0 <= config.label_smoothing < 1:
+    problems.append(f'label_smoothing={config.label_smoothing} must be in [0, 1) (0: the plain '
+                    'cross-entropy; MLPerf uses 0.1).')
   if not 0 <= opt.momentum < 1:
     problems.append(f'optimizer.momentum={opt.momentum} must be in [0, 1).')
   if opt.weight_decay < 0:
@@ -140,15 +242,20 @@ def validate(config, *, device_count: int, process_count: int) -> None:
       b <= 0 for b in boundaries):
     problems.append(f'optimizer.lr_boundaries={tuple(boundaries)} must be positive and strictly '
                     'increasing, e.g. (32000, 48000).')
-  if opt.schedule not in ('steps', 'plateau'):
-    problems.append(f"optimizer.schedule={opt.schedule!r}; use 'steps' or 'plateau'.")
-  if opt.plateau_patience < 1 or opt.plateau_threshold < 0:
-    problems.append(f'optimizer.plateau_patience={opt.plateau_patience} must be at least 1 and '
-                    f'optimizer.plateau_threshold={opt.plateau_threshold} not negative.')
+  if opt.schedule not in SCHEDULES:
+    problems.append(f'optimizer.schedule={opt.schedule!r} is not a schedule; use one of '
+                    f'{", ".join(map(repr, SCHEDULES))}.')
+  elif opt.schedule in ('cosine', 'polynomial') and not (
+      0 <= opt.end_learning_rate < scaled_learning_rate(config)):
+    problems.append(f'optimizer.end_learning_rate={opt.end_learning_rate} must be at least 0 and '
+                    f'below the rate it decays from, {scaled_learning_rate(config):g}.')
+  if not opt.decay_power > 0:
+    problems.append(f'optimizer.decay_power={opt.decay_power} must be positive.')
+  if opt.plateau_threshold < 0:
+    problems.append(f'optimizer.plateau_threshold={opt.plateau_threshold} must not be negative.')
   if not 0 < opt.lr_decay_factor <= 1:
     problems.append(f'optimizer.lr_decay_factor={opt.lr_decay_factor} must be in (0, 1].')
-  for field in ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps',
-                'keep_checkpoints'):
+  for field in ('log_every_steps', 'keep_checkpoints'):
     if config[field] <= 0:
       problems.append(f'{field}={config[field]} must be positive.')
   if problems:

@@ -102,14 +102,19 @@ def model_images(batch):
   return images.astype(jnp.float32) / 255.0 + offset
 
 
-def train_step(state: TrainState, batch, *, model, tx,
-               learning_rate_fn: Callable) -> tuple[TrainState, TrainMetrics]:
-  """One SGD step on a (global) batch; BatchNorm statistics over the batch, as configured."""
+def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callable,
+               label_smoothing: float = 0.0) -> tuple[TrainState, TrainMetrics]:
+  """One optimizer step on a (global) batch; BatchNorm statistics over the batch, as configured.
+
+  With ``label_smoothing`` the loss minimised (and logged) is against smoothed targets.
+  """
 
   def loss_fn(params):
     logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
                                   model_images(batch), train=True, mutable=['batch_stats'])
     outputs = classification_outputs(logits, batch['label'])
+    if label_smoothing:
+      outputs['loss'] = optim.smoothed_cross_entropy(logits, batch['label'], label_smoothing)
     return outputs['loss'].mean(), (outputs, updates['batch_stats'])
 
   grads, (outputs, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)

@@ -60,7 +60,8 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
   train_step = functools.partial(steps.train_step, model=model, tx=tx,
-                                 learning_rate_fn=learning_rate_fn)
+                                 learning_rate_fn=learning_rate_fn,
+                                 label_smoothing=config.label_smoothing)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
                  init=init, train_step=train_step,
                  train_fn=multistep.make_train_fn(train_step, mesh),
@@ -118,6 +119,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   info = pipeline.get_dataset_info(config)
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
   num_steps = config_lib.total_steps(config, steps_per_epoch)
+  every = config_lib.intervals(config, steps_per_epoch)
   is_chief = jax.process_index() == 0
 
   # ---- Mesh, model, optimizer and the jitted calls: replicated state, batch split along 'data'.
@@ -139,7 +141,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   if is_chief:
     parameter_overview.log_parameter_overview(state.params)
 
-  plateau_fn = jax.jit(functools.partial(optim.plateau_update, config),
+  plateau_fn = jax.jit(functools.partial(optim.plateau_update, config, steps_per_epoch),
                        out_shardings=program.replicated)
 
   def run_eval(variables):
@@ -189,7 +191,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
                config.model.name, num_steps, steps_per_epoch, start_step, jax.device_count())
   # A call runs several steps, ending where the loop logs, evaluates or checkpoints.
   step_ends = multistep.call_ends(start_step, num_steps, config.steps_per_call, (
-      config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps))
+      config.log_every_steps, every.eval_steps, every.checkpoint_steps))
   steps_per_call = np.diff([start_step, *step_ends])
   if config.dataset.device_resident:  # The split on the devices; a call takes a step count.
     augment, name = config.dataset.augment, config.dataset.name
@@ -216,18 +218,18 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
       progress_report(step)
       is_last = step == num_steps
       preempted = preemption.reached(step)
-      if step % config.log_every_steps == 0 or step % config.checkpoint_every_steps == 0 or (
+      if step % config.log_every_steps == 0 or step % every.checkpoint_steps == 0 or (
           is_last or preempted):
         check_and_write(step, train_metrics)
         train_metrics = None
-      if step % config.eval_every_steps == 0 or is_last:
+      if step % every.eval_steps == 0 or is_last:
         with progress_report.timed('eval'):
           eval_metrics = run_eval(state.variables)
           writer.write_scalars(step, eval_metrics)
         if config.optimizer.schedule == 'plateau':  # Before the checkpoint that keeps it.
           state = state.replace(opt_state=plateau_fn(state.opt_state,
                                                      eval_metrics['eval_error_top1']))
-      if step % config.checkpoint_every_steps == 0 or is_last or preempted:
+      if step % every.checkpoint_steps == 0 or is_last or preempted:
         with progress_report.timed('checkpoint'):
           save_checkpoint(step)
       if preempted:

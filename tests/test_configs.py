@@ -1,10 +1,15 @@
-"""configs/imagenet.py:MODEL[,OPTION]: every ImageNet net, its shortcut options, the r50 alias."""
+"""configs/imagenet.py:MODEL[,OPTION]: every ImageNet net, its shortcut options and recipes, the
+r50 alias; the warm-up, intervals and optimizer settings every config gets and validate checks."""
+
+import importlib
+import pathlib
 
 import ml_collections
 import pytest
 
-from configs import imagenet, imagenet_r50
-from resnet_jax import config_lib
+import configs
+from configs import digits, imagenet, imagenet_r50
+from resnet_jax import config_lib, optim
 
 
 def test_every_imagenet_net_has_a_valid_config():
@@ -55,3 +60,116 @@ def test_a_workdir_of_the_other_schedule_is_another_experiment():
   assert config_lib.changed_fields(ml_collections.ConfigDict(older),
                                    imagenet.get_config('resnet50,plateau'), fields) == [
                                        "optimizer.schedule: 'steps' -> 'plateau'"]
+
+
+def test_lars_option_is_the_mlperf_large_batch_recipe():
+  config = imagenet.get_config('resnet50,lars')
+  config_lib.validate(config, device_count=8, process_count=1)
+  opt = config.optimizer
+  assert (config.batch_size, config.total_epochs, config.label_smoothing) == (4096, 42.0, 0.1)
+  assert (opt.name, opt.lars_trust_coefficient, opt.weight_decay, opt.weight_decay_on) == (
+      'lars', 0.001, 2e-4, 'kernels')
+  assert (opt.schedule, opt.decay_power, opt.end_learning_rate) == ('polynomial', 2.0, 1e-4)
+  # The reference's 10.0 at batch 4,096, reached over 5 epochs from the base rate.
+  steps_per_epoch = 1_281_167 // 4096
+  assert config_lib.scaled_learning_rate(config) == pytest.approx(10.0)
+  assert config_lib.scaling_warmup_steps(config, steps_per_epoch) == 5 * steps_per_epoch
+
+
+CONFIG_FILES = sorted(p.stem for p in pathlib.Path(configs.__file__).parent.glob('*.py')
+                      if p.stem not in ('__init__', 'default'))
+
+
+def test_every_config_ramps_up_to_a_rate_scaled_above_its_base_by_default():
+  scaled = []
+  for name in CONFIG_FILES:
+    config = importlib.import_module(f'configs.{name}').get_config()
+    config.batch_size = 4096
+    steps_per_epoch = 1_281_167 // 4096
+    schedule = optim.learning_rate_schedule(config, steps_per_epoch)
+    warmup = config_lib.scaling_warmup_steps(config, steps_per_epoch)
+    if config_lib.scaled_learning_rate(config) > config.optimizer.learning_rate:
+      scaled.append(name)
+      assert warmup == round(5 * steps_per_epoch), name
+      assert float(schedule(0)) == pytest.approx(config.optimizer.learning_rate), name
+      assert float(schedule(warmup)) == pytest.approx(
+          config_lib.scaled_learning_rate(config)), name
+    else:
+      assert warmup == 0, name
+  assert scaled == ['imagenet', 'imagenet_r50']  # digits and cifar10 do not scale the rate.
+
+
+@pytest.mark.parametrize('batch, steps_per_epoch', [(256, 5004), (4096, 312)])
+def test_plateau_patience_and_evaluations_count_epochs_at_every_batch(batch, steps_per_epoch):
+  config = imagenet.get_config('resnet50,plateau')
+  config.batch_size = batch
+  assert 1_281_167 // batch == steps_per_epoch
+  every = config_lib.intervals(config, steps_per_epoch)
+  # By hand: an evaluation and a checkpoint each epoch; a patience of 5 epochs is 5 of them.
+  assert (every.eval_steps, every.checkpoint_steps, every.plateau_patience) == (
+      steps_per_epoch, steps_per_epoch, 5)
+  assert every.plateau_patience * every.eval_steps / steps_per_epoch == 5.0
+  # Evaluations every 2 epochs: 3 of them (6 epochs) are the first to cover 5 epochs.
+  config.eval_every_epochs = 2.0
+  every = config_lib.intervals(config, steps_per_epoch)
+  assert (every.eval_steps, every.plateau_patience) == (2 * steps_per_epoch, 3)
+  config.optimizer.plateau_patience_epochs = 0.5  # At least one evaluation.
+  assert config_lib.intervals(config, steps_per_epoch).plateau_patience == 1
+
+
+def test_step_intervals_and_patience_stay_as_given():
+  config = digits.get_config()
+  config.optimizer.plateau_patience = 7
+  assert config_lib.intervals(config, 23) == config_lib.Intervals(
+      eval_steps=92, checkpoint_steps=92, plateau_patience=7)
+
+
+def with_overrides(config, overrides):
+  """``config`` after ``--config.KEY=VALUE`` overrides (top-level or optimizer fields)."""
+  for key, value in overrides.items():
+    *parents, field = key.split('.')
+    (config.optimizer if parents else config)[field] = value
+  return config
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'eval_every_steps': 100}, 'exactly one of eval_every_steps and eval_every_epochs'),
+    ({'checkpoint_every_epochs': 0.0}, 'exactly one of checkpoint_every_steps and'),
+    ({'optimizer.schedule': 'plateau', 'optimizer.plateau_patience': 3},
+     'exactly one of optimizer.plateau_patience and optimizer.plateau_patience_epochs'),
+    ({'eval_every_epochs': -1.0}, 'must not be negative'),
+])
+def test_validate_refuses_an_interval_in_both_or_neither_unit(overrides, message):
+  config = with_overrides(imagenet.get_config('resnet50'), overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config, device_count=8, process_count=1)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'optimizer.name': 'adam'}, "optimizer.name='adam' is not an optimizer; use one of 'sgd'"),
+    ({'optimizer.schedule': 'linear'}, "optimizer.schedule='linear' is not a schedule"),
+    ({'optimizer.scaling_warmup_epochs': -1.0}, 'scaling_warmup_epochs=-1.0 must not be negative'),
+    ({'optimizer.scaling_warmup_epochs': 90.0}, 'must be shorter than the run'),
+    ({'label_smoothing': 1.0}, r'label_smoothing=1.0 must be in \[0, 1\)'),
+    ({'label_smoothing': -0.1}, r'label_smoothing=-0.1 must be in \[0, 1\)'),
+    ({'optimizer.name': 'lars'}, 'set --config.optimizer.weight_decay_on=kernels'),
+    ({'optimizer.schedule': 'cosine', 'optimizer.end_learning_rate': 2.0},
+     'end_learning_rate=2.0 must be at least 0 and below the rate it decays from, 0.4'),
+    ({'optimizer.decay_power': 0.0}, 'decay_power=0.0 must be positive'),
+    ({'optimizer.lars_trust_coefficient': 0.0}, 'lars_trust_coefficient=0.0 must be positive'),
+    # The paper's constant warm-up and the ramp to a scaled rate, both at once.
+    ({'optimizer.warmup_steps': 400}, 'Two warm-ups apply'),
+])
+def test_validate_refuses_bad_optimizer_settings_with_what_to_do(overrides, message):
+  config = with_overrides(imagenet.get_config('resnet50'), {'batch_size': 1024, **overrides})
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(config, device_count=8, process_count=1)
+
+
+def test_both_warmups_are_fine_where_only_one_applies():
+  config = imagenet.get_config('resnet50')  # Batch 256: the rate is not scaled up.
+  config.optimizer.warmup_steps = 400
+  config_lib.validate(config, device_count=8, process_count=1)
+  config.batch_size = 1024
+  config.optimizer.scaling_warmup_epochs = 0.0
+  config_lib.validate(config, device_count=8, process_count=1)

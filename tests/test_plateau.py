@@ -9,18 +9,23 @@ from tests.harness import final_params, run_main, tiny_digits_flags, train_losse
 
 def plateau_flags(data_dir, **overrides):
   # Evaluate every step; a threshold of 1.0 (the whole error range) is never met after the first
-  # evaluation, so with patience 1 every later evaluation divides the rate by 10.
+  # evaluation, so with patience 1 every later evaluation divides the rate by 10. The batch of 32
+  # is twice the reference batch: the rate 0.02 scales to 0.04, reached by a ramp over 4 steps
+  # (digits: 46 steps per epoch at batch 32).
   return tiny_digits_flags(data_dir, **{
       'optimizer.schedule': 'plateau', 'optimizer.plateau_patience': 1,
-      'optimizer.plateau_threshold': 1.0, 'eval_every_steps': 1, **overrides})
+      'optimizer.plateau_threshold': 1.0, 'eval_every_steps': 1,
+      'optimizer.lr_reference_batch': 16, 'optimizer.scaling_warmup_epochs': 4 / 46,
+      **overrides})
 
 
-def test_plateau_schedule_divides_on_evaluations_and_resumes_bit_for_bit(data_dir, tmp_path):
+def test_plateau_scale_multiplies_the_warmup_ramp_and_resumes_bit_for_bit(data_dir, tmp_path):
   whole, resumed = str(tmp_path / 'whole'), str(tmp_path / 'resumed')
   run_main(whole, 'configs/digits.py', plateau_flags(data_dir))
-  # By hand: step 1 at 0.02; the eval after step 1 sets the best; each later eval divides by 10.
+  # By hand: step s runs at 0.02 + 0.005 s (the ramp: 0.02, 0.025, 0.03, 0.035, then 0.04) times
+  # the scale; the eval after step 1 sets the best, each later eval divides by 10.
   lr_steps, lr = events.read_scalars(whole)['train_learning_rate']
-  np.testing.assert_allclose(lr[np.argsort(lr_steps)], [0.02, 0.02, 0.002, 2e-4, 2e-5],
+  np.testing.assert_allclose(lr[np.argsort(lr_steps)], [0.02, 0.025, 0.003, 3.5e-4, 4e-5],
                              rtol=1e-5)
 
   run_main(resumed, 'configs/digits.py', plateau_flags(data_dir, total_steps=3))
