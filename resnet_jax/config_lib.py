@@ -114,6 +114,8 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                     f'{config.batch_size // device_count} (or be 0 for global statistics).')
   if config.steps_per_call < 1:
     problems.append(f'steps_per_call={config.steps_per_call} must be at least 1.')
+  if config.profile_steps < 0:
+    problems.append(f'profile_steps={config.profile_steps} must not be negative (0: no profile).')
   if bool(config.total_steps) == bool(config.total_epochs):
     problems.append('Set exactly one of total_steps and total_epochs (the other to 0/None); '
                     f'got total_steps={config.total_steps}, total_epochs={config.total_epochs}.')
