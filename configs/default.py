@@ -118,4 +118,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 2_000
   config.checkpoint_every_epochs = config_dict.placeholder(float)
   config.keep_checkpoints = 3
+
+  # > 0: trace this many train steps (at most those left) with jax.profiler, from the end of the
+  # first call (after compiling), into workdir/plugins/profile for TensorBoard's profile plugin;
+  # process 0 only.
+  config.profile_steps = 0
   return config

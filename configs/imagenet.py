@@ -1,9 +1,11 @@
 """ImageNet, any ImageNet-family net: ``configs/imagenet.py:MODEL[,OPTION...]``.
 
 SGD, momentum 0.9, weight decay 1e-4, batch 256, lr 0.1 (scaled linearly with the batch),
-divided by 10 at epochs 30, 60 and 80 of 90 (fb.resnet.torch's schedule; the paper divides
-"when the error plateaus", see docs/deviations.md); scale augmentation [256, 480], random 224
-crops and flips, PCA lighting, mean subtraction; bfloat16 compute with float32 parameters.
+divided by 10 at epochs 30, 60 and 80 of 90 (the schedule of Goyal et al. 2017, "Accurate,
+Large Minibatch SGD"; fb.resnet.torch divides at 30 and 60 only, with Nesterov momentum; the paper
+divides "when the error plateaus", see docs/deviations.md); scale augmentation [256, 480],
+random 224 crops and flips, PCA lighting, mean subtraction; bfloat16 compute with float32
+parameters.
 Evaluations and checkpoints come every epoch, whatever the batch.
 
 Above batch 256 the scaled rate (0.1 x batch / 256) is reached by a linear ramp from 0.1 over

@@ -184,6 +184,8 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                     f'{config.batch_size // device_count} (or be 0 for global statistics).')
   if config.steps_per_call < 1:
     problems.append(f'steps_per_call={config.steps_per_call} must be at least 1.')
+  if config.profile_steps < 0:
+    problems.append(f'profile_steps={config.profile_steps} must not be negative (0: no profile).')
   for steps_field, epochs_field in (
       ('total_steps', 'total_epochs'), ('eval_every_steps', 'eval_every_epochs'),
       ('checkpoint_every_steps', 'checkpoint_every_epochs'),

@@ -10,7 +10,8 @@ One parametrised family covers every network in the paper:
 
 ``create_model(name, num_classes, **overrides)`` returns a named variant, e.g. ``resnet56``.
 Variables are ``{'params', 'batch_stats'}``; params are always float32, ``dtype`` sets the
-compute precision and BatchNorm statistics are reduced in float32.
+compute precision of the convolutions and BatchNorm, whose statistics are reduced in float32,
+and the global average pool and the classifier compute in float32.
 """
 
 import functools
@@ -188,7 +189,9 @@ class ResNet(nn.Module):
     residual: False gives the plain net: the same layers without shortcuts.
     shortcut: option 'A', 'B' or 'C' of the paper's Table 3.
     bottleneck_stride_on: '1x1' (reference model) or '3x3' ("v1.5") for bottleneck blocks.
-    dtype: compute dtype (float32 or bfloat16); params stay float32.
+    dtype: compute dtype (float32 or bfloat16) up to the global average pool; params stay
+      float32. The pool and the classifier run in float32: they cost next to nothing, and
+      bfloat16 logits would often tie.
     bn_momentum, bn_epsilon: BatchNorm running-average momentum and epsilon.
     bn_group_size: 0 for BatchNorm statistics over the whole (global) batch; otherwise the size
       of the groups of examples that each compute their own statistics ("virtual batch").
@@ -257,9 +260,8 @@ class ResNet(nn.Module):
                        name=f'stage{stage + 1}_block{index + 1}')(x)
         x = barrier(x)
 
-    x = jnp.mean(x, axis=(1, 2))
-    x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name='fc')(x)
-    return x.astype(jnp.float32)
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=jnp.float32, name='fc')(x)
 
 
 # --------------------------------------------------------------------------------------------

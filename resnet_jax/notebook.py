@@ -35,7 +35,7 @@ MODEL_FIELDS = ('model', 'dataset.name', 'dataset.image_size')
 
 class Predictions(NamedTuple):
   logits: np.ndarray  # float32 [N, num_classes].
-  labels: np.ndarray  # int [N, top_k]: class indices, the most likely first.
+  labels: np.ndarray  # int [N, top_k]: class indices, the most likely first; -1: none (NaN).
 
 
 class _Placement(NamedTuple):
@@ -102,10 +102,16 @@ class Run:
     ``images``: [N, h, w, C] at the dataset's resolution (digits, cifar10), or a sequence of
     [h, w, 3] images of any size (imagenet2012). They are preprocessed as in evaluation and run
     in batches of at most ``config.eval_batch_size``.
+
+    Tied classes come in the order of their indices (a stable sort), one of the orders whose
+    average ``steps.top_k_errors`` counts. An image with a NaN or infinite logit has no
+    prediction: -1 in every place of its row, as evaluation counts it an error at every k.
     """
     count = len(images)
     if not count:
       raise ValueError('predict needs at least one image.')
+    if top_k < 1:
+      raise ValueError(f'predict needs top_k >= 1; got {top_k}.')
     placement = self._placement()
     batch = min(self.config.eval_batch_size, -(-count // placement.num_devices)
                 * placement.num_devices)
@@ -117,7 +123,8 @@ class Run:
                                     jax.device_put(padded, placement.batch_sharding))
       logits.append(np.asarray(outputs)[:len(inputs)])
     logits = np.concatenate(logits)
-    return Predictions(logits, np.argsort(-logits, axis=-1, kind='stable')[:, :top_k])
+    ranked = np.argsort(-logits, axis=-1, kind='stable')[:, :top_k]
+    return Predictions(logits, np.where(np.isfinite(logits).all(-1, keepdims=True), ranked, -1))
 
   def evaluate(self, split: Optional[str] = None) -> dict[str, float]:
     """``{'loss', 'error_top1', 'error_top5'}`` on a tfds split (default: the eval split).

@@ -4,11 +4,12 @@ Nothing here knows about devices, files or input pipelines, so the training loop
 the device-resident CIFAR path and notebooks all share exactly these functions.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from clu import metrics
 
@@ -75,15 +76,43 @@ class EvalMetrics(metrics.Collection):
   error_top5: metrics.Average.from_output('error_top5')
 
 
+def top_k_errors(logits, labels, ks: Sequence[int] = (1, 5)):
+  """Per-example top-k errors, float32 [B, len(ks)], one column per ``k`` of ``ks``: 0 where
+  the label is among the ``k`` highest scores, 1 where it is not, a fraction where a tie leaves
+  it undecided. Every top-k figure of the project is counted with it.
+
+  Ties count as a uniformly random order of the tied classes would, on average. With ``s``
+  classes scoring strictly higher than the label and ``t`` others scoring the same, the label is
+  equally likely at each position ``s, ..., s + t``, so its top-k error is the chance that the
+  position is ``k`` or more: ``clip((s + t + 1 - k) / (t + 1), 0, 1)``. A tie is never counted
+  as a win for the label, and a model whose scores are all equal scores exactly chance,
+  ``1 - k / classes``, as a random guess would. An example with any NaN or infinite score is an
+  error at every ``k``: a broken model is never right.
+
+  numpy arrays are computed with numpy, on the host, compiling nothing (evaluation averages its
+  views' probabilities there); anything else, traced arrays included, with ``jax.numpy``.
+  """
+  if not ks or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
+    raise ValueError(f'Top-k errors need whole numbers k >= 1; got {tuple(ks)}.')
+  xp = np if isinstance(logits, np.ndarray) else jnp
+  scores = logits.astype(xp.float32)
+  label_score = xp.take_along_axis(scores, xp.asarray(labels)[:, None], axis=-1)
+  higher = xp.sum(scores > label_score, axis=-1)
+  # The label and the classes tied with it (t + 1); at least 1, so a NaN label divides safely.
+  level = xp.maximum(xp.sum(scores == label_score, axis=-1), 1)
+  finite = xp.all(xp.isfinite(scores), axis=-1)
+  # One k at a time: XLA would turn a division by a broadcast divisor into a multiplication by
+  # its reciprocal, one rounding more, and the host and the devices would disagree.
+  return xp.stack([xp.where(finite, xp.clip((higher + level - k) / level, 0, 1), 1)
+                   for k in ks], axis=-1).astype(xp.float32)
+
+
 def classification_outputs(logits, labels):
-  """Per-example cross-entropy and top-1 / top-5 errors, in float32."""
+  """Per-example cross-entropy and top-1 / top-5 errors (``top_k_errors``), in float32."""
   logits = logits.astype(jnp.float32)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  # The label's rank: how many classes score strictly higher than it.
-  rank = jnp.sum(logits > label_logit, axis=-1)
-  return dict(loss=loss, error_top1=(rank >= 1).astype(jnp.float32),
-              error_top5=(rank >= 5).astype(jnp.float32))
+  errors = top_k_errors(logits, labels, (1, 5))
+  return dict(loss=loss, error_top1=errors[:, 0], error_top5=errors[:, 1])
 
 
 def model_images(batch):

@@ -102,6 +102,31 @@ class PreemptionFlag:
 
 
 # --------------------------------------------------------------------------------------------
+# Progress: steps and images per second.
+# --------------------------------------------------------------------------------------------
+
+
+class ReportProgress(periodic_actions.ReportProgress):
+  """clu's progress report (steps/s and ETA in the log; ``steps_per_sec`` and ``uptime`` in the
+  summaries), with the images per second those steps are: ``train_images_per_sec`` over every
+  device and ``train_images_per_sec_per_device``, through the same writer."""
+
+  def __init__(self, *, batch_size: int, num_devices: int, **kwargs):
+    super().__init__(**kwargs)
+    self._batch_size = batch_size
+    self._num_devices = num_devices
+
+  def _apply(self, step: int, t: float):
+    # The steps per second clu reports: steps and seconds since its previous report.
+    steps_per_sec = (step - self._previous_step) / (t - self._previous_time)
+    super()._apply(step, t)
+    images_per_sec = steps_per_sec * self._batch_size
+    self._writer.write_scalars(step, {
+        'train_images_per_sec': images_per_sec,
+        'train_images_per_sec_per_device': images_per_sec / self._num_devices})
+
+
+# --------------------------------------------------------------------------------------------
 # The run.
 # --------------------------------------------------------------------------------------------
 
@@ -161,8 +186,9 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))
-  progress_report = periodic_actions.ReportProgress(  # on_steps: a call may run several steps.
-      num_train_steps=num_steps, writer=writer,
+  progress_report = ReportProgress(  # on_steps: a call may run several steps.
+      num_train_steps=num_steps, writer=writer, batch_size=config.batch_size,
+      num_devices=jax.device_count(),
       on_steps=range(config.log_every_steps, num_steps + 1, config.log_every_steps))
   preemption = PreemptionFlag()
   last_checkpoint = None if restored is None else start_step
@@ -193,6 +219,18 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   step_ends = multistep.call_ends(start_step, num_steps, config.steps_per_call, (
       config.log_every_steps, every.eval_steps, every.checkpoint_steps))
   steps_per_call = np.diff([start_step, *step_ends])
+  hooks = [progress_report]  # Called after every call with the step it ended at.
+  if config.profile_steps and is_chief:
+    # From the end of the first call, so the trace holds steps, not their compilation; no more
+    # steps than follow it, or the trace would never be written.
+    profile_steps = min(config.profile_steps, num_steps - step_ends[0])
+    if profile_steps < config.profile_steps:
+      logging.warning('profile_steps=%d, but only %d steps follow the first call: tracing those.',
+                      config.profile_steps, profile_steps)
+    if profile_steps:
+      hooks.append(periodic_actions.Profile(
+          logdir=workdir, num_profile_steps=profile_steps, profile_duration_ms=None,
+          first_profile=step_ends[0], every_secs=None))
   if config.dataset.device_resident:  # The split on the devices; a call takes a step count.
     augment, name = config.dataset.augment, config.dataset.name
     train_fn = device_resident.make_train_fn(
@@ -215,7 +253,8 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
         state, step_metrics = train_fn(state, next(inputs))
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(
           step_metrics)
-      progress_report(step)
+      for hook in hooks:
+        hook(step)
       is_last = step == num_steps
       preempted = preemption.reached(step)
       if step % config.log_every_steps == 0 or step % every.checkpoint_steps == 0 or (

@@ -263,6 +263,22 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   np.testing.assert_allclose(logits16, logits32, atol=0.05 * scale)
 
 
+def test_bfloat16_nets_pool_and_classify_in_float32():
+  x = jax.random.normal(jax.random.key(6), (4, 16, 16, 3))
+  model = models.create_model('resnet20', 10, dtype='bfloat16', stage_sizes=(1, 1, 1))
+  variables = model.init(jax.random.key(0), x, train=False)
+  logits, captured = model.apply(variables, x, train=False, capture_intermediates=True,
+                                 mutable=['intermediates'])
+  features = captured['intermediates']['stage3_block1']['__call__'][0]
+  assert features.dtype == jnp.bfloat16 and logits.dtype == jnp.float32
+  # The last block's bfloat16 output, averaged and classified in float64 by hand: bfloat16
+  # logits would be 2^-8 off, float32 ones agree to float32 round-off.
+  pooled = np.asarray(features.astype(jnp.float32), np.float64).mean((1, 2))
+  fc = variables['params']['fc']
+  expected = pooled @ np.asarray(fc['kernel'], np.float64) + np.asarray(fc['bias'], np.float64)
+  np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_fusion_barrier_is_the_identity_with_an_identity_gradient():
   x = jax.random.normal(jax.random.key(7), (4, 5, 5, 3))
   np.testing.assert_array_equal(jax.jit(models.fusion_barrier)(x), x)

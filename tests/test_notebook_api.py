@@ -2,6 +2,7 @@
 
 import ast
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -117,6 +118,41 @@ def test_predictions_on_raw_images_agree_with_the_recorded_evaluation(workdir, r
   np.testing.assert_allclose(run.predict(images[:7]).logits, predictions.logits[:7], atol=1e-5)
 
 
+def with_classifier(run, change):
+  """``run`` with ``change`` applied to its classifier's parameters (numpy arrays)."""
+  params = dict(run.variables['params'])
+  params['fc'] = jax.tree.map(lambda p: change(np.array(p)), params['fc'])
+  return dataclasses.replace(run, variables=dict(run.variables, params=params))
+
+
+def test_a_model_whose_logits_are_all_equal_evaluates_at_chance(run):
+  constant = with_classifier(run, np.zeros_like)
+  result = constant.evaluate()
+  # 10 classes, every one tied: a random order puts the label first 1 time in 10, in the top 5
+  # half the time; the loss is ln 10.
+  assert result['error_top1'] == pytest.approx(0.9, rel=1e-6)
+  assert result['error_top5'] == pytest.approx(0.5, rel=1e-6)
+  assert result['loss'] == pytest.approx(np.log(10), rel=1e-6)
+  images, _ = raw_test_split()
+  np.testing.assert_array_equal(constant.predict(images[:3]).labels, [[0, 1, 2, 3, 4]] * 3)
+
+
+def nan_bias(bias):
+  bias = bias.copy()
+  bias[3] = np.nan
+  return bias
+
+
+def test_a_model_with_a_nan_logit_is_wrong_at_every_k_and_predicts_nothing(run):
+  broken = with_classifier(run, lambda p: nan_bias(p) if p.ndim == 1 else p)
+  result = broken.evaluate()
+  assert (result['error_top1'], result['error_top5']) == (1.0, 1.0)
+  images, _ = raw_test_split()
+  predictions = broken.predict(images[:3])
+  assert np.isnan(predictions.logits[:, 3]).all() and np.isfinite(predictions.logits[:, 4]).all()
+  np.testing.assert_array_equal(predictions.labels, np.full((3, 5), -1))
+
+
 def test_examples_are_labelled_raw_images_of_the_split(run):
   images, labels = run.examples(20)
   assert images.shape == (20, 8, 8, 1) and images.dtype == np.uint8
@@ -175,7 +211,8 @@ def test_eval_mode_on_four_devices_prints_the_recorded_evaluation_and_writes_not
   assert (fields.pop('step'), fields.pop('split'), fields.pop('devices')) == ('5', 'test', '4')
   evaluation = {k.removeprefix('eval_'): float(v) for k, v in fields.items()}
   recorded = recorded_eval(workdir, 5)
-  # Errors are sums of 0/1, exact in any order; the loss is summed in another order.
+  # Errors are sums of 0/1 (no float32 logits tie here), exact in any order; the loss is summed
+  # in another order.
   assert evaluation['error_top1'] == recorded['error_top1']
   assert evaluation['error_top5'] == recorded['error_top5']
   assert evaluation['loss'] == pytest.approx(recorded['loss'], rel=1e-5)

@@ -1,9 +1,14 @@
 """Loss and metrics of the train and eval steps against hand computations."""
 
+import itertools
+from fractions import Fraction
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
+import torch
 
 from resnet_jax import models, steps
 
@@ -18,6 +23,130 @@ def test_top1_and_top5_errors_by_rank():
   np.testing.assert_array_equal(out['error_top5'], [0, 0, 1])
   expected_loss = -jax.nn.log_softmax(logits)[jnp.arange(3), labels]
   np.testing.assert_allclose(out['loss'], expected_loss, rtol=1e-5)
+
+
+# The rule the top-k errors are held to: the classes are ranked by score, tied classes in a
+# uniformly random order, and an example's top-k error is the chance that its label is not among
+# the first k; any NaN or infinite score makes it an error at every k. A model whose scores are
+# all equal is then exactly as wrong as a random guess, 1 - k / classes, never better.
+
+
+def error_over_tie_orders(scores, label, k):
+  """The rule written out: every order of the classes that sorts their scores (ties in every
+  order) is equally likely; the fraction of them that rank ``label`` k-th or later."""
+  scores = [float(v) for v in scores]
+  if not all(np.isfinite(scores)):
+    return 1.0
+  orders = [order for order in itertools.permutations(range(len(scores)))
+            if all(scores[a] >= scores[b] for a, b in itertools.pairwise(order))]
+  return sum(order.index(label) >= k for order in orders) / len(orders)
+
+
+def error_by_counting(scores, label, k):
+  """The same chance from counts, by plain loops: s classes higher, t others tied, the label
+  equally likely at positions s, ..., s + t."""
+  scores = [float(v) for v in scores]
+  if not all(np.isfinite(scores)):
+    return 1.0
+  higher = sum(v > scores[label] for v in scores)
+  tied = sum(v == scores[label] for i, v in enumerate(scores) if i != label)
+  positions = range(higher, higher + tied + 1)
+  return sum(p >= k for p in positions) / len(positions)
+
+
+@pytest.mark.parametrize('classes', [2, 3, 10, 1000])
+def test_all_equal_logits_score_exactly_chance(classes):
+  logits = jnp.full((4, classes), 0.25)
+  labels = jnp.array([0, 1, classes - 1, classes // 2])
+  ks = (1, 2, 5, classes)
+  errors = np.asarray(jax.jit(steps.top_k_errors, static_argnums=2)(logits, labels, ks))
+  chance = [np.float32(Fraction(max(classes - k, 0), classes)) for k in ks]
+  np.testing.assert_array_equal(errors, [chance] * 4)
+  outputs = steps.classification_outputs(logits, labels)
+  np.testing.assert_array_equal(outputs['error_top1'], np.float32(1 - 1 / classes))
+  np.testing.assert_allclose(outputs['loss'], np.log(classes), rtol=1e-6)
+
+
+def test_nonfinite_logits_are_errors_at_every_k():
+  logits = np.tile(np.arange(10, 0, -1, dtype=np.float32), (5, 1))  # Class 0 on top.
+  logits[0, :] = np.nan            # A broken model: every score NaN.
+  logits[1, 0] = np.nan            # The label's score NaN.
+  logits[2, 9] = np.nan            # Another class's score NaN.
+  logits[3, 0] = np.inf            # The label's score infinite.
+  logits[4, 5] = -np.inf           # Another class's score minus infinite.
+  labels = np.zeros(5, np.int32)
+  for compute in (steps.top_k_errors, jax.jit(steps.top_k_errors, static_argnums=2)):
+    errors = np.asarray(compute(logits, labels, (1, 5, 10)))
+    np.testing.assert_array_equal(errors, np.ones((5, 3)))
+  outputs = steps.classification_outputs(jnp.asarray(logits), jnp.asarray(labels))
+  np.testing.assert_array_equal(outputs['error_top5'], np.ones(5))
+
+
+def test_ties_count_as_the_average_over_random_tie_orders():
+  rng = np.random.default_rng(0)
+  logits = rng.integers(0, 3, (300, 6)).astype(np.float32)  # Classes of equal score, often.
+  labels = rng.integers(0, 6, 300)
+  ks = (1, 2, 5, 6)
+  expected = [[error_over_tie_orders(row, label, k) for k in ks]
+              for row, label in zip(logits, labels)]
+  assert 0 < np.mean([0 < e < 1 for row in expected for e in row])  # Ties decide something.
+  on_host = steps.top_k_errors(logits, labels, ks)
+  on_device = np.asarray(jax.jit(steps.top_k_errors, static_argnums=2)(
+      jnp.asarray(logits), jnp.asarray(labels), ks))
+  np.testing.assert_allclose(on_host, expected, rtol=1e-6)
+  # The host (evaluation) and the devices (training) agree bit for bit.
+  np.testing.assert_array_equal(on_host, on_device)
+  assert on_host.dtype == on_device.dtype == np.float32
+
+
+def test_without_ties_the_errors_are_torch_topk_membership():
+  rng = np.random.default_rng(1)
+  logits = rng.standard_normal((64, 1000)).astype(np.float32)
+  labels = rng.integers(0, 1000, 64)
+  labels[:8] = logits[:8].argmax(1)  # Some right at top-1, some only within the top 5.
+  labels[8:16] = np.argsort(-logits[8:16], 1)[:, 3]
+  outputs = steps.classification_outputs(jnp.asarray(logits), jnp.asarray(labels))
+  for k, name in ((1, 'error_top1'), (5, 'error_top5')):
+    top = torch.topk(torch.from_numpy(logits), k, dim=1).indices.numpy()
+    expected = [float(label not in row) for row, label in zip(top, labels)]
+    np.testing.assert_array_equal(outputs[name], expected)
+  assert outputs['error_top1'][:16].sum() == 8 and outputs['error_top5'][:16].sum() == 0
+
+
+def test_bfloat16_logits_ties_are_counted_not_won():
+  rng = np.random.default_rng(2)
+  logits = jnp.asarray(rng.standard_normal((64, 1000)) * 4, jnp.bfloat16)
+  values = np.asarray(logits.astype(jnp.float32))
+  labels = np.array([int(np.argsort(-row)[1]) for row in values])  # The second highest score.
+  outputs = steps.classification_outputs(logits, jnp.asarray(labels))
+  for k, name in ((1, 'error_top1'), (5, 'error_top5')):
+    expected = [error_by_counting(row, label, k) for row, label in zip(values, labels)]
+    np.testing.assert_allclose(outputs[name], expected, rtol=1e-6)
+  # bfloat16's 8 bits tie the label with the top score in some rows: neither 0 nor 1 there.
+  tied_with_top = np.array([row[label] == row.max() for row, label in zip(values, labels)])
+  assert tied_with_top.any() and not tied_with_top.all()
+  np.testing.assert_array_less(0.0, np.asarray(outputs['error_top1'])[tied_with_top])
+
+
+def test_error_metrics_average_the_examples_that_count():
+  rng = np.random.default_rng(3)
+  logits = rng.integers(0, 2, (40, 4)).astype(np.float32)
+  labels = rng.integers(0, 4, 40)
+  mask = rng.random(40) < 0.6
+  outputs = steps.classification_outputs(jnp.asarray(logits), jnp.asarray(labels))
+  metrics = steps.EvalMetrics.single_from_model_output(**outputs, mask=jnp.asarray(mask))
+  values = metrics.compute()
+  for k, name in ((1, 'error_top1'), (5, 'error_top5')):
+    counted = [error_by_counting(row, label, k)
+               for row, label, real in zip(logits, labels, mask) if real]
+    assert values[name].dtype == jnp.float32
+    np.testing.assert_allclose(values[name], sum(counted) / len(counted), rtol=1e-6)
+
+
+@pytest.mark.parametrize('ks', [(), (0,), (1, -5), (1.5,), (True,)])
+def test_top_k_errors_refuse_a_k_that_is_not_a_positive_whole_number(ks):
+  with pytest.raises(ValueError, match='whole numbers k >= 1'):
+    steps.top_k_errors(np.zeros((2, 10)), np.zeros(2, np.int32), ks)
 
 
 def test_eval_step_ignores_masked_examples():

@@ -1,13 +1,16 @@
 """The training system end to end: main.py as a user runs it, on 1, 8 and 2x2 CPU devices."""
 
+import glob
 import json
 import os
 
 import jax
 import numpy as np
 import pytest
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-from resnet_jax import checkpointing, events
+from configs import digits
+from resnet_jax import checkpointing, config_lib, events
 from tests.harness import (
   final_params,
   free_port,
@@ -36,6 +39,49 @@ def test_run_writes_events_checkpoints_and_config(single_device_run):
     assert json.load(f)['model']['name'] == 'resnet20'
 
 
+def assert_images_per_second(workdir, batch_size, devices):
+  """Images/s beside steps/s at every report: steps/s x the global batch, and per device."""
+  scalars = events.read_scalars(workdir)
+  steps, steps_per_sec = scalars['steps_per_sec']
+  assert steps.tolist() == [2, 3, 4, 5]  # clu's first call only starts the clock.
+  for tag, share in (('train_images_per_sec', 1), ('train_images_per_sec_per_device', devices)):
+    tag_steps, images_per_sec = scalars[tag]
+    np.testing.assert_array_equal(tag_steps, steps)
+    np.testing.assert_allclose(images_per_sec, steps_per_sec * batch_size / share, rtol=1e-6)
+
+
+def profiled_steps(workdir):
+  """The step numbers of the 'train' annotations in each trace under workdir/plugins/profile."""
+  traces = []
+  for path in glob.glob(os.path.join(workdir, 'plugins', 'profile', '*', '*.xplane.pb')):
+    space = xplane_pb2.XSpace()
+    with open(path, 'rb') as f:
+      space.ParseFromString(f.read())
+    traces.append(sorted(
+        stat.int64_value for plane in space.planes for line in plane.lines for event in line.events
+        if plane.event_metadata[event.metadata_id].name == 'train' for stat in event.stats
+        if plane.stat_metadata[stat.metadata_id].name == 'step_num'))
+  return traces
+
+
+def test_progress_reports_images_per_second(single_device_run):
+  assert_images_per_second(single_device_run, batch_size=32, devices=1)
+
+
+def test_profile_steps_traces_that_many_steps_after_the_first_call(single_device_run, data_dir,
+                                                                   tmp_path):
+  run_main(str(tmp_path), 'configs/digits.py', tiny_digits_flags(data_dir, profile_steps=2))
+  assert profiled_steps(str(tmp_path)) == [[2, 3]]  # One trace; step 1 compiled.
+  assert profiled_steps(single_device_run) == []  # profile_steps=0: none.
+
+
+def test_negative_profile_steps_are_refused():
+  config = digits.get_config()
+  config.profile_steps = -1
+  with pytest.raises(config_lib.ConfigError, match='profile_steps=-1 must not be negative'):
+    config_lib.validate(config, device_count=1, process_count=1)
+
+
 def test_finished_run_does_not_retrain(single_device_run, data_dir):
   before = {f: os.path.getmtime(os.path.join(single_device_run, f))
             for f in os.listdir(single_device_run)}
@@ -50,6 +96,7 @@ def test_eight_devices_match_one_device(single_device_run, data_dir, tmp_path):
   run_main(str(tmp_path), 'configs/digits.py', tiny_digits_flags(data_dir), devices=8)
   one, eight = train_losses(single_device_run), train_losses(str(tmp_path))
   assert one.keys() == eight.keys()
+  assert_images_per_second(str(tmp_path), batch_size=32, devices=8)
   for step in one:
     assert abs(one[step] - eight[step]) <= 1e-4 * abs(one[step]), (step, one[step], eight[step])
 

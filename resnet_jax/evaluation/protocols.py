@@ -9,8 +9,10 @@
   shape: at most ``eval_views.max_view_shapes()`` shapes (129), each compiled once;
   ``eval_views`` says how an image maps to its shape and what that costs.
 
-Scores are softmax probabilities averaged over the views. Every example of the split counts
-exactly once: partial batches are padded to their fixed size and masked, never dropped.
+Scores are softmax probabilities averaged over the views; their top-k errors are counted with
+training's rule, ``steps.top_k_errors`` (ties as a random order would, on average; a non-finite
+score, an error). Every example of the split counts exactly once: partial batches are padded to
+their fixed size and masked, never dropped.
 ``evaluate`` reports ``compiled_shapes``, the distinct input shapes it ran (one compilation
 each in a fresh process).
 
@@ -179,19 +181,17 @@ def evaluate(config, model, variables, mode: str, batch_size: int = 0) -> dict:
   eval split, every process's part together (call it in every process)."""
   _check(config, mode)
   forward = _Forward(model, variables)
-  totals = np.zeros(3, np.int64)  # Top-1 errors, top-5 errors, examples.
+  totals = np.zeros(3)  # Top-1 errors, top-5 errors, examples.
   for probabilities, labels, mask in _predictions(config, forward, mode, batch_size):
-    label_score = np.take_along_axis(probabilities, labels[:, None].astype(np.int64), 1)
-    # steps.classification_outputs' rule (classes scoring strictly higher), on the host: JAX ops
-    # here would compile once per shape, beside the counted model calls.
-    rank = np.sum(probabilities > label_score, 1)
-    totals += [np.sum((rank >= 1) & mask), np.sum((rank >= 5) & mask), np.sum(mask)]
+    # Training's rule on numpy arrays: computed on the host, compiling nothing beside the model.
+    errors = steps.top_k_errors(probabilities, labels, (1, 5))
+    totals += [*errors[mask].sum(0, dtype=np.float64), np.sum(mask)]
   compiled = len(forward.shapes)
   if jax.process_count() > 1:
     gathered = np.asarray(multihost_utils.process_allgather(
-        np.array([*totals, compiled], np.int32)))
-    totals, compiled = gathered[:, :3].sum(0), gathered[:, 3].max()
-  errors_top1, errors_top5, count = (int(t) for t in totals)
+        np.array([*totals, compiled], np.float32)))
+    totals, compiled = gathered[:, :3].sum(0, dtype=np.float64), gathered[:, 3].max()
+  errors_top1, errors_top5, count = float(totals[0]), float(totals[1]), int(totals[2])
   return {'error_top1': errors_top1 / count, 'error_top5': errors_top5 / count,
           'num_examples': count, 'compiled_shapes': int(compiled)}
 
