@@ -14,13 +14,20 @@ ResNet-20 trains at ~350 images/s on a 2-core CPU (benchmarks/RESULTS.md), about
 No GPU figure is measured yet; ``--config.dataset.device_resident=True`` is the fast path there.
 """
 
-from configs import default
+from configs import arguments, default
+
+
+def validation(config):
+  """The paper's split: train on 45k images, evaluate on the held-out 5k."""
+  config.dataset.update(train_split='train[:45000]', eval_split='train[45000:]')
 
 
 def get_config(arg: str = 'resnet20'):
-  model, *options = arg.split(',')
+  model, options = arguments.parse(arg, file='configs/cifar10.py',
+                                   model_names=arguments.family_models('cifar'),
+                                   options={'validation': validation})
   config = default.get_config()
   config.model.name = model
-  if 'validation' in options:
-    config.dataset.update(train_split='train[:45000]', eval_split='train[45000:]')
+  for option in options:
+    option(config)
   return config

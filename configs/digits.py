@@ -10,10 +10,12 @@ Any CIFAR-family net: ``--config=configs/digits.py:plain56``. Expected runtime o
 about 1 minute for a 20-layer net (test error 0.67%, 2 of 297), 2-3 minutes for a 56-layer one.
 """
 
-from configs import default
+from configs import arguments, default
 
 
-def get_config(model: str = 'resnet20'):
+def get_config(arg: str = 'resnet20'):
+  model, _ = arguments.parse(arg, file='configs/digits.py',
+                             model_names=arguments.family_models('cifar'))
   config = default.get_config()
   config.model.name = model
   config.dataset.update(name='digits', train_split='train', eval_split='test', image_size=16,

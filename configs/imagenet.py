@@ -64,16 +64,15 @@ bounds the run.
 | resnet152 | 11.28e9 | 7.2 | 54 minutes |
 """
 
-from configs import default
+from configs import arguments, default
 from resnet_jax import models
 
-MODELS = tuple(n for n in models.MODEL_NAMES if models.model_family(n) == 'imagenet')
-SHORTCUTS = models.SHORTCUT_OPTIONS
+MODELS = arguments.family_models('imagenet')
 
 
-def imagenet_config(model: str, shortcut=None):
+def imagenet_config(model: str):
   config = default.get_config()
-  config.model.update(name=model, shortcut=shortcut, dtype='bfloat16', bn_group_size=32)
+  config.model.update(name=model, dtype='bfloat16', bn_group_size=32)
   config.dataset.update(name='imagenet2012', train_split='train', eval_split='validation',
                         image_size=224, augment=True)
   config.batch_size = 256
@@ -116,23 +115,20 @@ def lars(config):
       end_learning_rate=1e-4)
 
 
-OPTIONS = {'plateau': plateau, 'pixel_mean': pixel_mean, 'lars': lars}
+def shortcut(option: str):
+  """Table 3's shortcut option ``option`` instead of the family's default (B)."""
+  return lambda config: config.model.update(shortcut=option)
+
+
+OPTIONS = {**{s: shortcut(s) for s in models.SHORTCUT_OPTIONS},
+           'plateau': plateau, 'pixel_mean': pixel_mean, 'lars': lars}
 
 
 def get_config(arg: str = 'resnet50'):
-  model, *options = arg.split(',')
-  if model not in MODELS:
-    raise ValueError(f'configs/imagenet.py:{arg}: {model!r} is not an ImageNet net; use one of '
-                     f'{", ".join(MODELS)}.')
-  shortcuts = [o for o in options if o in SHORTCUTS]
-  unknown = [o for o in options if o not in SHORTCUTS and o not in OPTIONS]
-  if unknown or len(shortcuts) > 1:
-    raise ValueError(f'configs/imagenet.py:{arg}: options {options} not understood; give at '
-                     f'most one shortcut option ({", ".join(SHORTCUTS)}) and any of '
-                     f'{", ".join(OPTIONS)}.')
-  config = imagenet_config(model, shortcut=shortcuts[0] if shortcuts else None)
+  model, options = arguments.parse(arg, file='configs/imagenet.py', model_names=MODELS,
+                                   options=OPTIONS, exclusive=[models.SHORTCUT_OPTIONS])
+  config = imagenet_config(model)
   for option in options:
-    if option in OPTIONS:
-      OPTIONS[option](config)
+    option(config)
   return config
 

@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 
 import configs
-from configs import digits, imagenet, imagenet_r50
+from configs import cifar10, digits, imagenet, imagenet_r50
 from resnet_jax import config_lib, optim
 
 
@@ -41,14 +41,24 @@ def test_imagenet_r50_is_an_alias_of_imagenet_resnet50():
   assert imagenet_r50.get_config().to_dict() == imagenet.get_config('resnet50').to_dict()
 
 
-@pytest.mark.parametrize('arg, message', [
-    ('resnet20', "'resnet20' is not an ImageNet net; use one of resnet18, .*plain34"),
-    ('resnet50,D', r"options \['D'\] not understood"),
-    ('resnet50,A,B', r"options \['A', 'B'\] not understood.*any of plateau"),
+@pytest.mark.parametrize('module, arg, message', [
+    (imagenet, 'resnet20', "imagenet.py:resnet20: 'resnet20' is not a net of this config; use one "
+     "of resnet18, .*plain34"),
+    (imagenet, 'resnet50,D', r"options \['D'\] not understood; options are A, B, C, plateau"),
+    (imagenet, 'resnet50,A,B', r"options \['A', 'B'\] not understood.*at most one of A, B, C"),
+    (cifar10, 'resnet50', "'resnet50' is not a net of this config; use one of resnet20, "),
+    (cifar10, 'resnet56,valid', r"options \['valid'\] not understood; options are validation"),
+    (digits, 'plain20,C', r"digits.py:plain20,C: options \['C'\] not understood; options are none"),
 ])
-def test_bad_arguments_say_what_is_valid(arg, message):
+def test_bad_arguments_say_what_is_valid(module, arg, message):
   with pytest.raises(ValueError, match=message):
-    imagenet.get_config(arg)
+    module.get_config(arg)
+
+
+def test_cifar10_validation_option_is_the_papers_45k_5k_split():
+  config = cifar10.get_config('resnet110,validation')
+  assert (config.model.name, config.dataset.train_split, config.dataset.eval_split) == (
+      'resnet110', 'train[:45000]', 'train[45000:]')
 
 
 def test_a_workdir_of_the_other_schedule_is_another_experiment():
