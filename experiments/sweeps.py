@@ -24,7 +24,7 @@ class Run(NamedTuple):
 
 # The digits depth study: configs/digits.py (16 epochs of 23 steps, lr /10 at epochs 8 and 12)
 # with the paper's ResNet-110 warm-up (lr 0.01 for the first 2 epochs) for every net, so the
-# 56-layer ResNet starts as smoothly as the 20-layer one. About 5 minutes on 2 CPU cores.
+# 56-layer ResNet starts as smoothly as the 20-layer one.
 DIGITS_DEPTH_OVERRIDES = {'optimizer.warmup_steps': 46}
 
 
