@@ -96,6 +96,8 @@ def workdir_layer_responses(workdir: str, step=None, data_dir=None) -> list[tupl
   # pylint: disable=import-outside-toplevel  (TensorFlow)
   from resnet_jax import input_pipeline, runs, steps
   run = runs.load_run(workdir, step, data_dir=data_dir)
-  batches = ((steps.model_images(b), b['mask']) for b in input_pipeline.eval_batches(
+  images = steps.with_image_correction(steps.model_images,
+                                       input_pipeline.imagenet_mean_correction(run.config))
+  batches = ((images(b), b['mask']) for b in input_pipeline.eval_batches(
       run.config, process_index=0, process_count=1))
   return responses_of_batches(run.model, run.variables, batches, run.info.image_shape)

@@ -21,7 +21,9 @@ then:
 * imagenet2012: scale augmentation, random 224 crop, flip and PCA lighting for train, the
   centre crop at shorter side 256 for eval (``imagenet_preprocessing``); uint8 pixels plus one
   RGB offset per image (lighting minus the ImageNet mean), scaled and shifted on the device by
-  ``steps.model_images``.
+  ``steps.model_images``. The per-pixel mean (``dataset.imagenet_per_pixel_mean``) is the same
+  image for every example: ``imagenet_mean_correction`` gives its difference from the
+  per-channel mean once, for the device to subtract, so batches stay uint8 plus 3 floats.
 Digits are upsampled bilinearly; ImageNet's resizing is bilinear when it enlarges and area
 averaging (antialiased) when it shrinks.
 
@@ -169,7 +171,8 @@ def _imagenet_pixel_mean(data_dir, split, image_size, num_examples):
 def imagenet_mean_correction(config) -> np.ndarray | None:
   """What to subtract from an ImageNet input after the per-channel mean: with
   ``dataset.imagenet_per_pixel_mean``, the per-pixel mean minus the per-channel one (float32
-  [image_size, image_size, 3]), else None."""
+  [image_size, image_size, 3]), else None. Train and eval batches leave it out; the jitted steps
+  subtract it on the device (``steps.with_image_correction``)."""
   ds = config.dataset
   if ds.name in IN_MEMORY or not ds.get('imagenet_per_pixel_mean'):  # Older configs lack it.
     return None
@@ -288,7 +291,6 @@ def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
   records = streaming_order.shard_records(
       streaming_order.pieces(builder, split), key, config.dataset.shuffle_buffer, per_epoch,
       start_step * sub_batch)
-  correction = _imagenet_mean_correction(config)
   deserialize = functools.partial(builder.info.features.deserialize_example,
                                   decoders={'image': tfds.decode.SkipDecoding()})
 
@@ -296,8 +298,7 @@ def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
     record = deserialize(record)
     image, offset = imagenet.train_example(record['image'], fold(key, epoch, position),
                                            config.dataset.image_size)
-    return {'image': image, 'image_offset': offset - correction,
-            'label': tf.cast(record['label'], tf.int32)}
+    return {'image': image, 'image_offset': offset, 'label': tf.cast(record['label'], tf.int32)}
 
   ds = records.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.batch(sub_batch, drop_remainder=True)
@@ -308,7 +309,8 @@ def train_batches(config, *, start_step: int, process_index: int,
   """This process's part of the train batch of steps start_step, start_step + 1, ... forever.
 
   Yields {'image': float32 [B, H, W, C], 'label': int32 [B]}, B = batch_size // process_count;
-  imagenet2012: uint8 images and their 'image_offset' float32 [B, 3] (see ``steps.model_images``).
+  imagenet2012: uint8 images and their 'image_offset' float32 [B, 3]; the device adds the rest
+  (``steps.model_images`` with ``imagenet_mean_correction``).
   """
   builder = _builder(config)
   splits, sub_batch, steps = _train_shards(config, builder, process_count)
@@ -357,7 +359,7 @@ def eval_batches(config, *, process_index: int, process_count: int,
     preprocess = lambda image: {
         'image': cifar_preprocessing.scale_and_resize(config.dataset.image_size, image) - mean}
   else:
-    eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN) - _imagenet_mean_correction(config)
+    eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN)
     preprocess = lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
                                       'image_offset': eval_offset}
   ds = _read(builder, parts[process_index], decode=config.dataset.name in IN_MEMORY).map(

@@ -150,7 +150,8 @@ class Run:
           num_devices=num_devices,
           variables=jax.device_put(self.variables, replicated),
           batch_sharding=batched,
-          eval_fn=eval_loop.jit_eval_step(self.model, mesh),
+          eval_fn=eval_loop.jit_eval_step(
+              self.model, mesh, _input_pipeline().imagenet_mean_correction(self.config)),
           logits_fn=jax.jit(functools.partial(self.model.apply, train=False),
                             in_shardings=(replicated, batched), out_shardings=replicated))
     return self._placements[num_devices]

@@ -47,10 +47,11 @@ class Program:
 
 
 def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
-                  devices=None) -> Program:
+                  devices=None, image_correction=None) -> Program:
   """The mesh over ``devices`` (default: all), the config's model and optimizer, the jitted calls.
 
   Platform-dependent choices (fusion barriers, scanned or unrolled calls) follow the devices.
+  ``image_correction``: ``input_pipeline.imagenet_mean_correction``, a constant of the steps.
   """
   mesh = placement.create_mesh(devices)
   replicated, batch_sharding = placement.replicated(mesh), placement.batch_sharding(mesh)
@@ -58,12 +59,12 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
   tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
-  train_step = functools.partial(steps.train_step, model=model, tx=tx,
-                                 learning_rate_fn=learning_rate_fn)
+  train_step = steps.with_image_correction(functools.partial(
+      steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn), image_correction)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
                  init=init, train_step=train_step,
                  train_fn=multistep.make_train_fn(train_step, mesh),
-                 eval_fn=eval_loop.jit_eval_step(model, mesh))
+                 eval_fn=eval_loop.jit_eval_step(model, mesh, image_correction))
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,7 +121,8 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   is_chief = jax.process_index() == 0
 
   # ---- Mesh, model, optimizer and the jitted calls: replicated state, batch split along 'data'.
-  program = build_program(config, info.image_shape, info.num_classes, steps_per_epoch)
+  program = build_program(config, info.image_shape, info.num_classes, steps_per_epoch,
+                          image_correction=input_pipeline.imagenet_mean_correction(config))
   mesh, batch_sharding, init = program.mesh, program.batch_sharding, program.init
   train_step, eval_fn = program.train_step, program.eval_fn
 
