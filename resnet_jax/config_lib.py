@@ -10,6 +10,7 @@ import os
 import flax
 import jax
 import ml_collections
+from absl import logging
 
 from resnet_jax import models, workdirs
 
@@ -157,6 +158,50 @@ def validate(config, *, device_count: int, process_count: int) -> None:
       problems.append(f'{field}={config[field]} must be positive.')
   if problems:
     raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+
+
+def data_shards(config, process_count: int) -> int:
+  """The data shards the train split is cut into: ``dataset.num_shards``, or one per process
+  where it is 0."""
+  return config.dataset.num_shards or process_count
+
+
+def resume_data_shards(config, recorded: int | None, process_count: int):
+  """The config that resumes a run whose checkpoint was written with ``recorded`` data shards.
+
+  The train order of an epoch follows the number of shards (``input_pipeline``), so a resume
+  keeps it: ``dataset.num_shards=0`` means one shard per process when a run starts, and the
+  shards it started with when it resumes. On a process count that divides them (e.g. 8 hosts
+  resumed on 4, 2 or 1) the epoch in progress goes on exactly as it would have, which is what a
+  resume promises; the returned config says so (``num_shards=recorded``) and ``config.json``
+  keeps it. A process count that cannot share them out is refused (``ConfigError``) before
+  anything is compiled, naming both ways out: such a process count, or
+  ``--config.dataset.num_shards=N`` to accept another order from there on. A ``num_shards`` set
+  by the user is followed as given, with a warning where it changes the order. ``recorded`` None
+  (no checkpoint, or one older than the record) leaves the config as it is.
+  """
+  asked = config.dataset.num_shards
+  if recorded is None or recorded == data_shards(config, process_count):
+    return config
+  if asked:
+    logging.warning('Resuming with dataset.num_shards=%d data shards, not the %d the '
+                    'checkpoint was written with: the epoch in progress continues in another '
+                    'order.', asked, recorded)
+    return config
+  if recorded % process_count:
+    raise ConfigError(
+        f'The checkpoints were written with {recorded} data shards, which dataset.num_shards=0 '
+        'resumes with so that the epoch in progress continues in its order, but '
+        f'{process_count} processes cannot share {recorded} shards out. Resume on a number of '
+        f'processes that divides {recorded}, or accept another order from here on with '
+        f'--config.dataset.num_shards={process_count} (or another multiple of {process_count} '
+        f'that divides batch_size={config.batch_size}).')
+  logging.info('Resuming with the %d data shards the checkpoints were written with, on %d '
+               'processes: the epoch in progress continues in the same order.', recorded,
+               process_count)
+  config = config.copy_and_resolve_references()
+  config.dataset.num_shards = recorded
+  return config
 
 
 def changed_fields(saved, current, fields) -> list[str]:

@@ -45,7 +45,7 @@ from resnet_jax import digits_dataset  # noqa: F401  (registers 'digits')
 from resnet_jax import placement, streaming_order
 from resnet_jax import cifar_preprocessing
 from resnet_jax import imagenet_preprocessing as imagenet
-from resnet_jax.config_lib import CHANNELS, ConfigError
+from resnet_jax.config_lib import CHANNELS, ConfigError, data_shards
 from resnet_jax.errors import DatasetNotAvailableError
 from resnet_jax.streaming_order import fold
 
@@ -112,7 +112,7 @@ def get_dataset_info(config) -> DatasetInfo:
 
 
 def _num_shards(config, process_count):
-  shards = config.dataset.num_shards or process_count
+  shards = data_shards(config, process_count)
   if shards % process_count or config.batch_size % shards:
     raise ConfigError(
         f'config.dataset.num_shards={shards} data shards must be a multiple of the '

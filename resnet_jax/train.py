@@ -112,12 +112,15 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   config_lib.validate(config, device_count=jax.device_count(),
                       process_count=jax.process_count())
   config_lib.check_workdir(config, workdir)
+  config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
+                                         jax.process_count())
   # tfds and tf.data, imported when a run starts, not with the module.
   from resnet_jax import cifar_preprocessing, input_pipeline
   device_data.check_config(config, input_pipeline.IN_MEMORY)
   info = input_pipeline.get_dataset_info(config)
   steps_per_epoch = input_pipeline.steps_per_epoch(config, process_count=jax.process_count())
   num_steps = config_lib.total_steps(config, steps_per_epoch)
+  num_shards = config_lib.data_shards(config, jax.process_count())
   is_chief = jax.process_index() == 0
 
   # ---- Mesh, model, optimizer and the jitted calls: replicated state, batch split along 'data'.
@@ -182,7 +185,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
 
   def save_checkpoint(step):
     nonlocal last_checkpoint
-    checkpointing.save(manager, state, data_position=step)
+    checkpointing.save(manager, state, data_position=step, num_shards=num_shards)
     last_checkpoint = step
 
   # ---- The loop.
