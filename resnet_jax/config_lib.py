@@ -4,11 +4,13 @@ Every check here runs before any dataset is read or any function is compiled, an
 ``ConfigError`` with a message that says what is wrong and how to fix it.
 """
 
+import functools
 import json
 import os
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
@@ -69,6 +71,33 @@ def total_steps(config, steps_per_epoch: int) -> int:
   if config.total_epochs:
     return int(round(config.total_epochs * steps_per_epoch))
   return int(config.total_steps)
+
+
+# More FLOP/s than a CPU host sustains on these convolutions: a CPU estimate is a lower bound.
+CPU_FLOPS_PER_S = 1e12
+
+
+def warn_if_imagenet_on_cpu(config, platform: str, process_count: int) -> None:
+  """Warns that an ImageNet run on CPU hosts takes more than a day, with a lower bound of its
+  time (its training FLOPs at ``CPU_FLOPS_PER_S`` per host) and the fix (an accelerator's
+  install); nothing for other datasets or platforms, or a run shorter than a day."""
+  if config.dataset.name != 'imagenet2012' or platform != 'cpu':
+    return
+  size = config.dataset.image_size
+  image = jax.ShapeDtypeStruct((1, size, size, CHANNELS[config.dataset.name]), jnp.float32)
+  model = build_model(config, NUM_CLASSES[config.dataset.name], platform)
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
+  forward = jax.jit(functools.partial(model.apply, train=False)).lower(variables, image)
+  steps = total_steps(config, TRAIN_EXAMPLES[config.dataset.name] // config.batch_size)
+  flops = 3 * forward.cost_analysis()['flops'] * steps * config.batch_size  # Forward, backward.
+  days = flops / (CPU_FLOPS_PER_S * process_count) / 86_400
+  if days >= 1:
+    logging.warning(
+        'This run trains %s on ImageNet on the CPU: %.1e FLOPs, at least %.1f days on %d '
+        'host(s) even at %.0e FLOP/s each. JAX uses no GPU or TPU here. On NVIDIA GPUs, '
+        'install the GPU requirements (pip install -r requirements.txt -r requirements-gpu.txt; '
+        'docs/install.md); on a Cloud TPU VM, requirements-tpu.txt.', config.model.name, flops,
+        days, process_count, CPU_FLOPS_PER_S)
 
 
 def validate(config, *, device_count: int, process_count: int) -> None:

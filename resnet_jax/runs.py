@@ -233,6 +233,7 @@ def load_run(workdir: str, step: Optional[int] = None, *,
   reads the dataset from another tfds data_dir. Raises ``CheckpointError`` naming what exists
   when ``workdir``, its checkpoints or ``step`` do not.
   """
+  library_logs.use_cpu_without_accelerators()
   workdir = os.fspath(workdir)
   _check_is_run(workdir)
   saved = config_lib.load_config(workdir)

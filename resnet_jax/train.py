@@ -111,6 +111,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   # ---- Checks, before reading data or compiling anything.
   config_lib.validate(config, device_count=jax.device_count(),
                       process_count=jax.process_count())
+  config_lib.warn_if_imagenet_on_cpu(config, jax.default_backend(), jax.process_count())
   config_lib.check_workdir(config, workdir)
   config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
                                          jax.process_count())
