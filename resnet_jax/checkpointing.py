@@ -5,8 +5,9 @@ optimizer state, and the training loop restores all three:
 
 * ``model``: ``{'params', 'batch_stats'}``;
 * ``opt_state``: the optax state;
-* ``progress``: JSON ``{'step', 'data_position'}``: the next global step and the index of the
-  next input batch, from which the input pipeline resumes exactly.
+* ``progress``: JSON ``{'step', 'data_position', 'num_shards'}``: the next global step, the
+  index of the next input batch and the number of data shards the train split was read in,
+  from which the input pipeline resumes exactly (``config_lib.resume_data_shards``).
 """
 
 import enum
@@ -51,13 +52,15 @@ def _item_handlers() -> dict:
           'progress': ocp.JsonCheckpointHandler()}
 
 
-def save(manager: ocp.CheckpointManager, state: TrainState, data_position: int) -> None:
+def save(manager: ocp.CheckpointManager, state: TrainState, data_position: int,
+         num_shards: int) -> None:
   """Saves ``state`` at its step (asynchronously; ``manager.wait_until_finished`` to block)."""
   step = int(state.step)
   manager.save(step, args=ocp.args.Composite(
       model=ocp.args.StandardSave(state.variables),
       opt_state=ocp.args.StandardSave(state.opt_state),
-      progress=ocp.args.JsonSave({'step': step, 'data_position': int(data_position)}),
+      progress=ocp.args.JsonSave({'step': step, 'data_position': int(data_position),
+                                  'num_shards': int(num_shards)}),
   ), force=True)
 
 
@@ -232,6 +235,36 @@ def restore_latest(manager: ocp.CheckpointManager,
         f'None of the checkpoints in {manager.directory} can be restored:\n  '
         + '\n  '.join(f'step {s}: {why}' for s, why in damaged)
         + '\nMove the directory away to start afresh, or point --workdir elsewhere.')
+  return None
+
+
+def recorded_num_shards(workdir: str) -> Optional[int]:
+  """The data shards the newest checkpoint in ``workdir`` was written with (the same in every
+  process); None without checkpoints.
+
+  Read before the run is built, from the ``progress`` item alone. A damaged item gives way to
+  the step before, as in ``restore_latest``; any other read error stops the run.
+  """
+  if not has_checkpoints(workdir):
+    return None
+  reader = _local_reader(checkpoint_dir(workdir))
+  try:
+    for step in _agreed_steps(reader):
+      try:
+        progress = reader.restore(step, args=ocp.args.Composite(
+            progress=ocp.args.JsonRestore()))['progress']
+      except Exception as error:  # pylint: disable=broad-except
+        if classify_read_error(error) != 'damaged':
+          raise CheckpointError(
+              f'Reading the progress of the checkpoint at step {step} in {reader.directory} '
+              f'failed ({type(error).__name__}: {error}). If the storage is unavailable, run '
+              'again later; otherwise inspect the files.') from error
+        logging.warning('The progress of the checkpoint at step %d is damaged; reading the '
+                        'one before.', step)
+        continue
+      return progress['num_shards']
+  finally:
+    reader.close()
   return None
 
 

@@ -12,7 +12,9 @@ import os
 
 import flax
 import jax
+import jax.numpy as jnp
 import ml_collections
+from absl import logging
 
 from resnet_jax import models, workdirs
 from resnet_jax.errors import ConfigError
@@ -139,6 +141,32 @@ def _exactly_one(config, steps_field: str, epochs_field: str) -> list[str]:
              f'{epochs_field}={epochs}.')]
   return []
 
+# More FLOP/s than a CPU host sustains on these convolutions: a CPU estimate is a lower bound.
+CPU_FLOPS_PER_S = 1e12
+
+
+def warn_if_imagenet_on_cpu(config, platform: str, process_count: int) -> None:
+  """Warns that an ImageNet run on CPU hosts takes more than a day, with a lower bound of its
+  time (its training FLOPs at ``CPU_FLOPS_PER_S`` per host) and the fix (an accelerator's
+  install); nothing for other datasets or platforms, or a run shorter than a day."""
+  if config.dataset.name != 'imagenet2012' or platform != 'cpu':
+    return
+  size = config.dataset.image_size
+  image = jax.ShapeDtypeStruct((1, size, size, CHANNELS[config.dataset.name]), jnp.float32)
+  model = build_model(config, NUM_CLASSES[config.dataset.name], platform)
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
+  forward = jax.jit(functools.partial(model.apply, train=False)).lower(variables, image)
+  steps = total_steps(config, TRAIN_EXAMPLES[config.dataset.name] // config.batch_size)
+  flops = 3 * forward.cost_analysis()['flops'] * steps * config.batch_size  # Forward, backward.
+  days = flops / (CPU_FLOPS_PER_S * process_count) / 86_400
+  if days >= 1:
+    logging.warning(
+        'This run trains %s on ImageNet on the CPU: %.1e FLOPs, at least %.1f days on %d '
+        'host(s) even at %.0e FLOP/s each. JAX uses no GPU or TPU here. On NVIDIA GPUs, '
+        'install the GPU requirements (pip install -r requirements.txt -r requirements-gpu.txt; '
+        'docs/install.md); on a Cloud TPU VM, requirements-tpu.txt.', config.model.name, flops,
+        days, process_count, CPU_FLOPS_PER_S)
+
 
 def validate(config, *, device_count: int, process_count: int) -> None:
   """Raises ``ConfigError`` for any config that cannot train correctly."""
@@ -262,6 +290,50 @@ def validate(config, *, device_count: int, process_count: int) -> None:
       problems.append(f'{field}={config[field]} must be positive.')
   if problems:
     raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+
+
+def data_shards(config, process_count: int) -> int:
+  """The data shards the train split is cut into: ``dataset.num_shards``, or one per process
+  where it is 0."""
+  return config.dataset.num_shards or process_count
+
+
+def resume_data_shards(config, recorded: int | None, process_count: int):
+  """The config that resumes a run whose checkpoint was written with ``recorded`` data shards.
+
+  The train order of an epoch follows the number of shards (``input_pipeline``), so a resume
+  keeps it: ``dataset.num_shards=0`` means one shard per process when a run starts, and the
+  shards it started with when it resumes. On a process count that divides them (e.g. 8 hosts
+  resumed on 4, 2 or 1) the epoch in progress goes on exactly as it would have, which is what a
+  resume promises; the returned config says so (``num_shards=recorded``) and ``config.json``
+  keeps it. A process count that cannot share them out is refused (``ConfigError``) before
+  anything is compiled, naming both ways out: such a process count, or
+  ``--config.dataset.num_shards=N`` to accept another order from there on. A ``num_shards`` set
+  by the user is followed as given, with a warning where it changes the order. ``recorded`` None
+  (no checkpoint, or one older than the record) leaves the config as it is.
+  """
+  asked = config.dataset.num_shards
+  if recorded is None or recorded == data_shards(config, process_count):
+    return config
+  if asked:
+    logging.warning('Resuming with dataset.num_shards=%d data shards, not the %d the '
+                    'checkpoint was written with: the epoch in progress continues in another '
+                    'order.', asked, recorded)
+    return config
+  if recorded % process_count:
+    raise ConfigError(
+        f'The checkpoints were written with {recorded} data shards, which dataset.num_shards=0 '
+        'resumes with so that the epoch in progress continues in its order, but '
+        f'{process_count} processes cannot share {recorded} shards out. Resume on a number of '
+        f'processes that divides {recorded}, or accept another order from here on with '
+        f'--config.dataset.num_shards={process_count} (or another multiple of {process_count} '
+        f'that divides batch_size={config.batch_size}).')
+  logging.info('Resuming with the %d data shards the checkpoints were written with, on %d '
+               'processes: the epoch in progress continues in the same order.', recorded,
+               process_count)
+  config = config.copy_and_resolve_references()
+  config.dataset.num_shards = recorded
+  return config
 
 
 def changed_fields(saved, current, fields) -> list[str]:

@@ -1,9 +1,18 @@
 """Keeps a run's console readable: orbax's and tfds' INFO records (one per checkpoint save and
-dataset read) are dropped from absl's log; their warnings and errors still show."""
+dataset read) are dropped from absl's log, their warnings and errors still show; and libtpu is
+not started where there is no TPU."""
 
+import glob
 import logging as std_logging
+import os
 
+import jax
 from absl import logging
+
+# Device files of the accelerators JAX uses: TPUs (accel; vfio groups on v5p and later),
+# NVIDIA GPUs (dxg under WSL) and AMD GPUs.
+ACCELERATOR_DEVICES = ('/dev/accel*', '/dev/vfio/[0-9]*', '/dev/nvidia[0-9]*', '/dev/nvidiactl',
+                       '/dev/dxg', '/dev/kfd')
 
 
 class _LibraryInfoFilter(std_logging.Filter):
@@ -19,3 +28,19 @@ def quiet() -> None:
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
     handler.addFilter(_LibraryInfoFilter())
+
+
+def use_cpu_without_accelerators() -> None:
+  """Has JAX start only its CPU backend on a machine with no accelerator device file, unless a
+  platform was chosen; call it before JAX first uses a device.
+
+  JAX ends up on the CPU there anyway, but first tries every backend it has: with libtpu
+  installed (requirements-tpu.txt, e.g. to plan TPU runs) that starts libtpu, which finds no
+  TPU and logs INVALID_ARGUMENT errors about TPU_WORKER_HOSTNAMES and the metadata server. A
+  chosen platform (JAX_PLATFORMS, or ``jax_platforms``, which JAX sets itself on a TPU VM) and
+  any machine with a TPU or GPU device file keep JAX's own choice.
+  """
+  if ('JAX_PLATFORMS' in os.environ or jax.config.jax_platforms
+      or any(glob.glob(pattern) for pattern in ACCELERATOR_DEVICES)):
+    return
+  jax.config.update('jax_platforms', 'cpu')

@@ -157,7 +157,8 @@ class Run:
           num_devices=num_devices,
           variables=jax.device_put(self.variables, replicated),
           batch_sharding=batched,
-          eval_fn=eval_loop.jit_eval_step(self.model, mesh),
+          eval_fn=eval_loop.jit_eval_step(
+              self.model, mesh, _input_pipeline().imagenet_mean_correction(self.config)),
           logits_fn=jax.jit(functools.partial(self.model.apply, train=False),
                             in_shardings=(replicated, batched), out_shardings=replicated))
     return self._placements[num_devices]
@@ -239,6 +240,7 @@ def load_run(workdir: str, step: Optional[int] = None, *,
   reads the dataset from another tfds data_dir. Raises ``CheckpointError`` naming what exists
   when ``workdir``, its checkpoints or ``step`` do not.
   """
+  library_logs.use_cpu_without_accelerators()
   workdir = os.fspath(workdir)
   _check_is_run(workdir)
   saved = config_lib.load_config(workdir)

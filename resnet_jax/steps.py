@@ -119,16 +119,29 @@ def model_images(batch):
   """The float32 images the model sees, computed on the device inside the jitted steps.
 
   uint8 images (ImageNet's host pipeline) are scaled to [0, 1] and shifted by their example's
-  offset ``batch['image_offset']``: [B, 3], lighting noise minus the RGB mean, or [B, H, W, 3]
-  with ``dataset.imagenet_per_pixel_mean`` (minus the per-pixel mean). Float images arrive
+  offset ``batch['image_offset']`` [B, 3] (lighting noise minus the RGB mean), then, where the
+  batch holds one, minus ``batch['image_correction']`` [H, W, 3]: with the per-pixel mean
+  (``dataset.imagenet_per_pixel_mean``), its difference from the per-channel one. That image is
+  the same for every example, so ``with_image_correction`` makes it a constant of the compiled
+  step and the host ships 3 floats per example, not an image of them. Float images arrive
   preprocessed.
   """
   images, offset = batch['image'], batch.get('image_offset')
   if images.dtype != jnp.uint8:
     return images
-  if offset.ndim == 2:
-    offset = offset[:, None, None, :]
+  offset = offset[:, None, None, :]
+  if 'image_correction' in batch:
+    offset = offset - batch['image_correction']
   return images.astype(jnp.float32) / 255.0 + offset
+
+
+def with_image_correction(fn: Callable, image_correction) -> Callable:
+  """``fn(..., batch)`` (its batch last) with ``image_correction`` added to the batch as a
+  constant (see ``model_images``); ``fn`` itself when the correction is None."""
+  if image_correction is None:
+    return fn
+  constant = np.asarray(image_correction, np.float32)
+  return lambda *args: fn(*args[:-1], {**args[-1], 'image_correction': constant})
 
 
 def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callable,

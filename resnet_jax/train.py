@@ -48,10 +48,11 @@ class Program:
 
 
 def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
-                  devices=None) -> Program:
+                  devices=None, image_correction=None) -> Program:
   """The mesh over ``devices`` (default: all), the config's model and optimizer, the jitted calls.
 
   Platform-dependent choices (fusion barriers, scanned or unrolled calls) follow the devices.
+  ``image_correction``: ``pipeline.imagenet_mean_correction``, a constant of the steps.
   """
   mesh = sharding.create_mesh(devices)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
@@ -59,13 +60,13 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
   tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
-  train_step = functools.partial(steps.train_step, model=model, tx=tx,
-                                 learning_rate_fn=learning_rate_fn,
-                                 label_smoothing=config.label_smoothing)
+  train_step = steps.with_image_correction(functools.partial(
+      steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
+      label_smoothing=config.label_smoothing), image_correction)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
                  init=init, train_step=train_step,
                  train_fn=multistep.make_train_fn(train_step, mesh),
-                 eval_fn=eval_loop.jit_eval_step(model, mesh))
+                 eval_fn=eval_loop.jit_eval_step(model, mesh, image_correction))
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,7 +138,10 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   # ---- Checks, before reading data or compiling anything.
   config_lib.validate(config, device_count=jax.device_count(),
                       process_count=jax.process_count())
+  config_lib.warn_if_imagenet_on_cpu(config, jax.default_backend(), jax.process_count())
   config_lib.check_workdir(config, workdir)
+  config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
+                                         jax.process_count())
   # tfds and tf.data, imported when a run starts, not with the module.
   from resnet_jax.data import cifar, pipeline
   device_resident.check_config(config, pipeline.IN_MEMORY)
@@ -145,10 +149,13 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
   num_steps = config_lib.total_steps(config, steps_per_epoch)
   every = config_lib.intervals(config, steps_per_epoch)
+
+  num_shards = config_lib.data_shards(config, jax.process_count())
   is_chief = jax.process_index() == 0
 
   # ---- Mesh, model, optimizer and the jitted calls: replicated state, batch split along 'data'.
-  program = build_program(config, info.image_shape, info.num_classes, steps_per_epoch)
+  program = build_program(config, info.image_shape, info.num_classes, steps_per_epoch,
+                          image_correction=pipeline.imagenet_mean_correction(config))
   mesh, batch_sharding, init = program.mesh, program.batch_sharding, program.init
   train_step, eval_fn = program.train_step, program.eval_fn
 
@@ -209,7 +216,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
 
   def save_checkpoint(step):
     nonlocal last_checkpoint
-    checkpointing.save(manager, state, data_position=step)
+    checkpointing.save(manager, state, data_position=step, num_shards=num_shards)
     last_checkpoint = step
 
   # ---- The loop.

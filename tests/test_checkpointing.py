@@ -31,12 +31,12 @@ def abstract(state):
 
 @pytest.fixture
 def workdir(tmp_path):
-  """A workdir with checkpoints at steps 2 and 4 of ``small_state``."""
+  """A workdir with checkpoints at steps 2 and 4 of ``small_state``, read in 2 and 4 shards."""
   manager = checkpointing.create_manager(str(tmp_path))
   for step in (2, 4):
     state = small_state(step=step)
     state = state.replace(params=jax.tree.map(lambda x: x + step, state.params))
-    checkpointing.save(manager, state, data_position=10 * step)
+    checkpointing.save(manager, state, data_position=10 * step, num_shards=step)
   manager.wait_until_finished()
   manager.close()
   return str(tmp_path)
@@ -61,7 +61,7 @@ def array_files(workdir, step):
 
 def test_restores_the_newest_step_with_its_values(workdir):
   state, progress = restore(workdir)
-  assert progress == {'step': 4, 'data_position': 40}
+  assert progress == {'step': 4, 'data_position': 40, 'num_shards': 4}
   assert int(state.step) == 4
   np.testing.assert_array_equal(state.params['conv']['kernel'], np.arange(6).reshape(2, 3) + 4)
 
@@ -118,6 +118,14 @@ def test_transient_errors_are_retried_then_stop_with_every_checkpoint_in_place(
     restore(workdir)
   assert calls == [4] * 4  # One try and three retries, never an older step.
   assert sorted(os.listdir(checkpointing.checkpoint_dir(workdir))) == ['2', '4']
+
+
+def test_the_data_shards_are_read_from_the_newest_readable_progress(workdir, tmp_path):
+  assert checkpointing.recorded_num_shards(workdir) == 4
+  with open(os.path.join(step_dir(workdir, 4), 'progress', 'metadata'), 'w') as f:
+    f.write('{not json')
+  assert checkpointing.recorded_num_shards(workdir) == 2
+  assert checkpointing.recorded_num_shards(str(tmp_path / 'fresh')) is None
 
 
 @pytest.mark.parametrize('error, meaning', [

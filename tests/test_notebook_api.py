@@ -14,7 +14,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 import resnet_jax
-from resnet_jax import checkpointing, config_lib, errors, events
+from resnet_jax import checkpointing, errors, events
 from resnet_jax.data import digits as digits_dataset
 from tests.harness import ROOT, run_main, tiny_digits_flags
 

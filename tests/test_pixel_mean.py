@@ -1,6 +1,7 @@
 """ImageNet's per-pixel mean option on a small ImageNet of hand-made two-colour photos."""
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -26,9 +27,9 @@ def photo(grey, size):
   return image
 
 
-def config_for(data_dir, per_pixel):
+def config_for(data_dir, per_pixel, image_size=IMAGE_SIZE):
   config = imagenet.get_config('resnet18,pixel_mean' if per_pixel else 'resnet18')
-  config.dataset.update(data_dir=data_dir, image_size=IMAGE_SIZE, mean_examples=3)
+  config.dataset.update(data_dir=data_dir, image_size=image_size, mean_examples=3)
   config.update(batch_size=4, eval_batch_size=4)
   return config
 
@@ -39,6 +40,19 @@ def mock_imagenet(tmp_path):
   tfrecord_imagenet.prepare(str(tmp_path), {split: (jpegs, range(len(jpegs)))
                                             for split in ('train', 'validation')}, num_files=1)
   return str(tmp_path)
+
+
+def first_batches(config):
+  """The first train and the first eval batch of one process, as the host ships them."""
+  return (next(pipeline.train_batches(config, start_step=0, process_index=0,
+                                            process_count=1)),
+          next(pipeline.eval_batches(config, process_index=0, process_count=1)))
+
+
+def device_images(config):
+  """``steps.model_images`` jitted as the train and eval steps run it for ``config``."""
+  return jax.jit(steps.with_image_correction(
+      steps.model_images, pipeline.imagenet_mean_correction(config)))
 
 
 def test_per_pixel_mean_is_the_mean_of_the_first_training_crops(mock_imagenet):
@@ -59,16 +73,38 @@ def test_train_and_eval_inputs_subtract_the_per_pixel_mean(mock_imagenet):
       configs[0])
   assert np.abs(difference).max() > 0.1
   # The images as the model sees them (uint8 and an offset until the device).
-  evals = [np.asarray(steps.model_images(next(pipeline.eval_batches(
-      c, process_index=0, process_count=1)))) for c in configs]
-  trains = [np.asarray(steps.model_images(next(pipeline.train_batches(
-      c, start_step=0, process_index=0, process_count=1)))) for c in configs]
+  evals = [np.asarray(device_images(c)(first_batches(c)[1])) for c in configs]
+  trains = [np.asarray(device_images(c)(first_batches(c)[0])) for c in configs]
   for channel_mean_images, pixel_mean_images in (evals, trains):
     np.testing.assert_allclose(channel_mean_images - pixel_mean_images,
                                np.broadcast_to(difference, pixel_mean_images.shape), atol=1e-5)
   np.testing.assert_allclose(
       pipeline.preprocess_for_eval_numpy(configs[1], [photo(GREYS[0], SIZES[0])]),
       evals[1][:1], atol=1e-5)
+
+
+@pytest.mark.parametrize('image_size', [IMAGE_SIZE, 224])
+def test_batches_ship_uint8_images_and_three_floats_per_example(mock_imagenet, image_size):
+  config = config_for(mock_imagenet, per_pixel=True, image_size=image_size)
+  for batch in first_batches(config):
+    assert batch['image'].dtype == np.uint8 and batch['image_offset'].dtype == np.float32
+    shipped = (batch['image'].nbytes + batch['image_offset'].nbytes) / len(batch['label'])
+    assert shipped == image_size * image_size * 3 + 3 * 4
+
+
+def test_the_device_subtracts_the_per_pixel_mean_exactly_as_the_host_did(mock_imagenet):
+  config = config_for(mock_imagenet, per_pixel=True)
+  correction = pipeline.imagenet_mean_correction(config)
+  train, evals = first_batches(config)
+  # Before, the host shipped the offset minus the correction, per pixel, for the device to add.
+  shift_before = jax.jit(lambda images, offsets: images.astype(jnp.float32) / 255.0 + offsets)
+  for batch in (train, evals):
+    offsets_before = batch['image_offset'][:, None, None, :] - correction
+    np.testing.assert_array_equal(device_images(config)(batch),
+                                  shift_before(batch['image'], offsets_before))
+  # Evaluation's crops minus the per-pixel mean, written out.
+  np.testing.assert_allclose(device_images(config)(evals), evals['image'] / 255.0
+                             - pipeline.train_mean_image(config), rtol=0, atol=1e-6)
 
 
 class LargestPixel(nn.Module):

@@ -21,7 +21,9 @@ then:
 * imagenet2012: scale augmentation, random 224 crop, flip and PCA lighting for train, the
   centre crop at shorter side 256 for eval (``imagenet_preprocessing``); uint8 pixels plus one
   RGB offset per image (lighting minus the ImageNet mean), scaled and shifted on the device by
-  ``steps.model_images``.
+  ``steps.model_images``. The per-pixel mean (``dataset.imagenet_per_pixel_mean``) is the same
+  image for every example: ``imagenet_mean_correction`` gives its difference from the
+  per-channel mean once, for the device to subtract, so batches stay uint8 plus 3 floats.
 Digits are upsampled bilinearly; ImageNet's resizing is bilinear when it enlarges and area
 averaging (antialiased) when it shrinks.
 
@@ -39,12 +41,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.config_lib import CHANNELS
-from resnet_jax.data import cifar, imagenet, streamed_order
+from resnet_jax.config_lib import CHANNELS, data_shards
 from resnet_jax.data import digits as digits_dataset  # noqa: F401  (registers 'digits')
+from resnet_jax.data import imagenet
 from resnet_jax.data.streamed_order import fold
 from resnet_jax.errors import ConfigError, DatasetNotAvailableError
-from resnet_jax.parallel import sharding
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 
@@ -109,7 +110,7 @@ def get_dataset_info(config) -> DatasetInfo:
 
 
 def _num_shards(config, process_count):
-  shards = config.dataset.num_shards or process_count
+  shards = data_shards(config, process_count)
   if shards % process_count or config.batch_size % shards:
     raise ConfigError(
         f'config.dataset.num_shards={shards} data shards must be a multiple of the '
@@ -168,7 +169,8 @@ def _imagenet_pixel_mean(data_dir, split, image_size, num_examples):
 def imagenet_mean_correction(config) -> np.ndarray | None:
   """What to subtract from an ImageNet input after the per-channel mean: with
   ``dataset.imagenet_per_pixel_mean``, the per-pixel mean minus the per-channel one (float32
-  [image_size, image_size, 3]), else None."""
+  [image_size, image_size, 3]), else None. Train and eval batches leave it out; the jitted steps
+  subtract it on the device (``steps.with_image_correction``)."""
   ds = config.dataset
   if ds.name in IN_MEMORY or not ds.get('imagenet_per_pixel_mean'):  # Older configs lack it.
     return None
@@ -287,7 +289,6 @@ def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
   records = streamed_order.shard_records(
       streamed_order.pieces(builder, split), key, config.dataset.shuffle_buffer, per_epoch,
       start_step * sub_batch)
-  correction = _imagenet_mean_correction(config)
   deserialize = functools.partial(builder.info.features.deserialize_example,
                                   decoders={'image': tfds.decode.SkipDecoding()})
 
@@ -295,8 +296,7 @@ def _streaming_shard(config, builder, split, key, sub_batch, steps, start_step):
     record = deserialize(record)
     image, offset = imagenet.train_example(record['image'], fold(key, epoch, position),
                                            config.dataset.image_size)
-    return {'image': image, 'image_offset': offset - correction,
-            'label': tf.cast(record['label'], tf.int32)}
+    return {'image': image, 'image_offset': offset, 'label': tf.cast(record['label'], tf.int32)}
 
   ds = records.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.batch(sub_batch, drop_remainder=True)
@@ -307,7 +307,8 @@ def train_batches(config, *, start_step: int, process_index: int,
   """This process's part of the train batch of steps start_step, start_step + 1, ... forever.
 
   Yields {'image': float32 [B, H, W, C], 'label': int32 [B]}, B = batch_size // process_count;
-  imagenet2012: uint8 images and their 'image_offset' float32 [B, 3] (see ``steps.model_images``).
+  imagenet2012: uint8 images and their 'image_offset' float32 [B, 3]; the device adds the rest
+  (``steps.model_images`` with ``imagenet_mean_correction``).
   """
   builder = _builder(config)
   splits, sub_batch, steps = _train_shards(config, builder, process_count)
@@ -356,7 +357,7 @@ def eval_batches(config, *, process_index: int, process_count: int,
     preprocess = lambda image: {
         'image': cifar.scale_and_resize(config.dataset.image_size, image) - mean}
   else:
-    eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN) - _imagenet_mean_correction(config)
+    eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN)
     preprocess = lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
                                       'image_offset': eval_offset}
   ds = _read(builder, parts[process_index], decode=config.dataset.name in IN_MEMORY).map(

@@ -15,10 +15,12 @@ from resnet_jax import steps
 from resnet_jax.parallel import sharding as placement
 
 
-def jit_eval_step(model, mesh: jax.sharding.Mesh) -> Callable:
-  """``steps.eval_step`` jitted for ``mesh``: variables replicated, batch split on ``data``."""
+def jit_eval_step(model, mesh: jax.sharding.Mesh, image_correction=None) -> Callable:
+  """``steps.eval_step`` jitted for ``mesh``: variables replicated, batch split on ``data``;
+  ``image_correction`` (``input_pipeline.imagenet_mean_correction``) a constant of the step."""
   replicated = placement.replicated(mesh)
-  return jax.jit(functools.partial(steps.eval_step, model=model),
+  step = functools.partial(steps.eval_step, model=model)
+  return jax.jit(steps.with_image_correction(step, image_correction),
                  in_shardings=(replicated, placement.batch_sharding(mesh)),
                  out_shardings=replicated)
 

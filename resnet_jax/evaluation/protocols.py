@@ -47,7 +47,6 @@ MODEL_INPUTS = ('views', 'image', 'image_offset')  # What the model reads of a b
 OUTPUT_CHUNK = 1024  # Examples per multi-scale result chunk.
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def mean_probabilities(model, variables, batch):
   """Softmax probabilities averaged over views -> [B, num_classes].
 
@@ -61,13 +60,16 @@ def mean_probabilities(model, variables, batch):
 
 
 class _Forward:
-  """``mean_probabilities`` on this process's devices, the variables replicated there once;
-  records the input shapes it runs."""
+  """``mean_probabilities`` jitted on this process's devices, the variables replicated there
+  once and the per-pixel mean correction (``input_pipeline.imagenet_mean_correction``) a
+  constant; records the input shapes it runs."""
 
-  def __init__(self, model, variables):
+  def __init__(self, config, model, variables):
     mesh = sharding.local_mesh()
     self.num_devices = mesh.size
-    self.model = model
+    self.probabilities = jax.jit(steps.with_image_correction(
+        functools.partial(mean_probabilities, model),
+        input_pipeline.imagenet_mean_correction(config)))
     self.variables = jax.device_put(variables, sharding.replicated(mesh))
     self.sharding = sharding.batch_sharding(mesh)
     self.shapes = set()
@@ -79,7 +81,7 @@ class _Forward:
     for batch in sharding.prefetch_to_devices(batches, self.sharding):
       inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
       self.shapes.add(tuple(sorted((k, v.shape, v.dtype.name) for k, v in inputs.items())))
-      current = (mean_probabilities(self.model, self.variables, inputs),
+      current = (self.probabilities(self.variables, inputs),
                  {k: v for k, v in batch.items() if k not in MODEL_INPUTS})
       if pending is not None:
         yield jax.tree.map(np.asarray, pending)
@@ -173,14 +175,14 @@ def predictions(config, model, variables, mode: str,
   puts as many pixels in a call (at least one image per device).
   """
   _check(config, mode)
-  yield from _predictions(config, _Forward(model, variables), mode, batch_size)
+  yield from _predictions(config, _Forward(config, model, variables), mode, batch_size)
 
 
 def evaluate(config, model, variables, mode: str, batch_size: int = 0) -> dict:
   """{'error_top1', 'error_top5', 'num_examples', 'compiled_shapes'} of ``mode`` over the whole
   eval split, every process's part together (call it in every process)."""
   _check(config, mode)
-  forward = _Forward(model, variables)
+  forward = _Forward(config, model, variables)
   totals = np.zeros(3)  # Top-1 errors, top-5 errors, examples.
   for probabilities, labels, mask in _predictions(config, forward, mode, batch_size):
     # Training's rule on numpy arrays: computed on the host, compiling nothing beside the model.

@@ -4,10 +4,24 @@ JAX detects the clusters it knows (Cloud TPU VMs and GKE, SLURM, Open MPI, Kuber
 on a plain machine it finds none, without any network call, and the run is one process.
 """
 
+import collections
 from typing import Optional
 
 import jax
 from absl import logging
+
+from resnet_jax import library_logs
+
+
+def describe_backend() -> str:
+  """The platform and devices of the job, e.g. 'Backend gpu: 8 x NVIDIA H100 80GB HBM3 (8 local,
+  1 process)'."""
+  kinds = collections.Counter(device.device_kind for device in jax.devices())
+  processes = jax.process_count()
+  return (f'Backend {jax.default_backend()}: '
+          + ', '.join(f'{count} x {kind}' for kind, count in kinds.items())
+          + f' ({jax.local_device_count()} local, {processes} '
+          + ('process)' if processes == 1 else 'processes)'))
 
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
@@ -15,10 +29,12 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
   """Joins the processes of a multi-host job; a single process where no cluster is detected.
 
   Explicit arguments (e.g. ``127.0.0.1:1234``, 2, 0) serve clusters JAX cannot detect; CPU
-  processes exchange collectives through gloo.
+  processes exchange collectives through gloo. Logs the backend first (``describe_backend``).
   """
+  library_logs.use_cpu_without_accelerators()
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   explicit = (coordinator_address, num_processes, process_id) != (None, None, None)
+  no_cluster = None
   try:
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
@@ -26,11 +42,16 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     # With no arguments and no cluster detected, JAX has no coordinator address: one process.
     if explicit or 'coordinator_address' not in str(error):
       raise
-    logging.info('No multi-host cluster detected (%s); running as one process.', error)
+    no_cluster = error
+  logging.info('%s.', describe_backend())
+  if no_cluster is not None:
+    logging.info('No multi-host cluster detected (%s); running as one process.', no_cluster)
+  if jax.process_count() == 1:
+    return
   logging.info('Process %d of %d; %d local and %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-  if jax.process_count() > 1 and not preemption_sync_available():
+  if not preemption_sync_available():
     logging.warning(
         'This run has %d processes but no preemption sync point (jax.distributed is %s and '
         'jax_enable_preemption_service is %s): SIGTERM will NOT save a checkpoint; only the '
