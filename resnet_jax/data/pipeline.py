@@ -42,10 +42,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax.config_lib import CHANNELS, data_shards
+from resnet_jax.data import cifar, imagenet, streamed_order
 from resnet_jax.data import digits as digits_dataset  # noqa: F401  (registers 'digits')
-from resnet_jax.data import imagenet
 from resnet_jax.data.streamed_order import fold
 from resnet_jax.errors import ConfigError, DatasetNotAvailableError
+from resnet_jax.parallel import sharding
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 
