@@ -30,10 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax import models
+from resnet_jax.data import registry
 
 TORCHVISION_NAMES = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
 TORCHVISION_INPUT_STD = (0.229, 0.224, 0.225)
-NUM_CLASSES = 1000
+NUM_CLASSES = registry.get('imagenet2012').num_classes  # torchvision's ImageNet classifiers.
 _UNTRACKED = 'num_batches_tracked'
 
 # Flax leaf (collection, name) -> torch tensor name.

@@ -114,4 +114,4 @@ def test_config_checks():
   config = digits.get_config()
   config.dataset.update(device_resident=True, name='imagenet2012')
   with pytest.raises(ConfigError, match='held in memory'):
-    device_data.check_config(config, ('digits', 'cifar10'))
+    device_data.check_config(config)

@@ -19,7 +19,7 @@ TensorFlow is not imported here; the split is loaded once through tfds by
 """
 
 import functools
-from typing import Callable, Iterable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,18 +27,20 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from resnet_jax.data import registry
 from resnet_jax.errors import ConfigError
 from resnet_jax.parallel import multistep
 
 _DATA_STREAM = 0xDA7A  # Folded into the seed's key, so data keys differ from the model's.
 
 
-def check_config(config, in_memory_datasets: Iterable[str]) -> None:
+def check_config(config) -> None:
   """Raises ``ConfigError`` if ``dataset.device_resident`` is set for a dataset it cannot hold."""
-  if config.dataset.device_resident and config.dataset.name not in in_memory_datasets:
+  if config.dataset.device_resident and not registry.get(config.dataset.name).in_memory:
+    held = [name for name, spec in registry.DATASETS.items() if spec.in_memory]
     raise ConfigError(f'dataset.device_resident=True needs a dataset held in memory '
-                      f'({", ".join(sorted(in_memory_datasets))}), not '
-                      f'{config.dataset.name!r}; set dataset.device_resident=False.')
+                      f'({", ".join(held)}), not {config.dataset.name!r}; set '
+                      'dataset.device_resident=False.')
 
 
 def put_on_devices(images: np.ndarray, labels: np.ndarray, mesh: jax.sharding.Mesh) -> dict:

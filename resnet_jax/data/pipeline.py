@@ -41,8 +41,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.config_lib import CHANNELS, data_shards
-from resnet_jax.data import cifar, imagenet, streamed_order
+from resnet_jax.config_lib import data_shards
+from resnet_jax.data import cifar, imagenet, registry, streamed_order
 from resnet_jax.data import digits as digits_dataset  # noqa: F401  (registers 'digits')
 from resnet_jax.data.streamed_order import fold
 from resnet_jax.errors import ConfigError, DatasetNotAvailableError
@@ -50,7 +50,6 @@ from resnet_jax.parallel import sharding
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 
-IN_MEMORY = ('digits', 'cifar10')
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -81,10 +80,7 @@ def _not_prepared_message(name, builder):
 
 def _builder(config):
   """The prepared tfds builder; the bundled digits are prepared on the spot, others refused."""
-  name = config.dataset.name
-  if name not in CHANNELS:
-    raise ValueError(f'Unknown dataset {name!r}; config.dataset.name must be one of '
-                     f'{sorted(CHANNELS)}.')
+  name = registry.get(config.dataset.name).name
   builder = tfds.builder(name, data_dir=config.dataset.data_dir)
   if not builder.is_prepared():
     if name != 'digits':
@@ -106,7 +102,7 @@ def get_dataset_info(config) -> DatasetInfo:
       num_classes=labels.num_classes,
       num_train_examples=_num_examples(builder, config.dataset.train_split),
       num_eval_examples=_num_examples(builder, config.dataset.eval_split),
-      image_shape=(size, size, CHANNELS[config.dataset.name]),
+      image_shape=(size, size, registry.get(config.dataset.name).channels),
       label_names=tuple(labels.names))
 
 
@@ -122,7 +118,7 @@ def _num_shards(config, process_count):
 
 def _train_shards(config, builder, process_count):
   """The S shard splits of the train split, the per-shard sub-batch and steps per epoch."""
-  if config.dataset.name not in IN_MEMORY:
+  if not registry.get(config.dataset.name).in_memory:
     streamed_order.check_tfrecord(builder)  # Before any training work.
   splits = tfds.even_splits(config.dataset.train_split, _num_shards(config, process_count))
   sub_batch = config.batch_size // len(splits)
@@ -173,7 +169,7 @@ def imagenet_mean_correction(config) -> np.ndarray | None:
   [image_size, image_size, 3]), else None. Train and eval batches leave it out; the jitted steps
   subtract it on the device (``steps.with_image_correction``)."""
   ds = config.dataset
-  if ds.name in IN_MEMORY or not ds.get('imagenet_per_pixel_mean'):  # Older configs lack it.
+  if registry.get(ds.name).in_memory or not ds.imagenet_per_pixel_mean:
     return None
   pixel_mean = _imagenet_pixel_mean(ds.data_dir, ds.train_split, ds.image_size, ds.mean_examples)
   return pixel_mean - np.float32(imagenet.IMAGENET_RGB_MEAN)
@@ -194,7 +190,7 @@ def train_mean_image(config) -> np.ndarray:
   training images.
   """
   ds = config.dataset
-  if ds.name in IN_MEMORY:
+  if registry.get(ds.name).in_memory:
     _builder(config)  # Prepares digits, refuses an unprepared dataset.
     return _per_pixel_mean(ds.name, ds.data_dir, ds.train_split, ds.image_size)
   shape = (ds.image_size, ds.image_size, 3)
@@ -208,7 +204,7 @@ def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
   digits/cifar10: a batch [N, h, w, C] or one image [h, w, C] at the dataset's resolution.
   imagenet2012: a sequence of [h, w, 3] images of any size -> [N, S, S, 3], S = image_size.
   """
-  if config.dataset.name in IN_MEMORY:
+  if registry.get(config.dataset.name).in_memory:
     images = cifar.scale_and_resize(config.dataset.image_size, images_uint8)
     return (images - train_mean_image(config)).numpy()
   size = config.dataset.image_size
@@ -251,7 +247,7 @@ def load_train_arrays(config) -> tuple[np.ndarray, np.ndarray]:
 
   For the in-memory datasets (digits, cifar10): mean subtracted, not augmented.
   """
-  if config.dataset.name not in IN_MEMORY:
+  if not registry.get(config.dataset.name).in_memory:
     raise ValueError(f'{config.dataset.name} is streamed, not held in memory.')
   images, labels = _load_arrays(_builder(config), config.dataset.train_split)
   return preprocess_for_eval_numpy(config, images), labels
@@ -265,18 +261,15 @@ def _in_memory_shard(config, builder, split, key, sub_batch, steps, start_step):
   """Sub-batches of one shard held in memory, read in a stateless random order per epoch."""
   images, labels = (tf.constant(a) for a in _load_arrays(builder, split))
   mean = tf.constant(train_mean_image(config))
-  name, per_epoch = config.dataset.name, steps * sub_batch
+  spec, per_epoch = registry.get(config.dataset.name), steps * sub_batch
 
   def example(count):
     epoch, position = count // per_epoch, count % per_epoch
     epoch_key = fold(key, epoch)
     index = tf.random.experimental.index_shuffle(position, epoch_key, len(labels) - 1)
-    image = cifar.scale_and_resize(config.dataset.image_size,
-                                                 tf.gather(images, index)) - mean
+    image = cifar.scale_and_resize(config.dataset.image_size, tf.gather(images, index)) - mean
     if config.dataset.augment:
-      image = cifar.pad_crop_flip(
-          image, fold(epoch_key, position), cifar.PAD[name],
-          cifar.FLIP[name])
+      image = cifar.pad_crop_flip(image, fold(epoch_key, position), spec.pad, spec.flip)
     return {'image': image, 'label': tf.gather(labels, index)}
 
   ds = tf.data.Dataset.counter(start_step * sub_batch)
@@ -314,7 +307,7 @@ def train_batches(config, *, start_step: int, process_index: int,
   builder = _builder(config)
   splits, sub_batch, steps = _train_shards(config, builder, process_count)
   per_process = len(splits) // process_count
-  make_shard = _in_memory_shard if config.dataset.name in IN_MEMORY else _streaming_shard
+  make_shard = _in_memory_shard if registry.get(config.dataset.name).in_memory else _streaming_shard
   seed_key = tf.constant([config.seed, 0], tf.int64)
   shards = tuple(
       make_shard(config, builder, splits[k], fold(seed_key, k), sub_batch, steps, start_step)
@@ -353,7 +346,7 @@ def eval_batches(config, *, process_index: int, process_count: int,
   batch = config.eval_batch_size // process_count
   num_batches = -(-max(_num_examples(builder, p) for p in parts) // batch)
   size = config.dataset.image_size
-  if config.dataset.name in IN_MEMORY:
+  if registry.get(config.dataset.name).in_memory:
     mean = tf.constant(train_mean_image(config))
     preprocess = lambda image: {
         'image': cifar.scale_and_resize(config.dataset.image_size, image) - mean}
@@ -361,7 +354,7 @@ def eval_batches(config, *, process_index: int, process_count: int,
     eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN)
     preprocess = lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
                                       'image_offset': eval_offset}
-  ds = _read(builder, parts[process_index], decode=config.dataset.name in IN_MEMORY).map(
+  ds = _read(builder, parts[process_index], decode=registry.get(config.dataset.name).in_memory).map(
       lambda image, label: {**preprocess(image), 'label': tf.cast(label, tf.int32)},
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   no_examples = {k: np.zeros((0, *v.shape), v.dtype.as_numpy_dtype)

@@ -38,11 +38,11 @@ from jax.experimental import multihost_utils
 
 from resnet_jax import notebook, steps
 from resnet_jax.data import pipeline as input_pipeline
+from resnet_jax.data import registry
 from resnet_jax.evaluation import views as eval_views
 from resnet_jax.parallel import sharding
 
 MODES = ('center', 'ten_crop', 'multi_scale')
-JPEG_DATASETS = ('imagenet2012',)
 MODEL_INPUTS = ('views', 'image', 'image_offset')  # What the model reads of a batch.
 OUTPUT_CHUNK = 1024  # Examples per multi-scale result chunk.
 
@@ -153,10 +153,10 @@ def _check(config, mode: str) -> None:
   """Stops on a mode the dataset does not support, or missing data, before any work."""
   if mode not in MODES:
     raise ValueError(f'Unknown evaluation mode {mode!r}; use one of {", ".join(MODES)}.')
-  if mode != 'center' and config.dataset.name not in JPEG_DATASETS:
-    raise ValueError(f'Mode {mode!r} crops and rescales full-size JPEG images '
-                     f'({", ".join(JPEG_DATASETS)}); evaluate {config.dataset.name} with '
-                     "'center', its single original view, as the paper does for CIFAR-10.")
+  if mode != 'center' and not registry.get(config.dataset.name).has_views:
+    raise ValueError(f'Mode {mode!r} crops and rescales full-size images; evaluate '
+                     f"{config.dataset.name} with 'center', its single original view, as the "
+                     'paper does for CIFAR-10.')
   input_pipeline.get_dataset_info(config)  # Stops with a clear message if the data is missing.
 
 
