@@ -63,8 +63,8 @@ flags.DEFINE_list('parts', ['step', 'forward', 'torch'], f'Any of {", ".join(PAR
 flags.DEFINE_list('torch_variants', list(TORCH_VARIANTS),
                   'Torch configurations to try; bf16 autocast follows --dtype.')
 flags.DEFINE_bool('compare_fusion_barriers', True,
-                  'Also time the train step with model.fusion_barriers flipped from its default '
-                  'on this backend (on for CPU).')
+                  'Also time the train step with config.cpu_fusion_barriers off (they act on '
+                  'CPU devices only).')
 flags.DEFINE_integer('steps_per_call', 10, 'Steps per call of device_step and of the e2e runs '
                      'that run several.')
 flags.DEFINE_integer('e2e_steps', 60, 'Steps of each end-to-end run (logged every 10).')

@@ -25,9 +25,9 @@ def ratios(results, key, steps_per_call: int) -> dict:
                                       best(results, 'train_step', 'torch', key)),
       'forward jax / best torch': (best(results, 'forward', 'jax', key),
                                    best(results, 'forward', 'torch', key)),
-      'train_step jax / fusion_barriers flipped': (
+      'train_step jax / cpu_fusion_barriers off': (
           best(results, 'train_step', 'jax', key),
-          best(results, 'train_step', 'variant: fusion_barriers', key)),
+          best(results, 'train_step', 'variant: cpu_fusion_barriers', key)),
       'device_step / train_step': (best(results, 'device_step', 'jax', key),
                                    best(results, 'train_step', 'jax', key)),
       'e2e device-resident / e2e tf.data, 1 step per call': (

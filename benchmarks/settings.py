@@ -38,9 +38,10 @@ class Settings:
     return 10 if models.model_family(self.model) == 'cifar' else 1000
 
 
-def bench_config(settings: Settings, **model_overrides):
+def bench_config(settings: Settings, cpu_fusion_barriers=True, **model_overrides):
   """The default config with the benchmark's model, dtype and batch."""
   config = default.get_config()
+  config.cpu_fusion_barriers = cpu_fusion_barriers
   config.model.update(name=settings.model, dtype=settings.dtype, **model_overrides)
   config.batch_size = settings.batch_size
   return config
@@ -53,9 +54,9 @@ def synthetic_batch(settings: Settings, seed=0):
           'label': rng.integers(0, settings.num_classes, settings.batch_size).astype(np.int32)}
 
 
-def program(settings: Settings, steps_per_epoch=390, **model_overrides) -> train.Program:
+def program(settings: Settings, steps_per_epoch=390, **overrides) -> train.Program:
   """The training run's own mesh, model, optimizer and jitted calls for the settings."""
-  return train.build_program(bench_config(settings, **model_overrides), settings.image_shape,
+  return train.build_program(bench_config(settings, **overrides), settings.image_shape,
                              settings.num_classes, steps_per_epoch)
 
 

@@ -36,22 +36,15 @@ TRAIN_EXAMPLES = {'digits': 1_500, 'cifar10': 50_000, 'imagenet2012': 1_281_167}
 # and the plateau schedule decide the optimizer state in the checkpoint).
 IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size',
                    'optimizer.name', 'optimizer.schedule')
-# What a config saved before these identity fields existed meant by them.
-ADDED_FIELDS = {'optimizer.name': 'sgd', 'optimizer.schedule': 'steps'}
-# Fields that change how a step executes, not what it computes: two configs may differ in them.
-EXECUTION_FIELDS = ('model.fusion_barriers',)
 
 # optimizer.name and optimizer.schedule (resnet_jax/optim.py).
 OPTIMIZERS = ('sgd', 'lars')
 SCHEDULES = ('steps', 'plateau', 'cosine', 'polynomial')
 
 
-def build_model(config, num_classes: int, platform: str | None = None):
-  """The Flax module that ``config.model`` describes, for devices of ``platform`` (default: the
-  default backend's)."""
+def build_model(config, num_classes: int):
+  """The Flax module that ``config.model`` describes."""
   overrides = {k: v for k, v in config.model.items() if k != 'name' and v is not None}
-  if config.model.get('fusion_barriers') is None:
-    overrides['fusion_barriers'] = (platform or jax.default_backend()) == 'cpu'
   return models.create_model(config.model.name, num_classes, **overrides)
 
 
@@ -153,7 +146,7 @@ def warn_if_imagenet_on_cpu(config, platform: str, process_count: int) -> None:
     return
   size = config.dataset.image_size
   image = jax.ShapeDtypeStruct((1, size, size, CHANNELS[config.dataset.name]), jnp.float32)
-  model = build_model(config, NUM_CLASSES[config.dataset.name], platform)
+  model = build_model(config, NUM_CLASSES[config.dataset.name])
   variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
   forward = jax.jit(functools.partial(model.apply, train=False)).lower(variables, image)
   steps = total_steps(config, TRAIN_EXAMPLES[config.dataset.name] // config.batch_size)
@@ -339,15 +332,14 @@ def resume_data_shards(config, recorded: int | None, process_count: int):
 def changed_fields(saved, current, fields) -> list[str]:
   """``'key: saved -> current'`` for each config key under ``fields`` where the two differ.
 
-  ``saved`` and ``current`` are ConfigDicts; keys are dotted; ``EXECUTION_FIELDS`` are ignored.
+  ``saved`` and ``current`` are ConfigDicts; keys are dotted.
   """
   saved, current = (flax.traverse_util.flatten_dict(json.loads(c.to_json_best_effort()),
                                                     sep='.') for c in (saved, current))
-  saved = {**ADDED_FIELDS, **saved}
   return [f'{key}: {saved.get(key)!r} -> {current.get(key)!r}'
           for key in sorted(saved.keys() | current.keys())
           if any(key == f or key.startswith(f + '.') for f in fields)
-          and key not in EXECUTION_FIELDS and saved.get(key) != current.get(key)]
+          and saved.get(key) != current.get(key)]
 
 
 def check_workdir(config, workdir: str) -> None:

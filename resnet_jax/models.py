@@ -150,22 +150,6 @@ class BottleneckBlock(Block):
     return nn.relu(y)
 
 
-@jax.custom_vjp
-def fusion_barrier(x):
-  """The identity, as an op that XLA cannot fuse into its consumers: ``x`` is written once.
-
-  XLA:CPU otherwise recomputes each block's output (BatchNorm, residual add, ReLU of every earlier
-  block in the stage) inside every layout transpose that feeds a filter-gradient convolution;
-  that recomputation was 39% of a ResNet-20 train step. Rewriting one column of ``x`` with itself
-  is a scatter, which XLA never fuses into a consumer; the values are unchanged bit for bit.
-  """
-  column = (slice(None),) + (0,) * (x.ndim - 1)
-  return x.at[column].set(x[column], out_sharding=jax.typeof(x).sharding)
-
-
-fusion_barrier.defvjp(lambda x: (fusion_barrier(x), None), lambda _, g: (g,))
-
-
 def conv_factory(dtype) -> ModuleDef:
   """Bias-free convolutions with He initialisation and the reference model's symmetric padding."""
 
@@ -196,8 +180,6 @@ class ResNet(nn.Module):
     bn_group_size: 0 for BatchNorm statistics over the whole (global) batch; otherwise the size
       of the groups of examples that each compute their own statistics ("virtual batch").
     zero_init_last_bn: zero-initialise the scale of the last BatchNorm of each residual branch.
-    fusion_barriers: in training, pass the stem's and every block's output through
-      ``fusion_barrier`` (faster on XLA:CPU; ``config_lib.build_model`` turns it on there).
   """
   stage_sizes: Sequence[int]
   block: ModuleDef
@@ -212,7 +194,6 @@ class ResNet(nn.Module):
   bn_epsilon: float = 1e-5
   bn_group_size: int = 0
   zero_init_last_bn: bool = False
-  fusion_barriers: bool = False
 
   def setup(self):
     if self.shortcut not in SHORTCUT_OPTIONS:
@@ -240,7 +221,6 @@ class ResNet(nn.Module):
     norm = self._norm(train)
     last_norm = (functools.partial(norm, scale_init=nn.initializers.zeros)
                  if self.zero_init_last_bn and self.residual else norm)
-    barrier = fusion_barrier if train and self.fusion_barriers else lambda y: y
 
     x = x.astype(self.dtype)
     if self.stem == 'cifar':
@@ -250,7 +230,6 @@ class ResNet(nn.Module):
       x = conv(64, (7, 7), strides=2, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=symmetric_padding(3))
-    x = barrier(x)
 
     for stage, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for index in range(num_blocks):
@@ -258,7 +237,6 @@ class ResNet(nn.Module):
         x = self.block(width, strides, self.residual, self.shortcut, conv, norm, last_norm,
                        stride_on=self.bottleneck_stride_on,
                        name=f'stage{stage + 1}_block{index + 1}')(x)
-        x = barrier(x)
 
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     return nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=jnp.float32, name='fc')(x)

@@ -23,7 +23,7 @@ from resnet_jax import checkpointing, config_lib, library_logs, optim, steps
 from resnet_jax.data import device_resident, registry
 from resnet_jax.errors import DivergenceError
 from resnet_jax.evaluation import loop as eval_loop
-from resnet_jax.parallel import distributed, multistep, sharding
+from resnet_jax.parallel import cpu_workarounds, distributed, multistep, sharding
 
 # --------------------------------------------------------------------------------------------
 # The program: mesh, model, optimizer and jitted calls (tools/tpu_plan.py compiles it too).
@@ -51,18 +51,21 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
                   devices=None, image_correction=None) -> Program:
   """The mesh over ``devices`` (default: all), the config's model and optimizer, the jitted calls.
 
-  Platform-dependent choices (fusion barriers, scanned or unrolled calls) follow the devices.
+  Platform-dependent choices (XLA:CPU's fusion barriers, scanned or unrolled calls) follow the
+  devices.
   ``image_correction``: ``pipeline.imagenet_mean_correction``, a constant of the steps.
   """
   mesh = sharding.create_mesh(devices)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  model = config_lib.build_model(config, num_classes, platform=mesh.devices.flat[0].platform)
+  model = config_lib.build_model(config, num_classes)
   tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
   train_step = steps.with_image_correction(functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
       label_smoothing=config.label_smoothing), image_correction)
+  if config.cpu_fusion_barriers and mesh.devices.flat[0].platform == 'cpu':
+    train_step = cpu_workarounds.with_block_barriers(train_step)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
                  init=init, train_step=train_step,
                  train_fn=multistep.make_train_fn(train_step, mesh),

@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds  # pylint: disable=wrong-import-position
 @pytest.fixture(scope='session')
 def data_dir(tmp_path_factory):
   """The bundled digits dataset, prepared once so concurrent processes only read it."""
+  from resnet_jax.data import digits  # noqa: F401  pylint: disable=import-outside-toplevel  (registers it)
   path = str(tmp_path_factory.mktemp('tfds'))
   tfds.builder('digits', data_dir=path).download_and_prepare()
   return path

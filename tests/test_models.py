@@ -279,34 +279,6 @@ def test_bfloat16_nets_pool_and_classify_in_float32():
   np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_fusion_barrier_is_the_identity_with_an_identity_gradient():
-  x = jax.random.normal(jax.random.key(7), (4, 5, 5, 3))
-  np.testing.assert_array_equal(jax.jit(models.fusion_barrier)(x), x)
-  cotangent = jax.random.normal(jax.random.key(8), x.shape)
-  _, vjp = jax.vjp(models.fusion_barrier, x)
-  np.testing.assert_array_equal(vjp(cotangent)[0], cotangent)
-
-
-@pytest.mark.parametrize('name', ['resnet20', 'plain20'])
-def test_fusion_barriers_leave_outputs_and_gradients_unchanged(name):
-  x = jax.random.normal(jax.random.key(6), (4, 32, 32, 3))
-  labels = jnp.arange(4) % 10
-  plain_model = models.create_model(name, 10)
-  variables = plain_model.init(jax.random.key(0), x, train=False)
-
-  def loss_and_grads(model):
-    def loss(params):
-      logits, stats = model.apply({**variables, 'params': params}, x, train=True,
-                                  mutable=['batch_stats'])
-      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels]), stats
-    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables['params'])
-
-  expected = loss_and_grads(plain_model)
-  actual = loss_and_grads(models.create_model(name, 10, fusion_barriers=True))
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
-               actual, expected)
-
-
 def test_zero_init_last_bn_makes_blocks_start_as_identity():
   model = models.create_model('resnet20', 10, zero_init_last_bn=True)
   variables = model.init(jax.random.key(0), input_for('resnet20'), train=False)
