@@ -86,6 +86,11 @@ def get_config() -> ml_collections.ConfigDict:
   # logging, evaluation and checkpoint step, so make it divide those intervals.
   config.steps_per_call = 1
 
+  # The dtype in which the devices average their gradients: 'float32' whatever the compute
+  # dtype (4 bytes per parameter cross the interconnect), or 'bfloat16' (2 bytes, every gradient
+  # and partial sum rounded to bfloat16). docs/training_at_scale.md.
+  config.gradient_allreduce_dtype = 'float32'
+
   # Logging, evaluation and checkpoints (in steps).
   config.log_every_steps = 100
   config.eval_every_steps = 2_000

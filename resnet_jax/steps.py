@@ -1,7 +1,8 @@
 """The pure, jittable pieces of training: state, loss, metrics, one train step, one eval step.
 
-Nothing here knows about devices, files or input pipelines, so the training loop, the benchmarks,
-the device-resident CIFAR path and notebooks all share exactly these functions.
+Nothing here knows about files or input pipelines, and of devices only the mesh that a train step
+splits its batch over, so the training loop, the benchmarks, the device-resident CIFAR path and
+notebooks all share exactly these functions.
 """
 
 from typing import Any, Callable
@@ -11,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import optax
 from clu import metrics
+from jax.sharding import PartitionSpec as P
 
-from resnet_jax import optim
+from resnet_jax import optim, placement
 
 
 @flax.struct.dataclass
@@ -102,17 +104,42 @@ def model_images(batch):
   return images.astype(jnp.float32) / 255.0 + offset
 
 
-def train_step(state: TrainState, batch, *, model, tx,
-               learning_rate_fn: Callable) -> tuple[TrainState, TrainMetrics]:
-  """One SGD step on a (global) batch; BatchNorm statistics over the batch, as configured."""
+def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callable,
+               mesh: jax.sharding.Mesh,
+               gradient_allreduce_dtype=jnp.float32) -> tuple[TrainState, TrainMetrics]:
+  """One SGD step on a global batch split along the ``data`` axis of ``mesh``.
 
-  def loss_fn(params):
-    logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
-                                  model_images(batch), train=True, mutable=['batch_stats'])
-    outputs = classification_outputs(logits, batch['label'])
-    return outputs['loss'].mean(), (outputs, updates['batch_stats'])
+  Each device differentiates the loss of its slice of the batch (``jax.shard_map``), and the
+  gradients are averaged across the devices in ``gradient_allreduce_dtype`` (a dtype or its
+  name). Left to itself, XLA sums the gradients of bfloat16 convolutions in bfloat16, which
+  loses precision at every hop of a large slice; the explicit mean chooses the dtype. BatchNorm
+  statistics stay those of the global batch, or of the configured groups; the optimizer then
+  updates the replicated state with the averaged gradients.
+  """
+  axis = placement.DATA_AXIS
+  model = model.clone(bn_axis_name=axis)
 
-  grads, (outputs, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  def local_gradients(params, batch_stats, batch):
+    # Per-device copies: their gradients stay local until the mean below (JAX would otherwise
+    # sum the gradients of a replicated input itself, in the compute dtype).
+    params, batch_stats = jax.lax.pcast((params, batch_stats), axis, to='varying')
+
+    def loss_fn(params):
+      logits, updates = model.apply({'params': params, 'batch_stats': batch_stats},
+                                    model_images(batch), train=True, mutable=['batch_stats'])
+      outputs = classification_outputs(logits, batch['label'])
+      return outputs['loss'].mean(), (outputs, updates['batch_stats'])
+
+    grads, (outputs, new_stats) = jax.grad(loss_fn, has_aux=True)(params)
+    reduced = jax.lax.pmean(jax.tree.map(lambda g: g.astype(gradient_allreduce_dtype), grads),
+                            axis)
+    grads = jax.tree.map(lambda r, g: r.astype(g.dtype), reduced, grads)
+    return grads, jax.lax.pmean(new_stats, axis), outputs
+
+  grads, batch_stats, outputs = jax.shard_map(
+      local_gradients, mesh=mesh, in_specs=(P(), P(), P(axis)), out_specs=(P(), P(), P(axis)))(
+          state.params, state.batch_stats,
+          jax.device_put(batch, placement.batch_sharding(mesh)))
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   step_metrics = TrainMetrics.single_from_model_output(

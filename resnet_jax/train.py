@@ -58,8 +58,9 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
   tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
-  train_step = functools.partial(steps.train_step, model=model, tx=tx,
-                                 learning_rate_fn=learning_rate_fn)
+  train_step = functools.partial(
+      steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, mesh=mesh,
+      gradient_allreduce_dtype=config.gradient_allreduce_dtype)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
                  init=init, train_step=train_step,
                  train_fn=multistep.make_train_fn(train_step, mesh),

@@ -55,3 +55,13 @@ def test_a_workdir_of_the_other_schedule_is_another_experiment():
   assert config_lib.changed_fields(ml_collections.ConfigDict(older),
                                    imagenet.get_config('resnet50,plateau'), fields) == [
                                        "optimizer.schedule: 'steps' -> 'plateau'"]
+
+
+def test_gradients_are_averaged_in_float32_unless_bfloat16_is_asked_for():
+  config = imagenet.get_config('resnet50')
+  assert (config.model.dtype, config.gradient_allreduce_dtype) == ('bfloat16', 'float32')
+  config.gradient_allreduce_dtype = 'bfloat16'
+  config_lib.validate(config, device_count=8, process_count=1)
+  config.gradient_allreduce_dtype = 'float16'
+  with pytest.raises(config_lib.ConfigError, match="gradient_allreduce_dtype='float16'; use"):
+    config_lib.validate(config, device_count=8, process_count=1)
