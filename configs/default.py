@@ -107,6 +107,11 @@ def get_config() -> ml_collections.ConfigDict:
   # logging, evaluation and checkpoint step, so make it divide those intervals.
   config.steps_per_call = 1
 
+  # The dtype in which the devices average their gradients: 'float32' whatever the compute
+  # dtype (4 bytes per parameter cross the interconnect), or 'bfloat16' (2 bytes, every gradient
+  # and partial sum rounded to bfloat16). docs/training_at_scale.md.
+  config.gradient_allreduce_dtype = 'float32'
+
   # Logging (in steps), evaluation and checkpoints: each in steps or in epochs, exactly one of
   # the pair (the other 0/None), resolved to steps once (config_lib.intervals).
   config.log_every_steps = 100

@@ -173,8 +173,10 @@ def validate(config, *, device_count: int, process_count: int) -> None:
   if config.model.bottleneck_stride_on not in models.BOTTLENECK_STRIDE_ON:
     problems.append(f'model.bottleneck_stride_on={config.model.bottleneck_stride_on!r}; use '
                     "'1x1' or '3x3'.")
-  if config.model.dtype not in ('float32', 'bfloat16'):
-    problems.append(f"model.dtype={config.model.dtype!r}; use 'float32' or 'bfloat16'.")
+  for field, value in (('model.dtype', config.model.dtype),
+                       ('gradient_allreduce_dtype', config.gradient_allreduce_dtype)):
+    if value not in ('float32', 'bfloat16'):
+      problems.append(f"{field}={value!r}; use 'float32' or 'bfloat16'.")
   sizes = IMAGE_SIZES.get(config.dataset.name)
   if sizes is None:
     problems.append(f'dataset.name={config.dataset.name!r} is not supported; use one of '

@@ -179,6 +179,9 @@ class ResNet(nn.Module):
     bn_momentum, bn_epsilon: BatchNorm running-average momentum and epsilon.
     bn_group_size: 0 for BatchNorm statistics over the whole (global) batch; otherwise the size
       of the groups of examples that each compute their own statistics ("virtual batch").
+    bn_axis_name: where the network runs on one device's slice of the batch (inside
+      ``jax.shard_map``), the mesh axis over which global BatchNorm averages its statistics, so
+      they stay the global batch's; None where it sees the whole batch.
     zero_init_last_bn: zero-initialise the scale of the last BatchNorm of each residual branch.
   """
   stage_sizes: Sequence[int]
@@ -193,6 +196,7 @@ class ResNet(nn.Module):
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   bn_group_size: int = 0
+  bn_axis_name: str | None = None
   zero_init_last_bn: bool = False
 
   def setup(self):
@@ -213,6 +217,7 @@ class ResNet(nn.Module):
     return functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                              dtype=self.dtype, param_dtype=jnp.float32,
+                             axis_name=self.bn_axis_name,
                              use_fast_variance=False)  # E[(x - mean)^2]: no cancellation.
 
   @nn.compact

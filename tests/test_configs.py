@@ -179,3 +179,13 @@ def test_both_warmups_are_fine_where_only_one_applies():
   config.batch_size = 1024
   config.optimizer.scaling_warmup_epochs = 0.0
   config_lib.validate(config, device_count=8, process_count=1)
+
+
+def test_gradients_are_averaged_in_float32_unless_bfloat16_is_asked_for():
+  config = imagenet.get_config('resnet50')
+  assert (config.model.dtype, config.gradient_allreduce_dtype) == ('bfloat16', 'float32')
+  config.gradient_allreduce_dtype = 'bfloat16'
+  config_lib.validate(config, device_count=8, process_count=1)
+  config.gradient_allreduce_dtype = 'float16'
+  with pytest.raises(config_lib.ConfigError, match="gradient_allreduce_dtype='float16'; use"):
+    config_lib.validate(config, device_count=8, process_count=1)

@@ -115,8 +115,9 @@ def test_train_fn_matches_step_by_step_calls(monkeypatch, unroll):
   model = models.create_model('resnet20', 10)
   tx = optax.sgd(0.1, momentum=0.9)
   init = lambda: steps.init_train_state(model, tx, jax.random.key(0), image_shape=(8, 8, 3))
+  mesh = sharding.create_mesh()
   train_step = functools.partial(steps.train_step, model=model, tx=tx,
-                                 learning_rate_fn=lambda step: 0.1)
+                                 learning_rate_fn=lambda step: 0.1, mesh=mesh)
   rng = np.random.default_rng(0)
   batches = tuple({'image': rng.standard_normal((4, 8, 8, 3), np.float32),
                    'label': rng.integers(0, 10, 4).astype(np.int32)} for _ in range(3))
@@ -125,7 +126,7 @@ def test_train_fn_matches_step_by_step_calls(monkeypatch, unroll):
     expected, step_metrics = one_step(expected, batch)
     losses.append(float(step_metrics.compute()['loss']))
   monkeypatch.setattr(multistep, 'unrolls', lambda mesh: unroll)
-  state, merged = multistep.make_train_fn(train_step, sharding.create_mesh())(init(), batches)
+  state, merged = multistep.make_train_fn(train_step, mesh)(init(), batches)
   assert int(state.step) == 3
   assert float(merged.compute()['loss']) == pytest.approx(np.mean(losses), rel=1e-5)
   for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected.params)):

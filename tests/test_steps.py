@@ -1,6 +1,12 @@
-"""Loss and metrics of the train and eval steps against hand computations."""
+"""Loss and metrics of the train and eval steps against hand computations, and the data-parallel
+train step against jit's own partitioning of the same step on 1 and 8 devices."""
 
+import functools
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
 from fractions import Fraction
 
 import jax
@@ -11,6 +17,9 @@ import pytest
 import torch
 
 from resnet_jax import models, steps
+from resnet_jax.parallel import sharding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_top1_and_top5_errors_by_rank():
@@ -169,8 +178,9 @@ def test_train_step_is_one_sgd_step_on_the_mean_loss():
   x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   batch = {'image': x, 'label': jnp.array([0, 1, 2, 3])}
   state = steps.init_train_state(model, tx, jax.random.key(1), (8, 8, 3))
-  new_state, metrics = steps.train_step(state, batch, model=model, tx=tx,
-                                        learning_rate_fn=lambda s: 0.1)
+  new_state, metrics = jax.jit(functools.partial(
+      steps.train_step, model=model, tx=tx, learning_rate_fn=lambda s: 0.1,
+      mesh=sharding.create_mesh()))(state, batch)
 
   def loss(params):
     logits, _ = model.apply({'params': params, 'batch_stats': state.batch_stats}, x,
@@ -195,3 +205,120 @@ def test_first_nonfinite_step_survives_merging():
   metric = metric.merge(steps.FirstNonFinite.from_model_output(jnp.array([jnp.inf]),
                                                                jnp.array(5)))
   assert int(metric.compute()) == 4
+
+
+def test_gradients_are_averaged_in_the_chosen_dtype():
+  """float32 by default; bfloat16 on request, when the optimizer receives bfloat16 numbers."""
+  model = models.create_model('resnet20', 10, stage_sizes=(1, 1, 1))
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+  batch = {'image': x, 'label': jnp.array([0, 1, 2, 3])}
+  # An "optimizer" that keeps the gradients it receives as its state.
+  keep = optax.GradientTransformation(
+      lambda params: params, lambda grads, state, params=None: (
+          jax.tree.map(jnp.zeros_like, grads), grads))
+  state = steps.init_train_state(model, keep, jax.random.key(1), (8, 8, 3))
+
+  def loss(params):
+    logits, _ = model.apply({'params': params, 'batch_stats': state.batch_stats}, x,
+                            train=True, mutable=['batch_stats'])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+
+  expected = jax.grad(loss)(state.params)
+  as_bf16 = lambda g: np.asarray(jnp.asarray(g).astype(jnp.bfloat16).astype(jnp.float32))
+  for dtype in (jnp.float32, jnp.bfloat16):
+    new_state, _ = jax.jit(functools.partial(
+        steps.train_step, model=model, tx=keep, learning_rate_fn=lambda s: 0.1,
+        mesh=sharding.create_mesh(), gradient_allreduce_dtype=dtype))(state, batch)
+    received = jax.tree.leaves(new_state.opt_state)
+    representable = all(np.array_equal(as_bf16(g), g) for g in received)
+    assert representable == (dtype == jnp.bfloat16)
+    rtol = 1e-5 if dtype == jnp.float32 else 1e-2
+    for g, e in zip(received, jax.tree.leaves(expected)):
+      np.testing.assert_allclose(g, e, rtol=rtol, atol=rtol * np.abs(e).max())
+
+
+DATA_PARALLEL_STEPS = textwrap.dedent('''
+    import functools, sys
+    import flax, jax, numpy as np, optax
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from resnet_jax import models, steps
+    from resnet_jax.parallel import sharding
+
+    def plain_jit_step(model, tx):
+      """The step as jit alone partitions it: the global batch split along 'data', XLA adding
+      the collectives (global BatchNorm statistics, gradient sums) itself."""
+      def step(state, batch):
+        def loss_fn(params):
+          logits, updates = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                        batch['image'], train=True, mutable=['batch_stats'])
+          loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+          return loss.mean(), updates['batch_stats']
+        grads, batch_stats = jax.grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return state.replace(step=state.step + 1, batch_stats=batch_stats, opt_state=opt_state,
+                             params=optax.apply_updates(state.params, updates))
+      mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
+      return jax.jit(step, in_shardings=(NamedSharding(mesh, P()),
+                                         NamedSharding(mesh, P('data'))))
+
+    rng = np.random.default_rng(0)
+    batches = [{'image': rng.standard_normal((16, 8, 8, 3), np.float32),
+                'label': rng.integers(0, 10, 16).astype(np.int32)} for _ in range(3)]
+    mesh = sharding.create_mesh()
+    results = {}
+    for group in (0, 2):
+      model = models.create_model('resnet20', 10, stage_sizes=(1, 1, 1), bn_group_size=group)
+      tx = optax.sgd(0.1, momentum=0.9)
+      init = lambda: steps.init_train_state(model, tx, jax.random.key(0), (8, 8, 3))
+      new_step = jax.jit(functools.partial(steps.train_step, model=model, tx=tx,
+                                           learning_rate_fn=lambda s: 0.1, mesh=mesh))
+      old_step = plain_jit_step(model, tx)
+      new, old = init(), init()
+      for batch in batches:
+        new = new_step(new, sharding.to_global(batch, sharding.batch_sharding(mesh)))[0]
+        old = old_step(old, batch)
+      for name, state in (('init', init()), ('shard_map', new), ('plain_jit', old)):
+        flat = flax.traverse_util.flatten_dict(state.variables, sep='/')
+        results.update({f'{group}/{name}/{k}': np.asarray(v) for k, v in flat.items()})
+    np.savez(sys.argv[1], **results)
+''')
+
+
+@pytest.fixture(scope='module')
+def data_parallel_runs(tmp_path_factory):
+  """{devices: {'<bn_group_size>/<implementation>/<variable>': array}} after three steps."""
+  runs = {}
+  for devices in (1, 8):
+    path = str(tmp_path_factory.mktemp('steps') / f'{devices}.npz')
+    env = dict(os.environ, JAX_PLATFORMS='cpu',
+               XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    subprocess.run([sys.executable, '-c', DATA_PARALLEL_STEPS, path], cwd=ROOT, env=env,
+                   check=True, timeout=600)
+    runs[devices] = dict(np.load(path))
+  return runs
+
+
+def _variables(run, group, name):
+  return {k.split('/', 2)[2]: v for k, v in run.items() if k.startswith(f'{group}/{name}/')}
+
+
+@pytest.mark.parametrize('group', [0, 2], ids=['global_bn', 'grouped_bn'])
+@pytest.mark.parametrize('devices', [1, 8])
+def test_float32_steps_match_jit_partitioning_of_the_global_batch(data_parallel_runs, devices,
+                                                                  group):
+  """Three steps: params and BatchNorm statistics as the plain jitted step computes them."""
+  run = data_parallel_runs[devices]
+  new, old = _variables(run, group, 'shard_map'), _variables(run, group, 'plain_jit')
+  start = _variables(run, group, 'init')
+  assert new.keys() == old.keys() and len(new) > 20
+  for key in new:
+    np.testing.assert_allclose(new[key], old[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  assert any(not np.allclose(new[k], start[k], rtol=1e-3) for k in new)  # They trained.
+
+
+@pytest.mark.parametrize('group', [0, 2], ids=['global_bn', 'grouped_bn'])
+def test_eight_devices_match_one(data_parallel_runs, group):
+  one = _variables(data_parallel_runs[1], group, 'shard_map')
+  eight = _variables(data_parallel_runs[8], group, 'shard_map')
+  for key in one:
+    np.testing.assert_allclose(eight[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)

@@ -6,7 +6,7 @@ Its figures are checked against facts counted by hand from the network: ResNet-2
 
 import pytest
 
-pytestmark = pytest.mark.slow  # Two XLA:TPU compiles, ~2 minutes: `python -m pytest -m slow`.
+pytestmark = pytest.mark.slow  # Five XLA:TPU compiles, minutes: `python -m pytest -m slow`.
 
 pytest.importorskip('libtpu', reason='compiling for TPUs needs libtpu: pip install -r '
                     'requirements-tpu.txt')
@@ -25,11 +25,12 @@ RESNET20_PARAMS = 269_722
 BATCHNORM_LAYERS = 19  # The stem's and two per block, 3 stages of 3 blocks.
 
 
-def resnet20_config(bn_group_size):
+def resnet20_config(bn_group_size, dtype='float32'):
   config = cifar10.get_config('resnet20')
   config.batch_size = config.eval_batch_size = CHIPS * PER_CHIP
   config.model.bn_group_size = bn_group_size
-  return config  # float32: every gradient crosses the chips as 4 bytes.
+  config.model.dtype = dtype
+  return config
 
 
 @pytest.fixture(scope='module')
@@ -40,6 +41,17 @@ def global_bn():
 @pytest.fixture(scope='module')
 def grouped_bn():
   return tpu_plan.plan(resnet20_config(PER_CHIP // 2), TOPOLOGY, parts=('train',))
+
+
+@pytest.fixture(scope='module')
+def bfloat16_compute():
+  """bfloat16 convolutions, their gradients all-reduced in each of the two dtypes."""
+  plans = {}
+  for reduce_dtype in ('float32', 'bfloat16'):
+    config = resnet20_config(PER_CHIP // 2, 'bfloat16')
+    config.gradient_allreduce_dtype = reduce_dtype
+    plans[reduce_dtype] = tpu_plan.plan(config, TOPOLOGY, parts=('train',))
+  return plans
 
 
 def test_the_slice_is_described(global_bn):
@@ -71,6 +83,20 @@ def test_grouped_batchnorm_reduces_only_the_gradients(grouped_bn, global_bn):
   assert global_bn['train']['collectives']['all-reduce']['bytes'] > reduces['bytes']
 
 
+def test_gradients_cross_the_chips_in_float32_unless_bfloat16_is_asked_for(
+    global_bn, grouped_bn, bfloat16_compute):
+  """4 bytes per parameter in float32 runs and, by default, in bfloat16 runs; 2 on request."""
+  in_float32 = {'bytes': 4 * RESNET20_PARAMS, 'bytes_per_param': 4.0, 'unmatched_params': 0}
+  assert global_bn['params'] == RESNET20_PARAMS
+  assert global_bn['train']['gradient_allreduce'] == in_float32
+  assert grouped_bn['train']['gradient_allreduce'] == in_float32
+  assert bfloat16_compute['float32']['train']['gradient_allreduce'] == in_float32
+  assert bfloat16_compute['bfloat16']['train']['gradient_allreduce'] == {
+      'bytes': 2 * RESNET20_PARAMS, 'bytes_per_param': 2.0, 'unmatched_params': 0}
+  assert 'gradients all-reduced in bfloat16' in tpu_plan.report(bfloat16_compute['bfloat16'])
+  assert '4.00 bytes per parameter' in tpu_plan.report(bfloat16_compute['float32'])
+
+
 def test_memory_and_roofline_are_per_chip(global_bn):
   train = global_bn['train']
   hbm = train['hbm_bytes']
@@ -92,6 +118,18 @@ def test_collectives_are_read_from_the_hlo_text():
   assert tpu_plan.collectives(hlo) == {
       'all-reduce': {'count': 1, 'bytes': 128 * 128 * 4 + 128 * 4},
       'all-gather': {'count': 1, 'bytes': 32 * 8 * 2}}
+
+
+def test_gradients_are_found_among_the_all_reduced_arrays_by_shape():
+  """Statistics of BatchNorm's shape [C] beside its gradients: the gradient is the smaller one;
+  a parameter whose shape no all-reduce holds is counted apart."""
+  hlo = '''
+  %all-reduce.7 = (f32[16]{0:T(128)S(1)}, f32[16]{0:T(128)S(1)}) all-reduce(%a, %b)
+  %all-reduce.8 = (bf16[16]{0:T(256)}, bf16[3,3,4,16]{3,2,1,0:T(8,128)}, bf16[16]{0}) all-reduce(%c)
+  '''
+  kernel, scale, bias, classifier = (3, 3, 4, 16), (16,), (16,), (10,)
+  assert tpu_plan.gradient_allreduce(hlo, [kernel, scale, bias, classifier]) == {
+      'bytes': 2 * (3 * 3 * 4 * 16 + 16 + 16), 'bytes_per_param': 2.0, 'unmatched_params': 10}
 
 
 def test_an_unknown_chip_is_refused_before_compiling():

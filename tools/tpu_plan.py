@@ -10,7 +10,8 @@ the same mesh, model, optimizer, global batch, shardings, steps per call and don
 of the input pipeline's dtypes and shapes) are lowered with abstract arguments and compiled by
 XLA:TPU. Nothing runs and no data is read. Printed:
 compile time, HBM per chip against the chip's capacity (exit 1 if it does not fit), FLOPs and
-bytes per chip from XLA's cost analysis, the collectives in the compiled call, and a roofline
+bytes per chip from XLA's cost analysis, the collectives in the compiled call, the bytes per
+parameter of one step's gradient all-reduce (found by the parameters' shapes), and a roofline
 estimate of the step time (the slower of compute at peak FLOP/s and HBM traffic at peak
 bandwidth; collectives' latency and the input pipeline are not in it).
 
@@ -20,6 +21,7 @@ schedule takes its epoch length from the whole train split; it changes constants
 
 import dataclasses
 import json
+import math
 import os
 import re
 import sys
@@ -97,14 +99,14 @@ def topology_devices(name: str):
                     'for the chip (v5e/v6e: AxB, v4/v5p: AxBxC).') from None
 
 
+def _arrays(shape_text: str) -> list[tuple[int, tuple[int, ...]]]:
+  """(bytes per element, dims) of each array in an HLO shape (a tuple's elements in order)."""
+  return [(_DTYPE_BYTES.get(dtype, 4), tuple(int(d) for d in filter(None, dims.split(','))))
+          for dtype, dims in _ARRAY.findall(shape_text)]
+
+
 def _array_bytes(shape_text: str) -> list[int]:
-  sizes = []
-  for dtype, dims in _ARRAY.findall(shape_text):
-    count = 1
-    for d in filter(None, dims.split(',')):
-      count *= int(d)
-    sizes.append(count * _DTYPE_BYTES.get(dtype, 4))
-  return sizes
+  return [item * math.prod(dims) for item, dims in _arrays(shape_text)]
 
 
 def collectives(hlo_text: str) -> dict:
@@ -118,6 +120,33 @@ def collectives(hlo_text: str) -> dict:
     entry['count'] += 1
     entry['bytes'] += size
   return found
+
+
+def gradient_allreduce(hlo_text: str, param_shapes) -> dict:
+  """The all-reduced arrays that carry the gradients, found by shape: one per parameter.
+
+  Several arrays may share a parameter's shape (BatchNorm's scale, bias and statistics are all
+  [C]); the gradient is taken to be the one of fewest bytes. ``bytes_per_param`` is 4.0 for
+  gradients summed in float32, 2.0 in bfloat16; parameters with no array of their shape in any
+  all-reduce are counted in ``unmatched_params`` (and left out of ``bytes_per_param``).
+  """
+  reduced = {}  # dims -> bytes per element of each all-reduced array of those dims.
+  for shape_text, kind, _ in _COLLECTIVE.findall(hlo_text):
+    if kind == 'all-reduce':
+      for item, dims in _arrays(shape_text):
+        reduced.setdefault(dims, []).append(item)
+  for items in reduced.values():
+    items.sort(reverse=True)
+  total = matched = unmatched = 0
+  for dims in param_shapes:
+    count = math.prod(dims)
+    if reduced.get(dims):
+      total += count * reduced[dims].pop()
+      matched += count
+    else:
+      unmatched += count
+  return {'bytes': total, 'bytes_per_param': total / matched if matched else None,
+          'unmatched_params': unmatched}
 
 
 def _abstract(tree, sharding):
@@ -139,8 +168,10 @@ def _batch(config, size, image_shape, sharding, mask=False):
   return batch
 
 
-def _compile(jitted, *args, chip: Chip, steps: int, images_per_step: int) -> dict:
-  """Compiles ``jitted`` for ``args``; its memory, cost, collectives and roofline per chip."""
+def _compile(jitted, *args, chip: Chip, steps: int, images_per_step: int,
+             param_shapes=None) -> dict:
+  """Compiles ``jitted`` for ``args``; its memory, cost, collectives and roofline per chip, and
+  with ``param_shapes`` the all-reduce of the gradients (``gradient_allreduce``)."""
   start = time.perf_counter()
   try:
     compiled = jitted.lower(*args).compile()
@@ -160,12 +191,17 @@ def _compile(jitted, *args, chip: Chip, steps: int, images_per_step: int) -> dic
   flops, bytes_accessed = float(cost['flops']), float(cost['bytes accessed'])
   compute_s, memory_s = flops / chip.peak_bf16_flops, bytes_accessed / chip.hbm_bytes_per_s
   step_s = max(compute_s, memory_s) / steps
-  return {'fits': hbm['total'] <= chip.hbm_bytes, 'compile_s': compile_s, 'hbm_bytes': hbm,
-          'flops': flops, 'bytes_accessed': bytes_accessed,
-          'collectives': collectives(compiled.as_text()),
-          'estimate': {'compute_s': compute_s / steps, 'memory_s': memory_s / steps,
-                       'step_s': step_s, 'bound': 'compute' if compute_s >= memory_s else 'memory',
-                       'images_per_s': images_per_step / step_s}}
+  hlo_text = compiled.as_text()
+  result = {'fits': hbm['total'] <= chip.hbm_bytes, 'compile_s': compile_s, 'hbm_bytes': hbm,
+            'flops': flops, 'bytes_accessed': bytes_accessed,
+            'collectives': collectives(hlo_text),
+            'estimate': {'compute_s': compute_s / steps, 'memory_s': memory_s / steps,
+                         'step_s': step_s,
+                         'bound': 'compute' if compute_s >= memory_s else 'memory',
+                         'images_per_s': images_per_step / step_s}}
+  if param_shapes is not None:
+    result['gradient_allreduce'] = gradient_allreduce(hlo_text, param_shapes)
+  return result
 
 
 def fit_batches(config, chips: int) -> list[str]:
@@ -217,15 +253,18 @@ def plan(config, topology: str, parts=('train', 'eval')) -> dict:
                   for _ in range(steps))
   eval_batch = _batch(config, config.eval_batch_size, image_shape, program.batch_sharding,
                       mask=True)
+  param_shapes = [leaf.shape for leaf in jax.tree.leaves(state.params)]
   calls = {
       'train': lambda: _compile(program.train_fn, state, batches, chip=chip, steps=steps,
-                                images_per_step=config.batch_size),
+                                images_per_step=config.batch_size, param_shapes=param_shapes),
       'eval': lambda: _compile(program.eval_fn, state.variables, eval_batch, chip=chip, steps=1,
                                images_per_step=config.eval_batch_size)}
   return {
       'topology': topology, 'device_kind': devices[0].device_kind, 'chips': len(devices),
       'processes': len({d.process_index for d in devices}), 'model': config.model.name,
       'dtype': config.model.dtype, 'bn_group_size': config.model.bn_group_size,
+      'gradient_allreduce_dtype': config.gradient_allreduce_dtype,
+      'params': sum(math.prod(shape) for shape in param_shapes),
       'batch_size': config.batch_size, 'per_chip_batch': config.batch_size // len(devices),
       'steps_per_call': steps, 'chip': dataclasses.asdict(chip), 'notes': notes,
       **{part: calls[part]() for part in parts}}
@@ -235,10 +274,22 @@ def _gb(n):
   return f'{n / 1e9:.2f} GB'
 
 
+def _gradient_lines(reduce: dict | None, params: int) -> list[str]:
+  if reduce is None:
+    return []
+  per_param = reduce['bytes_per_param']
+  line = (f"  gradient all-reduce: {reduce['bytes'] / 1e6:.2f} MB for {params:,} parameters, "
+          + (f'{per_param:.2f} bytes per parameter' if per_param else 'not found'))
+  if reduce['unmatched_params']:
+    line += f" ({reduce['unmatched_params']:,} parameters without an all-reduced array)"
+  return [line]
+
+
 def report(result: dict) -> str:
   """The plan as text."""
   chip = result['chip']
-  lines = [(f"{result['model']} ({result['dtype']}, bn_group_size={result['bn_group_size']}) on "
+  lines = [(f"{result['model']} ({result['dtype']}, bn_group_size={result['bn_group_size']}, "
+            f"gradients all-reduced in {result['gradient_allreduce_dtype']}) on "
             f"{result['topology']}: {result['chips']} x {result['device_kind']} over "
             f"{result['processes']} processes (hosts); global batch {result['batch_size']} "
             f"({result['per_chip_batch']} per chip), {result['steps_per_call']} step(s) per call."),
@@ -262,6 +313,7 @@ def report(result: dict) -> str:
         '  collectives per call: ' + (', '.join(
             f"{kind} x{c['count']} ({c['bytes'] / 1e6:.1f} MB)"
             for kind, c in sorted(r['collectives'].items())) or 'none'),
+        *_gradient_lines(r.get('gradient_allreduce'), result['params']),
         (f"  ESTIMATE (roofline at peak {chip['peak_bf16_flops'] / 1e12:.0f} TFLOP/s, "
          f"{chip['hbm_bytes_per_s'] / 1e9:.0f} GB/s; no collective latency, no input): "
          f"{est['step_s'] * 1e3:.1f} ms per step ({est['bound']}-bound), "

@@ -97,11 +97,10 @@ def make_train_fn(train_step: Callable, data: dict, mesh: jax.sharding.Mesh, *, 
   replicated = NamedSharding(mesh, P())
   batch_fn = functools.partial(train_batch, seed=seed, batch_size=batch_size,
                                steps_per_epoch=steps_per_epoch, pad=pad, flip=flip)
-  batch_sharding = NamedSharding(mesh, P('data'))  # Data parallel: each device its slice.
 
   def run(state, data, num_steps):
-    step_fn = lambda state, _: train_step(state, jax.sharding.reshard(
-        batch_fn(data, state.step), batch_sharding))
+    # The global batch; the step splits it along 'data' (data parallel: each device its slice).
+    step_fn = lambda state, _: train_step(state, batch_fn(data, state.step))
     return multistep.run_steps(step_fn, state, [None] * num_steps, unroll=multistep.unrolls(mesh))
 
   jitted = jax.jit(run, static_argnums=2, donate_argnums=0,
