@@ -15,7 +15,7 @@ import flax
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
+from clu import parameter_overview
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
@@ -107,31 +107,6 @@ class PreemptionFlag:
 
 
 # --------------------------------------------------------------------------------------------
-# Progress: steps and images per second.
-# --------------------------------------------------------------------------------------------
-
-
-class ReportProgress(periodic_actions.ReportProgress):
-  """clu's progress report (steps/s and ETA in the log; ``steps_per_sec`` and ``uptime`` in the
-  summaries), with the images per second those steps are: ``train_images_per_sec`` over every
-  device and ``train_images_per_sec_per_device``, through the same writer."""
-
-  def __init__(self, *, batch_size: int, num_devices: int, **kwargs):
-    super().__init__(**kwargs)
-    self._batch_size = batch_size
-    self._num_devices = num_devices
-
-  def _apply(self, step: int, t: float):
-    # The steps per second clu reports: steps and seconds since its previous report.
-    steps_per_sec = (step - self._previous_step) / (t - self._previous_time)
-    super()._apply(step, t)
-    images_per_sec = steps_per_sec * self._batch_size
-    self._writer.write_scalars(step, {
-        'train_images_per_sec': images_per_sec,
-        'train_images_per_sec_per_device': images_per_sec / self._num_devices})
-
-
-# --------------------------------------------------------------------------------------------
 # The run.
 # --------------------------------------------------------------------------------------------
 
@@ -146,8 +121,11 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   config_lib.check_workdir(config, workdir)
   config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
                                          jax.process_count())
-  # tfds and tf.data, imported when a run starts, not with the module.
-  from resnet_jax.data import pipeline
+  # TensorFlow (tfds, tf.data, clu's writers), imported when a run starts, not with the module.
+  from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
+
+  from resnet_jax import reporting  # pylint: disable=import-outside-toplevel
+  from resnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   device_resident.check_config(config)
   info = pipeline.get_dataset_info(config)
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
@@ -197,7 +175,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))
-  progress_report = ReportProgress(  # on_steps: a call may run several steps.
+  progress_report = reporting.ReportProgress(  # on_steps: a call may run several steps.
       num_train_steps=num_steps, writer=writer, batch_size=config.batch_size,
       num_devices=jax.device_count(),
       on_steps=range(config.log_every_steps, num_steps + 1, config.log_every_steps))

@@ -100,8 +100,6 @@ def test_eval_part_times_both_modes_on_simulated_devices():
   assert evaluation.table(rows).count('\n') == 3
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.CalledProcessError,
-                   reason='resnet_jax/train.py imports clu.metric_writers, which imports TensorFlow')
 def test_synthetic_parts_import_without_tensorflow():
   code = ("import sys; sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None; "
           'import benchmarks.step, benchmarks.torch_step, benchmarks.convs, benchmarks.settings, '
