@@ -17,20 +17,8 @@ import ml_collections
 from absl import logging
 
 from resnet_jax import models, workdirs
+from resnet_jax.data import registry
 from resnet_jax.errors import ConfigError
-
-# The input resolution each dataset allows: (smallest, largest) image_size.
-IMAGE_SIZES = {
-    'digits': (8, 64),          # 8x8 originals, upsampled.
-    'cifar10': (32, 32),        # Random 32x32 crops of the padded 32x32 images.
-    'imagenet2012': (32, 256),  # Crops of the image resized to shorter side 256 (eval).
-}
-
-# What the model and the learning-rate schedule need of each dataset, known without TensorFlow
-# (as tfds reports them): classes, image channels, examples in the whole train split.
-NUM_CLASSES = {'digits': 10, 'cifar10': 10, 'imagenet2012': 1000}
-CHANNELS = {'digits': 1, 'cifar10': 3, 'imagenet2012': 3}
-TRAIN_EXAMPLES = {'digits': 1_500, 'cifar10': 50_000, 'imagenet2012': 1_281_167}
 
 # Fields whose change makes a checkpoint belong to a different experiment (the optimizer's name
 # and the plateau schedule decide the optimizer state in the checkpoint).
@@ -145,11 +133,12 @@ def warn_if_imagenet_on_cpu(config, platform: str, process_count: int) -> None:
   if config.dataset.name != 'imagenet2012' or platform != 'cpu':
     return
   size = config.dataset.image_size
-  image = jax.ShapeDtypeStruct((1, size, size, CHANNELS[config.dataset.name]), jnp.float32)
-  model = build_model(config, NUM_CLASSES[config.dataset.name])
+  spec = registry.get(config.dataset.name)
+  image = jax.ShapeDtypeStruct((1, size, size, spec.channels), jnp.float32)
+  model = build_model(config, spec.num_classes)
   variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
   forward = jax.jit(functools.partial(model.apply, train=False)).lower(variables, image)
-  steps = total_steps(config, TRAIN_EXAMPLES[config.dataset.name] // config.batch_size)
+  steps = total_steps(config, spec.splits['train'] // config.batch_size)
   flops = 3 * forward.cost_analysis()['flops'] * steps * config.batch_size  # Forward, backward.
   days = flops / (CPU_FLOPS_PER_S * process_count) / 86_400
   if days >= 1:
@@ -177,10 +166,11 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                        ('gradient_allreduce_dtype', config.gradient_allreduce_dtype)):
     if value not in ('float32', 'bfloat16'):
       problems.append(f"{field}={value!r}; use 'float32' or 'bfloat16'.")
-  sizes = IMAGE_SIZES.get(config.dataset.name)
-  if sizes is None:
+  spec = registry.DATASETS.get(config.dataset.name)
+  sizes = spec and spec.image_sizes
+  if spec is None:
     problems.append(f'dataset.name={config.dataset.name!r} is not supported; use one of '
-                    f'{", ".join(IMAGE_SIZES)}.')
+                    f'{", ".join(registry.DATASETS)}.')
   elif not sizes[0] <= config.dataset.image_size <= sizes[1]:
     problems.append(f'dataset.image_size={config.dataset.image_size} does not fit '
                     f'{config.dataset.name}: crops must be between {sizes[0]} and {sizes[1]} '

@@ -41,6 +41,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from resnet_jax import config_lib, errors, train
+from resnet_jax.data import registry
 
 FLAGS = flags.FLAGS
 
@@ -240,12 +241,13 @@ def plan(config, topology: str, parts=('train', 'eval')) -> dict:
                     '--config.dataset.device_resident=False.')
   name = config.dataset.name
   size = config.dataset.image_size
-  image_shape = (size, size, config_lib.CHANNELS[name])
-  steps_per_epoch = max(1, config_lib.TRAIN_EXAMPLES[name] // config.batch_size)
+  spec = registry.get(name)
+  image_shape = (size, size, spec.channels)
+  steps_per_epoch = max(1, spec.splits['train'] // config.batch_size)
   # The per-pixel mean's values need the data; a stand-in of its shape compiles the same steps.
   correction = (np.full(image_shape, 0.5, np.float32)
                 if config.dataset.imagenet_per_pixel_mean else None)
-  program = train.build_program(config, image_shape, config_lib.NUM_CLASSES[name],
+  program = train.build_program(config, image_shape, spec.num_classes,
                                 steps_per_epoch, devices=devices, image_correction=correction)
   state = _abstract(jax.eval_shape(program.init, jax.random.key(0)), program.replicated)
   steps = config.steps_per_call

@@ -49,6 +49,7 @@ DATASETS = {spec.name: spec for spec in (
     # scikit-learn's 8x8 handwritten digits, upsampled; the bundled offline dataset.
     DatasetSpec('digits', num_classes=10, channels=1, family=SMALL, image_sizes=(8, 64),
                 splits={'train': 1_500, 'test': 297}, pad=2, flip=False),
+    # Random 32x32 crops of the padded 32x32 images.
     DatasetSpec('cifar10', num_classes=10, channels=3, family=SMALL, image_sizes=(32, 32),
                 splits={'train': 50_000, 'test': 10_000}, pad=4, flip=True),
     # Crops of images resized to shorter side 256 (evaluation), so at most 256.
