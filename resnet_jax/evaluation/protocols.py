@@ -59,18 +59,28 @@ def mean_probabilities(model, variables, batch):
   return jax.nn.softmax(logits.astype(jnp.float32)).reshape(size, num_views, -1).mean(1)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _jitted_probabilities(model, variables, batch, image_correction):
+  """``mean_probabilities``, compiled once per model and input shape for every ``evaluate``."""
+  if image_correction is not None:
+    batch = {**batch, 'image_correction': image_correction}
+  return mean_probabilities(model, variables, batch)
+
+
 class _Forward:
-  """``mean_probabilities`` jitted on this process's devices, the variables replicated there
-  once and the per-pixel mean correction (``input_pipeline.imagenet_mean_correction``) a
-  constant; records the input shapes it runs."""
+  """``mean_probabilities`` on this process's devices, the variables and the per-pixel mean
+  correction (``input_pipeline.imagenet_mean_correction``) replicated there once; records the
+  input shapes it runs."""
 
   def __init__(self, config, model, variables):
     mesh = sharding.local_mesh()
     self.num_devices = mesh.size
-    self.probabilities = jax.jit(steps.with_image_correction(
-        functools.partial(mean_probabilities, model),
-        input_pipeline.imagenet_mean_correction(config)))
-    self.variables = jax.device_put(variables, sharding.replicated(mesh))
+    replicated = sharding.replicated(mesh)
+    correction = input_pipeline.imagenet_mean_correction(config)
+    self.probabilities = functools.partial(
+        _jitted_probabilities, model,
+        image_correction=None if correction is None else jax.device_put(correction, replicated))
+    self.variables = jax.device_put(variables, replicated)
     self.sharding = sharding.batch_sharding(mesh)
     self.shapes = set()
 
