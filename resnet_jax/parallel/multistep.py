@@ -2,10 +2,10 @@
 
 Each call ends where the loop has something to do (log, evaluate, checkpoint; see
 ``call_ends``), so a call of K steps computes exactly what K calls of one step would. On
-accelerators the steps are a ``lax.scan``. XLA:CPU runs gradient convolutions tens of times
-slower inside a while loop, and ``lax.scan`` keeps a one-trip loop even when unrolled
-(measured, see benchmarks/RESULTS.md), so on CPU the steps are unrolled in Python instead;
-unrolled, independent work of consecutive steps overlaps on the CPU's threads.
+accelerators the steps are a ``lax.scan``. XLA:CPU runs gradient convolutions far slower inside
+a while loop, and ``lax.scan`` keeps a one-trip loop even when unrolled (benchmarks/RESULTS.md),
+so on CPU the steps are unrolled in Python instead; unrolled, independent work of consecutive
+steps overlaps on the CPU's threads.
 """
 
 import functools
