@@ -68,3 +68,18 @@ def train_losses(workdir):
 def final_params(workdir):
   variables, _ = checkpointing.restore_variables(workdir)
   return variables
+
+
+def tiny_step_inputs(channels: int):
+  """A ResNet-20 with one block per stage, SGD at lr 0.1, its fresh state and a batch of four
+  random 8x8 images: ``(model, tx, state, batch)`` for tests of a single train step."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+
+  from resnet_jax import models, steps  # pylint: disable=import-outside-toplevel
+  model = models.create_model('resnet20', 10, stage_sizes=(1, 1, 1))
+  tx = optax.sgd(0.1)
+  batch = {'image': jax.random.normal(jax.random.key(0), (4, 8, 8, channels)),
+           'label': jnp.array([0, 1, 2, 3])}
+  return model, tx, steps.init_train_state(model, tx, jax.random.key(1), (8, 8, channels)), batch

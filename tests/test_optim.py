@@ -1,5 +1,6 @@
 """The paper's optimiser recipe, checked against hand computations."""
 
+import functools
 import inspect
 
 import flax
@@ -12,7 +13,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import cifar10, default, digits, imagenet_r50
-from resnet_jax import models, optim, steps, train
+from resnet_jax import optim, steps, train
+from tests.harness import tiny_step_inputs
 
 
 def schedule_values(config, steps, steps_per_epoch=100):
@@ -278,13 +280,11 @@ def test_the_train_step_minimises_and_logs_the_smoothed_loss_of_the_config():
   config.label_smoothing = 0.1
   program = train.build_program(config, (8, 8, 1), 10, steps_per_epoch=10)
   assert inspect.unwrap(program.train_step).keywords['label_smoothing'] == 0.1
-  model = models.create_model('resnet20', 10, stage_sizes=(1, 1, 1))
-  tx = optax.sgd(0.1)
-  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
-  batch = {'image': x, 'label': jnp.array([0, 1, 2, 3])}
-  state = steps.init_train_state(model, tx, jax.random.key(1), (8, 8, 1))
-  new_state, metrics = steps.train_step(state, batch, model=model, tx=tx,
-                                        learning_rate_fn=lambda s: 0.1, label_smoothing=0.1)
+  model, tx, state, batch = tiny_step_inputs(channels=1)
+  x = batch['image']
+  new_state, metrics = jax.jit(functools.partial(
+      steps.train_step, model=model, tx=tx, learning_rate_fn=lambda s: 0.1,
+      mesh=program.mesh, label_smoothing=0.1))(state, batch)
 
   def loss(params):
     logits, _ = model.apply({'params': params, 'batch_stats': state.batch_stats}, x,

@@ -18,6 +18,7 @@ import torch
 
 from resnet_jax import models, steps
 from resnet_jax.parallel import sharding
+from tests.harness import tiny_step_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -173,11 +174,8 @@ def test_eval_step_ignores_masked_examples():
 
 
 def test_train_step_is_one_sgd_step_on_the_mean_loss():
-  model = models.create_model('resnet20', 10, stage_sizes=(1, 1, 1))
-  tx = optax.sgd(0.1)
-  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
-  batch = {'image': x, 'label': jnp.array([0, 1, 2, 3])}
-  state = steps.init_train_state(model, tx, jax.random.key(1), (8, 8, 3))
+  model, tx, state, batch = tiny_step_inputs(channels=3)
+  x = batch['image']
   new_state, metrics = jax.jit(functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=lambda s: 0.1,
       mesh=sharding.create_mesh()))(state, batch)
