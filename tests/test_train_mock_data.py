@@ -34,6 +34,7 @@ def short(config, data_dir, image_size):
     config.model.bn_group_size = 4
   config.total_steps, config.total_epochs = 3, None
   config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 3
+  config.eval_every_epochs = config.checkpoint_every_epochs = None  # ImageNet's are in epochs.
   config.optimizer.lr_boundaries = (2,)
   config.optimizer.lr_boundaries_unit = 'steps'
   return config
