@@ -27,7 +27,7 @@ import itertools
 import multiprocessing
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

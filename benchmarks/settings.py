@@ -3,7 +3,6 @@
 import contextlib
 import dataclasses
 import tempfile
-from typing import Optional
 
 import numpy as np
 
@@ -21,7 +20,7 @@ class Settings:
   repeats: int = 5  # Timed windows.
   peak_tflops: float = 0
   steps_per_call: int = 10
-  data_dir: Optional[str] = None
+  data_dir: str | None = None
 
   @property
   def timing(self) -> dict:
@@ -61,7 +60,7 @@ def program(settings: Settings, steps_per_epoch=390, **overrides) -> train.Progr
 
 
 @contextlib.contextmanager
-def dataset(config, num_examples: int, data_dir: Optional[str]):
+def dataset(config, num_examples: int, data_dir: str | None):
   """Serves config.dataset from ``data_dir`` when prepared there, otherwise from mock data.
 
   Yields a note saying which.

@@ -3,7 +3,7 @@
 import dataclasses
 import statistics
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 
 @dataclasses.dataclass
@@ -15,10 +15,10 @@ class Timer:
   sync: Callable[[], None]
   images_per_step: int
   steps_per_run: int = 1
-  flops: Optional[float] = None  # Per step, by XLA's cost analysis of the per-device program.
-  compile_s: Optional[float] = None  # When known apart from the first call (JAX's compile).
+  flops: float | None = None  # Per step, by XLA's cost analysis of the per-device program.
+  compile_s: float | None = None  # When known apart from the first call (JAX's compile).
   note: str = ''
-  cpu_s: Optional[Callable[[], float]] = None  # CPU seconds used so far by what ``run`` uses.
+  cpu_s: Callable[[], float] | None = None  # CPU seconds used so far by what ``run`` uses.
 
 
 def time_all(timers: list[Timer], *, repeats: int, steps: int,

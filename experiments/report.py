@@ -14,7 +14,6 @@ in layer order and sorted). A study is a sweep that ``experiments.run`` recorded
 import json
 import os
 import re
-from typing import Optional
 
 import matplotlib
 
@@ -44,7 +43,7 @@ EVAL_MODES = ('ten_crop', 'multi_scale')
 # --------------------------------------------------------------------------------------------
 
 
-def read_run(workdir: str) -> Optional[dict]:
+def read_run(workdir: str) -> dict | None:
   """A run's curves, final errors and config, or None if it logged nothing yet."""
   scalars = events.read_scalars(workdir)
   if 'train_error_top1' not in scalars:
@@ -113,7 +112,7 @@ def label(run: dict) -> str:
   return f'{"plain" if is_plain(run) else "ResNet"}-{depth(run)}'
 
 
-def shortcut(run: dict) -> Optional[str]:
+def shortcut(run: dict) -> str | None:
   """The run's shortcut option (None for plain nets)."""
   if is_plain(run) or run['model'] not in models.MODEL_SPECS:
     return None

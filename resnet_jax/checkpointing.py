@@ -15,7 +15,7 @@ import json
 import os
 import re
 import time
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -188,7 +188,7 @@ def _agreed_steps(manager: ocp.CheckpointManager) -> list[int]:
 
 
 def restore_latest(manager: ocp.CheckpointManager,
-                   abstract_state: TrainState) -> Optional[tuple[TrainState, dict]]:
+                   abstract_state: TrainState) -> tuple[TrainState, dict] | None:
   """Restores the newest checkpoint every process can read, onto the abstract state's shardings.
 
   Returns ``(state, progress)``, or None when the workdir has no checkpoint. All processes agree
@@ -238,7 +238,7 @@ def restore_latest(manager: ocp.CheckpointManager,
   return None
 
 
-def recorded_num_shards(workdir: str) -> Optional[int]:
+def recorded_num_shards(workdir: str) -> int | None:
   """The data shards the newest checkpoint in ``workdir`` was written with (the same in every
   process); None without checkpoints.
 
@@ -296,7 +296,7 @@ def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
   manager.reload()
 
 
-def restore_variables(workdir: str, step: Optional[int] = None,
+def restore_variables(workdir: str, step: int | None = None,
                       abstract_variables: Any = None) -> tuple[dict, int]:
   """Restores only ``{'params', 'batch_stats'}`` of ``step`` (default: the latest).
 

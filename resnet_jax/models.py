@@ -15,7 +15,8 @@ and the global average pool and the classifier compute in float32.
 """
 
 import functools
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

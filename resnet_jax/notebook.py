@@ -14,7 +14,8 @@ import dataclasses
 import functools
 import importlib
 import os
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -77,7 +78,7 @@ class Run:
     """``{tag: (steps, values)}`` of every scalar in the TensorBoard events, e.g. 'train_loss'."""
     return events.read_scalars(self.workdir)
 
-  def examples(self, count: int, split: Optional[str] = None):
+  def examples(self, count: int, split: str | None = None):
     """The first ``count`` raw (uint8 images, int labels) of a split (default: the eval split).
 
     Images are one array [N, h, w, C] when they share a shape (digits, cifar10), else a list.
@@ -126,7 +127,7 @@ class Run:
     ranked = np.argsort(-logits, axis=-1, kind='stable')[:, :top_k]
     return Predictions(logits, np.where(np.isfinite(logits).all(-1, keepdims=True), ranked, -1))
 
-  def evaluate(self, split: Optional[str] = None) -> dict[str, float]:
+  def evaluate(self, split: str | None = None) -> dict[str, float]:
     """``{'loss', 'error_top1', 'error_top5'}`` on a tfds split (default: the eval split).
 
     The training loop's evaluation: the same batches of ``config.eval_batch_size``, padding
@@ -203,7 +204,7 @@ def _check_same_model(saved, config, workdir: str) -> None:
         'the run.')
 
 
-def _mismatch(expected, actual) -> Optional[str]:
+def _mismatch(expected, actual) -> str | None:
   """How the shapes of ``actual`` differ from those of ``expected`` (pytrees), if they do."""
   want = flax.traverse_util.flatten_dict(expected, sep='/')
   got = flax.traverse_util.flatten_dict(actual, sep='/')
@@ -230,9 +231,9 @@ def _num_classes(variables) -> int:
   return int(np.shape(variables['params']['fc']['bias'])[0])
 
 
-def load_run(workdir: str, step: Optional[int] = None, *,
-             config: Optional[ml_collections.ConfigDict] = None,
-             data_dir: Optional[str] = None) -> Run:
+def load_run(workdir: str, step: int | None = None, *,
+             config: ml_collections.ConfigDict | None = None,
+             data_dir: str | None = None) -> Run:
   """Opens the checkpoint of ``step`` (default: the latest) of the run in ``workdir``.
 
   Restores only params and batch_stats, onto this process's first local device. ``config``
@@ -277,7 +278,7 @@ def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
   return model, jax.device_put(variables)
 
 
-def evaluate_latest(workdir: str, config: Optional[ml_collections.ConfigDict] = None) -> dict:
+def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
   """``main.py --mode=eval``: evaluates the latest checkpoint and prints its metrics."""
   library_logs.quiet()
   run = load_run(workdir, config=config)

@@ -5,7 +5,8 @@ splits its batch over, so the training loop, the benchmarks, the device-resident
 notebooks all share exactly these functions.
 """
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax
 import jax

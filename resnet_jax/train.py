@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import signal
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import flax
 import jax

@@ -36,7 +36,7 @@ MODULES = {dotted(p): p for p in FILES}
 def layers() -> dict[str, int]:
   """{unit: layer number} from the rows '| N name | `a`, `b/` | ... |' of the layer table."""
   found = {}
-  for number, units in re.findall(r'^\| (\d) [^|]*\| ([^|]*) \|', DOC.read_text(), re.M):
+  for number, units in re.findall(r'^\| (\d) [^|]*\| ([^|]*) \|', DOC.read_text(), re.MULTILINE):
     for name in re.findall(r'`([a-z_]+/?(?:[a-z_]+)?)`', units):
       assert name not in found, f'{name} is in two layers of {DOC.name}'
       found[name] = int(number)

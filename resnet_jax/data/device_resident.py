@@ -19,7 +19,7 @@ TensorFlow is not imported here; the split is loaded once through tfds by
 """
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -35,7 +35,7 @@ import dataclasses
 import functools
 import itertools
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -139,7 +139,7 @@ def steps_per_epoch(config, *, process_count) -> int:
 # Preprocessing.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _per_pixel_mean(name, data_dir, split, image_size):
   """Per-pixel mean of a split at image_size, float32 in [0, 1] (cached per process)."""
   images, _ = _load_arrays(tfds.builder(name, data_dir=data_dir), split)
@@ -148,7 +148,7 @@ def _per_pixel_mean(name, data_dir, split, image_size):
   return cifar.scale_and_resize(image_size, mean).numpy()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _imagenet_pixel_mean(data_dir, split, image_size, num_examples):
   """Per-pixel mean in [0, 1] of the first ``num_examples`` images of a split (stored order),
   each cropped as evaluation crops it (cached per process)."""

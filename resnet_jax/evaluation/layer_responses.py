@@ -7,7 +7,7 @@ The outputs are captured with ``nn.intercept_methods``; the model is not changed
 """
 
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import flax.linen as nn
 import jax

@@ -7,7 +7,7 @@ placement helpers.
 """
 
 import functools
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 

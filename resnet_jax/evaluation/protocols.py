@@ -28,7 +28,7 @@ bucketing by the images' shapes cannot promise.
 """
 
 import functools
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp

@@ -9,7 +9,7 @@ of how a step executes, not of what it computes; other backends do not need it.
 """
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax

@@ -5,7 +5,6 @@ on a plain machine it finds none, without any network call, and the run is one p
 """
 
 import collections
-from typing import Optional
 
 import jax
 from absl import logging
@@ -24,8 +23,8 @@ def describe_backend() -> str:
           + ('process)' if processes == 1 else 'processes)'))
 
 
-def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None) -> None:
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
   """Joins the processes of a multi-host job; a single process where no cluster is detected.
 
   Explicit arguments (e.g. ``127.0.0.1:1234``, 2, 0) serve clusters JAX cannot detect; CPU

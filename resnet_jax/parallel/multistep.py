@@ -9,7 +9,8 @@ steps overlaps on the CPU's threads.
 """
 
 import functools
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -6,7 +6,8 @@ process can run a computation of its own, as often and with whatever shapes its 
 Nothing here imports TensorFlow.
 """
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np
