@@ -73,10 +73,15 @@ def scaling_warmup_steps(config, steps_per_epoch: int) -> int:
   return round(config.optimizer.scaling_warmup_epochs * steps_per_epoch)
 
 
+def in_steps(config, steps_field: str, epochs_field: str, steps_per_epoch: int) -> int:
+  """A duration the config gives in steps or in epochs (the other field 0/None), in steps; an
+  epoch-based one is at least one step."""
+  epochs = config[epochs_field]
+  return max(1, round(epochs * steps_per_epoch)) if epochs else int(config[steps_field])
+
+
 def total_steps(config, steps_per_epoch: int) -> int:
-  if config.total_epochs:
-    return int(round(config.total_epochs * steps_per_epoch))
-  return int(config.total_steps)
+  return in_steps(config, 'total_steps', 'total_epochs', steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,19 +98,15 @@ class Intervals:
 
 def intervals(config, steps_per_epoch: int) -> Intervals:
   """The evaluation and checkpoint intervals in steps and the plateau patience in evaluations."""
-
-  def steps(steps_field, epochs_field):
-    epochs = config[epochs_field]
-    return max(1, round(epochs * steps_per_epoch)) if epochs else int(config[steps_field])
-
-  eval_steps = steps('eval_every_steps', 'eval_every_epochs')
+  eval_steps = in_steps(config, 'eval_every_steps', 'eval_every_epochs', steps_per_epoch)
   patience = config.optimizer.plateau_patience
   if config.optimizer.plateau_patience_epochs:
     # round() first: epochs x steps / steps is exact only up to float error.
     patience = max(1, math.ceil(round(
         config.optimizer.plateau_patience_epochs * steps_per_epoch / eval_steps, 9)))
   return Intervals(eval_steps=eval_steps,
-                   checkpoint_steps=steps('checkpoint_every_steps', 'checkpoint_every_epochs'),
+                   checkpoint_steps=in_steps(config, 'checkpoint_every_steps',
+                                             'checkpoint_every_epochs', steps_per_epoch),
                    plateau_patience=int(patience))
 
 
@@ -286,7 +287,7 @@ def data_shards(config, process_count: int) -> int:
 def resume_data_shards(config, recorded: int | None, process_count: int):
   """The config that resumes a run whose checkpoint was written with ``recorded`` data shards.
 
-  The train order of an epoch follows the number of shards (``input_pipeline``), so a resume
+  The train order of an epoch follows the number of shards (``data.pipeline``), so a resume
   keeps it: ``dataset.num_shards=0`` means one shard per process when a run starts, and the
   shards it started with when it resumes. On a process count that divides them (e.g. 8 hosts
   resumed on 4, 2 or 1) the epoch in progress goes on exactly as it would have, which is what a

@@ -28,7 +28,7 @@ from jax.sharding import NamedSharding
 
 from resnet_jax import checkpointing, config_lib, errors, events, library_logs, workdirs
 from resnet_jax.evaluation import loop as eval_loop
-from resnet_jax.parallel import sharding as placement_lib
+from resnet_jax.parallel import sharding
 
 # The config fields that shape the network: a config given to ``load_run`` must agree on them.
 MODEL_FIELDS = ('model', 'dataset.name', 'dataset.image_size')
@@ -48,7 +48,7 @@ class _Placement(NamedTuple):
   logits_fn: Callable
 
 
-def _input_pipeline():
+def _pipeline():
   """The tfds input path, imported on first use (it imports TensorFlow)."""
   return importlib.import_module('resnet_jax.data.pipeline')
 
@@ -66,7 +66,7 @@ class Run:
   @property
   def info(self):
     """The dataset's ``DatasetInfo``: classes, label names, split sizes, input shape."""
-    return _input_pipeline().get_dataset_info(self.config)
+    return _pipeline().get_dataset_info(self.config)
 
   @property
   def num_devices(self) -> int:
@@ -83,7 +83,7 @@ class Run:
 
     Images are one array [N, h, w, C] when they share a shape (digits, cifar10), else a list.
     """
-    _input_pipeline().get_dataset_info(self.config)  # Prepares digits, refuses what is not.
+    _pipeline().get_dataset_info(self.config)  # Prepares digits, refuses what is not.
     tfds = importlib.import_module('tensorflow_datasets')
     builder = tfds.builder(self.config.dataset.name, data_dir=self.config.dataset.data_dir)
     records = builder.as_dataset(split=split or self.config.dataset.eval_split,
@@ -95,7 +95,7 @@ class Run:
 
   def preprocess(self, images) -> np.ndarray:
     """Raw uint8 images as the model sees them in evaluation (``preprocess_for_eval_numpy``)."""
-    return _input_pipeline().preprocess_for_eval_numpy(self.config, images)
+    return _pipeline().preprocess_for_eval_numpy(self.config, images)
 
   def predict(self, images, top_k: int = 5) -> Predictions:
     """Logits and the ``top_k`` most likely classes of raw uint8 images.
@@ -119,7 +119,7 @@ class Run:
     logits = []
     for start in range(0, count, batch):
       inputs = self.preprocess(images[start:start + batch])
-      padded, _ = placement_lib.pad_batch(inputs, batch)
+      padded, _ = sharding.pad_batch(inputs, batch)
       outputs = placement.logits_fn(placement.variables,
                                     jax.device_put(padded, placement.batch_sharding))
       logits.append(np.asarray(outputs)[:len(inputs)])
@@ -134,7 +134,7 @@ class Run:
     masked out, the same metrics and jitted step.
     """
     placement = self._placement()
-    batches = _input_pipeline().eval_batches(self.config, process_index=0, process_count=1,
+    batches = _pipeline().eval_batches(self.config, process_index=0, process_count=1,
                                              split=split)
     metrics = eval_loop.evaluate(placement.eval_fn, placement.variables, batches,
                                  placement.batch_sharding)
@@ -152,14 +152,14 @@ class Run:
     """The variables replicated on ``num_devices`` local devices, and the jitted functions."""
     num_devices = self.num_devices
     if num_devices not in self._placements:
-      mesh = placement_lib.create_mesh(jax.local_devices()[:num_devices])
-      replicated, batched = placement_lib.replicated(mesh), placement_lib.batch_sharding(mesh)
+      mesh = sharding.create_mesh(jax.local_devices()[:num_devices])
+      replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
       self._placements[num_devices] = _Placement(
           num_devices=num_devices,
           variables=jax.device_put(self.variables, replicated),
           batch_sharding=batched,
           eval_fn=eval_loop.jit_eval_step(
-              self.model, mesh, _input_pipeline().imagenet_mean_correction(self.config)),
+              self.model, mesh, _pipeline().imagenet_mean_correction(self.config)),
           logits_fn=jax.jit(functools.partial(self.model.apply, train=False),
                             in_shardings=(replicated, batched), out_shardings=replicated))
     return self._placements[num_devices]

@@ -119,38 +119,29 @@ def classification_outputs(logits, labels):
   return dict(loss=loss, error_top1=errors[:, 0], error_top5=errors[:, 1])
 
 
-def model_images(batch):
+def model_images(batch, image_correction=None):
   """The float32 images the model sees, computed on the device inside the jitted steps.
 
   uint8 images (ImageNet's host pipeline) are scaled to [0, 1] and shifted by their example's
-  offset ``batch['image_offset']`` [B, 3] (lighting noise minus the RGB mean), then, where the
-  batch holds one, minus ``batch['image_correction']`` [H, W, 3]: with the per-pixel mean
+  offset ``batch['image_offset']`` [B, 3] (lighting noise minus the RGB mean), then minus
+  ``image_correction`` [H, W, 3] where there is one: with the per-pixel mean
   (``dataset.imagenet_per_pixel_mean``), its difference from the per-channel one. That image is
-  the same for every example, so ``with_image_correction`` makes it a constant of the compiled
-  step and the host ships 3 floats per example, not an image of them. Float images arrive
-  preprocessed.
+  the same for every example, so the steps take it as a constant of the compiled program and the
+  host ships 3 floats per example, not an image of them. Float images arrive preprocessed.
   """
   images, offset = batch['image'], batch.get('image_offset')
   if images.dtype != jnp.uint8:
     return images
   offset = offset[:, None, None, :]
-  if 'image_correction' in batch:
-    offset = offset - batch['image_correction']
+  if image_correction is not None:
+    offset = offset - image_correction
   return images.astype(jnp.float32) / 255.0 + offset
-
-
-def with_image_correction(fn: Callable, image_correction) -> Callable:
-  """``fn(..., batch)`` (its batch last) with ``image_correction`` added to the batch as a
-  constant (see ``model_images``); ``fn`` itself when the correction is None."""
-  if image_correction is None:
-    return fn
-  constant = np.asarray(image_correction, np.float32)
-  return lambda *args: fn(*args[:-1], {**args[-1], 'image_correction': constant})
 
 
 def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callable,
                mesh: jax.sharding.Mesh, gradient_allreduce_dtype=jnp.float32,
-               label_smoothing: float = 0.0) -> tuple[TrainState, TrainMetrics]:
+               label_smoothing: float = 0.0,
+               image_correction=None) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step on a global batch split along the ``data`` axis of ``mesh``.
 
   Each device differentiates the loss of its slice of the batch (``jax.shard_map``), and the
@@ -159,13 +150,11 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
   loses precision at every hop of a large slice; the explicit mean chooses the dtype. BatchNorm
   statistics stay those of the global batch, or of the configured groups; the optimizer then
   updates the replicated state with the averaged gradients. With ``label_smoothing`` the loss
-  minimised (and logged) is against smoothed targets.
+  minimised (and logged) is against smoothed targets. ``image_correction``: see
+  ``model_images``.
   """
   axis = sharding.DATA_AXIS
   model = model.clone(bn_axis_name=axis)
-  # The per-pixel mean's correction is one image for every example: a constant on each device.
-  constants = {k: v for k, v in batch.items() if k == 'image_correction'}
-  batch = {k: v for k, v in batch.items() if k not in constants}
 
   def local_gradients(params, batch_stats, batch):
     # Per-device copies: their gradients stay local until the mean below (JAX would otherwise
@@ -174,7 +163,7 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
 
     def loss_fn(params):
       logits, updates = model.apply({'params': params, 'batch_stats': batch_stats},
-                                    model_images({**batch, **constants}), train=True,
+                                    model_images(batch, image_correction), train=True,
                                     mutable=['batch_stats'])
       outputs = classification_outputs(logits, batch['label'])
       if label_smoothing:
@@ -204,8 +193,9 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
   return new_state, step_metrics
 
 
-def eval_step(variables, batch, *, model) -> EvalMetrics:
-  """Metrics of one evaluation batch; examples whose ``mask`` is False do not count."""
-  logits = model.apply(variables, model_images(batch), train=False)
+def eval_step(variables, batch, *, model, image_correction=None) -> EvalMetrics:
+  """Metrics of one evaluation batch; examples whose ``mask`` is False do not count.
+  ``image_correction``: see ``model_images``."""
+  logits = model.apply(variables, model_images(batch, image_correction), train=False)
   outputs = classification_outputs(logits, batch['label'])
   return EvalMetrics.single_from_model_output(**outputs, mask=batch['mask'])

@@ -61,10 +61,10 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
   tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
-  train_step = steps.with_image_correction(functools.partial(
+  train_step = functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, mesh=mesh,
       gradient_allreduce_dtype=config.gradient_allreduce_dtype,
-      label_smoothing=config.label_smoothing), image_correction)
+      label_smoothing=config.label_smoothing, image_correction=image_correction)
   if config.cpu_fusion_barriers and mesh.devices.flat[0].platform == 'cpu':
     train_step = cpu_workarounds.with_block_barriers(train_step)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,

@@ -155,7 +155,7 @@ def _abstract(tree, sharding):
 
 
 def _batch(config, size, image_shape, sharding, mask=False):
-  """Abstract batches as ``input_pipeline`` gives them: float32 images, or (imagenet2012) uint8
+  """Abstract batches as ``data.pipeline`` gives them: float32 images, or (imagenet2012) uint8
   images with a float32 RGB offset per image."""
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
   if config.dataset.name == 'imagenet2012':

@@ -1,7 +1,7 @@
 """The device-resident input path: the whole train split on the accelerators, augmented in JAX.
 
 For the in-memory datasets (digits, CIFAR-10) the preprocessed train split (mean subtracted, as
-``input_pipeline.load_train_arrays`` returns it) is copied to every device once. Each jitted call
+``pipeline.load_train_arrays`` returns it) is copied to every device once. Each jitted call
 then runs several training steps (``lax.scan``; unrolled on CPU); every step gathers its batch
 on the devices and applies the paper's augmentation there: zero padding, a random crop of the
 original size and (CIFAR) a random horizontal flip. No host work and no host-to-device copy
@@ -15,7 +15,7 @@ are drawn for the whole global batch from ``fold_in(augment_key, t)``, so neithe
 the augmentation depends on the number of devices, and a resumed run continues exactly.
 
 TensorFlow is not imported here; the split is loaded once through tfds by
-``input_pipeline.load_train_arrays``.
+``pipeline.load_train_arrays``.
 """
 
 import functools

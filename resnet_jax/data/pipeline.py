@@ -167,7 +167,7 @@ def imagenet_mean_correction(config) -> np.ndarray | None:
   """What to subtract from an ImageNet input after the per-channel mean: with
   ``dataset.imagenet_per_pixel_mean``, the per-pixel mean minus the per-channel one (float32
   [image_size, image_size, 3]), else None. Train and eval batches leave it out; the jitted steps
-  subtract it on the device (``steps.with_image_correction``)."""
+  subtract it on the device (``steps.model_images``)."""
   ds = config.dataset
   if registry.get(ds.name).in_memory or not ds.imagenet_per_pixel_mean:
     return None
