@@ -7,7 +7,7 @@ placement helpers.
 """
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 
 import jax
 
@@ -25,10 +25,12 @@ def jit_eval_step(model, mesh: jax.sharding.Mesh, image_correction=None) -> Call
                  out_shardings=replicated)
 
 
-def evaluate(eval_fn: Callable, variables, batches: Iterator[dict], sharding) -> dict:
-  """Metrics over a whole split; padded examples are masked out, so nothing is dropped."""
+def evaluate(eval_fn: Callable, variables, batches: Iterable[dict], sharding,
+             prefix: str = 'eval_') -> dict:
+  """Metrics over a whole split, named ``prefix + metric``; padded examples are masked out, so
+  nothing is dropped."""
   total = None
   for batch in placement.prefetch_to_devices(batches, sharding):
     batch_metrics = eval_fn(variables, batch)
     total = batch_metrics if total is None else total.merge(batch_metrics)
-  return {f'eval_{k}': float(v) for k, v in total.compute().items()}
+  return {f'{prefix}{k}': float(v) for k, v in total.compute().items()}
