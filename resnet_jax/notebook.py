@@ -127,15 +127,16 @@ class Run:
     ranked = np.argsort(-logits, axis=-1, kind='stable')[:, :top_k]
     return Predictions(logits, np.where(np.isfinite(logits).all(-1, keepdims=True), ranked, -1))
 
-  def evaluate(self, split: str | None = None) -> dict[str, float]:
-    """``{'loss', 'error_top1', 'error_top5'}`` on a tfds split (default: the eval split).
+  def evaluate(self, split: str | None = None, dataset: str | None = None) -> dict[str, float]:
+    """``{'loss', 'error_top1', 'error_top5'}`` on a tfds split (default: the eval split) of
+    ``dataset`` (default: the run's; another of its label space, as ``config.extra_evals``).
 
     The training loop's evaluation: the same batches of ``config.eval_batch_size``, padding
     masked out, the same metrics and jitted step.
     """
     placement = self._placement()
     batches = _pipeline().eval_batches(self.config, process_index=0, process_count=1,
-                                             split=split)
+                                       split=split, dataset=dataset)
     metrics = eval_loop.evaluate(placement.eval_fn, placement.variables, batches,
                                  placement.batch_sharding)
     return {name.removeprefix('eval_'): value for name, value in metrics.items()}
@@ -279,12 +280,22 @@ def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
 
 
 def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
-  """``main.py --mode=eval``: evaluates the latest checkpoint and prints its metrics."""
+  """``main.py --mode=eval``: evaluates the latest checkpoint on the eval split and on each set
+  of ``config.extra_evals``, printing one line for each with the metrics named as its summaries;
+  returns the eval split's metrics."""
   library_logs.quiet()
   run = load_run(workdir, config=config)
-  metrics = run.evaluate()
-  line = ' '.join(f'eval_{name}={value!r}' for name, value in sorted(metrics.items()))
-  logging.info('Evaluated the checkpoint at step %d of %s.', run.step, workdir)
-  print(f'step={run.step} split={run.config.dataset.eval_split} devices={run.num_devices} '
-        f'{line}', flush=True)
+  _pipeline().check_extra_evals(run.config)
+  logging.info('Evaluating the checkpoint at step %d of %s.', run.step, workdir)
+  metrics = _print_evaluation(run, config_lib.EVAL_PREFIX,
+                              f'split={run.config.dataset.eval_split}', run.evaluate())
+  for extra in config_lib.extra_evals(run.config):
+    _print_evaluation(run, extra.prefix, f'dataset={extra.dataset} split={extra.split}',
+                      run.evaluate(extra.split, extra.dataset))
+  return metrics
+
+
+def _print_evaluation(run: Run, prefix: str, where: str, metrics: dict) -> dict:
+  line = ' '.join(f'{prefix}{name}={value!r}' for name, value in sorted(metrics.items()))
+  print(f'step={run.step} {where} devices={run.num_devices} {line}', flush=True)
   return metrics

@@ -1,8 +1,8 @@
 """Training and evaluation of one run, data-parallel over every device of every host.
 
 Read it top to bottom: the checks (and the dataset's facts), the program (mesh, model, optimizer
-and jitted calls: ``build_program``), the state (fresh or restored), logging, the input, then the
-loop with its logging, evaluation and checkpoints.
+and jitted calls: ``build_program``), the state (fresh or restored), the eval splits, logging, the
+input, then the loop with its logging, evaluation and checkpoints.
 """
 
 import dataclasses
@@ -128,6 +128,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   from resnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   device_resident.check_config(config)
   info = pipeline.get_dataset_info(config)
+  pipeline.check_extra_evals(config)
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
   num_steps = config_lib.total_steps(config, steps_per_epoch)
   every = config_lib.intervals(config, steps_per_epoch)
@@ -158,16 +159,27 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   plateau_fn = jax.jit(functools.partial(optim.plateau_update, config, steps_per_epoch),
                        out_shardings=program.replicated)
 
-  def run_eval(variables):
-    batches = pipeline.eval_batches(config, process_index=jax.process_index(),
-                                          process_count=jax.process_count())
-    return eval_loop.evaluate(eval_fn, variables, batches, batch_sharding)
-
   if start_step >= num_steps:
     logging.info('The run in %s already finished (%d of %d steps); nothing to train.',
                  workdir, start_step, num_steps)
     manager.close()
     return state
+
+  # ---- Evaluation: the eval split (the plateau schedule reads it), then config.extra_evals,
+  # each under its summary prefix; every pipeline is built once and read whole each time.
+  def eval_split(split=None, dataset=None):
+    return pipeline.eval_split(config, split=split, dataset=dataset,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
+
+  eval_splits = {config_lib.EVAL_PREFIX: eval_split(), **{
+      extra.prefix: eval_split(extra.split, extra.dataset)
+      for extra in config_lib.extra_evals(config)}}
+
+  def run_eval(variables) -> dict[str, dict[str, float]]:
+    """{prefix: {prefix + metric: value}} for every eval split."""
+    return {prefix: eval_loop.evaluate(eval_fn, variables, batches, batch_sharding, prefix)
+            for prefix, batches in eval_splits.items()}
 
   # ---- Logging.
   if is_chief:
@@ -251,11 +263,12 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
         train_metrics = None
       if step % every.eval_steps == 0 or is_last:
         with progress_report.timed('eval'):
-          eval_metrics = run_eval(state.variables)
-          writer.write_scalars(step, eval_metrics)
+          evaluations = run_eval(state.variables)
+          for metrics in evaluations.values():
+            writer.write_scalars(step, metrics)
         if config.optimizer.schedule == 'plateau':  # Before the checkpoint that keeps it.
-          state = state.replace(opt_state=plateau_fn(state.opt_state,
-                                                     eval_metrics['eval_error_top1']))
+          main_error = evaluations[config_lib.EVAL_PREFIX]['eval_error_top1']
+          state = state.replace(opt_state=plateau_fn(state.opt_state, main_error))
       if step % every.checkpoint_steps == 0 or is_last or preempted:
         with progress_report.timed('checkpoint'):
           save_checkpoint(step)

@@ -47,6 +47,7 @@ def short(config, data_dir, image_size):
 ])
 def test_train_and_evaluate_on_small_data(tmp_path, name, config, splits, image_size, final_lr):
   config = short(config, str(tmp_path / 'tfds'), image_size)
+  config.extra_evals = (f'again={name}:{splits[1]}',)  # The eval split again, as an extra set.
   workdir = str(tmp_path / 'run')
   with twenty_examples(name, str(tmp_path / 'tfds'), splits):
     state = train.train_and_evaluate(config, workdir)
@@ -66,3 +67,4 @@ def test_train_and_evaluate_on_small_data(tmp_path, name, config, splits, image_
   np.testing.assert_allclose(scalars['train_learning_rate'][1], [final_lr], rtol=1e-6)
   assert seen == 20
   assert scalars['eval_error_top1'][1][0] == pytest.approx(wrong / 20, abs=1e-6)
+  assert scalars['again/error_top1'][1].tolist() == scalars['eval_error_top1'][1].tolist()

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.config_lib import data_shards
+from resnet_jax.config_lib import data_shards, extra_eval_problems, extra_evals
 from resnet_jax.data import cifar, imagenet, registry, streamed_order
 from resnet_jax.data import digits as digits_dataset  # noqa: F401  (registers 'digits')
 from resnet_jax.data.streamed_order import fold
@@ -78,9 +78,10 @@ def _not_prepared_message(name, builder):
           '--config.dataset.data_dir=/path/to/tensorflow_datasets.')
 
 
-def _builder(config):
-  """The prepared tfds builder; the bundled digits are prepared on the spot, others refused."""
-  name = registry.get(config.dataset.name).name
+def _builder(config, dataset: str | None = None):
+  """The prepared tfds builder of ``dataset`` (default: dataset.name) in dataset.data_dir; the
+  bundled digits are prepared on the spot, others refused."""
+  name = registry.get(dataset or config.dataset.name).name
   builder = tfds.builder(name, data_dir=config.dataset.data_dir)
   if not builder.is_prepared():
     if name != 'digits':
@@ -104,6 +105,34 @@ def get_dataset_info(config) -> DatasetInfo:
       num_eval_examples=_num_examples(builder, config.dataset.eval_split),
       image_shape=(size, size, registry.get(config.dataset.name).channels),
       label_names=tuple(labels.names))
+
+
+def check_extra_evals(config) -> None:
+  """Refuses, from metadata alone, a set of ``config.extra_evals`` that ``config_lib`` refuses,
+  whose dataset is not prepared, whose split does not exist or is empty, or whose class names
+  differ from dataset.name's."""
+  problems = extra_eval_problems(config)
+  if problems:
+    raise ConfigError('Invalid config.extra_evals:\n  ' + '\n  '.join(problems))
+  classes = _builder(config).info.features['label'].names
+  for extra in extra_evals(config):
+    builder = _builder(config, extra.dataset)
+    try:
+      count = _num_examples(builder, extra.split)
+    except ValueError as error:  # tfds names the splits there are.
+      raise ConfigError(f"extra_evals entry '{extra}': {error} Use tfds split syntax, e.g. "
+                        "'test' or 'train[:1000]'.") from None
+    if not count:
+      raise ConfigError(f"extra_evals entry '{extra}': the split holds no examples.")
+    other = builder.info.features['label'].names
+    if other != classes:
+      differ = [(i, a, b) for i, (a, b) in enumerate(zip(other, classes)) if a != b]
+      how = (f'class {differ[0][0]} is {differ[0][1]!r}, not {differ[0][2]!r}' if differ
+             else f'{len(other)} classes, not {len(classes)}')
+      raise ConfigError(
+          f"extra_evals entry '{extra}': {extra.dataset}'s classes are not those of "
+          f'{config.dataset.name} ({how}), so its errors would count the wrong labels. '
+          'Evaluate a dataset labelled with the same classes in the same order.')
 
 
 def _num_shards(config, process_count):
@@ -330,23 +359,43 @@ def eval_jpeg_records(config, *, process_index: int,
   return _read(builder, part, decode=False), _num_examples(builder, part)
 
 
-def eval_batches(config, *, process_index: int, process_count: int,
-                 split: str | None = None) -> Iterator[dict]:
-  """This process's part of an eval split (default eval_split), each example exactly once.
+@dataclasses.dataclass(frozen=True)
+class EvalSplit:
+  """This process's part of one eval split, built once and read whole by each iteration: padded,
+  masked batches of ``batch_size`` (``eval_batches``), ``num_batches`` on every process."""
+  examples: tf.data.Dataset  # Batches of at most batch_size real examples.
+  batch_size: int
+  num_batches: int
 
-  Yields {'image', 'label', 'mask': bool [B]} (imagenet2012: uint8 images and 'image_offset',
-  as ``train_batches``), B = eval_batch_size // process_count; the tail is padded with masked
-  examples so that every process yields the same number of batches.
+  def __iter__(self) -> Iterator[dict]:
+    no_examples = {k: np.zeros((0, *v.shape[1:]), v.dtype.as_numpy_dtype)
+                   for k, v in self.examples.element_spec.items()}
+    batches = itertools.chain(self.examples.as_numpy_iterator(), itertools.repeat(no_examples))
+    return ({**padded, 'mask': mask} for padded, mask in (
+        sharding.pad_batch(arrays, self.batch_size)
+        for arrays in itertools.islice(batches, self.num_batches)))
+
+
+def eval_split(config, *, process_index: int, process_count: int, split: str | None = None,
+               dataset: str | None = None) -> EvalSplit:
+  """This process's part of an eval split (default eval_split) of ``dataset`` (default
+  dataset.name; another must share its family), each example exactly once per iteration.
+
+  Batches are {'image', 'label', 'mask': bool [B]} (imagenet2012: uint8 images and
+  'image_offset', as ``train_batches``), B = eval_batch_size // process_count, preprocessed as
+  dataset.name's eval split with its training mean; the tail is padded with masked examples so
+  that every process yields the same number of batches.
   """
   if config.eval_batch_size % process_count:
     raise ValueError(f'config.eval_batch_size={config.eval_batch_size} is not divisible by '
                      f'the {process_count} processes.')
-  builder = _builder(config)
+  builder = _builder(config, dataset)
   parts = tfds.even_splits(split or config.dataset.eval_split, process_count)
   batch = config.eval_batch_size // process_count
   num_batches = -(-max(_num_examples(builder, p) for p in parts) // batch)
   size = config.dataset.image_size
-  if registry.get(config.dataset.name).in_memory:
+  in_memory = registry.get(config.dataset.name).in_memory
+  if in_memory:
     mean = tf.constant(train_mean_image(config))
     preprocess = lambda image: {
         'image': cifar.scale_and_resize(config.dataset.image_size, image) - mean}
@@ -354,12 +403,14 @@ def eval_batches(config, *, process_index: int, process_count: int,
     eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN)
     preprocess = lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
                                       'image_offset': eval_offset}
-  ds = _read(builder, parts[process_index], decode=registry.get(config.dataset.name).in_memory).map(
+  ds = _read(builder, parts[process_index], decode=in_memory).map(
       lambda image, label: {**preprocess(image), 'label': tf.cast(label, tf.int32)},
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  no_examples = {k: np.zeros((0, *v.shape), v.dtype.as_numpy_dtype)
-                 for k, v in ds.element_spec.items()}
-  batches = itertools.chain(_deterministic(ds.batch(batch).prefetch(tf.data.AUTOTUNE))
-                            .as_numpy_iterator(), itertools.repeat(no_examples))
-  return ({**padded, 'mask': mask} for padded, mask in (
-      sharding.pad_batch(arrays, batch) for arrays in itertools.islice(batches, num_batches)))
+  return EvalSplit(_deterministic(ds.batch(batch).prefetch(tf.data.AUTOTUNE)), batch, num_batches)
+
+
+def eval_batches(config, *, process_index: int, process_count: int,
+                 split: str | None = None, dataset: str | None = None) -> Iterator[dict]:
+  """One pass over ``eval_split(...)``: its padded, masked batches."""
+  return iter(eval_split(config, process_index=process_index, process_count=process_count,
+                         split=split, dataset=dataset))

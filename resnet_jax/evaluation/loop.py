@@ -7,7 +7,7 @@ same sharding helpers.
 """
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 
 import jax
 
@@ -24,10 +24,12 @@ def jit_eval_step(model, mesh: jax.sharding.Mesh, image_correction=None) -> Call
                  out_shardings=replicated)
 
 
-def evaluate(eval_fn: Callable, variables, batches: Iterator[dict], batch_sharding) -> dict:
-  """Metrics over a whole split; padded examples are masked out, so nothing is dropped."""
+def evaluate(eval_fn: Callable, variables, batches: Iterable[dict], batch_sharding,
+             prefix: str = 'eval_') -> dict:
+  """Metrics over a whole split, named ``prefix + metric``; padded examples are masked out, so
+  nothing is dropped."""
   total = None
   for batch in sharding.prefetch_to_devices(batches, batch_sharding):
     batch_metrics = eval_fn(variables, batch)
     total = batch_metrics if total is None else total.merge(batch_metrics)
-  return {f'eval_{k}': float(v) for k, v in total.compute().items()}
+  return {f'{prefix}{k}': float(v) for k, v in total.compute().items()}
