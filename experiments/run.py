@@ -1,9 +1,11 @@
 """Runs a sweep, one run after another, or prints its commands for a cluster.
 
-    python -m experiments.run --sweep=depth_study:digits --root=/tmp/depth_digits
+    python -m experiments.run --sweep=depth_study:digits --root=/tmp/depth_digits --seeds=3
     python -m experiments.run --sweep=imagenet_deep --root=gs://bucket/runs --print_commands
 
-Each run trains into ``<root>/<run name>`` through ``main.py`` (a subprocess of this Python).
+Each net of the sweep trains once per seed (``--seeds``, else the sweep's default in
+``sweeps.DEFAULT_SEEDS``) into ``<root>/<net>/seed<k>`` with ``--config.seed=<k>``, through
+``main.py`` (a subprocess of this Python).
 A finished run (its latest checkpoint is at the last step) is skipped without starting a
 process; an interrupted one resumes from its checkpoint. ``--override=key=value`` (repeatable)
 is appended to every run, e.g. ``--override=dataset.data_dir=/data/tfds``.
@@ -32,6 +34,8 @@ def define_flags():
   """The command line flags (defined on demand, so that tests can import this module)."""
   flags.DEFINE_string('sweep', None, f'One of: {", ".join(sweeps.SWEEPS)}.')
   flags.DEFINE_string('root', None, 'Directory that holds one workdir per run.')
+  flags.DEFINE_integer('seeds', None, 'Runs per net, seeds 0 .. N-1; default: the sweep\'s own '
+                       '(experiments/sweeps.py, DEFAULT_SEEDS).')
   flags.DEFINE_bool('print_commands', False, 'Print one main.py command per run; run nothing.')
   flags.DEFINE_multi_string('override', [], 'key=value added to every run, e.g. '
                             'dataset.data_dir=/data/tfds.')
@@ -54,6 +58,24 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def with_overrides(runs: list[sweeps.Run], overrides: dict) -> list[sweeps.Run]:
   return [run._replace(overrides={**run.overrides, **overrides}) for run in runs]
+
+
+def sweep_runs(name: str, seeds: int | None = None, override_pairs: tuple = ()) -> list:
+  """The runs of sweep ``name``: each net once per seed (default: the sweep's), with overrides.
+
+  Raises app.UsageError for an unknown sweep, a seed count below 1 or a ``seed`` override
+  (seeds come from ``seeds``, one per run).
+  """
+  try:
+    nets = sweeps.get_sweep(name)
+    overrides = parse_overrides(list(override_pairs))
+    if 'seed' in overrides:
+      raise ValueError('--override=seed=... would give every run the same seed; each run has '
+                       'its own (seed k for <net>/seed<k>): use --seeds=N for seeds 0 .. N-1.')
+    return sweeps.with_seeds(with_overrides(nets, overrides),
+                             sweeps.DEFAULT_SEEDS[name] if seeds is None else seeds)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
 
 
 def format_value(value) -> str:
@@ -136,11 +158,7 @@ def run_sweep(name: str, runs: list[sweeps.Run], root: str) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    runs = sweeps.get_sweep(FLAGS.sweep)
-  except ValueError as error:
-    raise app.UsageError(str(error)) from error
-  runs = with_overrides(runs, parse_overrides(FLAGS.override))
+  runs = sweep_runs(FLAGS.sweep, FLAGS.seeds, FLAGS.override)
   if FLAGS.print_commands:
     for run in runs:
       print(shlex.join(command(run, FLAGS.root)))
