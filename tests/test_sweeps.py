@@ -151,6 +151,11 @@ def test_runner_resumes_unfinished_and_skips_finished_runs_seed_by_seed(data_dir
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == 5
   manager.close()
+  # The report reads each seed's run, its seed from the config that training wrote.
+  results = report.write_report(root, with_layer_responses=False)
+  assert {name: (r['seed'], r['steps']) for name, r in results['runs'].items()} == {
+      'tiny/seed0': (0, 5), 'tiny/seed1': (1, 3)}
+  assert results['networks']['tiny']['seeds'] == [0, 1]
 
 
 @contextlib.contextmanager
