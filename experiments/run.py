@@ -1,11 +1,14 @@
 """Runs a sweep on this host, submits it to SLURM, runs it on a TPU pod, or prints its commands.
 
-    python -m experiments.run --sweep=depth_study:digits --root=/tmp/depth_digits
+    python -m experiments.run --sweep=depth_study:digits --root=/tmp/depth_digits --seeds=3
     python -m experiments.run --sweep=depth_study:cifar10 --root=/shared/runs --launcher=slurm
     python -m experiments.run --sweep=imagenet_deep --root=gs://bucket/runs --print_commands
 
-Each run trains into ``<root>/<run name>`` through ``main.py``, started by one of
-``experiments.launchers`` (``--launcher=local``, the default, ``slurm`` or ``tpu``). A finished run (its latest checkpoint is at the last step) is skipped without starting a
+Each net of the sweep trains once per seed (``--seeds``, else the sweep's default in
+``sweeps.DEFAULT_SEEDS``) into ``<root>/<net>/seed<k>`` with ``--config.seed=<k>``, through
+``main.py``, started by one of ``experiments.launchers`` (``--launcher=local``, the default,
+``slurm`` or ``tpu``).
+A finished run (its latest checkpoint is at the last step) is skipped without starting a
 process; an interrupted one resumes from its checkpoint. ``--override=key=value`` (repeatable)
 is appended to every run, e.g. ``--override=dataset.data_dir=/data/tfds``.
 """
@@ -31,10 +34,13 @@ def define_flags():
   """The command line flags (defined on demand, so that tests can import this module)."""
   flags.DEFINE_string('sweep', None, f'One of: {", ".join(sweeps.SWEEPS)}.')
   flags.DEFINE_string('root', None, 'Directory that holds one workdir per run.')
+  flags.DEFINE_integer('seeds', None, 'Runs per net, seeds 0 .. N-1; default: the sweep\'s own '
+                       '(experiments/sweeps.py, DEFAULT_SEEDS).')
   flags.DEFINE_bool('print_commands', False, 'Print one main.py command per run; run nothing.')
   flags.DEFINE_multi_string('override', [], 'key=value added to every run, e.g. '
                             'dataset.data_dir=/data/tfds.')
-  flags.DEFINE_list('only', [], 'Only these runs of the sweep, e.g. plain20,resnet20.')
+  flags.DEFINE_list('only', [], 'Only these nets (every seed) or runs of the sweep, e.g. '
+                    'plain20,resnet20/seed0.')
   flags.mark_flags_as_required(['sweep', 'root'])
   launchers.define_flags()
 
@@ -57,14 +63,37 @@ def with_overrides(runs: list[sweeps.Run], overrides: dict) -> list[sweeps.Run]:
   return [run._replace(overrides={**run.overrides, **overrides}) for run in runs]
 
 
+def sweep_runs(name: str, seeds: int | None = None, override_pairs: tuple = ()) -> list:
+  """The runs of sweep ``name``: each net once per seed (default: the sweep's), with overrides.
+
+  Raises app.UsageError for an unknown sweep, a seed count below 1 or a ``seed`` override
+  (seeds come from ``seeds``, one per run).
+  """
+  try:
+    nets = sweeps.get_sweep(name)
+    overrides = parse_overrides(list(override_pairs))
+    if 'seed' in overrides:
+      raise ValueError('--override=seed=... would give every run the same seed; each run has '
+                       'its own (seed k for <net>/seed<k>): use --seeds=N for seeds 0 .. N-1.')
+    return sweeps.with_seeds(with_overrides(nets, overrides),
+                             sweeps.DEFAULT_SEEDS[name] if seeds is None else seeds)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
+
+
 def only(runs: list[sweeps.Run], names: list[str]) -> list[sweeps.Run]:
-  """The runs called ``names`` (or under them, e.g. all of ``resnet20/...``); all for none."""
-  unknown = [n for n in names if not any(r.name == n or r.name.startswith(n + '/') for r in runs)]
+  """The runs of the nets (or runs) ``names``, e.g. every seed of ``resnet20``; all for none."""
+  if not names:
+    return runs
+  unknown = [name for name in names if not any(_picked(run, name) for run in runs)]
   if unknown:
-    raise app.UsageError(f'--only={",".join(unknown)}: no such run in this sweep; its runs: '
-                         f'{", ".join(r.name for r in runs)}.')
-  return [r for r in runs if not names or any(
-      r.name == n or r.name.startswith(n + '/') for n in names)]
+    raise app.UsageError(f'--only={",".join(unknown)}: no such net or run in this sweep; its '
+                         f'runs: {", ".join(run.name for run in runs)}.')
+  return [run for run in runs if any(_picked(run, name) for name in names)]
+
+
+def _picked(run: sweeps.Run, name: str) -> bool:
+  return run.name == name or run.name.startswith(name + '/')
 
 
 def load_config(run: sweeps.Run):
@@ -128,11 +157,7 @@ def run_sweep(name: str, runs: list[sweeps.Run], root: str) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    runs = sweeps.get_sweep(FLAGS.sweep)
-  except ValueError as error:
-    raise app.UsageError(str(error)) from error
-  runs = only(with_overrides(runs, parse_overrides(FLAGS.override)), FLAGS.only)
+  runs = only(sweep_runs(FLAGS.sweep, FLAGS.seeds, FLAGS.override), FLAGS.only)
   if FLAGS.print_commands:
     for run in runs:
       print(shlex.join(launchers.command(run, FLAGS.root)))
