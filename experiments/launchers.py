@@ -218,13 +218,22 @@ class SlurmResources(NamedTuple):
   account: str | None = None
   extra: tuple = ()  # More sbatch options, e.g. ('--constraint=h100',).
 
-  def processes_per_node(self) -> int:
-    """One process per GPU: under SLURM, JAX gives each process the GPU of its SLURM_LOCALID."""
+  def check(self) -> None:
+    """Raises app.UsageError for requests SLURM or JAX cannot serve."""
+    for name in ('nodes', 'cpus_per_task'):
+      if getattr(self, name) < 1:
+        raise app.UsageError(f'--{name}={getattr(self, name)} must be at least 1.')
+    for name in ('gpus_per_node', 'tasks_per_node', 'max_running_tasks', 'time_limit_margin'):
+      if getattr(self, name) < 0:
+        raise app.UsageError(f'--{name}={getattr(self, name)} must not be negative.')
     if self.gpus_per_node and self.tasks_per_node not in (0, self.gpus_per_node):
       raise app.UsageError(
           f'--tasks_per_node={self.tasks_per_node} with --gpus_per_node={self.gpus_per_node}: '
           'under SLURM JAX gives each process one GPU (that of its SLURM_LOCALID), so a node '
           'runs one process per GPU; leave --tasks_per_node at 0.')
+
+  def processes_per_node(self) -> int:
+    """One process per GPU: under SLURM, JAX gives each process the GPU of its SLURM_LOCALID."""
     return self.tasks_per_node or max(self.gpus_per_node, 1)
 
 
@@ -233,8 +242,8 @@ TASK_BODY = '''
 # at the next step and stops, and --requeue starts the task again, resuming from there. Near the
 # time limit SLURM sends USR1 to this script (--signal): it sends the run SIGTERM, waits for its
 # checkpoint, and requeues the task.
-echo "Array task $SLURM_ARRAY_TASK_ID: $run (requeued ${SLURM_RESTART_COUNT:-0} times) on \\
-$SLURM_JOB_NUM_NODES node(s) $SLURM_JOB_NODELIST"
+echo "Array task $SLURM_ARRAY_TASK_ID, job $SLURM_JOB_ID: $run (requeued \\
+${SLURM_RESTART_COUNT:-0} times) on $SLURM_JOB_NUM_NODES node(s) $SLURM_JOB_NODELIST"
 near_time_limit=0
 trap 'near_time_limit=1; echo "Near the time limit: checkpointing."; \\
 scancel --signal=TERM "$SLURM_JOB_ID"' USR1
@@ -259,6 +268,7 @@ def sbatch_script(sweep: str, runs: list[sweeps.Run], root: str, resources: Slur
   """The batch script of one array job: task i trains ``runs[i]``."""
   if not runs:
     raise ValueError('An array job needs at least one run.')
+  resources.check()
   limit = f'%{resources.max_running_tasks}' if resources.max_running_tasks else ''
   options = [f'--job-name={sweep}', f'--array=0-{len(runs) - 1}{limit}',
              f'--nodes={resources.nodes}',
@@ -286,8 +296,6 @@ def sbatch_script(sweep: str, runs: list[sweeps.Run], root: str, resources: Slur
 
 def submit(script: str, wait: bool) -> int:
   """``sbatch`` with the script on stdin; its exit status (with ``wait``: the array's)."""
-  if shutil.which('sbatch') is None:
-    raise app.UsageError('--launcher=slurm needs sbatch on the PATH: run on a SLURM login node.')
   return subprocess.run(['sbatch', *(['--wait'] if wait else []), '--parsable'], input=script,
                         text=True, check=False).returncode
 
@@ -297,14 +305,18 @@ def submit(script: str, wait: bool) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def tpu_commands(runs: list[sweeps.Run], root: str, tpu: str, zone: str,
-                 project: str | None = None, repo_dir: str = 'resnet_jax') -> list[list[str]]:
-  """One ``gcloud ... tpu-vm ssh --worker=all`` argv per run: main.py on every host at once."""
+def check_tpu(root: str, tpu: str | None, zone: str | None) -> None:
   if not tpu or not zone:
     raise app.UsageError('--launcher=tpu needs --tpu=NAME and --zone=ZONE of a TPU VM.')
   if '://' not in root:
     raise app.UsageError(f'--launcher=tpu needs a --root that every TPU host can write, e.g. '
                          f'gs://bucket/runs, not {root!r}.')
+
+
+def tpu_commands(runs: list[sweeps.Run], root: str, tpu: str, zone: str,
+                 project: str | None = None, repo_dir: str = 'resnet_jax') -> list[list[str]]:
+  """One ``gcloud ... tpu-vm ssh --worker=all`` argv per run: main.py on every host at once."""
+  check_tpu(root, tpu, zone)
   return [['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', tpu, f'--zone={zone}',
            *([f'--project={project}'] if project else []), '--worker=all',
            f'--command=cd {shlex.quote(repo_dir)} && {shlex.join(command(run, root))}']
@@ -331,6 +343,22 @@ def slurm_resources_from_flags() -> SlurmResources:
       account=FLAGS.account, extra=tuple(FLAGS.sbatch_arg))
 
 
+def check_flags(root: str) -> None:
+  """Raises app.UsageError for launcher flags that cannot work, before any run is looked at."""
+  if FLAGS.launcher == 'slurm':
+    slurm_resources_from_flags().check()
+    default_log_dir(root, FLAGS.run_logs_dir)
+    if not FLAGS.dry_run and shutil.which('sbatch') is None:
+      raise app.UsageError('--launcher=slurm needs sbatch on the PATH: run on a SLURM login '
+                           'node, or add --dry_run to print the batch script.')
+  elif FLAGS.launcher == 'tpu':
+    check_tpu(root, FLAGS.tpu, FLAGS.zone)
+  else:
+    split_gpus(host_gpus(), FLAGS.parallel_runs)
+    if FLAGS.parallel_runs > 1:
+      default_log_dir(root, FLAGS.run_logs_dir)
+
+
 def launch_from_flags(sweep: str, runs: list[sweeps.Run], root: str) -> int | None:
   """Starts (or with --dry_run prints) ``runs`` as the flags say. Returns None where nothing ran
   to its end here (a dry run, a submission without --wait), else the number of failures the
@@ -343,7 +371,11 @@ def launch_from_flags(sweep: str, runs: list[sweeps.Run], root: str) -> int | No
       return None
     os.makedirs(log_dir, exist_ok=True)  # SLURM does not create it, and would fail the tasks.
     returncode = submit(script, FLAGS.wait)
-    return int(returncode != 0) if FLAGS.wait or returncode else None
+    if FLAGS.wait:
+      return int(returncode != 0)
+    if returncode:
+      sys.exit(f'sbatch exited {returncode} (its message is above): nothing was submitted.')
+    return None
   if FLAGS.launcher == 'tpu':
     commands = tpu_commands(runs, root, FLAGS.tpu, FLAGS.zone, FLAGS.project, FLAGS.tpu_repo_dir)
     if FLAGS.dry_run:

@@ -158,6 +158,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   runs = only(sweep_runs(FLAGS.sweep, FLAGS.seeds, FLAGS.override), FLAGS.only)
+  launchers.check_flags(FLAGS.root)
   if FLAGS.print_commands:
     for run in runs:
       print(shlex.join(launchers.command(run, FLAGS.root)))

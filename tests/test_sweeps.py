@@ -9,7 +9,7 @@ import sys
 import pytest
 from etils import epath
 
-from experiments import report, run, sweeps
+from experiments import launchers, report, run, sweeps
 from resnet_jax import checkpointing, config_lib, events
 from tests.harness import ROOT
 
@@ -143,7 +143,8 @@ def test_runner_resumes_unfinished_and_skips_finished_runs_seed_by_seed(data_dir
   assert [run.is_finished(r, root) for r in seeded(2, total_steps=5)] == [True, False]
 
   # Finished: no process is started.
-  monkeypatch.setattr(run.subprocess, 'run', lambda *a, **k: pytest.fail('started a process'))
+  monkeypatch.setattr(launchers.subprocess, 'Popen',
+                      lambda *a, **k: pytest.fail('started a process'))
   assert run.run_sweep('test', seeded(1, total_steps=5), root) == []
   # Epoch-based durations: 0.1 epoch = round(4.6) = 5 steps (done), 0.15 = round(6.9) = 7.
   assert run.is_finished(seeded(1, total_steps=0, total_epochs=0.1)[0], root)
