@@ -1,7 +1,8 @@
 """The paper's experiments as named sweeps: lists of (run name, config, overrides).
 
 A run trains ``python main.py --config=<config> --workdir=<root>/<run name>`` with every override
-appended as ``--config.<key>=<value>``; ``experiments.run`` runs or prints them.
+appended as ``--config.<key>=<value>``; ``experiments.run`` runs or prints them. A sweep trains
+each of its nets once per seed (``with_seeds``): run ``<net>/seed<k>`` with ``seed=k``.
 """
 
 import os
@@ -59,8 +60,33 @@ SWEEPS = {
 }
 
 
+# Seeds per net unless --seeds says otherwise. The paper gives CIFAR-10's ResNet-110 as
+# best (mean ± std) over 5 runs (Table 6) and each ImageNet net as one run; the digits study is
+# sized for 3 seeds on a 2-core CPU.
+DEFAULT_SEEDS = {'depth_study:cifar10': 5, 'depth_study:digits': 3,
+                 'imagenet_plain_vs_residual': 1, 'shortcuts': 1, 'imagenet_deep': 1,
+                 'cifar_1202': 5}
+
+
+def seed_run_name(net: str, seed: int) -> str:
+  """The run of ``net`` with ``seed``: its workdir is ``<root>/<net>/seed<seed>``."""
+  return f'{net}/seed{seed}'
+
+
+def with_seeds(runs: list[Run], seeds: int) -> list[Run]:
+  """Every run once per seed 0 .. seeds-1 (``seed_run_name``, override seed=k), seed by seed.
+
+  Seed 0 of every net comes first, so a sweep interrupted early still covers every net.
+  """
+  if seeds < 1:
+    raise ValueError(f'The number of seeds must be at least 1, not {seeds}.')
+  return [run._replace(name=seed_run_name(run.name, seed), overrides={**run.overrides,
+                                                                       'seed': seed})
+          for seed in range(seeds) for run in runs]
+
+
 def get_sweep(name: str) -> list[Run]:
-  """The runs of sweep ``name``; raises ValueError listing the valid names."""
+  """The nets of sweep ``name``, one run each; raises ValueError listing the valid names."""
   if name not in SWEEPS:
     raise ValueError(f'Unknown sweep {name!r}. Valid sweeps: {", ".join(SWEEPS)}.')
   return list(SWEEPS[name])

@@ -9,7 +9,7 @@ import sys
 import pytest
 from etils import epath
 
-from experiments import report, run, sweeps
+from experiments import launchers, report, run, sweeps
 from resnet_jax import checkpointing, config_lib, events
 from tests.harness import ROOT
 
@@ -51,8 +51,28 @@ def test_unknown_sweep_lists_the_valid_ones():
 
 
 def cli(*args):
-  return subprocess.run([sys.executable, '-m', 'experiments.run', *args], cwd=ROOT,
+  return subprocess.run([sys.executable, '-m', 'experiments.run', *args], cwd=ROOT, check=False,
                         capture_output=True, text=True, timeout=120)
+
+
+def test_every_sweep_has_a_default_number_of_seeds():
+  assert set(sweeps.DEFAULT_SEEDS) == set(sweeps.SWEEPS)
+  assert all(n >= 1 for n in sweeps.DEFAULT_SEEDS.values())
+  # Table 6 gives ResNet-110 over 5 runs; the digits study is documented with 3 seeds.
+  assert sweeps.DEFAULT_SEEDS['cifar_1202'] == 5
+  assert sweeps.DEFAULT_SEEDS['depth_study:digits'] == 3
+
+
+def test_with_seeds_gives_each_net_a_run_per_seed_seed_by_seed():
+  nets = [sweeps.Run('a', 'configs/x.py:a', {'lr': 1}), sweeps.Run('b', 'configs/x.py:b', {})]
+  assert sweeps.with_seeds(nets, 2) == [
+      sweeps.Run('a/seed0', 'configs/x.py:a', {'lr': 1, 'seed': 0}),
+      sweeps.Run('b/seed0', 'configs/x.py:b', {'seed': 0}),
+      sweeps.Run('a/seed1', 'configs/x.py:a', {'lr': 1, 'seed': 1}),
+      sweeps.Run('b/seed1', 'configs/x.py:b', {'seed': 1})]
+  assert nets[0].overrides == {'lr': 1}  # The sweep's own runs are left as they were.
+  with pytest.raises(ValueError, match='at least 1'):
+    sweeps.with_seeds(nets, 0)
 
 
 def test_print_commands():
@@ -61,10 +81,27 @@ def test_print_commands():
                '--override=optimizer.lr_boundaries=(30,60)')
   assert result.returncode == 0, result.stderr
   flags = ("--config.dataset.data_dir=gs://bucket/tfds "
-           "'--config.optimizer.lr_boundaries=(30,60)'")
+           "'--config.optimizer.lr_boundaries=(30,60)' --config.seed=0")
   assert result.stdout.splitlines() == [
       f"python main.py --config=configs/imagenet.py:resnet34,{o} "
-      f"'--workdir=gs://bucket/my runs/resnet34_{o}' {flags}" for o in 'ABC']
+      f"'--workdir=gs://bucket/my runs/resnet34_{o}/seed0' {flags}" for o in 'ABC']
+
+
+def test_print_commands_with_seeds():
+  result = cli('--sweep=cifar_1202', '--root=/runs', '--print_commands', '--seeds=2')
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [
+      f'python main.py --config=configs/cifar10.py:{net} --workdir=/runs/{net}/seed{seed} '
+      f'--config.seed={seed}' for seed in (0, 1) for net in ('resnet110', 'resnet1202')]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--seeds=0'], 'at least 1'),
+    (['--override=seed=3'], 'use --seeds=N'),
+])
+def test_bad_seeds_are_usage_errors(args, message):
+  result = cli('--sweep=cifar_1202', '--root=/runs', '--print_commands', *args)
+  assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_unknown_sweep_is_a_usage_error():
@@ -81,29 +118,45 @@ def tiny_run(data_dir, **overrides):
   return sweeps.Run('tiny', 'configs/digits.py:resnet20', {**flags, **overrides})
 
 
-def test_runner_resumes_unfinished_and_skips_finished_runs(data_dir, tmp_path, monkeypatch,
-                                                           capfd):
+def test_runner_resumes_unfinished_and_skips_finished_runs_seed_by_seed(data_dir, tmp_path,
+                                                                        monkeypatch, capfd):
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
   root = str(tmp_path)
-  workdir = os.path.join(root, 'tiny')
-  # An interrupted run: 3 of 5 steps done.
-  assert run.run_sweep('test', [tiny_run(data_dir, total_steps=3)], root) == []
-  assert not run.is_finished(tiny_run(data_dir, total_steps=5), root)
+  seeded = lambda seeds, **overrides: sweeps.with_seeds([tiny_run(data_dir, **overrides)], seeds)
+  # Two interrupted runs, seeds 0 and 1: 3 of 5 steps done, each in its own workdir.
+  assert run.run_sweep('test', seeded(2, total_steps=3), root) == []
+  assert sorted(os.listdir(os.path.join(root, 'tiny'))) == ['seed0', 'seed1']
+  configs = [json.loads((tmp_path / 'tiny' / f'seed{k}' / 'config.json').read_text())
+             for k in (0, 1)]
+  assert [c['seed'] for c in configs] == [0, 1]
+  first_losses = [events.read_scalars(os.path.join(root, 'tiny', f'seed{k}'))['train_loss'][1][0]
+                  for k in (0, 1)]
+  assert first_losses[0] != first_losses[1]  # Another seed, another initialisation and order.
+  assert not any(run.is_finished(r, root) for r in seeded(2, total_steps=5))
 
-  assert run.run_sweep('test', [tiny_run(data_dir, total_steps=5)], root) == []
+  # Seed 0 resumes to the end; seed 1 stays interrupted.
+  assert run.run_sweep('test', seeded(1, total_steps=5), root) == []
   assert 'Resumed from the checkpoint at step 3' in capfd.readouterr().err
+  workdir = os.path.join(root, 'tiny', 'seed0')
   steps, _ = events.read_scalars(workdir)['train_loss']
   assert sorted(steps.tolist()) == [1, 2, 3, 4, 5]
+  assert [run.is_finished(r, root) for r in seeded(2, total_steps=5)] == [True, False]
 
   # Finished: no process is started.
-  monkeypatch.setattr(run.subprocess, 'run', lambda *a, **k: pytest.fail('started a process'))
-  assert run.run_sweep('test', [tiny_run(data_dir, total_steps=5)], root) == []
+  monkeypatch.setattr(launchers.subprocess, 'Popen',
+                      lambda *a, **k: pytest.fail('started a process'))
+  assert run.run_sweep('test', seeded(1, total_steps=5), root) == []
   # Epoch-based durations: 0.1 epoch = round(4.6) = 5 steps (done), 0.15 = round(6.9) = 7.
-  assert run.is_finished(tiny_run(data_dir, total_steps=0, total_epochs=0.1), root)
-  assert not run.is_finished(tiny_run(data_dir, total_steps=0, total_epochs=0.15), root)
+  assert run.is_finished(seeded(1, total_steps=0, total_epochs=0.1)[0], root)
+  assert not run.is_finished(seeded(1, total_steps=0, total_epochs=0.15)[0], root)
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == 5
   manager.close()
+  # The report reads each seed's run, its seed from the config that training wrote.
+  results = report.write_report(root, with_layer_responses=False)
+  assert {name: (r['seed'], r['steps']) for name, r in results['runs'].items()} == {
+      'tiny/seed0': (0, 5), 'tiny/seed1': (1, 3)}
+  assert results['networks']['tiny']['seeds'] == [0, 1]
 
 
 @contextlib.contextmanager
