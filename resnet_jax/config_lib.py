@@ -187,12 +187,20 @@ def _dataset_problems(config, spec: registry.DatasetSpec) -> list[str]:
   return problems
 
 
-def validate(config, *, device_count: int, process_count: int,
-             spec: registry.DatasetSpec | None = None) -> None:
+def check_dataset(config, spec: registry.DatasetSpec) -> None:
+  """Raises ``ConfigError`` where ``config.dataset`` cannot train on the dataset ``spec``
+  describes (``data.specs.spec_of``: its registry entry, or its tfds builder's info)."""
+  problems = _dataset_problems(config, spec)
+  if problems:
+    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+
+
+def validate(config, *, device_count: int, process_count: int) -> None:
   """Raises ``ConfigError`` for any config that cannot train correctly.
 
-  ``spec``: the facts of ``config.dataset`` (``data.specs.spec_of``, which reads a dataset
-  without a registry entry from its tfds builder); None takes the registry's entry.
+  A dataset without a registry entry is checked by ``check_dataset`` once its facts are read
+  from its tfds builder (``train`` does both), so that everything else is checked without
+  TensorFlow.
   """
   problems = []
   if config.model.name not in models.MODEL_NAMES:
@@ -208,13 +216,8 @@ def validate(config, *, device_count: int, process_count: int,
                        ('gradient_allreduce_dtype', config.gradient_allreduce_dtype)):
     if value not in ('float32', 'bfloat16'):
       problems.append(f"{field}={value!r}; use 'float32' or 'bfloat16'.")
-  spec = spec or registry.DATASETS.get(config.dataset.name)
-  if spec is None:
-    problems.append(f'dataset.name={config.dataset.name!r} has no registry entry (registered: '
-                    f'{", ".join(registry.DATASETS)}); pass its facts as read from its tfds '
-                    'builder (spec=data.specs.spec_of(config)).')
-  else:
-    problems += _dataset_problems(config, spec)
+  if config.dataset.name in registry.DATASETS:
+    problems += _dataset_problems(config, registry.DATASETS[config.dataset.name])
   if config.dataset.shuffle_buffer < 1:
     problems.append(f'dataset.shuffle_buffer={config.dataset.shuffle_buffer} must be at least 1 '
                     '(records per shuffled window of the streamed ImageNet order).')

@@ -114,20 +114,21 @@ class PreemptionFlag:
 def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one."""
   library_logs.quiet()
+  # ---- Checks, before reading data or compiling anything.
+  config_lib.validate(config, device_count=jax.device_count(),
+                      process_count=jax.process_count())
+  config_lib.warn_if_imagenet_on_cpu(config, jax.default_backend(), jax.process_count())
+  config_lib.check_workdir(config, workdir)
+  config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
+                                         jax.process_count())
   # TensorFlow (tfds, tf.data, clu's writers), imported when a run starts, not with the module.
   from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
 
   from resnet_jax import reporting  # pylint: disable=import-outside-toplevel
   from resnet_jax.data import pipeline, specs  # pylint: disable=import-outside-toplevel
-  # ---- Checks, before reading data or compiling anything. The dataset's facts: its registry
-  # entry, or its tfds builder's info (metadata only).
+  # The dataset's facts: its registry entry, or its tfds builder's info (metadata only).
   spec = specs.spec_of(config)
-  config_lib.validate(config, device_count=jax.device_count(),
-                      process_count=jax.process_count(), spec=spec)
-  config_lib.warn_if_imagenet_on_cpu(config, jax.default_backend(), jax.process_count())
-  config_lib.check_workdir(config, workdir)
-  config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
-                                         jax.process_count())
+  config_lib.check_dataset(config, spec)
   device_resident.check_config(config, spec)
   info = pipeline.get_dataset_info(config)
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())

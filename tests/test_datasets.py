@@ -68,7 +68,8 @@ def test_small_datasets_train_on_padded_crops_of_their_images(tmp_path, name, cl
   config.batch_size = config.eval_batch_size = 16
   with prepared_mock(name, str(tmp_path), num_examples=16):
     spec = specs.spec_of(config)
-    config_lib.validate(config, device_count=1, process_count=1, spec=spec)
+    config_lib.validate(config, device_count=1, process_count=1)
+    config_lib.check_dataset(config, spec)
     info = pipeline.get_dataset_info(config)
     originals, labels = pipeline.load_train_arrays(config)  # Mean subtracted, not augmented.
     batch = next(pipeline.train_batches(config, start_step=0, process_index=0, process_count=1))
@@ -122,7 +123,8 @@ def test_imagenet_style_datasets_stream_their_records(tmp_path, name, tfds_name,
                                             for s in splits}, num_files=2, name=tfds_name)
   config = imagenet_config(tmp_path, name, splits[1])
   spec = specs.spec_of(config)
-  config_lib.validate(config, device_count=1, process_count=1, spec=spec)
+  config_lib.validate(config, device_count=1, process_count=1)
+  config_lib.check_dataset(config, spec)
   assert (spec.family, pipeline.get_dataset_info(config).num_classes) == (registry.IMAGENET,
                                                                           classes)
   epoch = list(itertools.islice(pipeline.train_batches(

@@ -10,7 +10,8 @@ own size from a padding of an eighth of it, flips), anything else the IMAGENET f
 unprepared dataset with a ``DatasetNotAvailableError`` that says how to prepare it.
 
 The registry (layer 1) holds facts and imports no TensorFlow, so reading a builder lives here;
-``train`` resolves the spec once and hands it to ``config_lib.validate`` (docs/ARCHITECTURE.md).
+``train`` resolves the spec once and hands it to ``config_lib.check_dataset``
+(docs/ARCHITECTURE.md).
 """
 
 import functools
