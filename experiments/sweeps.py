@@ -29,8 +29,13 @@ class Run(NamedTuple):
 DIGITS_DEPTH_OVERRIDES = {'optimizer.warmup_steps': 46}
 
 
-def _cifar(models, **overrides):
-  return [Run(m, f'configs/cifar10.py:{m}', dict(overrides)) for m in models]
+def _cifar(models, dataset='cifar10', **overrides):
+  return [Run(m, f'configs/{dataset}.py:{m}', dict(overrides)) for m in models]
+
+
+# Figure 6's nets: plain and residual at 20 to 56 layers, and ResNet-110.
+CIFAR_DEPTH_STUDY = ['plain20', 'plain32', 'plain44', 'plain56', 'resnet20', 'resnet32',
+                     'resnet44', 'resnet56', 'resnet110']
 
 
 def _digits(models):
@@ -39,8 +44,9 @@ def _digits(models):
 
 SWEEPS = {
     # Figure 6 and Table 6: plain vs residual on CIFAR-10 with the paper's recipe.
-    'depth_study:cifar10': _cifar(['plain20', 'plain32', 'plain44', 'plain56', 'resnet20',
-                                   'resnet32', 'resnet44', 'resnet56', 'resnet110']),
+    'depth_study:cifar10': _cifar(CIFAR_DEPTH_STUDY),
+    # The same nets and recipe on CIFAR-100 (not in the paper).
+    'depth_study:cifar100': _cifar(CIFAR_DEPTH_STUDY, 'cifar100'),
     # The same study on the bundled offline dataset, sized for a 2-core CPU.
     'depth_study:digits': _digits(['plain20', 'plain56', 'resnet20', 'resnet56']),
     # Table 2 and Figure 4: plain-18/34 vs ResNet-18/34 with zero-padded identity shortcuts (A).
@@ -63,7 +69,7 @@ SWEEPS = {
 # Seeds per net unless --seeds says otherwise. The paper gives CIFAR-10's ResNet-110 as
 # best (mean ± std) over 5 runs (Table 6) and each ImageNet net as one run; the digits study is
 # sized for 3 seeds on a 2-core CPU.
-DEFAULT_SEEDS = {'depth_study:cifar10': 5, 'depth_study:digits': 3,
+DEFAULT_SEEDS = {'depth_study:cifar10': 5, 'depth_study:cifar100': 5, 'depth_study:digits': 3,
                  'imagenet_plain_vs_residual': 1, 'shortcuts': 1, 'imagenet_deep': 1,
                  'cifar_1202': 5}
 

@@ -241,8 +241,57 @@ def extra_eval_problems(config) -> list[str]:
   return problems
 
 
+def _split_names(split: str) -> list[str]:
+  """The tfds split names of a split expression: 'train[:45000]+extra' -> ['train', 'extra']."""
+  return [part.strip() for part in re.sub(r'\[[^\]]*\]', '', split).split('+')]
+
+
+def _describe(splits: dict[str, int]) -> str:
+  return ', '.join(f'{name} ({count:,} images)' for name, count in splits.items())
+
+
+def _dataset_problems(config, spec: registry.DatasetSpec) -> list[str]:
+  """What keeps ``config.dataset`` from training on the dataset ``spec`` describes: an image size
+  it cannot crop, a split it lacks, no training split at all."""
+  ds, sizes = config.dataset, spec.image_sizes
+  problems = []
+  if not sizes[0] <= ds.image_size <= sizes[1]:
+    problems.append(f'dataset.image_size={ds.image_size} does not fit {ds.name}: crops must be '
+                    f'between {sizes[0]} and {sizes[1]} pixels wide (a crop cannot be larger '
+                    'than the image it is cut from).')
+  if spec.eval_only:
+    problems.append(
+        f'dataset.name={ds.name!r} is an evaluation-only dataset: it has no train split, only '
+        f'{_describe(spec.splits)}. Train on a dataset of the same {spec.num_classes} classes '
+        f'and evaluate on {ds.name} beside it.')
+    return problems
+  held_out = next((name for name in spec.splits if name != registry.TRAIN_SPLIT), None)
+  for field, suggested in (('train_split', registry.TRAIN_SPLIT), ('eval_split', held_out)):
+    missing = [name for name in _split_names(ds[field])
+               if name not in spec.splits and name != 'all']  # tfds' name for every split.
+    if missing:
+      problems.append(f'dataset.{field}={ds[field]!r} names no split of {ds.name} '
+                      f'({", ".join(map(repr, missing))}); its splits are {_describe(spec.splits)}.'
+                      f' Set e.g. --config.dataset.{field}={suggested or "train[90%:]"} (tfds '
+                      "split syntax: 'train[:90%]', 'train+extra').")
+  return problems
+
+
+def check_dataset(config, spec: registry.DatasetSpec) -> None:
+  """Raises ``ConfigError`` where ``config.dataset`` cannot train on the dataset ``spec``
+  describes (``data.specs.spec_of``: its registry entry, or its tfds builder's info)."""
+  problems = _dataset_problems(config, spec)
+  if problems:
+    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+
+
 def validate(config, *, device_count: int, process_count: int) -> None:
-  """Raises ``ConfigError`` for any config that cannot train correctly."""
+  """Raises ``ConfigError`` for any config that cannot train correctly.
+
+  A dataset without a registry entry is checked by ``check_dataset`` once its facts are read
+  from its tfds builder (``train`` does both), so that everything else is checked without
+  TensorFlow.
+  """
   problems = []
   if config.model.name not in models.MODEL_NAMES:
     problems.append(f'model.name={config.model.name!r} is not a model. Valid names: '
@@ -257,15 +306,8 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                        ('gradient_allreduce_dtype', config.gradient_allreduce_dtype)):
     if value not in ('float32', 'bfloat16'):
       problems.append(f"{field}={value!r}; use 'float32' or 'bfloat16'.")
-  spec = registry.DATASETS.get(config.dataset.name)
-  sizes = spec and spec.image_sizes
-  if spec is None:
-    problems.append(f'dataset.name={config.dataset.name!r} is not supported; use one of '
-                    f'{", ".join(registry.DATASETS)}.')
-  elif not sizes[0] <= config.dataset.image_size <= sizes[1]:
-    problems.append(f'dataset.image_size={config.dataset.image_size} does not fit '
-                    f'{config.dataset.name}: crops must be between {sizes[0]} and {sizes[1]} '
-                    'pixels wide (a crop cannot be larger than the image it is cut from).')
+  if config.dataset.name in registry.DATASETS:
+    problems += _dataset_problems(config, registry.DATASETS[config.dataset.name])
   if config.dataset.shuffle_buffer < 1:
     problems.append(f'dataset.shuffle_buffer={config.dataset.shuffle_buffer} must be at least 1 '
                     '(records per shuffled window of the streamed ImageNet order).')

@@ -85,11 +85,13 @@ class Run:
     """
     _pipeline().get_dataset_info(self.config)  # Prepares digits, refuses what is not.
     tfds = importlib.import_module('tensorflow_datasets')
-    builder = tfds.builder(self.config.dataset.name, data_dir=self.config.dataset.data_dir)
+    spec = importlib.import_module('resnet_jax.data.specs').spec_of(self.config)
+    builder = tfds.builder(spec.tfds_name, data_dir=self.config.dataset.data_dir)
     records = builder.as_dataset(split=split or self.config.dataset.eval_split,
-                                 shuffle_files=False, as_supervised=True,
+                                 shuffle_files=False,
                                  read_config=tfds.ReadConfig(try_autocache=False)).take(count)
-    images, labels = zip(*tfds.as_numpy(records))
+    images, labels = zip(*((example['image'], example[spec.label_feature])
+                           for example in tfds.as_numpy(records)))
     same_shape = len({image.shape for image in images}) == 1
     return (np.stack(images) if same_shape else list(images)), np.array(labels)
 

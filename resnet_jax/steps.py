@@ -80,6 +80,11 @@ class EvalMetrics(metrics.Collection):
   error_top5: metrics.Average.from_output('error_top5')
 
 
+def _check_ks(ks: Sequence[int]) -> None:
+  if not ks or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
+    raise ValueError(f'Top-k errors need whole numbers k >= 1; got {tuple(ks)}.')
+
+
 def top_k_errors(logits, labels, ks: Sequence[int] = (1, 5)):
   """Per-example top-k errors, float32 [B, len(ks)], one column per ``k`` of ``ks``: 0 where
   the label is among the ``k`` highest scores, 1 where it is not, a fraction where a tie leaves
@@ -96,8 +101,7 @@ def top_k_errors(logits, labels, ks: Sequence[int] = (1, 5)):
   numpy arrays are computed with numpy, on the host, compiling nothing (evaluation averages its
   views' probabilities there); anything else, traced arrays included, with ``jax.numpy``.
   """
-  if not ks or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
-    raise ValueError(f'Top-k errors need whole numbers k >= 1; got {tuple(ks)}.')
+  _check_ks(ks)
   xp = np if isinstance(logits, np.ndarray) else jnp
   scores = logits.astype(xp.float32)
   label_score = xp.take_along_axis(scores, xp.asarray(labels)[:, None], axis=-1)
@@ -111,12 +115,55 @@ def top_k_errors(logits, labels, ks: Sequence[int] = (1, 5)):
                    for k in ks], axis=-1).astype(xp.float32)
 
 
+def top_k_set_errors(logits, label_sets, ks: Sequence[int] = (1, 5)):
+  """``top_k_errors`` where each example's label is a set of classes, bool [B, classes] (ReaL,
+  Beyer et al. 2020): 0 where one of the set is among the ``k`` highest scores, 1 where none
+  is, ties counted as a uniformly random order of the tied classes would on average.
+
+  With ``s`` classes scoring strictly higher than the set's best member and ``t`` classes tied
+  with it, ``m`` of them in the set, the tie fills positions ``s, ..., s + t - 1`` in a random
+  order, and the chance that none of the ``m`` lands among the ``r = k - s`` of them inside the
+  top k is ``C(t - m, r) / C(t, r)``, the product over ``i < r`` of ``(t - m - i) / (t - i)``
+  (for one class, ``top_k_errors``'s count). An empty set, or any NaN or infinite score, is an
+  error at every ``k``. numpy in, numpy out, as ``top_k_errors``.
+  """
+  _check_ks(ks)
+  xp = np if isinstance(logits, np.ndarray) else jnp
+  scores, label_sets = logits.astype(xp.float32), xp.asarray(label_sets, bool)
+  best = xp.max(xp.where(label_sets, scores, -xp.inf), axis=-1, keepdims=True)
+  higher = xp.sum(scores > best, axis=-1)
+  tied = scores == best
+  level = xp.sum(tied, axis=-1)
+  members = xp.sum(tied & label_sets, axis=-1)
+  scored = xp.all(xp.isfinite(scores), axis=-1) & xp.any(label_sets, axis=-1)
+  columns = []
+  for k in ks:
+    none_in_top_k = xp.ones(scores.shape[:-1], xp.float32)
+    for i in range(int(k)):
+      left = xp.clip((level - members - i) / xp.maximum(level - i, 1), 0, 1)
+      none_in_top_k = none_in_top_k * xp.where(i < k - higher, left, 1)
+    columns.append(xp.where(scored, none_in_top_k, 1))
+  return xp.stack(columns, axis=-1).astype(xp.float32)
+
+
 def classification_outputs(logits, labels):
   """Per-example cross-entropy and top-1 / top-5 errors (``top_k_errors``), in float32."""
   logits = logits.astype(jnp.float32)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  errors = top_k_errors(logits, labels, (1, 5))
-  return dict(loss=loss, error_top1=errors[:, 0], error_top5=errors[:, 1])
+  return _outputs(loss, top_k_errors(logits, labels, (1, 5)))
+
+
+def _outputs(loss, errors):
+  return {'loss': loss, 'error_top1': errors[:, 0], 'error_top5': errors[:, 1]}
+
+
+def label_set_outputs(logits, label_sets):
+  """``classification_outputs`` for labels that are sets of classes (``top_k_set_errors``): the
+  loss is the cross-entropy of the event "the class is in the set" (0 for an empty set)."""
+  logits = logits.astype(jnp.float32)
+  in_set = jax.nn.logsumexp(jnp.where(label_sets, logits, -jnp.inf), axis=-1)
+  loss = jnp.where(label_sets.any(-1), jax.nn.logsumexp(logits, axis=-1) - in_set, 0.0)
+  return _outputs(loss, top_k_set_errors(logits, label_sets, (1, 5)))
 
 
 def model_images(batch, image_correction=None):
@@ -195,7 +242,15 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
 
 def eval_step(variables, batch, *, model, image_correction=None) -> EvalMetrics:
   """Metrics of one evaluation batch; examples whose ``mask`` is False do not count.
-  ``image_correction``: see ``model_images``."""
+
+  A batch of ``label_set`` (bool [B, classes]) instead of ``label`` scores each example against
+  its set (``label_set_outputs``); an example with an empty set does not count (ReaL's rule).
+  ``image_correction``: see ``model_images``.
+  """
   logits = model.apply(variables, model_images(batch, image_correction), train=False)
-  outputs = classification_outputs(logits, batch['label'])
-  return EvalMetrics.single_from_model_output(**outputs, mask=batch['mask'])
+  if 'label_set' in batch:
+    outputs = label_set_outputs(logits, batch['label_set'])
+    mask = batch['mask'] & batch['label_set'].any(-1)
+  else:
+    outputs, mask = classification_outputs(logits, batch['label']), batch['mask']
+  return EvalMetrics.single_from_model_output(**outputs, mask=mask)

@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
 from resnet_jax import checkpointing, config_lib, library_logs, optim, steps
-from resnet_jax.data import device_resident, registry
+from resnet_jax.data import device_resident
 from resnet_jax.errors import DivergenceError
 from resnet_jax.evaluation import loop as eval_loop
 from resnet_jax.parallel import cpu_workarounds, distributed, multistep, sharding
@@ -125,8 +125,11 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
 
   from resnet_jax import reporting  # pylint: disable=import-outside-toplevel
-  from resnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  device_resident.check_config(config)
+  from resnet_jax.data import pipeline, specs  # pylint: disable=import-outside-toplevel
+  # The dataset's facts: its registry entry, or its tfds builder's info (metadata only).
+  spec = specs.spec_of(config)
+  config_lib.check_dataset(config, spec)
+  device_resident.check_config(config, spec)
   info = pipeline.get_dataset_info(config)
   pipeline.check_extra_evals(config)
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
@@ -233,7 +236,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
           logdir=workdir, num_profile_steps=profile_steps, profile_duration_ms=None,
           first_profile=step_ends[0], every_secs=None))
   if config.dataset.device_resident:  # The split on the devices; a call takes a step count.
-    augment, spec = config.dataset.augment, registry.get(config.dataset.name)
+    augment = config.dataset.augment
     train_fn = device_resident.make_train_fn(
         train_step, device_resident.put_on_devices(*pipeline.load_train_arrays(config), mesh),
         mesh, seed=config.seed, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,

@@ -28,6 +28,15 @@ def test_depth_study_cifar10_is_figure_6():
     assert config_lib.warmup_steps(config) == (400 if r.name == 'resnet110' else 0)
 
 
+def test_depth_study_cifar100_runs_figure_6s_nets_on_cifar100():
+  runs = sweeps.get_sweep('depth_study:cifar100')
+  assert [r.name for r in runs] == [r.name for r in sweeps.get_sweep('depth_study:cifar10')]
+  for r in runs:
+    config = run.load_config(r)
+    assert (config.model.name, config.dataset.name, config.total_steps) == (
+        r.name, 'cifar100', 64_000)
+
+
 def test_imagenet_sweeps_use_the_papers_shortcut_options():
   shortcut = lambda name: {r.name: run.load_config(r).model.shortcut
                            for r in sweeps.get_sweep(name)}

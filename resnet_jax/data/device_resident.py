@@ -34,9 +34,10 @@ from resnet_jax.parallel import multistep
 _DATA_STREAM = 0xDA7A  # Folded into the seed's key, so data keys differ from the model's.
 
 
-def check_config(config) -> None:
-  """Raises ``ConfigError`` if ``dataset.device_resident`` is set for a dataset it cannot hold."""
-  if config.dataset.device_resident and not registry.get(config.dataset.name).in_memory:
+def check_config(config, spec: registry.DatasetSpec) -> None:
+  """Raises ``ConfigError`` if ``dataset.device_resident`` is set for a dataset (``spec``) it
+  cannot hold."""
+  if config.dataset.device_resident and not spec.in_memory:
     held = [name for name, spec in registry.DATASETS.items() if spec.in_memory]
     raise ConfigError(f'dataset.device_resident=True needs a dataset held in memory '
                       f'({", ".join(held)}), not {config.dataset.name!r}; set '

@@ -37,7 +37,7 @@ import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from resnet_jax import notebook, steps
-from resnet_jax.data import pipeline, registry
+from resnet_jax.data import pipeline, specs
 from resnet_jax.evaluation import views as eval_views
 from resnet_jax.parallel import sharding
 
@@ -162,7 +162,12 @@ def _check(config, mode: str) -> None:
   """Stops on a mode the dataset does not support, or missing data, before any work."""
   if mode not in MODES:
     raise ValueError(f'Unknown evaluation mode {mode!r}; use one of {", ".join(MODES)}.')
-  if mode != 'center' and not registry.get(config.dataset.name).has_views:
+  spec = specs.spec_of(config)
+  if spec.label_sets:
+    raise ValueError(f'The evaluation modes score one class per image; {config.dataset.name} '
+                     "labels each image with a set of classes, which the training loop's "
+                     'evaluation scores (steps.eval_step): evaluate it beside a training run.')
+  if mode != 'center' and not spec.has_views:
     raise ValueError(f'Mode {mode!r} crops and rescales full-size images; evaluate '
                      f"{config.dataset.name} with 'center', its single original view, as the "
                      'paper does for CIFAR-10.')
