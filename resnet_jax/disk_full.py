@@ -34,7 +34,8 @@ def _checkpoints(workdir) -> tuple[list[int], list[str]]:
                  if checkpointing.UNFINISHED_SUFFIX in n))
 
 
-def _space(workdir) -> shutil._ntuple_diskusage:
+def _space(workdir):
+  """``shutil.disk_usage`` (total, used, free) of the filesystem that holds ``workdir``."""
   existing = os.fspath(workdirs.path(workdir))
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
@@ -52,8 +53,9 @@ def _message(workdir, problem: str, free: int) -> str:
              f'step {complete[-1]} is complete and intact, and the run goes on from it')
   else:
     text += '. No checkpoint was complete yet: the run starts again from step 0'
-  return (text + '. Make room (delete other files, lower --config.keep_checkpoints, or move the '
-          'workdir to a larger disk), then run the same command again.')
+  return (text + '. Make room for one more checkpoint (delete other files, or move the workdir '
+          'to a larger disk; with --config.keep_checkpoints=N the disk needs room for N + 1), '
+          'then run the same command again.')
 
 
 def _what_failed(workdir, error: BaseException) -> str:
@@ -65,8 +67,9 @@ def _what_failed(workdir, error: BaseException) -> str:
             'the next start removes it)')
   while error.__cause__ or error.__context__:  # The error the library met first.
     error = error.__cause__ or error.__context__
-  where = getattr(error, 'filename', None) or str(error).splitlines()[0][:300]
-  return f'writing {where} failed'
+  if getattr(error, 'filename', None):
+    return f'writing {error.filename} failed'
+  return f'a write failed ({str(error).splitlines()[0][:300]})'
 
 
 @contextlib.contextmanager
@@ -97,5 +100,6 @@ def check_room_for_a_checkpoint(workdir) -> None:
   need = _tree_size(os.path.join(checkpointing.checkpoint_dir(workdir), str(complete[-1])))
   free = _space(workdir).free + sum(_tree_size(p) for p in unfinished)
   if free < need:
-    raise DiskFullError(_message(workdir, 'the next checkpoint would not fit, so the run would '
-                                 'stop there', free))
+    raise DiskFullError(_message(
+        workdir, 'the next checkpoint would not fit, so the run stopped before compiling (the '
+        'free space counts the unfinished checkpoint that a start removes)', free))

@@ -37,13 +37,13 @@ class _LibraryInfoFilter(std_logging.Filter):
         library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))
 
 
-def _drop_closed_loop_callbacks(unraisable, previous=sys.unraisablehook):
-  """Ignores 'Event loop is closed' from tensorstore's callbacks: once one of orbax's writes
-  fails (a full disk), orbax closes its event loop and the writes still in flight call back into
-  it; the failure itself reaches the run."""
+def _drop_closed_loop_callbacks(unraisable):
+  """Ignores 'Event loop is closed' from tensorstore's callbacks (Python's own hook reports the
+  rest): once one of orbax's writes fails (a full disk), orbax closes its event loop and the
+  writes still in flight call back into it; the failure itself reaches the run."""
   if not (isinstance(unraisable.exc_value, RuntimeError)
           and str(unraisable.exc_value) == 'Event loop is closed'):
-    previous(unraisable)
+    sys.__unraisablehook__(unraisable)
 
 
 def quiet() -> None:

@@ -348,9 +348,11 @@ def _from_process_0(text: str) -> str:
     return text
   data = np.frombuffer(text.encode(), np.uint8).astype(np.int32)
   size = int(multihost_utils.broadcast_one_to_all(np.int32(data.size)))
-  padded = np.zeros(max(size, 1), np.int32)
+  if not size:
+    return ''
+  padded = np.zeros(size, np.int32)
   padded[:min(size, data.size)] = data[:size]
-  received = np.asarray(multihost_utils.broadcast_one_to_all(padded))[:size]
+  received = np.asarray(multihost_utils.broadcast_one_to_all(padded))
   return bytes(received.astype(np.uint8).tolist()).decode()
 
 

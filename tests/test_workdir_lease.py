@@ -19,7 +19,14 @@ import pytest
 
 from resnet_jax import workdir_lease
 from resnet_jax.errors import WorkdirInUseError
-from tests.harness import ROOT, free_port, run_main, tiny_digits_flags, train_losses
+from tests.harness import (
+  ROOT,
+  bucket_at,
+  free_port,
+  run_main,
+  tiny_digits_flags,
+  train_losses,
+)
 
 # When the other host's run started, and how its message must print it.
 SINCE = datetime.datetime(2026, 12, 1, 9, 30, 5, tzinfo=datetime.UTC).timestamp()
@@ -78,6 +85,27 @@ def test_another_hosts_lease_refuses_while_live_and_is_taken_when_dead(
   finally:
     lease.release()
   assert lease_files(str(tmp_path)) == []
+
+
+def test_a_gs_workdir_is_refused_taken_and_renewed_as_a_local_one(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # Plain os calls on 'gs://bucket/...' would write a local 'gs:'.
+  local = tmp_path / 'bucket' / 'run'
+  local.mkdir(parents=True)
+  with bucket_at(tmp_path / 'bucket', monkeypatch):
+    live = other_hosts_claim(str(local))
+    with pytest.raises(WorkdirInUseError, match=f'gs://bucket/run is in use by another run: {NAMED}'):
+      workdir_lease.WorkdirLease('gs://bucket/run').acquire()
+    os.remove(live)
+    other_hosts_claim(str(local), age_s=61.0)
+    lease = workdir_lease.WorkdirLease('gs://bucket/run')
+    lease.acquire()
+    (held,) = lease_files(str(local))
+    assert held == f'lease.held.{lease.token}.json'
+    before = json.loads((local / held).read_text())['renewed_at']
+    lease.renew()  # In a bucket the renewal rewrites the object (no modification time to set).
+    assert json.loads((local / held).read_text())['renewed_at'] > before
+    lease.release()
+  assert lease_files(str(local)) == []
 
 
 def test_a_stale_lease_elsewhere_is_waited_for_until_it_expires(tmp_path, caplog):
