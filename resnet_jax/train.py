@@ -19,7 +19,15 @@ from clu import parameter_overview
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
-from resnet_jax import checkpointing, config_lib, library_logs, optim, steps
+from resnet_jax import (
+  checkpointing,
+  config_lib,
+  disk_full,
+  library_logs,
+  optim,
+  steps,
+  workdir_lease,
+)
 from resnet_jax.data import device_resident
 from resnet_jax.errors import DivergenceError
 from resnet_jax.evaluation import loop as eval_loop
@@ -112,7 +120,11 @@ class PreemptionFlag:
 
 
 def train_and_evaluate(config, workdir: str) -> steps.TrainState:
-  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one."""
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one.
+
+  After the checks the run holds the workdir (``workdir_lease``: a second run there is refused)
+  and a full disk stops it with one message (``disk_full``).
+  """
   library_logs.quiet()
   # ---- Checks, before reading data or compiling anything.
   config_lib.validate(config, device_count=jax.device_count(),
@@ -121,10 +133,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   config_lib.check_workdir(config, workdir)
   config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
                                          jax.process_count())
-  # TensorFlow (tfds, tf.data, clu's writers), imported when a run starts, not with the module.
-  from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
-
-  from resnet_jax import reporting  # pylint: disable=import-outside-toplevel
+  # TensorFlow (tfds, tf.data), imported when a run starts, not with the module.
   from resnet_jax.data import pipeline, specs  # pylint: disable=import-outside-toplevel
   # The dataset's facts: its registry entry, or its tfds builder's info (metadata only).
   spec = specs.spec_of(config)
@@ -133,9 +142,21 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   info = pipeline.get_dataset_info(config)
   pipeline.check_extra_evals(config)
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
+  with disk_full.stops_the_run(workdir), workdir_lease.hold(workdir) as lease:
+    disk_full.check_room_for_a_checkpoint(workdir)
+    return _train(config, workdir, lease, spec, info, steps_per_epoch)
+
+
+def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
+           steps_per_epoch: int) -> steps.TrainState:
+  """The run, in the workdir it holds: program, state, logging, input and the loop."""
+  # TensorFlow (clu's writers), imported when a run starts, not with the module.
+  from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
+
+  from resnet_jax import reporting  # pylint: disable=import-outside-toplevel
+  from resnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   num_steps = config_lib.total_steps(config, steps_per_epoch)
   every = config_lib.intervals(config, steps_per_epoch)
-
   num_shards = config_lib.data_shards(config, jax.process_count())
   is_chief = jax.process_index() == 0
 
@@ -213,6 +234,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
 
   def save_checkpoint(step):
     nonlocal last_checkpoint
+    lease.check(step)
     checkpointing.save(manager, state, data_position=step, num_shards=num_shards)
     last_checkpoint = step
 

@@ -1,5 +1,6 @@
 """Runs main.py the way a user does, on simulated CPU devices, and reads back what it wrote."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+from etils import epath
 
 from resnet_jax import checkpointing, events
 
@@ -23,6 +25,25 @@ def tiny_digits_flags(data_dir, **overrides):
   }
   flags.update(overrides)
   return [f'--config.{k}={v}' for k, v in flags.items()]
+
+
+@contextlib.contextmanager
+def bucket_at(local_dir, monkeypatch):
+  """Serves ``gs://bucket/...`` from ``local_dir``, through etils' own epath test double.
+
+  With TensorFlow installed, epath hands gs:// to TensorFlow's GCS client before its double;
+  that choice is switched off here so the double serves every call.
+  """
+
+  def redirected(original_fn, *args, **kwargs):
+    return original_fn(*(os.fspath(a).replace('gs://bucket', str(local_dir))
+                         if isinstance(a, str | os.PathLike) else a for a in args), **kwargs)
+
+  monkeypatch.setattr(epath.gpath, '_is_tf_installed', lambda: False)
+  names = ('open', 'exists', 'isdir', 'listdir', 'glob', 'makedirs', 'mkdir', 'stat', 'remove',
+           'rename', 'replace')
+  with epath.testing.mock_epath(**dict.fromkeys(names, redirected)):
+    yield
 
 
 def free_port():

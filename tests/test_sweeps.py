@@ -1,17 +1,15 @@
 """Sweeps and their runner: expansion, --print_commands, skipping finished and resuming runs."""
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from etils import epath
 
 from experiments import launchers, report, run, sweeps
 from resnet_jax import checkpointing, config_lib, events
-from tests.harness import ROOT
+from tests.harness import ROOT, bucket_at
 
 
 def test_depth_study_cifar10_is_figure_6():
@@ -166,23 +164,6 @@ def test_runner_resumes_unfinished_and_skips_finished_runs_seed_by_seed(data_dir
   assert {name: (r['seed'], r['steps']) for name, r in results['runs'].items()} == {
       'tiny/seed0': (0, 5), 'tiny/seed1': (1, 3)}
   assert results['networks']['tiny']['seeds'] == [0, 1]
-
-
-@contextlib.contextmanager
-def bucket_at(local_dir, monkeypatch):
-  """Serves ``gs://bucket/...`` from ``local_dir``, through etils' own epath test double.
-
-  With TensorFlow installed, epath hands gs:// to TensorFlow's GCS client before its double;
-  that choice is switched off here so the double serves every call.
-  """
-
-  def redirected(original_fn, path, *args, **kwargs):
-    return original_fn(os.fspath(path).replace('gs://bucket', str(local_dir)), *args, **kwargs)
-
-  monkeypatch.setattr(epath.gpath, '_is_tf_installed', lambda: False)
-  names = ('open', 'exists', 'isdir', 'listdir', 'glob', 'makedirs', 'mkdir', 'stat')
-  with epath.testing.mock_epath(**dict.fromkeys(names, redirected)):
-    yield
 
 
 def test_sweep_root_in_a_bucket_is_written_and_read_through_epath(tmp_path, monkeypatch):
