@@ -8,7 +8,6 @@ run goes on from. Local filesystems only: an object store has no disk to fill.
 """
 
 import contextlib
-import gc
 import os
 import shutil
 
@@ -65,8 +64,10 @@ def _what_failed(workdir, error: BaseException) -> str:
     step = os.path.basename(unfinished[0]).split('.')[0]
     return (f'the checkpoint of step {step} could not be written ({names} is left unfinished; '
             'the next start removes it)')
-  while error.__cause__ or error.__context__:  # The error the library met first.
-    error = error.__cause__ or error.__context__
+  chain = [error]
+  while chain[-1].__cause__ or chain[-1].__context__:
+    chain.append(chain[-1].__cause__ or chain[-1].__context__)
+  error = next(e for e in reversed(chain) if is_out_of_space(e))  # The one the library met.
   if getattr(error, 'filename', None):
     return f'writing {error.filename} failed'
   return f'a write failed ({str(error).splitlines()[0][:300]})'
@@ -82,9 +83,6 @@ def stops_the_run(workdir):
   except Exception as error:
     if workdirs.is_remote(workdir) or not is_out_of_space(error):
       raise
-    # Orbax's writes that were cut short are finalised now, while the interpreter can still run
-    # their clean-up, rather than at its shutdown (where they fail with an ImportError).
-    gc.collect()
     raise DiskFullError(_message(workdir, _what_failed(workdir, error),
                                  _space(workdir).free)) from None
 

@@ -19,14 +19,15 @@ ACCELERATOR_DEVICES = ('/dev/accel*', '/dev/vfio/[0-9]*', '/dev/nvidia[0-9]*', '
                        '/dev/dxg', '/dev/kfd')
 
 
-# Libraries whose failed writes log the error in each of their threads (orbax's save threads,
-# clu's asynchronous metric writer) before the run's own thread sees it.
-_WRITERS = ('/orbax/', '/clu/')
+# Where a failed write is logged again apart from the run's own report: orbax's save threads,
+# clu's asynchronous metric writer, and asyncio ('Task exception was never retrieved', for the
+# writes orbax abandoned once one failed).
+_WRITERS = ('/orbax/', '/clu/', '/asyncio/')
 
 
 class _LibraryInfoFilter(std_logging.Filter):
   """Drops the INFO records orbax and tfds log for every save and read, and the records of
-  orbax's and clu's writer threads about a full disk; other warnings and errors still show."""
+  orbax's, clu's and asyncio's about a full disk; other warnings and errors still show."""
 
   def filter(self, record):
     if any(library in record.pathname for library in _WRITERS) and (

@@ -1,9 +1,10 @@
 """A full disk: one message and exit status 2; with room again, the run goes on from its last
 complete checkpoint.
 
-The disk is real: a 3.5 MiB tmpfs that the test mounts (as root; skipped elsewhere), on which one
-checkpoint of the digits ResNet-20 (269,434 parameters and their momentum, float32: 2.1 MiB)
-fits, and a second does not.
+The disks are real: tmpfs mounts made by the tests (as root; skipped elsewhere). On 6 MiB, two
+checkpoints of the digits ResNet-20 (269,434 parameters and their momentum, float32: 2.1 MiB)
+fit, and a third does not: the issue's case, where the run used to die in orbax's tracebacks and
+an ImportError at interpreter shutdown.
 """
 
 import contextlib
@@ -35,8 +36,8 @@ def mounted_tmpfs(mount_point, size):
 
 @pytest.fixture
 def small_disk(tmp_path):
-  """A 3.5 MiB tmpfs, unmounted after the test."""
-  yield mounted_tmpfs(tmp_path / 'disk', '3584k')
+  """A 6 MiB tmpfs, unmounted after the test."""
+  yield mounted_tmpfs(tmp_path / 'disk', '6m')
   subprocess.run(['umount', str(tmp_path / 'disk')], check=True)
 
 
@@ -76,8 +77,8 @@ def test_a_full_disk_stops_with_one_message_and_a_restart_with_room_goes_on(
     small_disk, data_dir):
   workdir = str(small_disk / 'run')
   checkpoints = checkpointing.checkpoint_dir(workdir)
-  flags = tiny_digits_flags(data_dir, total_steps=3, checkpoint_every_steps=1,
-                            eval_every_steps=100, keep_checkpoints=1)
+  flags = tiny_digits_flags(data_dir, total_steps=4, checkpoint_every_steps=1,
+                            eval_every_steps=100, keep_checkpoints=5)
   full = run_main(workdir, 'configs/digits.py', flags, check=False)
   out = full.stderr
   assert full.returncode == 2, out[-3000:]
@@ -85,28 +86,28 @@ def test_a_full_disk_stops_with_one_message_and_a_restart_with_room_goes_on(
     assert noise not in out, (noise, out[-3000:])
   (message,) = [line for line in out.splitlines() if line.startswith('DiskFullError')]
   assert message.startswith(
-      f'DiskFullError: Out of disk space in {workdir}: the checkpoint of step 2 could not be '
-      'written (2.orbax-checkpoint-tmp is left unfinished; the next start removes it). '), message
-  assert 'The checkpoint of step 1 is complete and intact, and the run goes on from it' in message
+      f'DiskFullError: Out of disk space in {workdir}: the checkpoint of step 3 could not be '
+      'written (3.orbax-checkpoint-tmp is left unfinished; the next start removes it). '), message
+  assert 'The checkpoint of step 2 is complete and intact, and the run goes on from it' in message
   free, total, size = map(float, re.search(
       r'([\d.]+) MiB free of ([\d.]+) MiB; a checkpoint of this run takes ([\d.]+) MiB',
       message).groups())
   disk = shutil.disk_usage(small_disk)
-  assert total == 3.5 and abs(free - disk.free / 2**20) <= 0.1, (message, disk)
-  du = subprocess.run(['du', '-sb', os.path.join(checkpoints, '1')], capture_output=True,
+  assert total == 6.0 and abs(free - disk.free / 2**20) <= 0.1, (message, disk)
+  du = subprocess.run(['du', '-sb', os.path.join(checkpoints, '2')], capture_output=True,
                       text=True, check=True)
   assert size == round(int(du.stdout.split()[0]) / 2**20, 1)
-  assert sorted(os.listdir(checkpoints)) == ['1', '2.orbax-checkpoint-tmp']
-  _, step = checkpointing.restore_variables(workdir, step=1)  # Intact: it restores.
-  assert step == 1
+  assert sorted(os.listdir(checkpoints)) == ['1', '2', '3.orbax-checkpoint-tmp']
+  _, step = checkpointing.restore_variables(workdir, step=2)  # Intact: it restores.
+  assert step == 2
 
   # Still full (counting the space the unfinished checkpoint frees): refused before compiling.
   with pytest.raises(DiskFullError, match='the next checkpoint would not fit'):
     disk_full.check_room_for_a_checkpoint(workdir)
 
-  subprocess.run(['mount', '-o', 'remount,size=8m', str(small_disk)], check=True)
+  subprocess.run(['mount', '-o', 'remount,size=10m', str(small_disk)], check=True)
   resumed = run_main(workdir, 'configs/digits.py', flags).stderr
   assert ('Removing the unfinished checkpoint '
-          f'{os.path.join(checkpoints, "2.orbax-checkpoint-tmp")}') in resumed
-  assert 'Resumed from the checkpoint at step 1.' in resumed
-  assert os.listdir(checkpoints) == ['3']
+          f'{os.path.join(checkpoints, "3.orbax-checkpoint-tmp")}') in resumed
+  assert 'Resumed from the checkpoint at step 2.' in resumed
+  assert sorted(os.listdir(checkpoints)) == ['1', '2', '3', '4']
