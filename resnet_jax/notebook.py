@@ -26,7 +26,15 @@ import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
 
-from resnet_jax import checkpointing, config_lib, errors, events, library_logs, workdirs
+from resnet_jax import (
+  checkpointing,
+  config_lib,
+  errors,
+  eval_sets,
+  events,
+  library_logs,
+  workdirs,
+)
 from resnet_jax.evaluation import loop as eval_loop
 from resnet_jax.parallel import sharding
 
@@ -289,9 +297,9 @@ def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = Non
   run = load_run(workdir, config=config)
   _pipeline().check_extra_evals(run.config)
   logging.info('Evaluating the checkpoint at step %d of %s.', run.step, workdir)
-  metrics = _print_evaluation(run, config_lib.EVAL_PREFIX,
+  metrics = _print_evaluation(run, eval_sets.EVAL_PREFIX,
                               f'split={run.config.dataset.eval_split}', run.evaluate())
-  for extra in config_lib.extra_evals(run.config):
+  for extra in eval_sets.extra_evals(run.config):
     _print_evaluation(run, extra.prefix, f'dataset={extra.dataset} split={extra.split}',
                       run.evaluate(extra.split, extra.dataset))
   return metrics

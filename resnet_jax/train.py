@@ -23,6 +23,7 @@ from resnet_jax import (
   checkpointing,
   config_lib,
   disk_full,
+  eval_sets,
   library_logs,
   optim,
   steps,
@@ -196,9 +197,9 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
                                process_index=jax.process_index(),
                                process_count=jax.process_count())
 
-  eval_splits = {config_lib.EVAL_PREFIX: eval_split(), **{
+  eval_splits = {eval_sets.EVAL_PREFIX: eval_split(), **{
       extra.prefix: eval_split(extra.split, extra.dataset)
-      for extra in config_lib.extra_evals(config)}}
+      for extra in eval_sets.extra_evals(config)}}
 
   def run_eval(variables) -> dict[str, dict[str, float]]:
     """{prefix: {prefix + metric: value}} for every eval split."""
@@ -292,7 +293,7 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
           for metrics in evaluations.values():
             writer.write_scalars(step, metrics)
         if config.optimizer.schedule == 'plateau':  # Before the checkpoint that keeps it.
-          main_error = evaluations[config_lib.EVAL_PREFIX]['eval_error_top1']
+          main_error = evaluations[eval_sets.EVAL_PREFIX]['eval_error_top1']
           state = state.replace(opt_state=plateau_fn(state.opt_state, main_error))
       if step % every.checkpoint_steps == 0 or is_last or preempted:
         with progress_report.timed('checkpoint'):

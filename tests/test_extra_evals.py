@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import cifar10, digits
-from resnet_jax import config_lib, events, notebook, train
+from resnet_jax import eval_sets, events, notebook, train
 from resnet_jax.data import registry
 from resnet_jax.errors import ConfigError
 from resnet_jax.testing.mock_tfds import prepared_mock
@@ -146,7 +146,7 @@ def test_a_set_labelled_with_other_classes_is_refused(tmp_path):
   config = cifar10.get_config()
   config.dataset.update(data_dir=data_dir, train_split='train', eval_split='test')
   config.extra_evals = ('svhn=svhn_cropped:test',)
-  assert not config_lib.extra_eval_problems(config)  # Registry facts alike; the names differ.
+  assert not eval_sets.extra_eval_problems(config)  # Registry facts alike; the names differ.
   with prepared_mock('cifar10', data_dir, 8), prepared_mock('svhn_cropped', data_dir, 8):
     builder = tfds.builder('cifar10', data_dir=data_dir)
     builder.info.features['label'].names = CIFAR10_CLASSES

@@ -43,10 +43,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.config_lib import data_shards, extra_eval_problems, extra_evals
+from resnet_jax.config_lib import data_shards
 from resnet_jax.data import cifar, imagenet, specs, streamed_order
 from resnet_jax.data.streamed_order import fold
 from resnet_jax.errors import ConfigError
+from resnet_jax.eval_sets import extra_eval_problems, extra_evals
 from resnet_jax.parallel import sharding
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
