@@ -20,7 +20,13 @@ class DivergenceError(FloatingPointError):
   """The training loss or the updated parameters became NaN or infinite."""
 
 
-USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DivergenceError)
+class InitFromError(ValueError):
+  """``init_from`` names weights that cannot start this run: missing, unreadable, or of another
+  network; the message names each variable that does not fit."""
+
+
+USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DivergenceError,
+               InitFromError)
 
 
 @contextlib.contextmanager
