@@ -1,8 +1,8 @@
 """Training and evaluation of one run, data-parallel over every device of every host.
 
 Read it top to bottom: the checks (and the dataset's facts), the program (mesh, model, optimizer
-and jitted calls: ``build_program``), the state (fresh or restored), logging, the input, then the
-loop with its logging, evaluation and checkpoints.
+and jitted calls: ``build_program``), the state (restored, from ``init_from`` or fresh), logging,
+the input, then the loop with its logging, evaluation and checkpoints.
 """
 
 import dataclasses
@@ -19,7 +19,7 @@ from clu import parameter_overview
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
-from resnet_jax import checkpointing, config_lib, library_logs, optim, steps
+from resnet_jax import checkpointing, config_lib, init_from, library_logs, optim, steps
 from resnet_jax.data import device_resident, registry
 from resnet_jax.errors import DivergenceError
 from resnet_jax.evaluation import loop as eval_loop
@@ -35,13 +35,15 @@ class Program:
   """What a run executes: state replicated, batches split along ``data``, state donated.
 
   ``train_fn(state, batches)`` runs one step per batch of the tuple (the tf.data path);
-  ``train_step`` is the step it and the device-resident path run; ``init(rng)`` the fresh state.
+  ``train_step`` is the step it and the device-resident path run; ``init(rng)`` the fresh state;
+  ``start(variables)`` the state of step 0 from given variables (``init_from``).
   """
   mesh: jax.sharding.Mesh
   model: flax.linen.Module
   replicated: NamedSharding
   batch_sharding: NamedSharding
   init: Callable
+  start: Callable
   train_step: Callable
   train_fn: Callable
   eval_fn: Callable
@@ -68,7 +70,9 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
   if config.cpu_fusion_barriers and mesh.devices.flat[0].platform == 'cpu':
     train_step = cpu_workarounds.with_block_barriers(train_step)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
-                 init=init, train_step=train_step,
+                 init=init, start=jax.jit(functools.partial(steps.start_train_state, tx),
+                                          out_shardings=replicated),
+                 train_step=train_step,
                  train_fn=multistep.make_train_fn(train_step, mesh),
                  eval_fn=eval_loop.jit_eval_step(model, mesh, image_correction))
 
@@ -117,6 +121,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   # ---- Checks, before reading data or compiling anything.
   config_lib.validate(config, device_count=jax.device_count(),
                       process_count=jax.process_count())
+  init_from.check_config(config)
   config_lib.warn_if_imagenet_on_cpu(config, jax.default_backend(), jax.process_count())
   config_lib.check_workdir(config, workdir)
   config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
@@ -141,16 +146,33 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   mesh, batch_sharding, init = program.mesh, program.batch_sharding, program.init
   train_step, eval_fn = program.train_step, program.eval_fn
 
-  # ---- State.
+  # ---- State: the run's own latest checkpoint; else the weights of init_from, read before the
+  # workdir is touched and checkpointed as step 0, so a restart never reads them again; else a
+  # fresh init.
   rng = jax.random.key(config.seed)
+  abstract = jax.eval_shape(init, rng)
+  plan = None
+  if config.init_from and not checkpointing.has_checkpoints(workdir):
+    plan = init_from.load(config, abstract.variables)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
-  restored = checkpointing.restore_latest(manager, jax.eval_shape(init, rng))
+  restored = checkpointing.restore_latest(manager, abstract)
+  last_checkpoint = None
   if restored is None:
     state, data_position = init(rng), 0
+    if config.init_from:
+      plan = plan or init_from.load(config, abstract.variables)
+      state = program.start(init_from.apply(plan, state.variables, program.replicated))
+      if is_chief:
+        init_from.record(workdir, plan)
+      checkpointing.save(manager, state, data_position=0, num_shards=num_shards)
+      last_checkpoint = 0
   else:
     state, progress = restored
-    data_position = progress['data_position']
+    data_position, last_checkpoint = progress['data_position'], progress['step']
     logging.info('Resumed from the checkpoint at step %d.', progress['step'])
+    if config.init_from:
+      logging.info('The run started from init_from=%s (%s); it is not read again.',
+                   config.init_from, init_from.RECORD)
   start_step = int(state.step)
   if is_chief:
     parameter_overview.log_parameter_overview(state.params)
@@ -180,7 +202,6 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
       num_devices=jax.device_count(),
       on_steps=range(config.log_every_steps, num_steps + 1, config.log_every_steps))
   preemption = PreemptionFlag()
-  last_checkpoint = None if restored is None else start_step
 
   def check_and_write(step, train_metrics):
     """Fetches the accumulated metrics (a host sync), stops on divergence, writes summaries."""
