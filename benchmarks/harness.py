@@ -49,7 +49,7 @@ from benchmarks.settings import Settings
 from benchmarks.step import device_step_timer, jax_timers
 from benchmarks.timing import time_all
 from benchmarks.torch_step import TORCH_VARIANTS, torch_timers
-from resnet_jax import models
+from resnet_jax import library_logs, models
 
 PARTS = ('step', 'forward', 'device_step', 'torch', 'convs', 'input', 'eval', 'resume', 'e2e')
 FLAGS = flags.FLAGS
@@ -120,6 +120,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   check_flags()
+  library_logs.use_cpu_without_accelerators()
   parts = set(FLAGS.parts)
   with tempfile.TemporaryDirectory() as tmp:
     settings = Settings(model=FLAGS.model, batch_size=FLAGS.batch_size, dtype=FLAGS.dtype,

@@ -2,6 +2,7 @@
 
 import contextlib
 import datetime
+import math
 import os
 import platform
 
@@ -50,7 +51,7 @@ def ratios(results, key, steps_per_call: int) -> dict:
 
 def fmt(value, spec):
   """``value`` formatted, or a dash as wide as ``spec`` when it is unknown."""
-  if isinstance(value, (int, float)) and value == value:
+  if isinstance(value, (int, float)) and not math.isnan(value):
     return format(value, spec)
   return format('-', '>' + spec.split('.')[0])
 

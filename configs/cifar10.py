@@ -22,12 +22,19 @@ def validation(config):
   config.dataset.update(train_split='train[:45000]', eval_split='train[45000:]')
 
 
-def get_config(arg: str = 'resnet20'):
-  model, options = arguments.parse(arg, file='configs/cifar10.py',
+def cifar_config(arg: str, dataset: str):
+  """The paper's CIFAR-10 recipe for ``MODEL[,validation]`` on ``dataset`` (cifar10, cifar100),
+  the config file ``configs/<dataset>.py``."""
+  model, options = arguments.parse(arg, file=f'configs/{dataset}.py',
                                    model_names=arguments.family_models('cifar'),
                                    options={'validation': validation})
   config = default.get_config()
   config.model.name = model
+  config.dataset.name = dataset
   for option in options:
     option(config)
   return config
+
+
+def get_config(arg: str = 'resnet20'):
+  return cifar_config(arg, 'cifar10')

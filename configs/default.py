@@ -51,6 +51,16 @@ def get_config() -> ml_collections.ConfigDict:
       mean_examples=10_000,
   ))
 
+  # Evaluation sets beside dataset.eval_split, evaluated with it at every evaluation:
+  # 'NAME=DATASET:SPLIT' or 'DATASET:SPLIT' (NAME = DATASET), e.g. ImageNet-V2 beside the
+  # validation set: --config.extra_evals=v2=imagenet_v2:test, or several as a tuple,
+  # "--config.extra_evals=('v2=imagenet_v2:test', 'minival=imagenet2012:train[:10000]')".
+  # Each set's summaries are NAME/loss, NAME/error_top1 and NAME/error_top5 (the main split's
+  # stay eval_*, and the plateau schedule reads only those). A dataset must have the classes,
+  # channels and preprocessing of dataset.name; it is read from dataset.data_dir and
+  # preprocessed as the eval split is, with the training split's mean (docs/evaluation.md).
+  config.extra_evals = ()
+
   # Global batch sizes (split over all devices of all hosts).
   config.batch_size = 128
   config.eval_batch_size = 500

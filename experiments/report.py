@@ -2,13 +2,18 @@
 
     python -m experiments.report --root=/tmp/depth_digits
 
-Reads each run's TensorBoard events (``resnet_jax.events``) and ``config.json``; writes
-``<root>/results.json`` ({run: {"train_error", "test_error", "steps"}}, errors as fractions: the
-last logged ``train_error_top1`` and ``eval_error_top1``), ``<root>/report.md`` (a table per study
-with the paper's numbers, ``experiments.paper_results``, beside ours, each cited by its table)
-and PNG figures: Figure 6 (training error dashed, test error bold, vs iterations; plain nets
+A run is a workdir directly under ``<root>`` or, for a sweep with seeds, ``<root>/<net>/seed<k>``;
+a net's runs are its seeds. Reads each run's TensorBoard events (``resnet_jax.events``) and
+``config.json``; writes ``<root>/results.json`` (``{"runs": {run: {"net", "seed", "train_error",
+"test_error", "steps"}}, "networks": {net: {"runs", "seeds", "train_error": {"n", "best", "mean",
+"std"}, "test_error": ...}}}``, errors as fractions: the last logged ``train_error_top1`` and
+``eval_error_top1``; best = lowest, std = the sample standard deviation, ddof=1),
+``<root>/report.md`` (a table per study: per net n and best (mean ± std), the paper's form,
+beside the paper's numbers, ``experiments.paper_results``, each cited by its table) and PNG
+figures: Figure 6 (training error dashed, test error bold, vs iterations, every seed; plain nets
 left, ResNets right) and, for runs with checkpoints, Figure 7 (std of each 3x3 layer's response,
-in layer order and sorted). A study is a sweep that ``experiments.run`` recorded in ``<root>/sweeps.json``; other runs form one more.
+in layer order and sorted). A study is a sweep that ``experiments.run`` recorded in
+``<root>/sweeps.json``; other runs form one more.
 """
 
 import json
@@ -19,6 +24,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
 from absl import app, flags, logging  # pylint: disable=wrong-import-position
 from etils import epath  # pylint: disable=wrong-import-position
 
@@ -36,6 +42,9 @@ def define_flags():
 
 
 EVAL_MODES = ('ten_crop', 'multi_scale')
+SEED_DIR = re.compile(r'seed(\d+)')
+# The standard deviation over a net's seeds: the sample one (n - 1 in the denominator).
+STD_DDOF = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,8 +52,13 @@ EVAL_MODES = ('ten_crop', 'multi_scale')
 # --------------------------------------------------------------------------------------------
 
 
-def read_run(workdir: str) -> dict | None:
-  """A run's curves, final errors and config, or None if it logged nothing yet."""
+def read_run(root: str, name: str, net: str, seed: int | None = None) -> dict | None:
+  """Run ``root/name``'s curves, final errors and config, or None if it logged nothing yet.
+
+  ``net`` names the net whose seeds it is one of; ``seed`` is the one its directory names, used
+  where its config records none.
+  """
+  workdir = os.path.join(root, name)
   scalars = events.read_scalars(workdir)
   if 'train_error_top1' not in scalars:
     return None
@@ -53,51 +67,76 @@ def read_run(workdir: str) -> dict | None:
   if os.path.exists(config_path):
     with open(config_path) as f:
       config = json.load(f)
-  evals = {}
+  run = {'name': name, 'workdir': workdir, 'scalars': scalars, 'config': config, 'net': net,
+         'seed': config.get('seed', seed),
+         'model': config.get('model', {}).get('name', net),
+         'train_error': float(scalars['train_error_top1'][1][-1]),
+         'steps': int(scalars['train_error_top1'][0][-1])}
+  for key, tag in (('test_error', 'eval_error_top1'), ('test_error_top5', 'eval_error_top5')):
+    run[key] = float(scalars[tag][1][-1]) if tag in scalars else None
   for mode in EVAL_MODES:
+    result = {}
     if os.path.exists(sweeps.eval_result_path(workdir, mode)):
       with open(sweeps.eval_result_path(workdir, mode)) as f:
-        evals[mode] = json.load(f)
-  train_steps, train_errors = scalars['train_error_top1']
-  test = scalars.get('eval_error_top1')
-  test5 = scalars.get('eval_error_top5')
-  return {
-      'workdir': workdir, 'scalars': scalars, 'config': config, 'evals': evals,
-      'model': config.get('model', {}).get('name', os.path.basename(workdir)),
-      'train_error': float(train_errors[-1]),
-      'test_error': None if test is None else float(test[1][-1]),
-      'test_error_top5': None if test5 is None else float(test5[1][-1]),
-      'steps': int(train_steps[-1]),
-  }
+        result = json.load(f)
+    run[f'{mode}_error'] = result.get('error_top1')
+    run[f'{mode}_error_top5'] = result.get('error_top5')
+  return run
 
 
 def read_runs(root: str) -> dict[str, dict]:
+  """{run name: run}: each workdir under ``root`` that logged, and each ``<net>/seed<k>``."""
   runs = {}
-  for name in sorted(os.listdir(root)):
-    workdir = os.path.join(root, name)
-    if os.path.isdir(workdir):
-      run = read_run(workdir)
+  for net in sorted(os.listdir(root)):
+    workdir = os.path.join(root, net)
+    if not os.path.isdir(workdir):
+      continue
+    run = read_run(root, net, net)
+    if run is not None:
+      runs[net] = run
+      continue
+    seeds = sorted(int(m[1]) for m in map(SEED_DIR.fullmatch, os.listdir(workdir)) if m)
+    for seed in seeds:
+      name = sweeps.seed_run_name(net, seed)
+      run = read_run(root, name, net, seed)
       if run is not None:
         runs[name] = run
   return runs
 
 
-def studies(root: str, runs: dict) -> dict[str, list[str]]:
-  """{study title: run names}: each recorded sweep in sweep order, then any other runs."""
+def networks(runs: dict) -> dict[str, list[dict]]:
+  """{net: its runs}, in the order of ``runs``."""
+  grouped = {}
+  for run in runs.values():
+    grouped.setdefault(run['net'], []).append(run)
+  return grouped
+
+
+def studies(root: str, nets: dict) -> dict[str, list[str]]:
+  """{study title: net names}: each recorded sweep in sweep order, then any other nets."""
   recorded_file = epath.Path(root) / sweeps.SWEEPS_FILE
   recorded = json.loads(recorded_file.read_text()) if recorded_file.exists() else []
   grouped, seen = {}, set()
   for sweep in recorded:
     if sweep not in sweeps.SWEEPS:
-      continue  # A sweep that no longer exists: its runs count as other runs.
-    names = [run.name for run in sweeps.get_sweep(sweep) if run.name in runs]
+      continue  # A sweep that no longer exists: its nets count as other nets.
+    names = [run.name for run in sweeps.get_sweep(sweep) if run.name in nets]
     if names:
       grouped[sweep] = names
       seen.update(names)
-  others = [name for name in runs if name not in seen]
+  others = [name for name in nets if name not in seen]
   if others:
     grouped['other runs' if grouped else os.path.basename(os.path.normpath(root))] = others
   return grouped
+
+
+def spread(values: list) -> dict | None:
+  """n, best (the lowest), mean and sample std (None for n = 1) of the known errors, or None."""
+  known = np.array([v for v in values if v is not None], np.float64)
+  if not known.size:
+    return None
+  return {'n': int(known.size), 'best': float(known.min()), 'mean': float(known.mean()),
+          'std': float(known.std(ddof=STD_DDOF)) if known.size > 1 else None}
 
 
 def is_plain(run: dict) -> bool:
@@ -129,11 +168,21 @@ def is_imagenet(run: dict) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def ours(top1, top5=None) -> str:
-  """Our errors (fractions) in %, 'top-1 / top-5' when both are known."""
-  if top1 is None:
+def best_mean_std(summary: dict | None, scale: float = 100) -> str:
+  """'best (mean ± std)' as the paper writes it (Table 6), the value alone for one run."""
+  if summary is None:
     return '—'
-  return f'{100 * top1:.2f}' + ('' if top5 is None else f' / {100 * top5:.2f}')
+  text = f'{scale * summary["best"]:.2f}'
+  if summary['std'] is None:
+    return text
+  return text + f' ({scale * summary["mean"]:.2f} ± {scale * summary["std"]:.2f})'
+
+
+def ours(members: list[dict], key: str, top5: bool = False) -> str:
+  """Our errors over a net's runs in %: best (mean ± std), then ' / ' and top-5's likewise."""
+  cell = best_mean_std(spread([run[key] for run in members]))
+  top5_summary = spread([run[f'{key}_top5'] for run in members]) if top5 else None
+  return cell if top5_summary is None else f'{cell} / {best_mean_std(top5_summary)}'
 
 
 def paper(errors) -> str:
@@ -144,50 +193,74 @@ def paper(errors) -> str:
   return ' / '.join(f'{e:.2f}' for e in errors if e is not None)
 
 
-def evaluated(run: dict, mode: str) -> str:
-  result = run['evals'].get(mode)
-  return '—' if result is None else ours(result['error_top1'], result['error_top5'])
+def paper_cifar10(model: str) -> str:
+  """Table 6's test error of ``model``: best, or 'best (mean ± std)' where it gives them."""
+  best = paper_results.CIFAR10_TEST_ERROR.get(model)
+  if model not in paper_results.CIFAR10_TEST_ERROR_MEAN_STD:
+    return paper(best)
+  mean, std = paper_results.CIFAR10_TEST_ERROR_MEAN_STD[model]
+  return best_mean_std({'best': best, 'mean': mean, 'std': std}, scale=1)
 
 
-def table(names: list[str], runs: dict) -> list[str]:
-  """Markdown rows: our final errors beside the paper's, columns fitting the dataset."""
-  imagenet = any(is_imagenet(runs[n]) for n in names)
+def steps(members: list[dict]) -> str:
+  """The runs' last logged step: one number, or the range over runs that stopped apart."""
+  low, high = min(run['steps'] for run in members), max(run['steps'] for run in members)
+  return str(low) if low == high else f'{low}–{high}'
+
+
+def table(names: list[str], nets: dict) -> list[str]:
+  """Markdown rows, one per net: our errors beside the paper's, columns fitting the dataset."""
+  imagenet = any(is_imagenet(nets[n][0]) for n in names)
   if imagenet:
-    header = ['run', 'steps', 'train top-1 (%)', 'val top-1 / top-5, centre (%)',
+    header = ['net', 'n', 'steps', 'train top-1 (%)', 'val top-1 / top-5, centre (%)',
               '10-crop (%)', "paper's Tables 2-3, 10-crop (%)", 'multi-scale (%)',
               "paper's Table 4, multi-scale (%)"]
   else:
-    dataset = runs[names[0]]['config'].get('dataset', {}).get('name', '?')
-    header = ['run', 'steps', 'train error (%)', f'test error, {dataset} (%)',
+    dataset = nets[names[0]][0]['config'].get('dataset', {}).get('name', '?')
+    header = ['net', 'n', 'steps', 'train error (%)', f'test error, {dataset} (%)',
               "paper's Table 6, CIFAR-10 test error (%)"]
   rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for name in names:
-    run = runs[name]
-    cells = [name, str(run['steps']), ours(run['train_error'])]
+    members = nets[name]
+    first = members[0]
+    cells = [name, str(len(members)), steps(members), ours(members, 'train_error')]
     if imagenet:
-      key = (run['model'], shortcut(run))
-      cells += [ours(run['test_error'], run['test_error_top5']),
-                evaluated(run, 'ten_crop'), paper(paper_results.IMAGENET_TEN_CROP.get(key)),
-                evaluated(run, 'multi_scale'),
+      key = (first['model'], shortcut(first))
+      cells += [ours(members, 'test_error', top5=True),
+                ours(members, 'ten_crop_error', top5=True),
+                paper(paper_results.IMAGENET_TEN_CROP.get(key)),
+                ours(members, 'multi_scale_error', top5=True),
                 paper(paper_results.IMAGENET_MULTI_SCALE.get(key))]
     else:
-      cells += [ours(run['test_error']),
-                paper(paper_results.CIFAR10_TEST_ERROR.get(run['model']))]
+      cells += [ours(members, 'test_error'), paper_cifar10(first['model'])]
     rows.append('| ' + ' | '.join(cells) + ' |')
   return rows
 
 
-def depth_findings(names: list[str], runs: dict) -> list[str]:
-  """The paper's Figure 6 claim on our numbers: deeper plain nets train worse, ResNets do not."""
+def run_table(names: list[str], nets: dict) -> list[str]:
+  """Markdown rows, one per run of the nets: its seed and final errors in %."""
+  rows = ['| run | seed | steps | train error (%) | test error (%) |', '|---|---|---|---|---|']
+  for name in names:
+    for run in nets[name]:
+      rows.append(f'| {run["name"]} | {run["seed"]} | {run["steps"]} | '
+                  f'{ours([run], "train_error")} | {ours([run], "test_error")} |')
+  return rows
+
+
+def depth_findings(names: list[str], nets: dict) -> list[str]:
+  """The paper's Figure 6 claim on our mean errors: deeper plain nets train worse, ResNets not."""
   lines = []
   for plain, family in ((True, 'plain'), (False, 'residual')):
-    members = sorted((runs[n] for n in names if is_plain(runs[n]) == plain), key=depth)
+    members = sorted((n for n in names if is_plain(nets[n][0]) == plain),
+                     key=lambda n: depth(nets[n][0]))
     if len(members) >= 2:
-      shallow, deep = members[0], members[-1]
-      change = 100 * (deep['train_error'] - shallow['train_error'])
-      lines.append(f'- Deeper {family} net: {label(deep)} ends at '
-                   f'{ours(deep["train_error"])}% training error, {label(shallow)} at '
-                   f'{ours(shallow["train_error"])}% ({change:+.2f} points).')
+      shallow, deep = (spread([run['train_error'] for run in nets[n]])
+                       for n in (members[0], members[-1]))
+      over = lambda summary: '' if summary['n'] == 1 else f' (mean of {summary["n"]} seeds)'
+      lines.append(f'- Deeper {family} net: {label(nets[members[-1]][0])} ends at '
+                   f'{100 * deep["mean"]:.2f}% training error{over(deep)}, '
+                   f'{label(nets[members[0]][0])} at {100 * shallow["mean"]:.2f}%'
+                   f'{over(shallow)} ({100 * (deep["mean"] - shallow["mean"]):+.2f} points).')
   return lines
 
 
@@ -196,76 +269,98 @@ def depth_findings(names: list[str], runs: dict) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _panels(names, runs):
-  """[(title, runs)]: plain nets left, ResNets right (only the families present)."""
-  families = [('plain', [runs[n] for n in names if is_plain(runs[n])]),
-              ('residual', [runs[n] for n in names if not is_plain(runs[n])])]
-  return [(title, sorted(members, key=depth)) for title, members in families if members]
+def _ordered(names: list[str], nets: dict) -> list[str]:
+  """The nets plain first, each family by depth."""
+  return sorted(names, key=lambda n: (not is_plain(nets[n][0]), depth(nets[n][0])))
+
+
+def _panels(names, nets):
+  """[(title, net names)]: plain nets left, ResNets right (only the families present)."""
+  ordered = _ordered(names, nets)
+  families = [('plain', [n for n in ordered if is_plain(nets[n][0])]),
+              ('residual', [n for n in ordered if not is_plain(nets[n][0])])]
+  return [(title, members) for title, members in families if members]
 
 
 def _colour(index):
   return plt.get_cmap('tab10')(index % 10)
 
 
-def plot_training_curves(names: list[str], runs: dict, path: str) -> None:
-  """Figure 6: training error dashed, test error bold, against iterations."""
-  panels = _panels(names, runs)
+def _legend(members: list[dict]) -> str:
+  """A net's legend entry: its label, and how many seeds its lines are."""
+  return label(members[0]) + ('' if len(members) == 1 else f' ({len(members)} seeds)')
+
+
+def training_curves_figure(names: list[str], nets: dict) -> plt.Figure:
+  """Figure 6: training error dashed, test error bold, against iterations; one line per seed."""
+  panels = _panels(names, nets)
   fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False,
                            sharey=True)
   for ax, (title, members) in zip(axes[0], panels):
-    for index, run in enumerate(members):
+    for index, name in enumerate(members):
       colour = _colour(index)
-      train_steps, train_errors = run['scalars']['train_error_top1']
-      ax.plot(train_steps, 100 * train_errors, '--', color=colour, linewidth=1)
-      if 'eval_error_top1' in run['scalars']:
-        test_steps, test_errors = run['scalars']['eval_error_top1']
-        ax.plot(test_steps, 100 * test_errors, '-', color=colour, linewidth=2.5,
-                label=label(run))
+      for seed_index, run in enumerate(nets[name]):
+        legend = _legend(nets[name]) if seed_index == 0 else None
+        train_steps, train_errors = run['scalars']['train_error_top1']
+        ax.plot(train_steps, 100 * train_errors, '--', color=colour, linewidth=1)
+        if 'eval_error_top1' in run['scalars']:
+          test_steps, test_errors = run['scalars']['eval_error_top1']
+          ax.plot(test_steps, 100 * test_errors, '-', color=colour, linewidth=2, alpha=0.8,
+                  label=legend)
     ax.set_title(f'{title} nets (dashed: training error, bold: test error)', fontsize=10)
     ax.set_xlabel('iterations')
     ax.grid(alpha=0.3)
     ax.legend()
   axes[0][0].set_ylabel('error (%)')
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  return fig
 
 
-def plot_layer_responses(responses: dict[str, list[float]], runs: dict, path: str) -> None:
-  """Figure 7: std of each 3x3 layer's response, in layer order (top) and sorted (bottom)."""
+def layer_responses_figure(responses: dict[str, list[float]], names: list[str],
+                           nets: dict) -> plt.Figure:
+  """Figure 7: std of each 3x3 layer's response, in layer order (top) and sorted (bottom).
+
+  ``responses`` holds the stds per run name; every seed of a net is drawn in the net's colour.
+  """
   fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5))
-  ordered = sorted(responses, key=lambda n: (not is_plain(runs[n]), depth(runs[n])))
-  for index, name in enumerate(ordered):
-    style = dict(color=_colour(index), linestyle='--' if is_plain(runs[name]) else '-',
-                 marker='.', linewidth=1, label=label(runs[name]))
-    stds = responses[name]
-    top.plot(range(1, len(stds) + 1), stds, **style)
-    bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
+  drawn = [n for n in _ordered(names, nets) if any(r['name'] in responses for r in nets[n])]
+  for index, name in enumerate(drawn):
+    members = [run for run in nets[name] if run['name'] in responses]
+    for seed_index, run in enumerate(members):
+      style = {'color': _colour(index), 'linestyle': '--' if is_plain(run) else '-',
+               'marker': '.', 'linewidth': 1,
+               'label': _legend(members) if seed_index == 0 else None}
+      stds = responses[run['name']]
+      top.plot(range(1, len(stds) + 1), stds, **style)
+      bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
   top.set_xlabel('layer index (original)')
   bottom.set_xlabel('layer index (sorted by magnitude)')
   for ax in (top, bottom):
     ax.set_ylabel('std')
     ax.grid(alpha=0.3)
   top.legend(fontsize=8, ncol=2)
+  return fig
+
+
+def save(fig: plt.Figure, path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
-def layer_responses(names: list[str], runs: dict) -> dict[str, list[float]]:
-  """{run: response stds} for the runs that have a checkpoint and a readable test split."""
+def layer_responses(runs: list[dict]) -> dict[str, list[float]]:
+  """{run name: response stds} for the runs that have a checkpoint and a readable test split."""
   # pylint: disable=import-outside-toplevel  (TensorFlow and compilation only when needed)
   from resnet_jax import errors
   from resnet_jax.evaluation import layer_responses as analysis
   responses = {}
-  for name in names:
-    workdir = runs[name]['workdir']
-    if not checkpointing.has_checkpoints(workdir):
+  for run in runs:
+    if not checkpointing.has_checkpoints(run['workdir']):
       continue
     try:
-      responses[name] = [std for _, std in analysis.workdir_layer_responses(workdir)]
+      responses[run['name']] = [std for _, std in
+                                analysis.workdir_layer_responses(run['workdir'])]
     except (errors.DatasetNotAvailableError, errors.CheckpointError) as error:
-      logging.warning('No layer responses for %s: %s', name, error)
+      logging.warning('No layer responses for %s: %s', run['name'], error)
   return responses
 
 
@@ -274,41 +369,62 @@ def layer_responses(names: list[str], runs: dict) -> dict[str, list[float]]:
 # --------------------------------------------------------------------------------------------
 
 
+def results(runs: dict, nets: dict) -> dict:
+  """results.json: one entry per run (with its seed), one aggregate over its seeds per net."""
+  errors = ('train_error', 'test_error')
+  return {
+      'runs': {name: {k: run[k] for k in ('net', 'seed', *errors, 'steps')}
+               for name, run in runs.items()},
+      'networks': {net: {'runs': [run['name'] for run in members],
+                         'seeds': [run['seed'] for run in members],
+                         **{k: spread([run[k] for run in members]) for k in errors}}
+                   for net, members in nets.items()},
+      'std_ddof': STD_DDOF,
+  }
+
+
 def write_report(root: str, with_layer_responses: bool = True) -> dict:
   """Writes results.json, report.md and the figures under ``root``; returns the results."""
   runs = read_runs(root)
   if not runs:
     raise FileNotFoundError(f'No run under {root} has logged training summaries yet.')
-  results = {name: {k: run[k] for k in ('train_error', 'test_error', 'steps')}
-             for name, run in runs.items()}
+  nets = networks(runs)
+  summary = results(runs, nets)
   with open(os.path.join(root, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+    json.dump(summary, f, indent=2)
 
   lines = [f'# Results under `{root}`', '',
-           'Final errors: training error = the last logged `train_error_top1` (the average over '
-           'the last logging interval), test error = the last `eval_error_top1` on the whole '
-           f'eval split. The paper: {paper_results.CITATION}; its numbers are cited by table.',
+           ('Final errors: training error = the last logged `train_error_top1` (the average over '
+            'the last logging interval), test error = the last `eval_error_top1` on the whole '
+            'eval split. Per net over its n runs (seeds), as the paper gives ResNet-110 in its '
+            'Table 6: best (mean ± std), best = the lowest of each column on its own, std = the '
+            'sample standard deviation (n - 1 in the denominator); one run: its value. The '
+            f'paper: {paper_results.CITATION}; its numbers are cited by table.'),
            '']
-  for title, names in studies(root, runs).items():
+  for title, names in studies(root, nets).items():
     slug = re.sub(r'[^A-Za-z0-9]+', '_', title).strip('_')
-    lines += [f'## {title}', '', *table(names, runs), '']
-    findings = depth_findings(names, runs)
+    lines += [f'## {title}', '', *table(names, nets), '']
+    findings = depth_findings(names, nets)
     if findings:
-      lines += ['Paper (Figure 6): the deeper plain net has the higher training error; the '
-                'deeper ResNet does not.', '', *findings, '']
+      lines += [('Paper (Figure 6): the deeper plain net has the higher training error; the '
+                 'deeper ResNet does not.'), '', *findings, '']
+    if any(len(nets[n]) > 1 for n in names):
+      lines += ['Every run:', '', *run_table(names, nets), '']
     figure6 = f'figure6_{slug}.png'
-    plot_training_curves(names, runs, os.path.join(root, figure6))
+    save(training_curves_figure(names, nets), os.path.join(root, figure6))
     lines += [f'![Figure 6, {title}]({figure6})', '']
-    responses = layer_responses(names, runs) if with_layer_responses else {}
+    study_runs = [run for n in names for run in nets[n]]
+    responses = layer_responses(study_runs) if with_layer_responses else {}
     if responses:
       figure7 = f'figure7_{slug}.png'
-      plot_layer_responses(responses, runs, os.path.join(root, figure7))
-      lines += ['Figure 7: std of each 3x3 layer\'s output after BN, before the ReLU/addition, '
-                'on the test split (plain dashed, ResNets solid).', '',
+      save(layer_responses_figure(responses, names, nets), os.path.join(root, figure7))
+      lines += [('Figure 7: std of each 3x3 layer\'s output after BN, before the ReLU/addition, '
+                 'on the test split (plain dashed, ResNets solid; every seed in its net\'s '
+                 'colour).'), '',
                 f'![Figure 7, {title}]({figure7})', '']
   with open(os.path.join(root, 'report.md'), 'w') as f:
     f.write('\n'.join(lines))
-  return results
+  return summary
 
 
 def main(argv):

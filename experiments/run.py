@@ -1,9 +1,13 @@
-"""Runs a sweep, one run after another, or prints its commands for a cluster.
+"""Runs a sweep on this host, submits it to SLURM, runs it on a TPU pod, or prints its commands.
 
-    python -m experiments.run --sweep=depth_study:digits --root=/tmp/depth_digits
+    python -m experiments.run --sweep=depth_study:digits --root=/tmp/depth_digits --seeds=3
+    python -m experiments.run --sweep=depth_study:cifar10 --root=/shared/runs --launcher=slurm
     python -m experiments.run --sweep=imagenet_deep --root=gs://bucket/runs --print_commands
 
-Each run trains into ``<root>/<run name>`` through ``main.py`` (a subprocess of this Python).
+Each net of the sweep trains once per seed (``--seeds``, else the sweep's default in
+``sweeps.DEFAULT_SEEDS``) into ``<root>/<net>/seed<k>`` with ``--config.seed=<k>``, through
+``main.py``, started by one of ``experiments.launchers`` (``--launcher=local``, the default,
+``slurm`` or ``tpu``).
 A finished run (its latest checkpoint is at the last step) is skipped without starting a
 process; an interrupted one resumes from its checkpoint. ``--override=key=value`` (repeatable)
 is appended to every run, e.g. ``--override=dataset.data_dir=/data/tfds``.
@@ -14,14 +18,12 @@ import importlib.util
 import json
 import os
 import shlex
-import subprocess
 import sys
-import time
 
 from absl import app, flags, logging
 from etils import epath
 
-from experiments import sweeps
+from experiments import launchers, sweeps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,10 +34,15 @@ def define_flags():
   """The command line flags (defined on demand, so that tests can import this module)."""
   flags.DEFINE_string('sweep', None, f'One of: {", ".join(sweeps.SWEEPS)}.')
   flags.DEFINE_string('root', None, 'Directory that holds one workdir per run.')
+  flags.DEFINE_integer('seeds', None, 'Runs per net, seeds 0 .. N-1; default: the sweep\'s own '
+                       '(experiments/sweeps.py, DEFAULT_SEEDS).')
   flags.DEFINE_bool('print_commands', False, 'Print one main.py command per run; run nothing.')
   flags.DEFINE_multi_string('override', [], 'key=value added to every run, e.g. '
                             'dataset.data_dir=/data/tfds.')
+  flags.DEFINE_list('only', [], 'Only these nets (every seed) or runs of the sweep, e.g. '
+                    'plain20,resnet20/seed0.')
   flags.mark_flags_as_required(['sweep', 'root'])
+  launchers.define_flags()
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -56,22 +63,37 @@ def with_overrides(runs: list[sweeps.Run], overrides: dict) -> list[sweeps.Run]:
   return [run._replace(overrides={**run.overrides, **overrides}) for run in runs]
 
 
-def format_value(value) -> str:
-  """A config value as ml_collections' --config.key=value flag parses it."""
-  if isinstance(value, (tuple, list)):
-    return '(' + ','.join(format_value(v) for v in value) + (',)' if len(value) == 1 else ')')
-  return str(value)
+def sweep_runs(name: str, seeds: int | None = None, override_pairs: tuple = ()) -> list:
+  """The runs of sweep ``name``: each net once per seed (default: the sweep's), with overrides.
+
+  Raises app.UsageError for an unknown sweep, a seed count below 1 or a ``seed`` override
+  (seeds come from ``seeds``, one per run).
+  """
+  try:
+    nets = sweeps.get_sweep(name)
+    overrides = parse_overrides(list(override_pairs))
+    if 'seed' in overrides:
+      raise ValueError('--override=seed=... would give every run the same seed; each run has '
+                       'its own (seed k for <net>/seed<k>): use --seeds=N for seeds 0 .. N-1.')
+    return sweeps.with_seeds(with_overrides(nets, overrides),
+                             sweeps.DEFAULT_SEEDS[name] if seeds is None else seeds)
+  except ValueError as error:
+    raise app.UsageError(str(error)) from error
 
 
-def workdir(run: sweeps.Run, root: str) -> str:
-  """``root/<run.name>``; ``root`` may be local or remote (``gs://bucket/runs``)."""
-  return os.fspath(epath.Path(root) / run.name)
+def only(runs: list[sweeps.Run], names: list[str]) -> list[sweeps.Run]:
+  """The runs of the nets (or runs) ``names``, e.g. every seed of ``resnet20``; all for none."""
+  if not names:
+    return runs
+  unknown = [name for name in names if not any(_picked(run, name) for run in runs)]
+  if unknown:
+    raise app.UsageError(f'--only={",".join(unknown)}: no such net or run in this sweep; its '
+                         f'runs: {", ".join(run.name for run in runs)}.')
+  return [run for run in runs if any(_picked(run, name) for name in names)]
 
 
-def command(run: sweeps.Run, root: str, python: str = 'python', main: str = 'main.py') -> list:
-  """The argv that trains ``run`` into ``root/<run.name>``."""
-  return [python, main, f'--config={run.config}', f'--workdir={workdir(run, root)}',
-          *(f'--config.{k}={format_value(v)}' for k, v in run.overrides.items())]
+def _picked(run: sweeps.Run, name: str) -> bool:
+  return run.name == name or run.name.startswith(name + '/')
 
 
 def load_config(run: sweeps.Run):
@@ -88,8 +110,9 @@ def load_config(run: sweeps.Run):
 def is_finished(run: sweeps.Run, root: str) -> bool:
   """Whether ``root/<run.name>`` holds a checkpoint at the run's last step."""
   # pylint: disable=import-outside-toplevel  (jax, orbax and TensorFlow only when needed)
-  from resnet_jax import checkpointing, config_lib
-  run_dir = workdir(run, root)
+  from resnet_jax import checkpointing, config_lib, library_logs
+  library_logs.quiet()  # No orbax INFO line per run looked at.
+  run_dir = launchers.workdir(run, root)
   if not checkpointing.has_checkpoints(run_dir):
     return False
   manager = checkpointing.create_manager(run_dir, read_only=True)
@@ -114,40 +137,48 @@ def record_sweep(root: str, name: str) -> None:
     path.write_text(json.dumps(names + [name]))
 
 
-def run_sweep(name: str, runs: list[sweeps.Run], root: str) -> list[str]:
-  """Trains the unfinished runs one after another; returns the names of those that failed."""
-  record_sweep(root, name)
-  failed = []
+def unfinished(runs: list[sweeps.Run], root: str) -> list[sweeps.Run]:
+  """The runs still to train; logs those skipped as finished."""
+  pending = []
   for run in runs:
     if is_finished(run, root):
       logging.info('Skipping %s: already finished.', run.name)
-      continue
-    argv = command(run, root, python=sys.executable, main=os.path.join(ROOT, 'main.py'))
-    logging.info('Running %s: %s', run.name, shlex.join(argv))
-    start = time.time()
-    returncode = subprocess.run(argv, cwd=ROOT, check=False).returncode
-    logging.info('%s %s after %.0f s.', run.name, 'failed' if returncode else 'finished',
-                 time.time() - start)
-    if returncode:
-      failed.append(run.name)
-  return failed
+    else:
+      pending.append(run)
+  return pending
+
+
+def run_sweep(name: str, runs: list[sweeps.Run], root: str) -> list[str]:
+  """Trains the unfinished runs one after another; returns the names of those that failed."""
+  record_sweep(root, name)
+  return launchers.local(unfinished(runs, root), root)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    runs = sweeps.get_sweep(FLAGS.sweep)
-  except ValueError as error:
-    raise app.UsageError(str(error)) from error
-  runs = with_overrides(runs, parse_overrides(FLAGS.override))
+  runs = only(sweep_runs(FLAGS.sweep, FLAGS.seeds, FLAGS.override), FLAGS.only)
+  launchers.check_flags(FLAGS.root)
   if FLAGS.print_commands:
     for run in runs:
-      print(shlex.join(command(run, FLAGS.root)))
+      print(shlex.join(launchers.command(run, FLAGS.root)))
     return
-  failed = run_sweep(FLAGS.sweep, runs, FLAGS.root)
+  pending = unfinished(runs, FLAGS.root)
+  if not pending:
+    logging.info('Every run of %s is finished.', FLAGS.sweep)
+    return
+  if not FLAGS.dry_run:
+    record_sweep(FLAGS.root, FLAGS.sweep)
+  failures = launchers.launch_from_flags(FLAGS.sweep, pending, FLAGS.root)
+  if failures is None:  # A dry run, or a submission that returns before the runs end.
+    return
+  failed = [run.name for run in pending if not is_finished(run, FLAGS.root)]
   if failed:
-    sys.exit(f'These runs failed: {", ".join(failed)}; run the sweep again to resume them.')
+    sys.exit(f'These runs did not finish: {", ".join(failed)}; run the sweep again to resume '
+             'them.')
+  if failures:
+    sys.exit(f'Every run finished, but the {FLAGS.launcher} launcher reported {failures} '
+             'failure(s): see the runs\' logs.')
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
 """The paper's experiments as named sweeps: lists of (run name, config, overrides).
 
 A run trains ``python main.py --config=<config> --workdir=<root>/<run name>`` with every override
-appended as ``--config.<key>=<value>``; ``experiments.run`` runs or prints them.
+appended as ``--config.<key>=<value>``; ``experiments.run`` runs or prints them. A sweep trains
+each of its nets once per seed (``with_seeds``): run ``<net>/seed<k>`` with ``seed=k``.
 """
 
 import os
@@ -28,8 +29,13 @@ class Run(NamedTuple):
 DIGITS_DEPTH_OVERRIDES = {'optimizer.warmup_steps': 46}
 
 
-def _cifar(models, **overrides):
-  return [Run(m, f'configs/cifar10.py:{m}', dict(overrides)) for m in models]
+def _cifar(models, dataset='cifar10', **overrides):
+  return [Run(m, f'configs/{dataset}.py:{m}', dict(overrides)) for m in models]
+
+
+# Figure 6's nets: plain and residual at 20 to 56 layers, and ResNet-110.
+CIFAR_DEPTH_STUDY = ['plain20', 'plain32', 'plain44', 'plain56', 'resnet20', 'resnet32',
+                     'resnet44', 'resnet56', 'resnet110']
 
 
 def _digits(models):
@@ -38,8 +44,9 @@ def _digits(models):
 
 SWEEPS = {
     # Figure 6 and Table 6: plain vs residual on CIFAR-10 with the paper's recipe.
-    'depth_study:cifar10': _cifar(['plain20', 'plain32', 'plain44', 'plain56', 'resnet20',
-                                   'resnet32', 'resnet44', 'resnet56', 'resnet110']),
+    'depth_study:cifar10': _cifar(CIFAR_DEPTH_STUDY),
+    # The same nets and recipe on CIFAR-100 (not in the paper).
+    'depth_study:cifar100': _cifar(CIFAR_DEPTH_STUDY, 'cifar100'),
     # The same study on the bundled offline dataset, sized for a 2-core CPU.
     'depth_study:digits': _digits(['plain20', 'plain56', 'resnet20', 'resnet56']),
     # Table 2 and Figure 4: plain-18/34 vs ResNet-18/34 with zero-padded identity shortcuts (A).
@@ -59,8 +66,33 @@ SWEEPS = {
 }
 
 
+# Seeds per net unless --seeds says otherwise. The paper gives CIFAR-10's ResNet-110 as
+# best (mean ± std) over 5 runs (Table 6) and each ImageNet net as one run; the digits study is
+# sized for 3 seeds on a 2-core CPU.
+DEFAULT_SEEDS = {'depth_study:cifar10': 5, 'depth_study:cifar100': 5, 'depth_study:digits': 3,
+                 'imagenet_plain_vs_residual': 1, 'shortcuts': 1, 'imagenet_deep': 1,
+                 'cifar_1202': 5}
+
+
+def seed_run_name(net: str, seed: int) -> str:
+  """The run of ``net`` with ``seed``: its workdir is ``<root>/<net>/seed<seed>``."""
+  return f'{net}/seed{seed}'
+
+
+def with_seeds(runs: list[Run], seeds: int) -> list[Run]:
+  """Every run once per seed 0 .. seeds-1 (``seed_run_name``, override seed=k), seed by seed.
+
+  Seed 0 of every net comes first, so a sweep interrupted early still covers every net.
+  """
+  if seeds < 1:
+    raise ValueError(f'The number of seeds must be at least 1, not {seeds}.')
+  return [run._replace(name=seed_run_name(run.name, seed), overrides={**run.overrides,
+                                                                       'seed': seed})
+          for seed in range(seeds) for run in runs]
+
+
 def get_sweep(name: str) -> list[Run]:
-  """The runs of sweep ``name``; raises ValueError listing the valid names."""
+  """The nets of sweep ``name``, one run each; raises ValueError listing the valid names."""
   if name not in SWEEPS:
     raise ValueError(f'Unknown sweep {name!r}. Valid sweeps: {", ".join(SWEEPS)}.')
   return list(SWEEPS[name])

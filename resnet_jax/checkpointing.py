@@ -37,11 +37,23 @@ def has_checkpoints(workdir) -> bool:
   return workdirs.path(checkpoint_dir(workdir)).is_dir()
 
 
+# What orbax appends to a step's directory until the checkpoint is complete (local filesystems).
+UNFINISHED_SUFFIX = '.orbax-checkpoint-tmp'
+
+
 def create_manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.CheckpointManager:
-  """A manager of ``workdir/checkpoints`` keeping the last ``keep`` steps."""
+  """A manager of ``workdir/checkpoints`` keeping the last ``keep`` steps.
+
+  A writing manager first removes the checkpoints a save left unfinished (a kill, a full disk):
+  call it only while holding the workdir (``workdir_lease``), or it could remove a live run's.
+  """
+  if not read_only and jax.process_index() == 0 and has_checkpoints(workdir):
+    for unfinished in workdirs.path(checkpoint_dir(workdir)).glob(f'*{UNFINISHED_SUFFIX}*'):
+      logging.warning('Removing the unfinished checkpoint %s (a save that did not complete).',
+                      unfinished)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
-      create=not read_only, read_only=read_only)
+      create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_handlers=_item_handlers())
 

@@ -9,6 +9,7 @@ import functools
 import json
 import math
 import os
+import re
 
 import flax
 import jax
@@ -74,10 +75,15 @@ def scaling_warmup_steps(config, steps_per_epoch: int) -> int:
   return round(config.optimizer.scaling_warmup_epochs * steps_per_epoch)
 
 
+def in_steps(config, steps_field: str, epochs_field: str, steps_per_epoch: int) -> int:
+  """A duration the config gives in steps or in epochs (the other field 0/None), in steps; an
+  epoch-based one is at least one step."""
+  epochs = config[epochs_field]
+  return max(1, round(epochs * steps_per_epoch)) if epochs else int(config[steps_field])
+
+
 def total_steps(config, steps_per_epoch: int) -> int:
-  if config.total_epochs:
-    return int(round(config.total_epochs * steps_per_epoch))
-  return int(config.total_steps)
+  return in_steps(config, 'total_steps', 'total_epochs', steps_per_epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,19 +100,15 @@ class Intervals:
 
 def intervals(config, steps_per_epoch: int) -> Intervals:
   """The evaluation and checkpoint intervals in steps and the plateau patience in evaluations."""
-
-  def steps(steps_field, epochs_field):
-    epochs = config[epochs_field]
-    return max(1, round(epochs * steps_per_epoch)) if epochs else int(config[steps_field])
-
-  eval_steps = steps('eval_every_steps', 'eval_every_epochs')
+  eval_steps = in_steps(config, 'eval_every_steps', 'eval_every_epochs', steps_per_epoch)
   patience = config.optimizer.plateau_patience
   if config.optimizer.plateau_patience_epochs:
     # round() first: epochs x steps / steps is exact only up to float error.
     patience = max(1, math.ceil(round(
         config.optimizer.plateau_patience_epochs * steps_per_epoch / eval_steps, 9)))
   return Intervals(eval_steps=eval_steps,
-                   checkpoint_steps=steps('checkpoint_every_steps', 'checkpoint_every_epochs'),
+                   checkpoint_steps=in_steps(config, 'checkpoint_every_steps',
+                                             'checkpoint_every_epochs', steps_per_epoch),
                    plateau_patience=int(patience))
 
 
@@ -151,8 +153,146 @@ def warn_if_imagenet_on_cpu(config, platform: str, process_count: int) -> None:
         days, process_count, CPU_FLOPS_PER_S)
 
 
+# The summary prefix of the main eval split (dataset.eval_split), which the plateau schedule reads.
+EVAL_PREFIX = 'eval_'
+# The characters of a name of config.extra_evals, the prefix of its summaries: no '/', '=' or
+# spaces.
+_NAME_CHARACTERS = 'A-Za-z0-9_.-'
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraEval:
+  """One entry of ``config.extra_evals``, 'NAME=DATASET:SPLIT': a split evaluated beside the main
+  one at every evaluation, its summaries under ``NAME/`` (big_vision names its evaluators so)."""
+  name: str
+  dataset: str  # A registry entry with the main dataset's label space.
+  split: str    # tfds split syntax, e.g. 'test' or 'train[:10000]'.
+
+  @property
+  def prefix(self) -> str:
+    return f'{self.name}/'
+
+  def __str__(self) -> str:
+    return f'{self.name}={self.dataset}:{self.split}'
+
+
+def _parse_extra_eval(entry) -> ExtraEval:
+  """'NAME=DATASET:SPLIT', or 'DATASET:SPLIT' named after its dataset; ConfigError otherwise."""
+  named, has_name, rest = str(entry).partition('=')
+  dataset, _, split = (rest if has_name else named).partition(':')
+  name = named if has_name else re.sub(f'[^{_NAME_CHARACTERS}]', '_', dataset)
+  if not (isinstance(entry, str) and dataset and split
+          and re.fullmatch(f'[{_NAME_CHARACTERS}]+', name)):
+    raise ConfigError(
+        f"extra_evals entry {entry!r} is not 'NAME=DATASET:SPLIT' or 'DATASET:SPLIT' (e.g. "
+        "'v2=imagenet_v2:test'), where NAME, the prefix of its summaries, is made of letters, "
+        "digits, '_', '.' and '-'.")
+  return ExtraEval(name=name, dataset=dataset, split=split)
+
+
+def _extra_eval_entries(config) -> tuple:
+  """``config.extra_evals``; none in the config of a run saved before the field existed."""
+  return tuple(config.get('extra_evals', ()))
+
+
+def extra_evals(config) -> tuple[ExtraEval, ...]:
+  """The evaluation sets of ``config.extra_evals``, in their order (``validate`` checks them)."""
+  return tuple(_parse_extra_eval(entry) for entry in _extra_eval_entries(config))
+
+
+def _label_space_differences(main: registry.DatasetSpec, other: registry.DatasetSpec):
+  """How ``other`` differs from ``main`` in what a network trained on ``main`` reads and predicts."""
+  facts = (('num_classes', 'classes'), ('channels', 'channels'),
+           ('family', 'preprocessing family'))
+  return [f'{getattr(other, field)} {what}, not {getattr(main, field)}'
+          for field, what in facts if getattr(other, field) != getattr(main, field)]
+
+
+def extra_eval_problems(config) -> list[str]:
+  """What keeps ``config.extra_evals`` from being evaluated by the network of ``dataset.name``."""
+  problems, names = [], {}
+  main = registry.DATASETS.get(config.dataset.name)
+  for entry in _extra_eval_entries(config):
+    try:
+      extra = _parse_extra_eval(entry)
+    except ConfigError as error:
+      problems.append(str(error))
+      continue
+    spec = registry.DATASETS.get(extra.dataset)
+    if spec is None:
+      problems.append(f'extra_evals entry {entry!r}: {extra.dataset!r} is not a known dataset; '
+                      f'use one of {", ".join(registry.DATASETS)}.')
+      continue
+    names.setdefault(extra.name, []).append(entry)
+    differences = main and _label_space_differences(main, spec)
+    if differences:
+      problems.append(
+          f'extra_evals entry {entry!r}: {extra.dataset} does not share the label space of '
+          f'dataset.name={config.dataset.name} ({"; ".join(differences)}): the network trained '
+          'on it cannot be evaluated there. Evaluate a dataset of the same classes, channels '
+          'and preprocessing (e.g. imagenet_v2 beside imagenet2012).')
+    low, high = spec.image_sizes
+    if not differences and not low <= config.dataset.image_size <= high:
+      problems.append(f'extra_evals entry {entry!r}: dataset.image_size='
+                      f'{config.dataset.image_size} does not fit {extra.dataset} (crops between '
+                      f'{low} and {high} pixels wide).')
+  problems += [f'extra_evals names {name!r} {len(entries)} times ({", ".join(map(repr, entries))});'
+               " give each its own summary prefix: 'NAME=DATASET:SPLIT'."
+               for name, entries in names.items() if len(entries) > 1]
+  return problems
+
+
+def _split_names(split: str) -> list[str]:
+  """The tfds split names of a split expression: 'train[:45000]+extra' -> ['train', 'extra']."""
+  return [part.strip() for part in re.sub(r'\[[^\]]*\]', '', split).split('+')]
+
+
+def _describe(splits: dict[str, int]) -> str:
+  return ', '.join(f'{name} ({count:,} images)' for name, count in splits.items())
+
+
+def _dataset_problems(config, spec: registry.DatasetSpec) -> list[str]:
+  """What keeps ``config.dataset`` from training on the dataset ``spec`` describes: an image size
+  it cannot crop, a split it lacks, no training split at all."""
+  ds, sizes = config.dataset, spec.image_sizes
+  problems = []
+  if not sizes[0] <= ds.image_size <= sizes[1]:
+    problems.append(f'dataset.image_size={ds.image_size} does not fit {ds.name}: crops must be '
+                    f'between {sizes[0]} and {sizes[1]} pixels wide (a crop cannot be larger '
+                    'than the image it is cut from).')
+  if spec.eval_only:
+    problems.append(
+        f'dataset.name={ds.name!r} is an evaluation-only dataset: it has no train split, only '
+        f'{_describe(spec.splits)}. Train on a dataset of the same {spec.num_classes} classes '
+        f'and evaluate on {ds.name} beside it.')
+    return problems
+  held_out = next((name for name in spec.splits if name != registry.TRAIN_SPLIT), None)
+  for field, suggested in (('train_split', registry.TRAIN_SPLIT), ('eval_split', held_out)):
+    missing = [name for name in _split_names(ds[field])
+               if name not in spec.splits and name != 'all']  # tfds' name for every split.
+    if missing:
+      problems.append(f'dataset.{field}={ds[field]!r} names no split of {ds.name} '
+                      f'({", ".join(map(repr, missing))}); its splits are {_describe(spec.splits)}.'
+                      f' Set e.g. --config.dataset.{field}={suggested or "train[90%:]"} (tfds '
+                      "split syntax: 'train[:90%]', 'train+extra').")
+  return problems
+
+
+def check_dataset(config, spec: registry.DatasetSpec) -> None:
+  """Raises ``ConfigError`` where ``config.dataset`` cannot train on the dataset ``spec``
+  describes (``data.specs.spec_of``: its registry entry, or its tfds builder's info)."""
+  problems = _dataset_problems(config, spec)
+  if problems:
+    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+
+
 def validate(config, *, device_count: int, process_count: int) -> None:
-  """Raises ``ConfigError`` for any config that cannot train correctly."""
+  """Raises ``ConfigError`` for any config that cannot train correctly.
+
+  A dataset without a registry entry is checked by ``check_dataset`` once its facts are read
+  from its tfds builder (``train`` does both), so that everything else is checked without
+  TensorFlow.
+  """
   problems = []
   if config.model.name not in models.MODEL_NAMES:
     problems.append(f'model.name={config.model.name!r} is not a model. Valid names: '
@@ -167,15 +307,8 @@ def validate(config, *, device_count: int, process_count: int) -> None:
                        ('gradient_allreduce_dtype', config.gradient_allreduce_dtype)):
     if value not in ('float32', 'bfloat16'):
       problems.append(f"{field}={value!r}; use 'float32' or 'bfloat16'.")
-  spec = registry.DATASETS.get(config.dataset.name)
-  sizes = spec and spec.image_sizes
-  if spec is None:
-    problems.append(f'dataset.name={config.dataset.name!r} is not supported; use one of '
-                    f'{", ".join(registry.DATASETS)}.')
-  elif not sizes[0] <= config.dataset.image_size <= sizes[1]:
-    problems.append(f'dataset.image_size={config.dataset.image_size} does not fit '
-                    f'{config.dataset.name}: crops must be between {sizes[0]} and {sizes[1]} '
-                    'pixels wide (a crop cannot be larger than the image it is cut from).')
+  if config.dataset.name in registry.DATASETS:
+    problems += _dataset_problems(config, registry.DATASETS[config.dataset.name])
   if config.dataset.shuffle_buffer < 1:
     problems.append(f'dataset.shuffle_buffer={config.dataset.shuffle_buffer} must be at least 1 '
                     '(records per shuffled window of the streamed ImageNet order).')
@@ -274,6 +407,7 @@ def validate(config, *, device_count: int, process_count: int) -> None:
   for field in ('log_every_steps', 'keep_checkpoints'):
     if config[field] <= 0:
       problems.append(f'{field}={config[field]} must be positive.')
+  problems += extra_eval_problems(config)
   if problems:
     raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
 
@@ -287,7 +421,7 @@ def data_shards(config, process_count: int) -> int:
 def resume_data_shards(config, recorded: int | None, process_count: int):
   """The config that resumes a run whose checkpoint was written with ``recorded`` data shards.
 
-  The train order of an epoch follows the number of shards (``input_pipeline``), so a resume
+  The train order of an epoch follows the number of shards (``data.pipeline``), so a resume
   keeps it: ``dataset.num_shards=0`` means one shard per process when a run starts, and the
   shards it started with when it resumes. On a process count that divides them (e.g. 8 hosts
   resumed on 4, 2 or 1) the epoch in progress goes on exactly as it would have, which is what a

@@ -1,6 +1,7 @@
 """Errors that a user can fix, and how a command line reports them: one message, exit status 2."""
 
 import contextlib
+import errno
 import sys
 
 
@@ -25,8 +26,30 @@ class InitFromError(ValueError):
   network; the message names each variable that does not fit."""
 
 
+class WorkdirInUseError(RuntimeError):
+  """Another live run holds the workdir (``workdir_lease``), or this run lost it to another."""
+
+
+class DiskFullError(RuntimeError):
+  """The workdir's filesystem has no room left for what the run writes (``disk_full``)."""
+
+
 USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DivergenceError,
-               InitFromError)
+               InitFromError, WorkdirInUseError, DiskFullError)
+
+# How libraries word an out-of-space failure when they pass it on as text (tensorstore, TF).
+OUT_OF_SPACE_TEXTS = ('No space left on device', 'Disk quota exceeded')
+
+
+def is_out_of_space(error: BaseException | None) -> bool:
+  """Whether ``error``, or an error it was raised from, says the disk or the quota is full."""
+  while error is not None:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if any(text in str(error) for text in OUT_OF_SPACE_TEXTS):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 @contextlib.contextmanager

@@ -1,13 +1,17 @@
 """Keeps a run's console readable: orbax's and tfds' INFO records (one per checkpoint save and
-dataset read) are dropped from absl's log, their warnings and errors still show; and libtpu is
-not started where there is no TPU."""
+dataset read) are dropped from absl's log, their warnings and errors still show; a full disk is
+reported once, by the run (``disk_full``), not in every library thread that met it; and libtpu
+is not started where there is no TPU."""
 
 import glob
 import logging as std_logging
 import os
+import sys
 
 import jax
 from absl import logging
+
+from resnet_jax.errors import OUT_OF_SPACE_TEXTS, is_out_of_space
 
 # Device files of the accelerators JAX uses: TPUs (accel; vfio groups on v5p and later),
 # NVIDIA GPUs (dxg under WSL) and AMD GPUs.
@@ -15,19 +19,40 @@ ACCELERATOR_DEVICES = ('/dev/accel*', '/dev/vfio/[0-9]*', '/dev/nvidia[0-9]*', '
                        '/dev/dxg', '/dev/kfd')
 
 
+# Libraries whose failed writes log the error in each of their threads (orbax's save threads,
+# clu's asynchronous metric writer) before the run's own thread sees it.
+_WRITERS = ('/orbax/', '/clu/')
+
+
 class _LibraryInfoFilter(std_logging.Filter):
-  """Drops the INFO records orbax and tfds log for every save and read; warnings still show."""
+  """Drops the INFO records orbax and tfds log for every save and read, and the records of
+  orbax's and clu's writer threads about a full disk; other warnings and errors still show."""
 
   def filter(self, record):
+    if any(library in record.pathname for library in _WRITERS) and (
+        is_out_of_space(record.exc_info[1] if record.exc_info else None)
+        or any(text in record.getMessage() for text in OUT_OF_SPACE_TEXTS)):
+      return False
     return record.levelno >= std_logging.WARNING or not any(
         library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))
 
 
+def _drop_closed_loop_callbacks(unraisable):
+  """Ignores 'Event loop is closed' from tensorstore's callbacks (Python's own hook reports the
+  rest): once one of orbax's writes fails (a full disk), orbax closes its event loop and the
+  writes still in flight call back into it; the failure itself reaches the run."""
+  if not (isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == 'Event loop is closed'):
+    sys.__unraisablehook__(unraisable)
+
+
 def quiet() -> None:
-  """Installs the filter on absl's handler, once."""
+  """Installs the filter on absl's handler, and the hook of unraisable errors, once."""
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
     handler.addFilter(_LibraryInfoFilter())
+  if sys.unraisablehook is not _drop_closed_loop_callbacks:
+    sys.unraisablehook = _drop_closed_loop_callbacks
 
 
 def use_cpu_without_accelerators() -> None:

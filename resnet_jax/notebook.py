@@ -28,7 +28,7 @@ from jax.sharding import NamedSharding
 
 from resnet_jax import checkpointing, config_lib, errors, events, library_logs, workdirs
 from resnet_jax.evaluation import loop as eval_loop
-from resnet_jax.parallel import sharding as placement_lib
+from resnet_jax.parallel import sharding
 
 # The config fields that shape the network: a config given to ``load_run`` must agree on them.
 MODEL_FIELDS = ('model', 'dataset.name', 'dataset.image_size')
@@ -48,7 +48,7 @@ class _Placement(NamedTuple):
   logits_fn: Callable
 
 
-def _input_pipeline():
+def _pipeline():
   """The tfds input path, imported on first use (it imports TensorFlow)."""
   return importlib.import_module('resnet_jax.data.pipeline')
 
@@ -66,7 +66,7 @@ class Run:
   @property
   def info(self):
     """The dataset's ``DatasetInfo``: classes, label names, split sizes, input shape."""
-    return _input_pipeline().get_dataset_info(self.config)
+    return _pipeline().get_dataset_info(self.config)
 
   @property
   def num_devices(self) -> int:
@@ -83,19 +83,21 @@ class Run:
 
     Images are one array [N, h, w, C] when they share a shape (digits, cifar10), else a list.
     """
-    _input_pipeline().get_dataset_info(self.config)  # Prepares digits, refuses what is not.
+    _pipeline().get_dataset_info(self.config)  # Prepares digits, refuses what is not.
     tfds = importlib.import_module('tensorflow_datasets')
-    builder = tfds.builder(self.config.dataset.name, data_dir=self.config.dataset.data_dir)
+    spec = importlib.import_module('resnet_jax.data.specs').spec_of(self.config)
+    builder = tfds.builder(spec.tfds_name, data_dir=self.config.dataset.data_dir)
     records = builder.as_dataset(split=split or self.config.dataset.eval_split,
-                                 shuffle_files=False, as_supervised=True,
+                                 shuffle_files=False,
                                  read_config=tfds.ReadConfig(try_autocache=False)).take(count)
-    images, labels = zip(*tfds.as_numpy(records))
+    images, labels = zip(*((example['image'], example[spec.label_feature])
+                           for example in tfds.as_numpy(records)))
     same_shape = len({image.shape for image in images}) == 1
     return (np.stack(images) if same_shape else list(images)), np.array(labels)
 
   def preprocess(self, images) -> np.ndarray:
     """Raw uint8 images as the model sees them in evaluation (``preprocess_for_eval_numpy``)."""
-    return _input_pipeline().preprocess_for_eval_numpy(self.config, images)
+    return _pipeline().preprocess_for_eval_numpy(self.config, images)
 
   def predict(self, images, top_k: int = 5) -> Predictions:
     """Logits and the ``top_k`` most likely classes of raw uint8 images.
@@ -119,7 +121,7 @@ class Run:
     logits = []
     for start in range(0, count, batch):
       inputs = self.preprocess(images[start:start + batch])
-      padded, _ = placement_lib.pad_batch(inputs, batch)
+      padded, _ = sharding.pad_batch(inputs, batch)
       outputs = placement.logits_fn(placement.variables,
                                     jax.device_put(padded, placement.batch_sharding))
       logits.append(np.asarray(outputs)[:len(inputs)])
@@ -127,15 +129,16 @@ class Run:
     ranked = np.argsort(-logits, axis=-1, kind='stable')[:, :top_k]
     return Predictions(logits, np.where(np.isfinite(logits).all(-1, keepdims=True), ranked, -1))
 
-  def evaluate(self, split: str | None = None) -> dict[str, float]:
-    """``{'loss', 'error_top1', 'error_top5'}`` on a tfds split (default: the eval split).
+  def evaluate(self, split: str | None = None, dataset: str | None = None) -> dict[str, float]:
+    """``{'loss', 'error_top1', 'error_top5'}`` on a tfds split (default: the eval split) of
+    ``dataset`` (default: the run's; another of its label space, as ``config.extra_evals``).
 
     The training loop's evaluation: the same batches of ``config.eval_batch_size``, padding
     masked out, the same metrics and jitted step.
     """
     placement = self._placement()
-    batches = _input_pipeline().eval_batches(self.config, process_index=0, process_count=1,
-                                             split=split)
+    batches = _pipeline().eval_batches(self.config, process_index=0, process_count=1,
+                                       split=split, dataset=dataset)
     metrics = eval_loop.evaluate(placement.eval_fn, placement.variables, batches,
                                  placement.batch_sharding)
     return {name.removeprefix('eval_'): value for name, value in metrics.items()}
@@ -152,14 +155,14 @@ class Run:
     """The variables replicated on ``num_devices`` local devices, and the jitted functions."""
     num_devices = self.num_devices
     if num_devices not in self._placements:
-      mesh = placement_lib.create_mesh(jax.local_devices()[:num_devices])
-      replicated, batched = placement_lib.replicated(mesh), placement_lib.batch_sharding(mesh)
+      mesh = sharding.create_mesh(jax.local_devices()[:num_devices])
+      replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
       self._placements[num_devices] = _Placement(
           num_devices=num_devices,
           variables=jax.device_put(self.variables, replicated),
           batch_sharding=batched,
           eval_fn=eval_loop.jit_eval_step(
-              self.model, mesh, _input_pipeline().imagenet_mean_correction(self.config)),
+              self.model, mesh, _pipeline().imagenet_mean_correction(self.config)),
           logits_fn=jax.jit(functools.partial(self.model.apply, train=False),
                             in_shardings=(replicated, batched), out_shardings=replicated))
     return self._placements[num_devices]
@@ -279,12 +282,22 @@ def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
 
 
 def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
-  """``main.py --mode=eval``: evaluates the latest checkpoint and prints its metrics."""
+  """``main.py --mode=eval``: evaluates the latest checkpoint on the eval split and on each set
+  of ``config.extra_evals``, printing one line for each with the metrics named as its summaries;
+  returns the eval split's metrics."""
   library_logs.quiet()
   run = load_run(workdir, config=config)
-  metrics = run.evaluate()
-  line = ' '.join(f'eval_{name}={value!r}' for name, value in sorted(metrics.items()))
-  logging.info('Evaluated the checkpoint at step %d of %s.', run.step, workdir)
-  print(f'step={run.step} split={run.config.dataset.eval_split} devices={run.num_devices} '
-        f'{line}', flush=True)
+  _pipeline().check_extra_evals(run.config)
+  logging.info('Evaluating the checkpoint at step %d of %s.', run.step, workdir)
+  metrics = _print_evaluation(run, config_lib.EVAL_PREFIX,
+                              f'split={run.config.dataset.eval_split}', run.evaluate())
+  for extra in config_lib.extra_evals(run.config):
+    _print_evaluation(run, extra.prefix, f'dataset={extra.dataset} split={extra.split}',
+                      run.evaluate(extra.split, extra.dataset))
+  return metrics
+
+
+def _print_evaluation(run: Run, prefix: str, where: str, metrics: dict) -> dict:
+  line = ' '.join(f'{prefix}{name}={value!r}' for name, value in sorted(metrics.items()))
+  print(f'step={run.step} {where} devices={run.num_devices} {line}', flush=True)
   return metrics

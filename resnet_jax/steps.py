@@ -84,6 +84,11 @@ class EvalMetrics(metrics.Collection):
   error_top5: metrics.Average.from_output('error_top5')
 
 
+def _check_ks(ks: Sequence[int]) -> None:
+  if not ks or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
+    raise ValueError(f'Top-k errors need whole numbers k >= 1; got {tuple(ks)}.')
+
+
 def top_k_errors(logits, labels, ks: Sequence[int] = (1, 5)):
   """Per-example top-k errors, float32 [B, len(ks)], one column per ``k`` of ``ks``: 0 where
   the label is among the ``k`` highest scores, 1 where it is not, a fraction where a tie leaves
@@ -100,8 +105,7 @@ def top_k_errors(logits, labels, ks: Sequence[int] = (1, 5)):
   numpy arrays are computed with numpy, on the host, compiling nothing (evaluation averages its
   views' probabilities there); anything else, traced arrays included, with ``jax.numpy``.
   """
-  if not ks or any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
-    raise ValueError(f'Top-k errors need whole numbers k >= 1; got {tuple(ks)}.')
+  _check_ks(ks)
   xp = np if isinstance(logits, np.ndarray) else jnp
   scores = logits.astype(xp.float32)
   label_score = xp.take_along_axis(scores, xp.asarray(labels)[:, None], axis=-1)
@@ -115,46 +119,80 @@ def top_k_errors(logits, labels, ks: Sequence[int] = (1, 5)):
                    for k in ks], axis=-1).astype(xp.float32)
 
 
+def top_k_set_errors(logits, label_sets, ks: Sequence[int] = (1, 5)):
+  """``top_k_errors`` where each example's label is a set of classes, bool [B, classes] (ReaL,
+  Beyer et al. 2020): 0 where one of the set is among the ``k`` highest scores, 1 where none
+  is, ties counted as a uniformly random order of the tied classes would on average.
+
+  With ``s`` classes scoring strictly higher than the set's best member and ``t`` classes tied
+  with it, ``m`` of them in the set, the tie fills positions ``s, ..., s + t - 1`` in a random
+  order, and the chance that none of the ``m`` lands among the ``r = k - s`` of them inside the
+  top k is ``C(t - m, r) / C(t, r)``, the product over ``i < r`` of ``(t - m - i) / (t - i)``
+  (for one class, ``top_k_errors``'s count). An empty set, or any NaN or infinite score, is an
+  error at every ``k``. numpy in, numpy out, as ``top_k_errors``.
+  """
+  _check_ks(ks)
+  xp = np if isinstance(logits, np.ndarray) else jnp
+  scores, label_sets = logits.astype(xp.float32), xp.asarray(label_sets, bool)
+  best = xp.max(xp.where(label_sets, scores, -xp.inf), axis=-1, keepdims=True)
+  higher = xp.sum(scores > best, axis=-1)
+  tied = scores == best
+  level = xp.sum(tied, axis=-1)
+  members = xp.sum(tied & label_sets, axis=-1)
+  scored = xp.all(xp.isfinite(scores), axis=-1) & xp.any(label_sets, axis=-1)
+  columns = []
+  for k in ks:
+    none_in_top_k = xp.ones(scores.shape[:-1], xp.float32)
+    for i in range(int(k)):
+      left = xp.clip((level - members - i) / xp.maximum(level - i, 1), 0, 1)
+      none_in_top_k = none_in_top_k * xp.where(i < k - higher, left, 1)
+    columns.append(xp.where(scored, none_in_top_k, 1))
+  return xp.stack(columns, axis=-1).astype(xp.float32)
+
+
 def classification_outputs(logits, labels):
   """Per-example cross-entropy and top-1 / top-5 errors (``top_k_errors``), in float32."""
   logits = logits.astype(jnp.float32)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  errors = top_k_errors(logits, labels, (1, 5))
-  return dict(loss=loss, error_top1=errors[:, 0], error_top5=errors[:, 1])
+  return _outputs(loss, top_k_errors(logits, labels, (1, 5)))
 
 
-def model_images(batch):
+def _outputs(loss, errors):
+  return {'loss': loss, 'error_top1': errors[:, 0], 'error_top5': errors[:, 1]}
+
+
+def label_set_outputs(logits, label_sets):
+  """``classification_outputs`` for labels that are sets of classes (``top_k_set_errors``): the
+  loss is the cross-entropy of the event "the class is in the set" (0 for an empty set)."""
+  logits = logits.astype(jnp.float32)
+  in_set = jax.nn.logsumexp(jnp.where(label_sets, logits, -jnp.inf), axis=-1)
+  loss = jnp.where(label_sets.any(-1), jax.nn.logsumexp(logits, axis=-1) - in_set, 0.0)
+  return _outputs(loss, top_k_set_errors(logits, label_sets, (1, 5)))
+
+
+def model_images(batch, image_correction=None):
   """The float32 images the model sees, computed on the device inside the jitted steps.
 
   uint8 images (ImageNet's host pipeline) are scaled to [0, 1] and shifted by their example's
-  offset ``batch['image_offset']`` [B, 3] (lighting noise minus the RGB mean), then, where the
-  batch holds one, minus ``batch['image_correction']`` [H, W, 3]: with the per-pixel mean
+  offset ``batch['image_offset']`` [B, 3] (lighting noise minus the RGB mean), then minus
+  ``image_correction`` [H, W, 3] where there is one: with the per-pixel mean
   (``dataset.imagenet_per_pixel_mean``), its difference from the per-channel one. That image is
-  the same for every example, so ``with_image_correction`` makes it a constant of the compiled
-  step and the host ships 3 floats per example, not an image of them. Float images arrive
-  preprocessed.
+  the same for every example, so the steps take it as a constant of the compiled program and the
+  host ships 3 floats per example, not an image of them. Float images arrive preprocessed.
   """
   images, offset = batch['image'], batch.get('image_offset')
   if images.dtype != jnp.uint8:
     return images
   offset = offset[:, None, None, :]
-  if 'image_correction' in batch:
-    offset = offset - batch['image_correction']
+  if image_correction is not None:
+    offset = offset - image_correction
   return images.astype(jnp.float32) / 255.0 + offset
-
-
-def with_image_correction(fn: Callable, image_correction) -> Callable:
-  """``fn(..., batch)`` (its batch last) with ``image_correction`` added to the batch as a
-  constant (see ``model_images``); ``fn`` itself when the correction is None."""
-  if image_correction is None:
-    return fn
-  constant = np.asarray(image_correction, np.float32)
-  return lambda *args: fn(*args[:-1], {**args[-1], 'image_correction': constant})
 
 
 def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callable,
                mesh: jax.sharding.Mesh, gradient_allreduce_dtype=jnp.float32,
-               label_smoothing: float = 0.0) -> tuple[TrainState, TrainMetrics]:
+               label_smoothing: float = 0.0,
+               image_correction=None) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step on a global batch split along the ``data`` axis of ``mesh``.
 
   Each device differentiates the loss of its slice of the batch (``jax.shard_map``), and the
@@ -164,13 +202,11 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
   statistics stay those of the global batch, or of the configured groups (a model with
   ``freeze_bn_stats`` normalises with its running averages and keeps them); the optimizer then
   updates the replicated state with the averaged gradients. With ``label_smoothing`` the loss
-  minimised (and logged) is against smoothed targets.
+  minimised (and logged) is against smoothed targets. ``image_correction``: see
+  ``model_images``.
   """
   axis = sharding.DATA_AXIS
   model = model.clone(bn_axis_name=axis)
-  # The per-pixel mean's correction is one image for every example: a constant on each device.
-  constants = {k: v for k, v in batch.items() if k == 'image_correction'}
-  batch = {k: v for k, v in batch.items() if k not in constants}
 
   def local_gradients(params, batch_stats, batch):
     # Per-device copies: their gradients stay local until the mean below (JAX would otherwise
@@ -179,7 +215,7 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
 
     def loss_fn(params):
       logits, updates = model.apply({'params': params, 'batch_stats': batch_stats},
-                                    model_images({**batch, **constants}), train=True,
+                                    model_images(batch, image_correction), train=True,
                                     mutable=['batch_stats'])
       outputs = classification_outputs(logits, batch['label'])
       if label_smoothing:
@@ -211,8 +247,17 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
   return new_state, step_metrics
 
 
-def eval_step(variables, batch, *, model) -> EvalMetrics:
-  """Metrics of one evaluation batch; examples whose ``mask`` is False do not count."""
-  logits = model.apply(variables, model_images(batch), train=False)
-  outputs = classification_outputs(logits, batch['label'])
-  return EvalMetrics.single_from_model_output(**outputs, mask=batch['mask'])
+def eval_step(variables, batch, *, model, image_correction=None) -> EvalMetrics:
+  """Metrics of one evaluation batch; examples whose ``mask`` is False do not count.
+
+  A batch of ``label_set`` (bool [B, classes]) instead of ``label`` scores each example against
+  its set (``label_set_outputs``); an example with an empty set does not count (ReaL's rule).
+  ``image_correction``: see ``model_images``.
+  """
+  logits = model.apply(variables, model_images(batch, image_correction), train=False)
+  if 'label_set' in batch:
+    outputs = label_set_outputs(logits, batch['label_set'])
+    mask = batch['mask'] & batch['label_set'].any(-1)
+  else:
+    outputs, mask = classification_outputs(logits, batch['label']), batch['mask']
+  return EvalMetrics.single_from_model_output(**outputs, mask=mask)

@@ -1,8 +1,8 @@
 """Training and evaluation of one run, data-parallel over every device of every host.
 
 Read it top to bottom: the checks (and the dataset's facts), the program (mesh, model, optimizer
-and jitted calls: ``build_program``), the state (restored, from ``init_from`` or fresh), logging,
-the input, then the loop with its logging, evaluation and checkpoints.
+and jitted calls: ``build_program``), the state (restored, from ``init_from`` or fresh), the eval
+splits, logging, the input, then the loop with its logging, evaluation and checkpoints.
 """
 
 import dataclasses
@@ -19,8 +19,17 @@ from clu import parameter_overview
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
-from resnet_jax import checkpointing, config_lib, init_from, library_logs, optim, steps
-from resnet_jax.data import device_resident, registry
+from resnet_jax import (
+  checkpointing,
+  config_lib,
+  disk_full,
+  init_from,
+  library_logs,
+  optim,
+  steps,
+  workdir_lease,
+)
+from resnet_jax.data import device_resident
 from resnet_jax.errors import DivergenceError
 from resnet_jax.evaluation import loop as eval_loop
 from resnet_jax.parallel import cpu_workarounds, distributed, multistep, sharding
@@ -63,10 +72,10 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
   tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
-  train_step = steps.with_image_correction(functools.partial(
+  train_step = functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, mesh=mesh,
       gradient_allreduce_dtype=config.gradient_allreduce_dtype,
-      label_smoothing=config.label_smoothing), image_correction)
+      label_smoothing=config.label_smoothing, image_correction=image_correction)
   if config.cpu_fusion_barriers and mesh.devices.flat[0].platform == 'cpu':
     train_step = cpu_workarounds.with_block_barriers(train_step)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
@@ -116,7 +125,11 @@ class PreemptionFlag:
 
 
 def train_and_evaluate(config, workdir: str) -> steps.TrainState:
-  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one."""
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one.
+
+  After the checks the run holds the workdir (``workdir_lease``: a second run there is refused)
+  and a full disk stops it with one message (``disk_full``).
+  """
   library_logs.quiet()
   # ---- Checks, before reading data or compiling anything.
   config_lib.validate(config, device_count=jax.device_count(),
@@ -126,17 +139,30 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   config_lib.check_workdir(config, workdir)
   config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
                                          jax.process_count())
-  # TensorFlow (tfds, tf.data, clu's writers), imported when a run starts, not with the module.
+  # TensorFlow (tfds, tf.data), imported when a run starts, not with the module.
+  from resnet_jax.data import pipeline, specs  # pylint: disable=import-outside-toplevel
+  # The dataset's facts: its registry entry, or its tfds builder's info (metadata only).
+  spec = specs.spec_of(config)
+  config_lib.check_dataset(config, spec)
+  device_resident.check_config(config, spec)
+  info = pipeline.get_dataset_info(config)
+  pipeline.check_extra_evals(config)
+  steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
+  with disk_full.stops_the_run(workdir), workdir_lease.hold(workdir) as lease:
+    disk_full.check_room_for_a_checkpoint(workdir)
+    return _train(config, workdir, lease, spec, info, steps_per_epoch)
+
+
+def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
+           steps_per_epoch: int) -> steps.TrainState:
+  """The run, in the workdir it holds: program, state, logging, input and the loop."""
+  # TensorFlow (clu's writers), imported when a run starts, not with the module.
   from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
 
   from resnet_jax import reporting  # pylint: disable=import-outside-toplevel
   from resnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  device_resident.check_config(config)
-  info = pipeline.get_dataset_info(config)
-  steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
   num_steps = config_lib.total_steps(config, steps_per_epoch)
   every = config_lib.intervals(config, steps_per_epoch)
-
   num_shards = config_lib.data_shards(config, jax.process_count())
   is_chief = jax.process_index() == 0
 
@@ -180,16 +206,27 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   plateau_fn = jax.jit(functools.partial(optim.plateau_update, config, steps_per_epoch),
                        out_shardings=program.replicated)
 
-  def run_eval(variables):
-    batches = pipeline.eval_batches(config, process_index=jax.process_index(),
-                                          process_count=jax.process_count())
-    return eval_loop.evaluate(eval_fn, variables, batches, batch_sharding)
-
   if start_step >= num_steps:
     logging.info('The run in %s already finished (%d of %d steps); nothing to train.',
                  workdir, start_step, num_steps)
     manager.close()
     return state
+
+  # ---- Evaluation: the eval split (the plateau schedule reads it), then config.extra_evals,
+  # each under its summary prefix; every pipeline is built once and read whole each time.
+  def eval_split(split=None, dataset=None):
+    return pipeline.eval_split(config, split=split, dataset=dataset,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
+
+  eval_splits = {config_lib.EVAL_PREFIX: eval_split(), **{
+      extra.prefix: eval_split(extra.split, extra.dataset)
+      for extra in config_lib.extra_evals(config)}}
+
+  def run_eval(variables) -> dict[str, dict[str, float]]:
+    """{prefix: {prefix + metric: value}} for every eval split."""
+    return {prefix: eval_loop.evaluate(eval_fn, variables, batches, batch_sharding, prefix)
+            for prefix, batches in eval_splits.items()}
 
   # ---- Logging.
   if is_chief:
@@ -219,6 +256,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
 
   def save_checkpoint(step):
     nonlocal last_checkpoint
+    lease.check(step)
     checkpointing.save(manager, state, data_position=step, num_shards=num_shards)
     last_checkpoint = step
 
@@ -242,7 +280,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
           logdir=workdir, num_profile_steps=profile_steps, profile_duration_ms=None,
           first_profile=step_ends[0], every_secs=None))
   if config.dataset.device_resident:  # The split on the devices; a call takes a step count.
-    augment, spec = config.dataset.augment, registry.get(config.dataset.name)
+    augment = config.dataset.augment
     train_fn = device_resident.make_train_fn(
         train_step, device_resident.put_on_devices(*pipeline.load_train_arrays(config), mesh),
         mesh, seed=config.seed, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
@@ -272,11 +310,12 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
         train_metrics = None
       if step % every.eval_steps == 0 or is_last:
         with progress_report.timed('eval'):
-          eval_metrics = run_eval(state.variables)
-          writer.write_scalars(step, eval_metrics)
+          evaluations = run_eval(state.variables)
+          for metrics in evaluations.values():
+            writer.write_scalars(step, metrics)
         if config.optimizer.schedule == 'plateau':  # Before the checkpoint that keeps it.
-          state = state.replace(opt_state=plateau_fn(state.opt_state,
-                                                     eval_metrics['eval_error_top1']))
+          main_error = evaluations[config_lib.EVAL_PREFIX]['eval_error_top1']
+          state = state.replace(opt_state=plateau_fn(state.opt_state, main_error))
       if step % every.checkpoint_steps == 0 or is_last or preempted:
         with progress_report.timed('checkpoint'):
           save_checkpoint(step)

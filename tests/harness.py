@@ -1,9 +1,14 @@
 """Runs main.py the way a user does, on simulated CPU devices, and reads back what it wrote."""
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+
+import jax
+import numpy as np
+from etils import epath
 
 from resnet_jax import checkpointing, events
 
@@ -35,6 +40,25 @@ def tiny_digits_config(data_dir, **overrides):
   return config
 
 
+@contextlib.contextmanager
+def bucket_at(local_dir, monkeypatch):
+  """Serves ``gs://bucket/...`` from ``local_dir``, through etils' own epath test double.
+
+  With TensorFlow installed, epath hands gs:// to TensorFlow's GCS client before its double;
+  that choice is switched off here so the double serves every call.
+  """
+
+  def redirected(original_fn, *args, **kwargs):
+    return original_fn(*(os.fspath(a).replace('gs://bucket', str(local_dir))
+                         if isinstance(a, str | os.PathLike) else a for a in args), **kwargs)
+
+  monkeypatch.setattr(epath.gpath, '_is_tf_installed', lambda: False)
+  names = ('open', 'exists', 'isdir', 'listdir', 'glob', 'makedirs', 'mkdir', 'stat', 'remove',
+           'rename', 'replace')
+  with epath.testing.mock_epath(**dict.fromkeys(names, redirected)):
+    yield
+
+
 def free_port():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
@@ -59,7 +83,8 @@ def run_main(workdir, config, flags, devices=1, extra_args=(), check=True, env=N
   if background:
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
                             text=True)
-  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
   if check and result.returncode:
     raise AssertionError(f'main.py failed ({result.returncode}):\n{result.stderr[-5000:]}')
   return result
@@ -81,6 +106,29 @@ def train_losses(workdir):
 def final_params(workdir):
   variables, _ = checkpointing.restore_variables(workdir)
   return variables
+
+
+def leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def assert_same_run_to_round_off(workdir, reference, steps=4):
+  """The run in ``workdir`` computed what the one in ``reference`` did with other processes or
+  devices: the losses of its first ``steps`` steps, and the checkpoint at ``steps``.
+
+  Float round-off differs between the two (where the all-reduces sum), and on a freshly
+  initialised net it grows several-fold a step from step 5 on (BatchNorm of near-constant
+  channels); so the comparison is over the first 4 steps, and their checkpoint.
+  """
+  got, want = train_losses(workdir), train_losses(reference)
+  assert got.keys() == want.keys(), (got, want)
+  for step in range(1, steps + 1):  # Each step's loss depends on which images make its batch.
+    assert abs(got[step] - want[step]) <= 1e-5 * abs(want[step]), (step, got, want)
+  got_variables, _ = checkpointing.restore_variables(workdir, step=steps)
+  want_variables, _ = checkpointing.restore_variables(reference, step=steps)
+  for name in ('batch_stats', 'params'):
+    for x, y in zip(leaves(got_variables[name]), leaves(want_variables[name])):
+      np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def tiny_step_inputs(channels: int):

@@ -120,3 +120,10 @@ def test_tensorflow_is_imported_at_module_level_only_by_data_evaluation_and_test
                if {n.split('.')[0] for n in imports(p, top_level_only=True)}
                & {'tensorflow', 'tensorflow_datasets'}}
   assert importing <= {'data/', 'evaluation/', 'testing/'}, importing
+
+
+def test_the_readme_is_read_in_five_minutes():
+  lines = (ROOT / 'README.md').read_text().splitlines()
+  assert len(lines) <= 150, f'README.md has {len(lines)} lines; move detail to docs/'
+  long = [n for n, line in enumerate(lines, 1) if len(line) > 120]
+  assert not long, f'README.md lines over 120 characters: {long}'

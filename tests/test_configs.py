@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 import configs
-from configs import cifar10, digits, imagenet, imagenet_r50
+from configs import cifar10, cifar100, digits, imagenet, imagenet_r50
 from resnet_jax import config_lib, optim
 
 
@@ -58,6 +58,21 @@ def test_cifar10_validation_option_is_the_papers_45k_5k_split():
   config = cifar10.get_config('resnet110,validation')
   assert (config.model.name, config.dataset.train_split, config.dataset.eval_split) == (
       'resnet110', 'train[:45000]', 'train[45000:]')
+
+
+def test_cifar100_takes_the_cifar10_recipe_unchanged():
+  for arg in ('resnet110', 'resnet56,validation'):
+    config = cifar100.get_config(arg)
+    # The paper's CIFAR-10 recipe: 64k iterations of 128, lr 0.1 /10 at 32k and 48k, pad 4, flips.
+    assert (config.dataset.name, config.total_steps, config.batch_size) == ('cifar100', 64_000, 128)
+    assert (config.optimizer.learning_rate, tuple(config.optimizer.lr_boundaries)) == (
+        0.1, (32_000, 48_000))
+    same = cifar10.get_config(arg)
+    same.dataset.name = 'cifar100'
+    assert config.to_dict() == same.to_dict()
+    config_lib.validate(config, device_count=1, process_count=1)
+  with pytest.raises(ValueError, match="cifar100.py:resnet50: 'resnet50' is not a net"):
+    cifar100.get_config('resnet50')
 
 
 def test_a_workdir_of_the_other_schedule_is_another_experiment():

@@ -51,8 +51,8 @@ def first_batches(config):
 
 def device_images(config):
   """``steps.model_images`` jitted as the train and eval steps run it for ``config``."""
-  return jax.jit(steps.with_image_correction(
-      steps.model_images, pipeline.imagenet_mean_correction(config)))
+  correction = pipeline.imagenet_mean_correction(config)
+  return jax.jit(lambda batch: steps.model_images(batch, correction))
 
 
 def test_per_pixel_mean_is_the_mean_of_the_first_training_crops(mock_imagenet):

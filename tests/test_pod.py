@@ -2,7 +2,8 @@
 
 The processes find each other through JAX's own cluster detection (SLURM's variables, as a
 SLURM job step sets them; no --coordinator_address). Against 1 process x 8 devices, and through
-preemption, kills and a checkpoint that one host cannot read.
+preemption, kills and a checkpoint that one host cannot read. tests/test_slurm.py starts such a
+run under a real SLURM instead.
 """
 
 import os
@@ -10,14 +11,15 @@ import shutil
 import signal
 import time
 
-import jax
 import numpy as np
 import pytest
 
 from resnet_jax import checkpointing
 from tests.harness import (
+  assert_same_run_to_round_off,
   final_params,
   free_port,
+  leaves,
   logged_step,
   run_main,
   tiny_digits_flags,
@@ -93,10 +95,6 @@ def checkpoint_steps(workdir):
   return sorted(int(s) for s in os.listdir(checkpointing.checkpoint_dir(workdir)) if s.isdigit())
 
 
-def leaves(tree):
-  return [np.asarray(x) for x in jax.tree.leaves(tree)]
-
-
 @pytest.fixture(scope='module')
 def one_process_of_eight(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('one_process_of_eight'))
@@ -127,21 +125,11 @@ def pod_preempted(data_dir, tmp_path_factory):
 
 def test_pod_of_four_hosts_computes_what_one_host_of_eight_devices_does(
     one_process_of_eight, pod_uninterrupted):
-  # Float round-off differs between the two (where the all-reduces sum), and on a freshly
-  # initialised net it grows several-fold a step from step 5 on (BatchNorm of near-constant
-  # channels); so the comparison is over the first 4 steps, and their checkpoint.
   workdir, outputs = pod_uninterrupted
   for i, output in enumerate(outputs):
     assert f'Process {i} of {PROCESSES}; {DEVICES_PER_PROCESS} local and 8 global devices' in output
-  pod, single = train_losses(workdir), train_losses(one_process_of_eight)
-  assert sorted(pod) == list(range(1, STEPS + 1)) and pod.keys() == single.keys()
-  for step in range(1, 5):  # Each step's loss depends on which 32 images make its global batch.
-    assert abs(pod[step] - single[step]) <= 1e-5 * abs(single[step]), (step, pod, single)
-  pod_variables, _ = checkpointing.restore_variables(workdir, step=4)
-  single_variables, _ = checkpointing.restore_variables(one_process_of_eight, step=4)
-  for name in ('batch_stats', 'params'):
-    for x, y in zip(leaves(pod_variables[name]), leaves(single_variables[name])):
-      np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5, err_msg=name)
+  assert sorted(train_losses(workdir)) == list(range(1, STEPS + 1))
+  assert_same_run_to_round_off(workdir, one_process_of_eight)
 
 
 def test_sigterm_to_one_host_stops_all_four_at_one_step_with_one_checkpoint(pod_preempted):

@@ -79,7 +79,9 @@ def test_sigkill_twice_then_restart_gives_the_same_params_bit_for_bit(
   for step in kill_steps:
     code, output = run_until_step(str(tmp_path), long_flags(data_dir), step, signal.SIGKILL)
     assert code == -signal.SIGKILL, output[-3000:]
-  run_main(str(tmp_path), 'configs/digits.py', long_flags(data_dir))
+  restart = run_main(str(tmp_path), 'configs/digits.py', long_flags(data_dir))
+  # The killed run's lease does not block the restart: its process is gone, seen at once.
+  assert 'its process is gone' in restart.stderr
   step, leaves = final_leaves(str(tmp_path))
   assert step == uninterrupted[0] == STEPS, kill_steps
   for got, want in zip(leaves, uninterrupted[1]):

@@ -2,19 +2,26 @@
 
 import json
 import os
+import statistics
 
 import pytest
 from clu import metric_writers
 
 from experiments import report
 
-# run -> (model, train error at steps 10/20/30, test error at steps 20/30).
+# run -> (model, seed, train error at steps 10/20/30, test error at steps 20/30). Nets with seeds
+# are <net>/seed<k>; resnet20 and scratch are single runs directly under the root.
 DIGITS_RUNS = {
-    'plain20': ('plain20', (0.5, 0.2, 0.05), (0.3, 0.1)),
-    'plain56': ('plain56', (0.8, 0.6, 0.4), (0.7, 0.45)),
-    'resnet20': ('resnet20', (0.4, 0.1, 0.02), (0.2, 0.08)),
-    'resnet56': ('resnet56', (0.3, 0.05, 0.01), (0.15, 0.06)),
-    'scratch': ('resnet32', (0.9, 0.8, 0.7), (0.85, 0.75)),  # Not in the sweep.
+    'plain20/seed0': ('plain20', 0, (0.5, 0.2, 0.05), (0.3, 0.10)),
+    'plain20/seed1': ('plain20', 1, (0.5, 0.2, 0.07), (0.3, 0.12)),
+    'plain20/seed2': ('plain20', 2, (0.5, 0.2, 0.03), (0.3, 0.08)),
+    'plain56/seed0': ('plain56', 0, (0.8, 0.6, 0.40), (0.7, 0.45)),
+    'plain56/seed1': ('plain56', 1, (0.9, 0.8, 0.70), (0.8, 0.75)),
+    'plain56/seed2': ('plain56', 2, (0.8, 0.7, 0.55), (0.7, 0.50)),
+    'resnet20': ('resnet20', 0, (0.4, 0.1, 0.03), (0.2, 0.08)),
+    'resnet56/seed0': ('resnet56', 0, (0.3, 0.05, 0.01), (0.15, 0.06)),
+    'resnet56/seed1': ('resnet56', 1, (0.3, 0.05, 0.03), (0.15, 0.04)),
+    'scratch': ('resnet110', 0, (0.9, 0.8, 0.7), (0.85, 0.75)),  # Not in the sweep.
 }
 
 
@@ -32,52 +39,102 @@ def write_run(root, name, config, scalars_by_step, evals=None):
       json.dump(result, f)
 
 
-@pytest.fixture
-def digits_root(tmp_path):
-  root = str(tmp_path)
-  for name, (model, train, test) in DIGITS_RUNS.items():
+@pytest.fixture(scope='module')
+def digits_root(tmp_path_factory):
+  """The digits study's runs, and its report written once."""
+  root = str(tmp_path_factory.mktemp('digits'))
+  for name, (model, seed, train, test) in DIGITS_RUNS.items():
     scalars = {10: {'train_error_top1': train[0]},
                20: {'train_error_top1': train[1], 'eval_error_top1': test[0]},
                30: {'train_error_top1': train[2], 'eval_error_top1': test[1]}}
-    write_run(root, name, {'model': {'name': model}, 'dataset': {'name': 'digits'}}, scalars)
+    write_run(root, name, {'model': {'name': model}, 'dataset': {'name': 'digits'},
+                           'seed': seed}, scalars)
   with open(os.path.join(root, 'sweeps.json'), 'w') as f:
     json.dump(['depth_study:digits'], f)
+  report.write_report(root)
   return root
 
 
-def test_results_json_holds_the_final_errors(digits_root):
-  report.write_report(digits_root)
+def net_of(name):
+  return name.split('/')[0]
+
+
+def test_results_json_holds_every_run_and_each_nets_spread_over_seeds(digits_root):
   with open(os.path.join(digits_root, 'results.json')) as f:
     results = json.load(f)
-  assert set(results) == set(DIGITS_RUNS)
-  for name, (_, train, test) in DIGITS_RUNS.items():
-    assert results[name]['train_error'] == pytest.approx(train[-1], rel=1e-6)
-    assert results[name]['test_error'] == pytest.approx(test[-1], rel=1e-6)
-    assert results[name]['steps'] == 30
+  assert set(results['runs']) == set(DIGITS_RUNS)
+  for name, (_, seed, train, test) in DIGITS_RUNS.items():
+    entry = results['runs'][name]
+    assert (entry['net'], entry['seed'], entry['steps']) == (net_of(name), seed, 30)
+    assert entry['train_error'] == pytest.approx(train[-1], rel=1e-6)
+    assert entry['test_error'] == pytest.approx(test[-1], rel=1e-6)
+  assert set(results['networks']) == {'plain20', 'plain56', 'resnet20', 'resnet56', 'scratch'}
+  assert results['std_ddof'] == 1
+  for net, aggregate in results['networks'].items():
+    members = {n: r for n, r in DIGITS_RUNS.items() if net_of(n) == net}
+    assert aggregate['runs'] == list(members)
+    assert aggregate['seeds'] == [seed for _, seed, _, _ in members.values()]
+    for key, index in (('train_error', 2), ('test_error', 3)):
+      finals = [r[index][-1] for r in members.values()]
+      assert aggregate[key]['n'] == len(finals)
+      assert aggregate[key]['best'] == pytest.approx(min(finals), rel=1e-6)
+      assert aggregate[key]['mean'] == pytest.approx(statistics.mean(finals), rel=1e-6)
+      if len(finals) == 1:
+        assert aggregate[key]['std'] is None  # A sample std needs two runs.
+      else:  # statistics.stdev: the sample standard deviation.
+        assert aggregate[key]['std'] == pytest.approx(statistics.stdev(finals), rel=1e-5)
 
 
-def test_report_tables_the_study_beside_the_paper(digits_root):
-  report.write_report(digits_root)
+def test_report_tables_best_mean_std_per_net_beside_the_paper(digits_root):
   with open(os.path.join(digits_root, 'report.md')) as f:
     text = f.read()
   assert '## depth_study:digits' in text and '## other runs' in text
   # Self-contained: the paper is cited by name and table, not by a file users do not have.
   assert 'PAPER.md' not in text and 'Deep Residual Learning for Image Recognition' in text
-  assert "| run | steps | train error (%) | test error, digits (%) | paper's Table 6, CIFAR-10 " \
-         'test error (%) |' in text
+  assert 'sample standard deviation' in text
+  assert ("| net | n | steps | train error (%) | test error, digits (%) | paper's Table 6, "
+          'CIFAR-10 test error (%) |') in text
   lines = text.splitlines()
-  # Final errors in %, and Table 6's CIFAR-10 test error of the same net.
-  assert '| plain56 | 30 | 40.00 | 45.00 | — |' in lines
-  assert '| resnet20 | 30 | 2.00 | 8.00 | 8.75 |' in lines
-  assert '| resnet56 | 30 | 1.00 | 6.00 | 6.97 |' in lines
-  assert '| scratch | 30 | 70.00 | 75.00 | 7.51 |' in lines
-  # The degradation finding: 40 - 5 = +35 points for plain nets, 1 - 2 = -1 for ResNets.
-  assert any('plain-56' in l and 'plain-20' in l and '+35.00 points' in l for l in lines)
-  assert any('ResNet-56' in l and 'ResNet-20' in l and '-1.00 points' in l for l in lines)
+  # By hand: plain-56 trains to 40, 70, 55 %: mean 55, deviations -15, 15, 0, so the sample std
+  # is sqrt(450 / 2) = 15; its test errors 45, 75, 50: mean 56.67, sqrt(516.67 / 2) = 16.07.
+  assert '| plain56 | 3 | 30 | 40.00 (55.00 ± 15.00) | 45.00 (56.67 ± 16.07) | — |' in lines
+  assert '| plain20 | 3 | 30 | 3.00 (5.00 ± 2.00) | 8.00 (10.00 ± 2.00) | — |' in lines
+  assert '| resnet20 | 1 | 30 | 3.00 | 8.00 | 8.75 |' in lines  # One run: its value alone.
+  # 1 and 3 %: sqrt(2) = 1.41; the best test error (4 %) is the other seed's.
+  assert '| resnet56 | 2 | 30 | 1.00 (2.00 ± 1.41) | 4.00 (5.00 ± 1.41) | 6.97 |' in lines
+  # Table 6 gives ResNet-110 over its 5 runs in the same form.
+  assert '| scratch | 1 | 30 | 70.00 | 75.00 | 6.43 (6.61 ± 0.16) |' in lines
+  # The degradation finding on the means: 55 - 5 = +50 points for plain nets, 2 - 3 = -1 for
+  # ResNets.
+  assert ('- Deeper plain net: plain-56 ends at 55.00% training error (mean of 3 seeds), '
+          'plain-20 at 5.00% (mean of 3 seeds) (+50.00 points).') in lines
+  assert ('- Deeper residual net: ResNet-56 ends at 2.00% training error (mean of 2 seeds), '
+          'ResNet-20 at 3.00% (-1.00 points).') in lines
+  # Every run, with its seed.
+  assert '| plain56/seed1 | 1 | 30 | 70.00 | 75.00 |' in lines
+  assert '| resnet20 | 0 | 30 | 3.00 | 8.00 |' in lines
   assert '![Figure 6, depth_study:digits](figure6_depth_study_digits.png)' in lines
   with open(os.path.join(digits_root, 'figure6_depth_study_digits.png'), 'rb') as f:
     assert f.read(8) == b'\x89PNG\r\n\x1a\n'
   assert 'Figure 7' not in text  # No checkpoints, no layer responses.
+
+
+def test_figure_6_draws_every_seed_in_its_nets_colour(digits_root):
+  nets = report.networks(report.read_runs(digits_root))
+  names = ['plain20', 'plain56', 'resnet20', 'resnet56']
+  fig = report.training_curves_figure(names, nets)
+  plain, residual = fig.axes
+  # A training (dashed) and a test (solid) line per run: 3 + 3 plain runs, 1 + 2 ResNet runs.
+  assert len(plain.lines) == 2 * 6 and len(residual.lines) == 2 * 3
+  assert [t.get_text() for t in plain.get_legend().get_texts()] == [
+      'plain-20 (3 seeds)', 'plain-56 (3 seeds)']
+  assert [t.get_text() for t in residual.get_legend().get_texts()] == [
+      'ResNet-20', 'ResNet-56 (2 seeds)']
+  colours = [line.get_color() for line in plain.lines]
+  assert len(set(colours[:6])) == 1 and len(set(colours[6:])) == 1 and colours[0] != colours[6]
+  # The last test point of plain-56's seed 1 (75 % at step 30).
+  assert list(plain.lines[9].get_xydata()[-1]) == pytest.approx([30, 75])
+  report.plt.close(fig)
 
 
 def test_imagenet_table_shows_evaluation_modes_and_tables_3_and_4(tmp_path):
@@ -97,9 +154,9 @@ def test_imagenet_table_shows_evaluation_modes_and_tables_3_and_4(tmp_path):
 
   with open(os.path.join(root, 'report.md')) as f:
     lines = f.read().splitlines()
-  assert ('| resnet34_A | 100 | 50.00 | 30.00 / 10.00 | 27.00 / 9.00 | 25.03 / 7.76 | — | — |'
+  assert ('| resnet34_A | 1 | 100 | 50.00 | 30.00 / 10.00 | 27.00 / 9.00 | 25.03 / 7.76 | — | — |'
           in lines)
-  assert ('| resnet34_B | 100 | 50.00 | 30.00 / 10.00 | — | 24.52 / 7.46 | 20.00 / 5.00 | '
+  assert ('| resnet34_B | 1 | 100 | 50.00 | 30.00 / 10.00 | — | 24.52 / 7.46 | 20.00 / 5.00 | '
           '21.84 / 5.71 |') in lines
 
 

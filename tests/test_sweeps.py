@@ -1,17 +1,15 @@
 """Sweeps and their runner: expansion, --print_commands, skipping finished and resuming runs."""
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-from etils import epath
 
-from experiments import report, run, sweeps
+from experiments import launchers, report, run, sweeps
 from resnet_jax import checkpointing, config_lib, events
-from tests.harness import ROOT
+from tests.harness import ROOT, bucket_at
 
 
 def test_depth_study_cifar10_is_figure_6():
@@ -26,6 +24,15 @@ def test_depth_study_cifar10_is_figure_6():
     assert tuple(config.optimizer.lr_boundaries) == (32_000, 48_000)
     # Only ResNet-110 warms up at 0.01 for 400 iterations.
     assert config_lib.warmup_steps(config) == (400 if r.name == 'resnet110' else 0)
+
+
+def test_depth_study_cifar100_runs_figure_6s_nets_on_cifar100():
+  runs = sweeps.get_sweep('depth_study:cifar100')
+  assert [r.name for r in runs] == [r.name for r in sweeps.get_sweep('depth_study:cifar10')]
+  for r in runs:
+    config = run.load_config(r)
+    assert (config.model.name, config.dataset.name, config.total_steps) == (
+        r.name, 'cifar100', 64_000)
 
 
 def test_imagenet_sweeps_use_the_papers_shortcut_options():
@@ -51,8 +58,28 @@ def test_unknown_sweep_lists_the_valid_ones():
 
 
 def cli(*args):
-  return subprocess.run([sys.executable, '-m', 'experiments.run', *args], cwd=ROOT,
+  return subprocess.run([sys.executable, '-m', 'experiments.run', *args], cwd=ROOT, check=False,
                         capture_output=True, text=True, timeout=120)
+
+
+def test_every_sweep_has_a_default_number_of_seeds():
+  assert set(sweeps.DEFAULT_SEEDS) == set(sweeps.SWEEPS)
+  assert all(n >= 1 for n in sweeps.DEFAULT_SEEDS.values())
+  # Table 6 gives ResNet-110 over 5 runs; the digits study is documented with 3 seeds.
+  assert sweeps.DEFAULT_SEEDS['cifar_1202'] == 5
+  assert sweeps.DEFAULT_SEEDS['depth_study:digits'] == 3
+
+
+def test_with_seeds_gives_each_net_a_run_per_seed_seed_by_seed():
+  nets = [sweeps.Run('a', 'configs/x.py:a', {'lr': 1}), sweeps.Run('b', 'configs/x.py:b', {})]
+  assert sweeps.with_seeds(nets, 2) == [
+      sweeps.Run('a/seed0', 'configs/x.py:a', {'lr': 1, 'seed': 0}),
+      sweeps.Run('b/seed0', 'configs/x.py:b', {'seed': 0}),
+      sweeps.Run('a/seed1', 'configs/x.py:a', {'lr': 1, 'seed': 1}),
+      sweeps.Run('b/seed1', 'configs/x.py:b', {'seed': 1})]
+  assert nets[0].overrides == {'lr': 1}  # The sweep's own runs are left as they were.
+  with pytest.raises(ValueError, match='at least 1'):
+    sweeps.with_seeds(nets, 0)
 
 
 def test_print_commands():
@@ -61,10 +88,27 @@ def test_print_commands():
                '--override=optimizer.lr_boundaries=(30,60)')
   assert result.returncode == 0, result.stderr
   flags = ("--config.dataset.data_dir=gs://bucket/tfds "
-           "'--config.optimizer.lr_boundaries=(30,60)'")
+           "'--config.optimizer.lr_boundaries=(30,60)' --config.seed=0")
   assert result.stdout.splitlines() == [
       f"python main.py --config=configs/imagenet.py:resnet34,{o} "
-      f"'--workdir=gs://bucket/my runs/resnet34_{o}' {flags}" for o in 'ABC']
+      f"'--workdir=gs://bucket/my runs/resnet34_{o}/seed0' {flags}" for o in 'ABC']
+
+
+def test_print_commands_with_seeds():
+  result = cli('--sweep=cifar_1202', '--root=/runs', '--print_commands', '--seeds=2')
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [
+      f'python main.py --config=configs/cifar10.py:{net} --workdir=/runs/{net}/seed{seed} '
+      f'--config.seed={seed}' for seed in (0, 1) for net in ('resnet110', 'resnet1202')]
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--seeds=0'], 'at least 1'),
+    (['--override=seed=3'], 'use --seeds=N'),
+])
+def test_bad_seeds_are_usage_errors(args, message):
+  result = cli('--sweep=cifar_1202', '--root=/runs', '--print_commands', *args)
+  assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_unknown_sweep_is_a_usage_error():
@@ -81,46 +125,45 @@ def tiny_run(data_dir, **overrides):
   return sweeps.Run('tiny', 'configs/digits.py:resnet20', {**flags, **overrides})
 
 
-def test_runner_resumes_unfinished_and_skips_finished_runs(data_dir, tmp_path, monkeypatch,
-                                                           capfd):
+def test_runner_resumes_unfinished_and_skips_finished_runs_seed_by_seed(data_dir, tmp_path,
+                                                                        monkeypatch, capfd):
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')
   root = str(tmp_path)
-  workdir = os.path.join(root, 'tiny')
-  # An interrupted run: 3 of 5 steps done.
-  assert run.run_sweep('test', [tiny_run(data_dir, total_steps=3)], root) == []
-  assert not run.is_finished(tiny_run(data_dir, total_steps=5), root)
+  seeded = lambda seeds, **overrides: sweeps.with_seeds([tiny_run(data_dir, **overrides)], seeds)
+  # Two interrupted runs, seeds 0 and 1: 3 of 5 steps done, each in its own workdir.
+  assert run.run_sweep('test', seeded(2, total_steps=3), root) == []
+  assert sorted(os.listdir(os.path.join(root, 'tiny'))) == ['seed0', 'seed1']
+  configs = [json.loads((tmp_path / 'tiny' / f'seed{k}' / 'config.json').read_text())
+             for k in (0, 1)]
+  assert [c['seed'] for c in configs] == [0, 1]
+  first_losses = [events.read_scalars(os.path.join(root, 'tiny', f'seed{k}'))['train_loss'][1][0]
+                  for k in (0, 1)]
+  assert first_losses[0] != first_losses[1]  # Another seed, another initialisation and order.
+  assert not any(run.is_finished(r, root) for r in seeded(2, total_steps=5))
 
-  assert run.run_sweep('test', [tiny_run(data_dir, total_steps=5)], root) == []
+  # Seed 0 resumes to the end; seed 1 stays interrupted.
+  assert run.run_sweep('test', seeded(1, total_steps=5), root) == []
   assert 'Resumed from the checkpoint at step 3' in capfd.readouterr().err
+  workdir = os.path.join(root, 'tiny', 'seed0')
   steps, _ = events.read_scalars(workdir)['train_loss']
   assert sorted(steps.tolist()) == [1, 2, 3, 4, 5]
+  assert [run.is_finished(r, root) for r in seeded(2, total_steps=5)] == [True, False]
 
   # Finished: no process is started.
-  monkeypatch.setattr(run.subprocess, 'run', lambda *a, **k: pytest.fail('started a process'))
-  assert run.run_sweep('test', [tiny_run(data_dir, total_steps=5)], root) == []
+  monkeypatch.setattr(launchers.subprocess, 'Popen',
+                      lambda *a, **k: pytest.fail('started a process'))
+  assert run.run_sweep('test', seeded(1, total_steps=5), root) == []
   # Epoch-based durations: 0.1 epoch = round(4.6) = 5 steps (done), 0.15 = round(6.9) = 7.
-  assert run.is_finished(tiny_run(data_dir, total_steps=0, total_epochs=0.1), root)
-  assert not run.is_finished(tiny_run(data_dir, total_steps=0, total_epochs=0.15), root)
+  assert run.is_finished(seeded(1, total_steps=0, total_epochs=0.1)[0], root)
+  assert not run.is_finished(seeded(1, total_steps=0, total_epochs=0.15)[0], root)
   manager = checkpointing.create_manager(workdir, read_only=True)
   assert manager.latest_step() == 5
   manager.close()
-
-
-@contextlib.contextmanager
-def bucket_at(local_dir, monkeypatch):
-  """Serves ``gs://bucket/...`` from ``local_dir``, through etils' own epath test double.
-
-  With TensorFlow installed, epath hands gs:// to TensorFlow's GCS client before its double;
-  that choice is switched off here so the double serves every call.
-  """
-
-  def redirected(original_fn, path, *args, **kwargs):
-    return original_fn(os.fspath(path).replace('gs://bucket', str(local_dir)), *args, **kwargs)
-
-  monkeypatch.setattr(epath.gpath, '_is_tf_installed', lambda: False)
-  names = ('open', 'exists', 'isdir', 'listdir', 'glob', 'makedirs', 'mkdir', 'stat')
-  with epath.testing.mock_epath(**dict.fromkeys(names, redirected)):
-    yield
+  # The report reads each seed's run, its seed from the config that training wrote.
+  results = report.write_report(root, with_layer_responses=False)
+  assert {name: (r['seed'], r['steps']) for name, r in results['runs'].items()} == {
+      'tiny/seed0': (0, 5), 'tiny/seed1': (1, 3)}
+  assert results['networks']['tiny']['seeds'] == [0, 1]
 
 
 def test_sweep_root_in_a_bucket_is_written_and_read_through_epath(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from absl.flags import FLAGS
 
 from benchmarks.torch_input import import_torchvision
 from resnet_jax import steps, torchvision_weights
-from resnet_jax.data import pipeline as input_pipeline
+from resnet_jax.data import pipeline
 from resnet_jax.evaluation import protocols
 from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
 from tools import evaluate
@@ -159,7 +159,7 @@ def test_evaluate_command_scores_a_torchvision_checkpoint_as_torchvision_does(tm
   config = evaluate.torchvision_config('resnet18', str(tmp_path), batch_size=5)
   with prepared_mock('imagenet2012', str(tmp_path), len(photos), splits=('train', 'validation')):
     with serve_jpegs(photos, [0] * len(photos)):
-      batch = next(input_pipeline.eval_batches(config, process_index=0, process_count=1))
+      batch = next(pipeline.eval_batches(config, process_index=0, process_count=1))
       (probabilities, _, mask), = protocols.predictions(
           *evaluate.load_torchvision(path, 'resnet18', str(tmp_path), batch_size=5), 'center')
     assert mask.all()

@@ -9,7 +9,7 @@ import pytest
 
 from configs import cifar10, imagenet
 from resnet_jax import checkpointing, config_lib, events, train
-from resnet_jax.data import pipeline as input_pipeline
+from resnet_jax.data import pipeline
 from resnet_jax.testing import tfrecord_imagenet
 from resnet_jax.testing.mock_tfds import prepared_mock
 
@@ -47,15 +47,16 @@ def short(config, data_dir, image_size):
 ])
 def test_train_and_evaluate_on_small_data(tmp_path, name, config, splits, image_size, final_lr):
   config = short(config, str(tmp_path / 'tfds'), image_size)
+  config.extra_evals = (f'again={name}:{splits[1]}',)  # The eval split again, as an extra set.
   workdir = str(tmp_path / 'run')
   with twenty_examples(name, str(tmp_path / 'tfds'), splits):
     state = train.train_and_evaluate(config, workdir)
     variables, step = checkpointing.restore_variables(workdir)
     # 20 eval examples in batches of 8: the last batch is padded. Count the mistakes on the real
     # examples alone, outside the training loop's masked metrics.
-    model = config_lib.build_model(config, input_pipeline.get_dataset_info(config).num_classes)
+    model = config_lib.build_model(config, pipeline.get_dataset_info(config).num_classes)
     wrong, seen = 0, 0
-    for batch in input_pipeline.eval_batches(config, process_index=0, process_count=1):
+    for batch in pipeline.eval_batches(config, process_index=0, process_count=1):
       predicted = np.argmax(model.apply(variables, batch['image'], train=False), -1)
       wrong += int(np.sum((predicted != batch['label'])[batch['mask']]))
       seen += int(batch['mask'].sum())
@@ -66,3 +67,4 @@ def test_train_and_evaluate_on_small_data(tmp_path, name, config, splits, image_
   np.testing.assert_allclose(scalars['train_learning_rate'][1], [final_lr], rtol=1e-6)
   assert seen == 20
   assert scalars['eval_error_top1'][1][0] == pytest.approx(wrong / 20, abs=1e-6)
+  assert scalars['again/error_top1'][1].tolist() == scalars['eval_error_top1'][1].tolist()

@@ -155,10 +155,10 @@ def _abstract(tree, sharding):
 
 
 def _batch(config, size, image_shape, sharding, mask=False):
-  """Abstract batches as ``input_pipeline`` gives them: float32 images, or (imagenet2012) uint8
-  images with a float32 RGB offset per image."""
+  """Abstract batches as ``data.pipeline`` gives them: float32 images, or (IMAGENET datasets)
+  uint8 images with a float32 RGB offset per image."""
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-  if config.dataset.name == 'imagenet2012':
+  if not registry.get(config.dataset.name).in_memory:
     batch = {'image': spec((size, *image_shape), jnp.uint8),
              'image_offset': spec((size, image_shape[-1]), jnp.float32)}
   else:

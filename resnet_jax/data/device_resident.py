@@ -1,7 +1,7 @@
 """The device-resident input path: the whole train split on the accelerators, augmented in JAX.
 
 For the in-memory datasets (digits, CIFAR-10) the preprocessed train split (mean subtracted, as
-``input_pipeline.load_train_arrays`` returns it) is copied to every device once. Each jitted call
+``pipeline.load_train_arrays`` returns it) is copied to every device once. Each jitted call
 then runs several training steps (``lax.scan``; unrolled on CPU); every step gathers its batch
 on the devices and applies the paper's augmentation there: zero padding, a random crop of the
 original size and (CIFAR) a random horizontal flip. No host work and no host-to-device copy
@@ -15,7 +15,7 @@ are drawn for the whole global batch from ``fold_in(augment_key, t)``, so neithe
 the augmentation depends on the number of devices, and a resumed run continues exactly.
 
 TensorFlow is not imported here; the split is loaded once through tfds by
-``input_pipeline.load_train_arrays``.
+``pipeline.load_train_arrays``.
 """
 
 import functools
@@ -34,9 +34,10 @@ from resnet_jax.parallel import multistep
 _DATA_STREAM = 0xDA7A  # Folded into the seed's key, so data keys differ from the model's.
 
 
-def check_config(config) -> None:
-  """Raises ``ConfigError`` if ``dataset.device_resident`` is set for a dataset it cannot hold."""
-  if config.dataset.device_resident and not registry.get(config.dataset.name).in_memory:
+def check_config(config, spec: registry.DatasetSpec) -> None:
+  """Raises ``ConfigError`` if ``dataset.device_resident`` is set for a dataset (``spec``) it
+  cannot hold."""
+  if config.dataset.device_resident and not spec.in_memory:
     held = [name for name, spec in registry.DATASETS.items() if spec.in_memory]
     raise ConfigError(f'dataset.device_resident=True needs a dataset held in memory '
                       f'({", ".join(held)}), not {config.dataset.name!r}; set '

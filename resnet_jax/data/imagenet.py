@@ -1,9 +1,10 @@
-"""ImageNet preprocessing (paper, Sec. 3.4): JPEG bytes -> uint8 crops plus an RGB offset.
+"""ImageNet preprocessing (paper, Sec. 3.4): encoded images -> uint8 crops plus an RGB offset.
 
 Train: a random square window ``image_size`` wide once the shorter side is rescaled to a uniform
-value in [256, 480], decoded alone (at a reduced DCT scale when it is at least twice
-``image_size``) and resized, a random horizontal flip, AlexNet's PCA lighting. Eval: the centre
-window at shorter side 256. Resizing is bilinear when it enlarges and area averaging
+value in [256, 480], decoded alone (a JPEG at a reduced DCT scale when the window is at least
+twice ``image_size``; PNG and other formats whole, then cut) and resized, a random horizontal
+flip, AlexNet's PCA lighting. Eval: the centre window at shorter side 256. Images are decoded as
+RGB, whatever their stored channels. Resizing is bilinear when it enlarges and area averaging
 (antialiased) when it shrinks. The pixels stay uint8; the lighting shift minus the ImageNet mean
 travels as one float32 RGB offset per image, which the jitted step adds to the pixels scaled to
 [0, 1] (``steps.model_images``). Stateless random ops keyed by the caller's key.
@@ -66,10 +67,37 @@ def _decode_window(image_bytes, window, image_size):
   return to_uint8(resize(image, (image_size, image_size)))
 
 
+def decode(image_bytes):
+  """Encoded bytes of any format tf.io reads (JPEG, PNG, GIF, BMP) -> uint8 [H, W, 3]."""
+  return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+
+
+def image_shape(image_bytes):
+  """int32 [3], the shape of an encoded image: a JPEG's from its header, others by decoding."""
+  return tf.cond(tf.io.is_jpeg(image_bytes), lambda: tf.image.extract_jpeg_shape(image_bytes),
+                 lambda: tf.shape(decode(image_bytes)))
+
+
+def _decode_crop(image_bytes, window_of, image_size):
+  """The uint8 image_size x image_size crop of the window ``window_of(shape)`` [y, x, h, h]: a
+  JPEG decodes the window alone (``_decode_window``), other formats decode whole and cut it."""
+  def jpeg():
+    return _decode_window(image_bytes, window_of(tf.image.extract_jpeg_shape(image_bytes)),
+                          image_size)
+
+  def other():
+    image = decode(image_bytes)
+    y, x, h, w = tf.unstack(window_of(tf.shape(image)))
+    return to_uint8(resize(image[y:y + h, x:x + w], (image_size, image_size)))
+
+  crop = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+  crop.set_shape([image_size, image_size, 3])
+  return crop
+
+
 def eval_example(image_bytes, image_size):
-  """JPEG bytes -> uint8 centre image_size crop at shorter side 256 (see model_images)."""
-  window = centre_window(tf.image.extract_jpeg_shape(image_bytes), image_size)
-  return _decode_window(image_bytes, window, image_size)
+  """Encoded bytes -> uint8 centre image_size crop at shorter side 256 (see model_images)."""
+  return _decode_crop(image_bytes, lambda shape: centre_window(shape, image_size), image_size)
 
 
 def _random_window(shape, image_size, uniforms):
@@ -94,25 +122,27 @@ def _lighting(key):
 
 
 def train_example(image_bytes, key, image_size):
-  """JPEG bytes -> (uint8 scale-augmented random crop, randomly flipped; its float32 [3] offset).
+  """Encoded bytes -> (uint8 scale-augmented random crop, randomly flipped; its float32 [3]
+  offset).
 
   The offset is the PCA lighting shift minus the ImageNet mean; the device adds it to the
   pixels scaled to [0, 1] (``steps.model_images``), so the host ships a quarter of the bytes.
   """
   uniform_key, light_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
   uniforms = tf.random.stateless_uniform([4], uniform_key)
-  window = _random_window(tf.image.extract_jpeg_shape(image_bytes), image_size, uniforms)
-  image = _decode_window(image_bytes, window, image_size)
+  image = _decode_crop(image_bytes, lambda shape: _random_window(shape, image_size, uniforms),
+                       image_size)
   image = tf.cond(uniforms[3] < 0.5, lambda: tf.reverse(image, [1]), lambda: image)
   return image, _lighting(light_key) - tf.constant(IMAGENET_RGB_MEAN)
 
 
 def decode_resized(image_bytes, shorter_side):
-  """JPEG bytes -> float32 [H, W, 3] with shorter side `shorter_side`, ImageNet mean subtracted.
+  """Encoded bytes -> float32 [H, W, 3] with shorter side `shorter_side`, ImageNet mean
+  subtracted.
 
   The building block of 10-crop and multi-scale testing (crops of it are what the model sees).
   """
-  image = tf.image.decode_jpeg(image_bytes, channels=3)
+  image = decode(image_bytes)
   return normalize(resize(image, scaled_size(tf.shape(image), shorter_side)))
 
 

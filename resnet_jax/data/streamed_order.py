@@ -53,7 +53,7 @@ def check_tfrecord(builder):
         f'{builder.name} in {builder.data_dir} is stored as {file_format.value}, '
         'and the streamed train input reads TFRecord files (tfds\' default). Convert it with '
         f'`tfds convert_format --dataset_version_dir={builder.data_dir} '
-        f'--out_file_format=tfrecord --out_dir=NEW_DIR/{builder.name}/{builder.version}` and point '
+        f'--out_file_format=tfrecord --out_dir=NEW_DIR/{builder.info.full_name}` and point '
         '--config.dataset.data_dir at NEW_DIR, or build it with `--file_format=tfrecord`.')
 
 

@@ -97,8 +97,7 @@ def workdir_layer_responses(workdir: str, step=None, data_dir=None) -> list[tupl
   from resnet_jax import notebook, steps
   from resnet_jax.data import pipeline
   run = notebook.load_run(workdir, step, data_dir=data_dir)
-  images = steps.with_image_correction(steps.model_images,
-                                       pipeline.imagenet_mean_correction(run.config))
-  batches = ((images(b), b['mask']) for b in pipeline.eval_batches(
+  correction = pipeline.imagenet_mean_correction(run.config)
+  batches = ((steps.model_images(b, correction), b['mask']) for b in pipeline.eval_batches(
       run.config, process_index=0, process_count=1))
   return responses_of_batches(run.model, run.variables, batches, run.info.image_shape)

@@ -1,34 +1,35 @@
 """The training loop's evaluation, which notebooks run too: the jitted eval step on a mesh and the
-loop over a split's padded, masked batches (``input_pipeline.eval_batches``).
+loop over a split's padded, masked batches (``data.pipeline.eval_batches``).
 
-``train`` evaluates with it during training and ``runs.Run.evaluate`` after, so both compute the
-same metrics with the same compiled step; the evaluation modes (``evaluation``) build on the same
-placement helpers.
+``train`` evaluates with it during training and ``notebook.Run.evaluate`` after, so both compute
+the same metrics with the same compiled step; the paper's protocols (``protocols``) build on the
+same sharding helpers.
 """
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 
 import jax
 
 from resnet_jax import steps
-from resnet_jax.parallel import sharding as placement
+from resnet_jax.parallel import sharding
 
 
 def jit_eval_step(model, mesh: jax.sharding.Mesh, image_correction=None) -> Callable:
   """``steps.eval_step`` jitted for ``mesh``: variables replicated, batch split on ``data``;
-  ``image_correction`` (``input_pipeline.imagenet_mean_correction``) a constant of the step."""
-  replicated = placement.replicated(mesh)
-  step = functools.partial(steps.eval_step, model=model)
-  return jax.jit(steps.with_image_correction(step, image_correction),
-                 in_shardings=(replicated, placement.batch_sharding(mesh)),
+  ``image_correction`` (``data.pipeline.imagenet_mean_correction``) a constant of the step."""
+  replicated = sharding.replicated(mesh)
+  step = functools.partial(steps.eval_step, model=model, image_correction=image_correction)
+  return jax.jit(step, in_shardings=(replicated, sharding.batch_sharding(mesh)),
                  out_shardings=replicated)
 
 
-def evaluate(eval_fn: Callable, variables, batches: Iterator[dict], sharding) -> dict:
-  """Metrics over a whole split; padded examples are masked out, so nothing is dropped."""
+def evaluate(eval_fn: Callable, variables, batches: Iterable[dict], batch_sharding,
+             prefix: str = 'eval_') -> dict:
+  """Metrics over a whole split, named ``prefix + metric``; padded examples are masked out, so
+  nothing is dropped."""
   total = None
-  for batch in placement.prefetch_to_devices(batches, sharding):
+  for batch in sharding.prefetch_to_devices(batches, batch_sharding):
     batch_metrics = eval_fn(variables, batch)
     total = batch_metrics if total is None else total.merge(batch_metrics)
-  return {f'eval_{k}': float(v) for k, v in total.compute().items()}
+  return {f'{prefix}{k}': float(v) for k, v in total.compute().items()}

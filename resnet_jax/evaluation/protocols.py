@@ -37,8 +37,7 @@ import tensorflow as tf
 from jax.experimental import multihost_utils
 
 from resnet_jax import notebook, steps
-from resnet_jax.data import pipeline as input_pipeline
-from resnet_jax.data import registry
+from resnet_jax.data import pipeline, specs
 from resnet_jax.evaluation import views as eval_views
 from resnet_jax.parallel import sharding
 
@@ -47,12 +46,14 @@ MODEL_INPUTS = ('views', 'image', 'image_offset')  # What the model reads of a b
 OUTPUT_CHUNK = 1024  # Examples per multi-scale result chunk.
 
 
-def mean_probabilities(model, variables, batch):
+def mean_probabilities(model, variables, batch, image_correction=None):
   """Softmax probabilities averaged over views -> [B, num_classes].
 
-  ``batch``: {'views': [B, V, H, W, C]}, or a batch of the training pipeline's eval view.
+  ``batch``: {'views': [B, V, H, W, C]}, or a batch of the training pipeline's eval view (with
+  ``image_correction`` as in ``steps.model_images``).
   """
-  views = batch['views'] if 'views' in batch else steps.model_images(batch)[:, None]
+  views = (batch['views'] if 'views' in batch
+           else steps.model_images(batch, image_correction)[:, None])
   size, num_views = views.shape[:2]
   logits = model.apply(variables, views.reshape((size * num_views,) + views.shape[2:]),
                        train=False)
@@ -62,21 +63,19 @@ def mean_probabilities(model, variables, batch):
 @functools.partial(jax.jit, static_argnums=0)
 def _jitted_probabilities(model, variables, batch, image_correction):
   """``mean_probabilities``, compiled once per model and input shape for every ``evaluate``."""
-  if image_correction is not None:
-    batch = {**batch, 'image_correction': image_correction}
-  return mean_probabilities(model, variables, batch)
+  return mean_probabilities(model, variables, batch, image_correction)
 
 
 class _Forward:
   """``mean_probabilities`` on this process's devices, the variables and the per-pixel mean
-  correction (``input_pipeline.imagenet_mean_correction``) replicated there once; records the
+  correction (``pipeline.imagenet_mean_correction``) replicated there once; records the
   input shapes it runs."""
 
   def __init__(self, config, model, variables):
     mesh = sharding.local_mesh()
     self.num_devices = mesh.size
     replicated = sharding.replicated(mesh)
-    correction = input_pipeline.imagenet_mean_correction(config)
+    correction = pipeline.imagenet_mean_correction(config)
     self.probabilities = functools.partial(
         _jitted_probabilities, model,
         image_correction=None if correction is None else jax.device_put(correction, replicated))
@@ -109,13 +108,13 @@ def _padded(batches: Iterator[dict], size) -> Iterator[dict]:
 
 def _jpeg_records(config) -> tuple[tf.data.Dataset, int]:
   """This process's part of the eval split as (JPEG bytes, label) records, and its size."""
-  return input_pipeline.eval_jpeg_records(config, process_index=jax.process_index(),
+  return pipeline.eval_jpeg_records(config, process_index=jax.process_index(),
                                           process_count=jax.process_count())
 
 
 def _center(config, forward, batch_size):
   del batch_size  # config.eval_batch_size, as in training.
-  batches = input_pipeline.eval_batches(config, process_index=jax.process_index(),
+  batches = pipeline.eval_batches(config, process_index=jax.process_index(),
                                         process_count=jax.process_count())
   size = sharding.round_up(config.eval_batch_size // jax.process_count(), forward.num_devices)
   for probabilities, rest in forward.scores(_padded(batches, size)):
@@ -124,7 +123,7 @@ def _center(config, forward, batch_size):
 
 def _ten_crop(config, forward, batch_size):
   views = eval_views.ten_crop_views(_jpeg_records(config)[0], config.dataset.image_size,
-                                    input_pipeline.imagenet_mean_correction(config))
+                                    pipeline.imagenet_mean_correction(config))
   batches = views.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
   for probabilities, rest in forward.scores(_padded(batches, batch_size)):
     yield probabilities, rest['label'], rest['mask']
@@ -135,7 +134,7 @@ def _multi_scale(config, forward, batch_size):
   records, count = _jpeg_records(config)
   pixels = batch_size * 10 * config.dataset.image_size ** 2  # As much input as a 10-crop call.
   batches = eval_views.multi_scale_views(
-      records, pixels, forward.num_devices, input_pipeline.imagenet_mean_correction(config)
+      records, pixels, forward.num_devices, pipeline.imagenet_mean_correction(config)
   ).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
   bucket_size = lambda batch: int(eval_views.bucket_batch_size(
       *batch['views'].shape[2:4], pixels, forward.num_devices))
@@ -163,11 +162,16 @@ def _check(config, mode: str) -> None:
   """Stops on a mode the dataset does not support, or missing data, before any work."""
   if mode not in MODES:
     raise ValueError(f'Unknown evaluation mode {mode!r}; use one of {", ".join(MODES)}.')
-  if mode != 'center' and not registry.get(config.dataset.name).has_views:
+  spec = specs.spec_of(config)
+  if spec.label_sets:
+    raise ValueError(f'The evaluation modes score one class per image; {config.dataset.name} '
+                     "labels each image with a set of classes, which the training loop's "
+                     'evaluation scores (steps.eval_step): evaluate it beside a training run.')
+  if mode != 'center' and not spec.has_views:
     raise ValueError(f'Mode {mode!r} crops and rescales full-size images; evaluate '
                      f"{config.dataset.name} with 'center', its single original view, as the "
                      'paper does for CIFAR-10.')
-  input_pipeline.get_dataset_info(config)  # Stops with a clear message if the data is missing.
+  pipeline.get_dataset_info(config)  # Stops with a clear message if the data is missing.
 
 
 def _predictions(config, forward, mode, batch_size):

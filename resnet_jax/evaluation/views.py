@@ -84,7 +84,7 @@ def _minus_correction(view, correction):
 
 
 def ten_crop_views(records: tf.data.Dataset, crop_size: int, correction=None) -> tf.data.Dataset:
-  """(JPEG bytes, label) records -> {'views': [10, crop, crop, 3], 'label'}, in order."""
+  """(encoded image, label) records -> {'views': [10, crop, crop, 3], 'label'}, in order."""
   correction = None if correction is None else tf.constant(correction, tf.float32)
 
   def views(image_bytes, label):
@@ -96,18 +96,18 @@ def ten_crop_views(records: tf.data.Dataset, crop_size: int, correction=None) ->
 def multi_scale_views(records: tf.data.Dataset, pixels_per_call: int, multiple: int,
                       correction=None, scales=SCALES,
                       max_aspect: float = MAX_ASPECT) -> tf.data.Dataset:
-  """(JPEG bytes, label) records -> batches {'views': [n, 1, h, w, 3], 'index', 'label': [n]}.
+  """(encoded image, label) records -> batches {'views': [n, 1, h, w, 3], 'index', 'label': [n]}.
 
   Every record's view at every scale lands in exactly one batch; a batch holds views of one
   shape, ``bucket_batch_size`` of them except the last batch of each shape. ``index`` is the
-  record's position. Only JPEG bytes wait in the buckets (at most one batch per shape); a
+  record's position. Only encoded bytes wait in the buckets (at most one batch per shape); a
   batch is decoded once full, in parallel.
   """
   correction = None if correction is None else tf.constant(correction, tf.float32)
 
   def at_every_scale(index, record):
     image_bytes, label = record
-    shape = tf.image.extract_jpeg_shape(image_bytes)  # The header only; no decoding yet.
+    shape = imagenet.image_shape(image_bytes)  # A JPEG's header only; no decoding yet.
     count = len(scales)
     return tf.data.Dataset.from_tensor_slices({
         'index': tf.fill([count], tf.cast(index, tf.int32)),

@@ -1,55 +1,85 @@
-"""A small imagenet2012 prepared as real tfds TFRecord files, for tests and benchmarks.
+"""A small imagenet2012, or another tfds image dataset, prepared as real tfds TFRecord files, for
+tests and benchmarks.
 
 ``tfds.testing.mock_data`` replaces ``builder.as_dataset`` and so cannot exercise code that reads
 a split's TFRecord files itself (``streaming_order``). ``prepare`` runs tfds' own writer on the
-official imagenet2012 builder (same name, version and features: JPEG ``image``,
-``ClassLabel(1000)`` ``label``, ``file_name``) with given images instead of the ImageNet tar
-files, in the given order over ``num_files`` files per split, so that ``tfds.builder('imagenet2012',
-data_dir=...)`` finds a prepared dataset that is read exactly like a real one.
+official builder of the dataset (same name, config, version and features: for imagenet2012 JPEG
+``image``, ``ClassLabel(1000)`` ``label``, ``file_name``) with given images instead of its
+source files, in the given order over ``num_files`` files per split, so that
+``tfds.builder(name, data_dir=...)`` finds a prepared dataset that is read exactly like a real
+one.
 """
 
 import io
 
 import numpy as np
 import tensorflow_datasets as tfds
-from tensorflow_datasets.datasets.imagenet2012 import (
-  imagenet2012_dataset_builder as official,
-)
 
 
-class _GivenImages(official.Builder, skip_registration=True):
-  """imagenet2012 whose splits are given as {split: (JPEG bytes, labels)}."""
+def _example(features, image, label, name):
+  """The example of ``features`` with this image (encoded bytes), label and file name.
 
-  name = 'imagenet2012'
+  ``label``: a class, or a list of classes for a dataset whose label is a set of them (ReaL);
+  a single class feature beside a set takes its first class (0 for an empty set).
+  """
+  classes = list(label) if isinstance(label, (list, tuple)) else [label]
 
-  def __init__(self, splits, **kwargs):
-    self._given = splits
-    super().__init__(**kwargs)
-
-  def _info(self):
-    official_info = super()._info()
-    return tfds.core.DatasetInfo(
-        builder=self, features=official_info.features,
-        supervised_keys=official_info.supervised_keys,
-        disable_shuffling=True)  # Stores the examples in the given order (keys sort so).
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {split: self._generate(*data) for split, data in self._given.items()}
-
-  def _generate(self, jpegs, labels):
-    for i, (jpeg, label) in enumerate(zip(jpegs, labels)):
-      name = f'{i:08d}.JPEG'
-      yield name, {'image': io.BytesIO(jpeg), 'label': int(label), 'file_name': name}
+  def value(feature):
+    if isinstance(feature, tfds.features.Image):
+      return io.BytesIO(image)
+    if isinstance(feature, tfds.features.ClassLabel):
+      return int(classes[0]) if classes else 0
+    if isinstance(feature, tfds.features.Sequence):  # A set of classes.
+      return [int(c) for c in classes]
+    if isinstance(feature, tfds.features.Text):
+      return name
+    raise ValueError(f'No test value for a {type(feature).__name__} feature.')
+  return {key: value(feature) for key, feature in features.items()}
 
 
-def prepare(data_dir: str, splits: dict, num_files: int, file_format: str = 'tfrecord'):
-  """Writes imagenet2012 to ``data_dir``: split -> (JPEG bytes, labels in 0..999), each split
-  stored in the given order in ``num_files`` TFRecord files (of equal size where it divides;
-  every split needs at least ``num_files`` examples); ``file_format`` as tfds names them."""
-  builder = _GivenImages(splits, data_dir=data_dir, file_format=file_format)
+def _given_images_builder(name: str):
+  """A builder of ``name`` (with its config, 'imagenette/full-size-v2') whose splits are given
+  as {split: (encoded images, labels)}, and the keyword arguments that select its config."""
+  base, kwargs = tfds.core.naming.parse_builder_name_kwargs(name)
+  official = tfds.builder_cls(str(base))
+
+  class GivenImages(official, skip_registration=True):
+    """``official`` with given examples, stored in the given order (their keys sort so)."""
+
+    def __init__(self, splits, **builder_kwargs):
+      self._given = splits
+      super().__init__(**builder_kwargs)
+
+    def _info(self):
+      official_info = super()._info()
+      return tfds.core.DatasetInfo(
+          builder=self, features=official_info.features,
+          supervised_keys=official_info.supervised_keys, disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+      del dl_manager  # Nothing to download.
+      return {split: self._generate(*data) for split, data in self._given.items()}
+
+    def _generate(self, images, labels):
+      for i, (image, label) in enumerate(zip(images, labels)):
+        file_name = f'{i:08d}.JPEG'
+        yield file_name, _example(self.info.features, image, label, file_name)
+
+  GivenImages.name = official.name
+  return GivenImages, kwargs
+
+
+def prepare(data_dir: str, splits: dict, num_files: int, file_format: str = 'tfrecord',
+            name: str = 'imagenet2012'):
+  """Writes the tfds dataset ``name`` to ``data_dir``: split -> (encoded images, labels as
+  ``_example`` takes them), each split stored in the given order in ``num_files`` TFRecord files
+  (of equal size where it divides; every split needs at least ``num_files`` examples);
+  ``file_format`` as tfds names them. Returns the dataset's builder, read back from
+  ``data_dir``."""
+  builder_cls, kwargs = _given_images_builder(name)
+  builder = builder_cls(splits, data_dir=data_dir, file_format=file_format, **kwargs)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(num_shards=num_files))
-  return tfds.builder('imagenet2012', data_dir=data_dir)
+  return tfds.builder(name, data_dir=data_dir)
 
 
 def tiny_jpegs(num: int, size: int = 16, seed: int = 0) -> list[bytes]:

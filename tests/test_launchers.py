@@ -1,0 +1,137 @@
+"""The launchers without a cluster: the batch script bash runs, the GPU split, local runs at
+once, the TPU commands, and flags refused before any run is looked at.
+
+tests/test_slurm.py runs the batch script under a real SLURM.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import app
+
+from experiments import launchers, run
+from tests.harness import ROOT
+
+RESOURCES = launchers.SlurmResources(
+    nodes=2, gpus_per_node=8, cpus_per_task=12, time='1-00:00:00', time_limit_margin=600,
+    partition='gpu', account='lab', max_running_tasks=3, extra=('--constraint=h100',))
+
+
+def cifar_runs():
+  return run.sweep_runs('cifar_1202', 2)  # resnet110 and resnet1202, seeds 0 and 1.
+
+
+def test_batch_script_asks_for_the_nodes_and_one_process_per_gpu():
+  script = launchers.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
+                                   '/shared/logs')
+  assert [line for line in script.splitlines() if line.startswith('#SBATCH')] == [
+      '#SBATCH --job-name=cifar_1202', '#SBATCH --array=0-3%3', '#SBATCH --nodes=2',
+      '#SBATCH --ntasks-per-node=8', '#SBATCH --cpus-per-task=12', '#SBATCH --gpus-per-node=8',
+      '#SBATCH --time=1-00:00:00', '#SBATCH --partition=gpu', '#SBATCH --account=lab',
+      '#SBATCH --output=/shared/logs/%x_%A_%a.out', '#SBATCH --open-mode=append',
+      '#SBATCH --requeue', '#SBATCH --signal=B:USR1@600', '#SBATCH --constraint=h100']
+
+
+@pytest.mark.parametrize('task, name, workdir, seed', [
+    (0, 'resnet110/seed0', '/shared/my runs/resnet110/seed0', 0),
+    (3, 'resnet1202/seed1', '/shared/my runs/resnet1202/seed1', 1),
+])
+def test_each_array_task_runs_its_own_run_through_bash(task, name, workdir, seed, tmp_path):
+  script = launchers.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
+                                   '/shared/logs')
+  # bash reads the whole script; the part up to the case statement picks the task's run.
+  assert subprocess.run(['bash', '-n'], input=script, text=True, check=False).returncode == 0
+  picked = script[:script.index('esac') + 4] + '\nprintf "%s\\n" "$run" "${argv[@]}"\n'
+  result = subprocess.run(['bash'], input=picked, capture_output=True, text=True, check=True,
+                          env=dict(os.environ, SLURM_ARRAY_TASK_ID=str(task)))
+  net = name.split('/')[0]
+  assert result.stdout.splitlines() == [
+      name, sys.executable, os.path.join(ROOT, 'main.py'), f'--config=configs/cifar10.py:{net}',
+      f'--workdir={workdir}', f'--config.seed={seed}']
+
+
+@pytest.mark.parametrize('resources, message', [
+    (launchers.SlurmResources(gpus_per_node=8, tasks_per_node=1), 'one process per GPU'),
+    (launchers.SlurmResources(nodes=0), '--nodes=0 must be at least 1'),
+    (launchers.SlurmResources(max_running_tasks=-1), 'must not be negative'),
+])
+def test_requests_slurm_or_jax_cannot_serve_are_usage_errors(resources, message):
+  with pytest.raises(app.UsageError, match=message):
+    launchers.sbatch_script('cifar_1202', cifar_runs(), '/runs', resources, '/logs')
+
+
+def test_cpu_nodes_run_one_process_each_unless_asked_for_more():
+  assert launchers.SlurmResources(gpus_per_node=0).processes_per_node() == 1
+  assert launchers.SlurmResources(gpus_per_node=0, tasks_per_node=2).processes_per_node() == 2
+  assert launchers.SlurmResources(gpus_per_node=4).processes_per_node() == 4
+
+
+def test_gpus_split_evenly_over_the_runs_at_once(monkeypatch):
+  gpus = [str(i) for i in range(8)]
+  assert launchers.split_gpus(gpus, 4) == ['0,1', '2,3', '4,5', '6,7']
+  assert launchers.split_gpus(gpus, 1) == ['0,1,2,3,4,5,6,7']
+  assert launchers.split_gpus(['3', '5', '6'], 2) == ['3', '5']  # GPU 6 stays idle.
+  assert launchers.split_gpus([], 3) == [None, None, None]  # No GPUs: the runs share the CPU.
+  with pytest.raises(app.UsageError, match='needs a GPU per run, but this host has 1'):
+    launchers.split_gpus(['0'], 2)
+  monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '2,3')
+  assert launchers.host_gpus() == ['2', '3']
+
+
+# Each process: marks itself running with its GPUs, waits for a peer where it expects one,
+# records the GPUs of the runs beside it, and exits with the status it was given.
+PEER = '''
+import os, pathlib, sys, time
+folder, name, expect_peer, status = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+mine = folder / (name + '.running')
+mine.write_text(os.environ['CUDA_VISIBLE_DEVICES'])
+others = lambda: [p.read_text() for p in folder.glob('*.running') if p != mine]
+deadline = time.time() + 60
+while expect_peer == '1' and not others() and time.time() < deadline:
+  time.sleep(0.05)
+(folder / (name + '.seen')).write_text(mine.read_text() + ' ' + '|'.join(others()))
+time.sleep(0.2)
+mine.unlink()
+sys.exit(int(status))
+'''
+
+
+def test_local_runs_at_once_each_on_its_own_gpus(tmp_path):
+  processes = [launchers.Process(name, [sys.executable, '-c', PEER, str(tmp_path), name, peer,
+                                        status], None)
+               for name, peer, status in (('a', '1', '0'), ('b', '1', '0'), ('c', '0', '3'))]
+  failed = launchers.run_processes(processes, ['0,1', '2,3'])
+  assert failed == ['c']
+  seen = {name: (tmp_path / f'{name}.seen').read_text().split(' ') for name in 'abc'}
+  # a and b ran together, on the two halves; c waited for a free half.
+  assert {seen['a'][0], seen['b'][0]} == {'0,1', '2,3'}
+  assert seen['a'][1] == seen['b'][0] and seen['b'][1] == seen['a'][0]
+  assert seen['c'][0] in ('0,1', '2,3') and seen['c'][0] not in seen['c'][1].split('|')
+
+
+def test_tpu_commands_run_main_on_every_host_of_the_slice():
+  runs = run.sweep_runs('imagenet_deep', 1)[:1]
+  assert launchers.tpu_commands(runs, 'gs://b/deep', 'my-pod', 'us-central2-b', 'proj') == [[
+      'gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', 'my-pod', '--zone=us-central2-b',
+      '--project=proj', '--worker=all',
+      ('--command=cd resnet_jax && python main.py --config=configs/imagenet.py:resnet50 '
+       '--workdir=gs://b/deep/resnet50/seed0 --config.seed=0')]]
+
+
+def cli(*args):
+  return subprocess.run([sys.executable, '-m', 'experiments.run', *args], cwd=ROOT, check=False,
+                        capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--launcher=tpu', '--tpu=pod', '--zone=z'], 'needs a --root that every TPU host can'),
+    (['--launcher=tpu'], 'needs --tpu=NAME and --zone=ZONE'),
+    (['--launcher=slurm', '--gpus_per_node=8', '--tasks_per_node=2'], 'one process per GPU'),
+    (['--only=resnet56'], '--only=resnet56: no such net or run in this sweep'),
+])
+def test_bad_launcher_flags_are_refused_before_any_run_is_looked_at(args, message):
+  result = cli('--sweep=cifar_1202', '--root=/nonexistent/runs', *args)
+  assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+  assert not os.path.exists('/nonexistent')
