@@ -33,10 +33,14 @@ class TrainState:
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
+def init_variables(model, rng, image_shape) -> dict:
+  """Fresh ``{'params', 'batch_stats'}`` of ``model`` for images of ``image_shape``."""
+  return model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+
+
 def init_train_state(model, tx, rng, image_shape) -> TrainState:
   """Initialises params and batch_stats from ``rng`` and the optimizer state from them."""
-  dummy = jnp.zeros((1, *image_shape), jnp.float32)
-  return start_train_state(tx, model.init(rng, dummy, train=False))
+  return start_train_state(tx, init_variables(model, rng, image_shape))
 
 
 def start_train_state(tx, variables) -> TrainState:

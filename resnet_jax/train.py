@@ -148,14 +148,22 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   info = pipeline.get_dataset_info(config)
   pipeline.check_extra_evals(config)
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
+  # The weights of init_from, read and matched before the workdir is touched (a run that has
+  # checkpoints resumes from them and never reads the source again).
+  plan = None
+  if config.init_from and not checkpointing.has_checkpoints(workdir):
+    plan = init_from.load(config, jax.eval_shape(functools.partial(
+        steps.init_variables, config_lib.build_model(config, info.num_classes),
+        image_shape=info.image_shape), jax.random.key(config.seed)))
   with disk_full.stops_the_run(workdir), workdir_lease.hold(workdir) as lease:
     disk_full.check_room_for_a_checkpoint(workdir)
-    return _train(config, workdir, lease, spec, info, steps_per_epoch)
+    return _train(config, workdir, lease, spec, info, steps_per_epoch, plan)
 
 
 def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
-           steps_per_epoch: int) -> steps.TrainState:
-  """The run, in the workdir it holds: program, state, logging, input and the loop."""
+           steps_per_epoch: int, plan: init_from.Plan | None) -> steps.TrainState:
+  """The run, in the workdir it holds: program, state, logging, input and the loop; ``plan``:
+  the weights of ``init_from``, read already where the workdir had no checkpoints."""
   # TensorFlow (clu's writers), imported when a run starts, not with the module.
   from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
 
@@ -172,14 +180,10 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
   mesh, batch_sharding, init = program.mesh, program.batch_sharding, program.init
   train_step, eval_fn = program.train_step, program.eval_fn
 
-  # ---- State: the run's own latest checkpoint; else the weights of init_from, read before the
-  # workdir is touched and checkpointed as step 0, so a restart never reads them again; else a
-  # fresh init.
+  # ---- State: the run's own latest checkpoint; else the weights of init_from, checkpointed as
+  # step 0, so a restart never reads them again; else a fresh init.
   rng = jax.random.key(config.seed)
   abstract = jax.eval_shape(init, rng)
-  plan = None
-  if config.init_from and not checkpointing.has_checkpoints(workdir):
-    plan = init_from.load(config, abstract.variables)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
   restored = checkpointing.restore_latest(manager, abstract)
   last_checkpoint = None

@@ -34,7 +34,7 @@ from resnet_jax import (
 from resnet_jax import torchvision_weights as tv_weights
 from resnet_jax.parallel import sharding
 from resnet_jax.testing import tfrecord_imagenet
-from tests.harness import tiny_digits_config, tiny_step_inputs
+from tests.harness import tiny_digits_config
 
 # ResNet-20's variables: the stem's kernel and BatchNorm (scale, bias, mean, var), 9 blocks of two
 # kernels and two BatchNorms, the classifier's kernel and bias.
@@ -291,16 +291,18 @@ def test_the_backbone_learns_at_its_multiple_of_the_rate_weight_decay_and_moment
 
 
 def test_frozen_batchnorm_statistics_normalise_in_training_and_stay_unchanged():
-  _, _, state, batch = tiny_step_inputs(channels=3)
-  rng = np.random.default_rng(1)  # Running statistics far from a fresh init's 0 and 1.
-  variables = {'params': state.params, 'batch_stats': flax.traverse_util.path_aware_map(
-      lambda path, x: (rng.uniform(0.5, 2.0, x.shape) if path[-1] == 'var'
-                       else rng.standard_normal(x.shape)).astype(np.float32), state.batch_stats)}
+  rng = np.random.default_rng(1)
+  images = rng.standard_normal((4, 8, 8, 3)).astype(np.float32)
   for freeze in (True, False):
     model = models.create_model('resnet20', 10, stage_sizes=(1, 1, 1), freeze_bn_stats=freeze)
-    trained, updates = model.apply(variables, batch['image'], train=True,
-                                   mutable=['batch_stats'])
-    evaluated = model.apply(variables, batch['image'], train=False)
+    # Random values for every variable; running variances positive, far from a fresh init's 1.
+    variables = flax.traverse_util.path_aware_map(
+        lambda path, a: (rng.uniform(0.5, 2.0, a.shape) if path[-1] == 'var'
+                         else 0.3 * rng.standard_normal(a.shape)).astype(np.float32),
+        jax.eval_shape(lambda m=model: m.init(jax.random.key(0), images, train=False)))
+    trained, updates = jax.jit(lambda v, m=model: m.apply(
+        v, images, train=True, mutable=['batch_stats']))(variables)
+    evaluated = jax.jit(lambda v, m=model: m.apply(v, images, train=False))(variables)
     kept = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(updates['batch_stats']),
                                                     jax.tree.leaves(variables['batch_stats'])))
     assert kept == freeze and np.array_equal(trained, evaluated) == freeze
