@@ -1,5 +1,5 @@
-"""The argument after a config file's colon, ``MODEL[,OPTION...]``, read the same way by every
-config: ``configs/imagenet.py:resnet34,C,plateau``."""
+"""The argument after a config file's colon, ``MODEL[,OPTION...]`` (``DATASET[,OPTION...]`` for
+the transfer config), read the same way by every config: ``configs/imagenet.py:resnet34,C``."""
 
 from resnet_jax import models
 
@@ -9,17 +9,18 @@ def family_models(family: str) -> tuple[str, ...]:
   return tuple(n for n in models.MODEL_NAMES if models.model_family(n) == family)
 
 
-def parse(arg: str, *, file: str, model_names, options=None, exclusive=()):
+def parse(arg: str, *, file: str, model_names, options=None, exclusive=(), what: str = 'net'):
   """``(model, [option functions])`` from ``arg``; options apply to a config in the order given.
 
   ``options`` maps each option name to a function of the config; every name of a group in
   ``exclusive`` (e.g. the shortcut options A, B, C) may be given at most once in all. Anything
-  else is an error that lists what ``file`` accepts.
+  else is an error that lists what ``file`` accepts. ``what`` the first name picks (a 'net', or
+  a 'dataset' where ``model_names`` lists datasets).
   """
   options = options or {}
   model, *given = arg.split(',')
   if model not in model_names:
-    raise ValueError(f'{file}:{arg}: {model!r} is not a net of this config; use one of '
+    raise ValueError(f'{file}:{arg}: {model!r} is not a {what} of this config; use one of '
                      f'{", ".join(model_names)}.')
   unknown = [o for o in given if o not in options]
   clashing = [group for group in exclusive if sum(o in group for o in given) > 1]

@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
       # ("virtual batch"), independent of the number of devices.
       bn_group_size=0,
       zero_init_last_bn=False,
+      # BatchNorm normalises with its running averages in training too and keeps them (for
+      # fine-tuning on small batches; docs/training.md); the paper: False.
+      freeze_bn_stats=False,
   ))
 
   # The data: a tensorflow-datasets name and how to read it.
@@ -105,7 +108,23 @@ def get_config() -> ml_collections.ConfigDict:
       # LARS (name='lars'): the trust coefficient and the epsilon of its layer-wise ratio.
       lars_trust_coefficient=0.001,
       lars_epsilon=0.0,
+      # Every update outside the classifier (fc) times this: the backbone's rate relative to the
+      # classifier's, which is the logged train_learning_rate; 0 freezes the backbone. 1: the
+      # paper's single rate.
+      backbone_lr_multiplier=1.0,
   ))
+
+  # Start from trained weights (docs/training.md, 'Fine-tuning'): a workdir (its latest
+  # checkpoint, or init_from_step), a .msgpack file that Run.export writes, or a torchvision
+  # state dict (.pth, .pt or .npz) of the config's model (resnet18 ... resnet152). Every variable
+  # whose path and shape match is loaded, the classifier is re-initialised if the number of
+  # classes differs, and anything else that does not fit is an error. The step, optimizer state
+  # and data position start fresh; a restart resumes from the run's own checkpoints.
+  config.init_from = config_dict.placeholder(str)
+  config.init_from_step = config_dict.placeholder(int)
+  # Variables that keep their fresh initialisation on purpose: regular expressions matched in
+  # full against paths without the collection, e.g. ('fc/.*',) or ('stage3_.*', 'fc/.*').
+  config.init_exclude = ()
 
   # The training loss: cross-entropy against targets smoothed by this much towards uniform
   # (Szegedy et al. 2016); it is the loss minimised and logged as train_loss. Evaluation's loss

@@ -314,27 +314,29 @@ def restore_variables(workdir: str, step: int | None = None,
 
   Arrays land on this process's default device unless ``abstract_variables`` (a pytree of
   ``jax.ShapeDtypeStruct`` with shardings) says otherwise, so a run trained on many
-  accelerators loads on one CPU.
+  accelerators loads on one CPU. The read is this process's own (no other process waits on it).
   """
   if not has_checkpoints(workdir):
     raise CheckpointError(f'No checkpoints in {workdir!r}: {checkpoint_dir(workdir)} does not '
                           'exist. Train first, or check the path.')
-  manager = create_manager(workdir, read_only=True)
-  steps = list(manager.all_steps())
-  if not steps:
-    raise CheckpointError(f'{checkpoint_dir(workdir)} holds no finished checkpoint.')
-  step = max(steps) if step is None else step
-  if step not in steps:
-    raise CheckpointError(f'No checkpoint at step {step} in {workdir!r}; it has steps '
-                          f'{sorted(steps)}.')
-  if abstract_variables is None:
-    metadata = manager.item_metadata(step)['model']
-    device = jax.local_devices()[0]
-    abstract_variables = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
-                                       sharding=jax.sharding.SingleDeviceSharding(device)),
-        metadata)
-  restored = manager.restore(step, args=ocp.args.Composite(
-      model=ocp.args.StandardRestore(abstract_variables)))
-  manager.close()
+  manager = _local_reader(checkpoint_dir(workdir))
+  try:
+    steps = list(manager.all_steps())
+    if not steps:
+      raise CheckpointError(f'{checkpoint_dir(workdir)} holds no finished checkpoint.')
+    step = max(steps) if step is None else step
+    if step not in steps:
+      raise CheckpointError(f'No checkpoint at step {step} in {workdir!r}; it has steps '
+                            f'{sorted(steps)}.')
+    if abstract_variables is None:
+      metadata = manager.item_metadata(step)['model']
+      device = jax.local_devices()[0]
+      abstract_variables = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
+                                         sharding=jax.sharding.SingleDeviceSharding(device)),
+          metadata)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        model=ocp.args.StandardRestore(abstract_variables)))
+  finally:
+    manager.close()
   return restored['model'], step

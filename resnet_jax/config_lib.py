@@ -22,9 +22,10 @@ from resnet_jax.data import registry
 from resnet_jax.errors import ConfigError
 
 # Fields whose change makes a checkpoint belong to a different experiment (the optimizer's name
-# and the plateau schedule decide the optimizer state in the checkpoint).
+# and the plateau schedule decide the optimizer state in the checkpoint; init_from and its step
+# the weights the run started from).
 IDENTITY_FIELDS = ('model', 'dataset.name', 'dataset.image_size', 'seed', 'batch_size',
-                   'optimizer.name', 'optimizer.schedule')
+                   'optimizer.name', 'optimizer.schedule', 'init_from', 'init_from_step')
 
 # optimizer.name and optimizer.schedule (resnet_jax/optim.py).
 OPTIMIZERS = ('sgd', 'lars')

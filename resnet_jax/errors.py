@@ -21,6 +21,11 @@ class DivergenceError(FloatingPointError):
   """The training loss or the updated parameters became NaN or infinite."""
 
 
+class InitFromError(ValueError):
+  """``init_from`` names weights that cannot start this run: missing, unreadable, or of another
+  network; the message names each variable that does not fit."""
+
+
 class WorkdirInUseError(RuntimeError):
   """Another live run holds the workdir (``workdir_lease``), or this run lost it to another."""
 
@@ -30,7 +35,7 @@ class DiskFullError(RuntimeError):
 
 
 USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DivergenceError,
-               WorkdirInUseError, DiskFullError)
+               InitFromError, WorkdirInUseError, DiskFullError)
 
 # How libraries word an out-of-space failure when they pass it on as text (tensorstore, TF).
 OUT_OF_SPACE_TEXTS = ('No space left on device', 'Disk quota exceeded')

@@ -30,6 +30,9 @@ BOTTLENECK_STRIDE_ON = ('1x1', '3x3')
 # He et al. (2015b) "MSRA" initialisation: zero-mean Gaussian with std sqrt(2 / fan_in).
 he_normal = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
+# The name of the final fully connected layer, the only module whose shapes follow the classes.
+CLASSIFIER = 'fc'
+
 
 def symmetric_padding(kernel_size: int):
   """Pads (k - 1) / 2 on every side, as the reference Caffe model does (not TF's 'SAME')."""
@@ -184,6 +187,8 @@ class ResNet(nn.Module):
       ``jax.shard_map``), the mesh axis over which global BatchNorm averages its statistics, so
       they stay the global batch's; None where it sees the whole batch.
     zero_init_last_bn: zero-initialise the scale of the last BatchNorm of each residual branch.
+    freeze_bn_stats: BatchNorm normalises with its running averages in training too and leaves
+      them unchanged, as when fine-tuning trained weights on small batches (the paper: off).
   """
   stage_sizes: Sequence[int]
   block: ModuleDef
@@ -199,6 +204,7 @@ class ResNet(nn.Module):
   bn_group_size: int = 0
   bn_axis_name: str | None = None
   zero_init_last_bn: bool = False
+  freeze_bn_stats: bool = False
 
   def setup(self):
     if self.shortcut not in SHORTCUT_OPTIONS:
@@ -211,11 +217,12 @@ class ResNet(nn.Module):
       raise ValueError(f"Unknown stem {self.stem!r}; use 'cifar' or 'imagenet'.")
 
   def _norm(self, train: bool):
+    running = not train or self.freeze_bn_stats
     if self.bn_group_size:
       return functools.partial(GroupedBatchNorm, group_size=self.bn_group_size,
-                               use_running_average=not train, momentum=self.bn_momentum,
+                               use_running_average=running, momentum=self.bn_momentum,
                                epsilon=self.bn_epsilon, dtype=self.dtype)
-    return functools.partial(nn.BatchNorm, use_running_average=not train,
+    return functools.partial(nn.BatchNorm, use_running_average=running,
                              momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                              dtype=self.dtype, param_dtype=jnp.float32,
                              axis_name=self.bn_axis_name,
@@ -245,7 +252,8 @@ class ResNet(nn.Module):
                        name=f'stage{stage + 1}_block{index + 1}')(x)
 
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    return nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=jnp.float32, name='fc')(x)
+    return nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=jnp.float32,
+                    name=CLASSIFIER)(x)
 
 
 # --------------------------------------------------------------------------------------------

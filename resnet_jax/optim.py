@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from resnet_jax import config_lib
+from resnet_jax import config_lib, models
 
 
 def boundaries_in_steps(config, steps_per_epoch: int) -> list[int]:
@@ -143,7 +143,8 @@ def create_optimizer(config, steps_per_epoch: int):
 
   SGD: (optionally Nesterov) momentum and L2 weight decay added to the gradient before momentum,
   exactly like Caffe's and PyTorch's SGD. LARS: ``_lars``. With the plateau schedule the updates
-  are then scaled, which scales the rate, as Caffe and PyTorch do.
+  are then scaled, which scales the rate, as Caffe and PyTorch do. With
+  ``backbone_lr_multiplier`` (fine-tuning) the updates outside the classifier are scaled by it.
   """
   opt = config.optimizer
   schedule = learning_rate_schedule(config, steps_per_epoch)
@@ -155,7 +156,26 @@ def create_optimizer(config, steps_per_epoch: int):
         optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov))
   if opt.schedule == 'plateau':
     tx = optax.chain(tx, _scale_by_plateau(_plateau(config, steps_per_epoch)))
+  if opt.backbone_lr_multiplier != 1:
+    tx = _scale_backbone(tx, opt.backbone_lr_multiplier)
   return tx, schedule
+
+
+def _scale_backbone(tx, multiplier: float) -> optax.GradientTransformation:
+  """``tx`` with every update outside the classifier multiplied by ``multiplier``: the backbone
+  learns at ``multiplier`` times the classifier's rate, and 0 freezes it (weight decay and
+  momentum included). The state is ``tx``'s own, so a run resumes with another multiplier."""
+
+  def scale(path, update):
+    if path[0] == models.CLASSIFIER:
+      return update
+    return update * jnp.asarray(multiplier, update.dtype)
+
+  def update(updates, state, params=None, **extra_args):
+    updates, state = tx.update(updates, state, params, **extra_args)
+    return flax.traverse_util.path_aware_map(scale, updates), state
+
+  return optax.GradientTransformation(tx.init, update)
 
 
 def learning_rate_scale(opt_state):

@@ -33,10 +33,18 @@ class TrainState:
     return {'params': self.params, 'batch_stats': self.batch_stats}
 
 
+def init_variables(model, rng, image_shape) -> dict:
+  """Fresh ``{'params', 'batch_stats'}`` of ``model`` for images of ``image_shape``."""
+  return model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+
+
 def init_train_state(model, tx, rng, image_shape) -> TrainState:
   """Initialises params and batch_stats from ``rng`` and the optimizer state from them."""
-  dummy = jnp.zeros((1, *image_shape), jnp.float32)
-  variables = model.init(rng, dummy, train=False)
+  return start_train_state(tx, init_variables(model, rng, image_shape))
+
+
+def start_train_state(tx, variables) -> TrainState:
+  """Step 0 from ``variables`` (``{'params', 'batch_stats'}``) and a fresh optimizer state."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'],
                     opt_state=tx.init(variables['params']))
@@ -195,7 +203,8 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
   gradients are averaged across the devices in ``gradient_allreduce_dtype`` (a dtype or its
   name). Left to itself, XLA sums the gradients of bfloat16 convolutions in bfloat16, which
   loses precision at every hop of a large slice; the explicit mean chooses the dtype. BatchNorm
-  statistics stay those of the global batch, or of the configured groups; the optimizer then
+  statistics stay those of the global batch, or of the configured groups (a model with
+  ``freeze_bn_stats`` normalises with its running averages and keeps them); the optimizer then
   updates the replicated state with the averaged gradients. With ``label_smoothing`` the loss
   minimised (and logged) is against smoothed targets. ``image_correction``: see
   ``model_images``.
@@ -227,6 +236,8 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
       local_gradients, mesh=mesh, in_specs=(P(), P(), P(axis)), out_specs=(P(), P(), P(axis)))(
           state.params, state.batch_stats,
           jax.device_put(batch, sharding.batch_sharding(mesh)))
+  if model.freeze_bn_stats:  # The running averages normalised the batch and stay as they were.
+    batch_stats = state.batch_stats
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   step_metrics = TrainMetrics.single_from_model_output(

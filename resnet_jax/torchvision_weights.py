@@ -12,7 +12,8 @@ wrong shape is an error naming it. ``num_batches_tracked`` (one per BatchNorm in
 read and dropped: it only matters for torch's cumulative-average BatchNorm (``momentum=None``),
 which torchvision's nets do not use, and Flax keeps no such count; ``to_torchvision`` writes it as
 0, so ``load_state_dict(strict=True)`` accepts the result. Values may be numpy arrays or torch
-tensors (anything ``np.asarray`` takes); this module never imports torch.
+tensors (anything ``np.asarray`` takes); this module imports torch only to read a ``.pth`` file
+(``read_state_dict``).
 
 Inputs: torchvision's nets take ``(x / 255 - mean) / std``, this project's ImageNet pipeline feeds
 ``x / 255 - mean`` (the same mean). ``input_std=TORCHVISION_INPUT_STD`` folds the division into
@@ -188,4 +189,22 @@ def to_torchvision(variables: Mapping, name: str,
     state[key] = np.ascontiguousarray(value.transpose(_TORCH_AXES[value.ndim]))
   for module in _batchnorm_modules(layout):
     state[f'{module}.{_UNTRACKED}'] = np.array(0, np.int64)
+  return state
+
+
+def read_state_dict(path: str) -> dict:
+  """The tensors of a torchvision checkpoint: a ``torch.save``'d state dict, or an ``.npz`` of
+  the same keys; ``ValueError`` if it is neither."""
+  if path.endswith('.npz'):
+    with np.load(path) as data:
+      return dict(data)
+  try:
+    import torch  # pylint: disable=import-outside-toplevel  (only for .pth files)
+  except ImportError as error:
+    raise ValueError(f'Reading {path} needs torch (pip install -r requirements-bench.txt), '
+                     'or save the state dict as .npz.') from error
+  state = torch.load(path, map_location='cpu', weights_only=True)
+  if not isinstance(state, dict):
+    raise ValueError(  # noqa: TRY004  (the file's content, reported as its other faults are)
+        f'{path} holds a {type(state).__name__}, not a state dict; save model.state_dict().')
   return state

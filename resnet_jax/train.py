@@ -1,8 +1,8 @@
 """Training and evaluation of one run, data-parallel over every device of every host.
 
 Read it top to bottom: the checks (and the dataset's facts), the program (mesh, model, optimizer
-and jitted calls: ``build_program``), the state (fresh or restored), the eval splits, logging, the
-input, then the loop with its logging, evaluation and checkpoints.
+and jitted calls: ``build_program``), the state (restored, from ``init_from`` or fresh), the eval
+splits, logging, the input, then the loop with its logging, evaluation and checkpoints.
 """
 
 import dataclasses
@@ -24,6 +24,7 @@ from resnet_jax import (
   config_lib,
   disk_full,
   eval_sets,
+  init_from,
   library_logs,
   optim,
   steps,
@@ -44,13 +45,15 @@ class Program:
   """What a run executes: state replicated, batches split along ``data``, state donated.
 
   ``train_fn(state, batches)`` runs one step per batch of the tuple (the tf.data path);
-  ``train_step`` is the step it and the device-resident path run; ``init(rng)`` the fresh state.
+  ``train_step`` is the step it and the device-resident path run; ``init(rng)`` the fresh state;
+  ``start(variables)`` the state of step 0 from given variables (``init_from``).
   """
   mesh: jax.sharding.Mesh
   model: flax.linen.Module
   replicated: NamedSharding
   batch_sharding: NamedSharding
   init: Callable
+  start: Callable
   train_step: Callable
   train_fn: Callable
   eval_fn: Callable
@@ -77,7 +80,9 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
   if config.cpu_fusion_barriers and mesh.devices.flat[0].platform == 'cpu':
     train_step = cpu_workarounds.with_block_barriers(train_step)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
-                 init=init, train_step=train_step,
+                 init=init, start=jax.jit(functools.partial(steps.start_train_state, tx),
+                                          out_shardings=replicated),
+                 train_step=train_step,
                  train_fn=multistep.make_train_fn(train_step, mesh),
                  eval_fn=eval_loop.jit_eval_step(model, mesh, image_correction))
 
@@ -130,6 +135,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   # ---- Checks, before reading data or compiling anything.
   config_lib.validate(config, device_count=jax.device_count(),
                       process_count=jax.process_count())
+  init_from.check_config(config)
   config_lib.warn_if_imagenet_on_cpu(config, jax.default_backend(), jax.process_count())
   config_lib.check_workdir(config, workdir)
   config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
@@ -143,14 +149,22 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   info = pipeline.get_dataset_info(config)
   pipeline.check_extra_evals(config)
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
+  # The weights of init_from, read and matched before the workdir is touched (a run that has
+  # checkpoints resumes from them and never reads the source again).
+  plan = None
+  if config.init_from and not checkpointing.has_checkpoints(workdir):
+    plan = init_from.load(config, jax.eval_shape(functools.partial(
+        steps.init_variables, config_lib.build_model(config, info.num_classes),
+        image_shape=info.image_shape), jax.random.key(config.seed)))
   with disk_full.stops_the_run(workdir), workdir_lease.hold(workdir) as lease:
     disk_full.check_room_for_a_checkpoint(workdir)
-    return _train(config, workdir, lease, spec, info, steps_per_epoch)
+    return _train(config, workdir, lease, spec, info, steps_per_epoch, plan)
 
 
 def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
-           steps_per_epoch: int) -> steps.TrainState:
-  """The run, in the workdir it holds: program, state, logging, input and the loop."""
+           steps_per_epoch: int, plan: init_from.Plan | None) -> steps.TrainState:
+  """The run, in the workdir it holds: program, state, logging, input and the loop; ``plan``:
+  the weights of ``init_from``, read already where the workdir had no checkpoints."""
   # TensorFlow (clu's writers), imported when a run starts, not with the module.
   from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
 
@@ -167,16 +181,29 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
   mesh, batch_sharding, init = program.mesh, program.batch_sharding, program.init
   train_step, eval_fn = program.train_step, program.eval_fn
 
-  # ---- State.
+  # ---- State: the run's own latest checkpoint; else the weights of init_from, checkpointed as
+  # step 0, so a restart never reads them again; else a fresh init.
   rng = jax.random.key(config.seed)
+  abstract = jax.eval_shape(init, rng)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
-  restored = checkpointing.restore_latest(manager, jax.eval_shape(init, rng))
+  restored = checkpointing.restore_latest(manager, abstract)
+  last_checkpoint = None
   if restored is None:
     state, data_position = init(rng), 0
+    if config.init_from:
+      plan = plan or init_from.load(config, abstract.variables)
+      state = program.start(init_from.apply(plan, state.variables, program.replicated))
+      if is_chief:
+        init_from.record(workdir, plan)
+      checkpointing.save(manager, state, data_position=0, num_shards=num_shards)
+      last_checkpoint = 0
   else:
     state, progress = restored
-    data_position = progress['data_position']
+    data_position, last_checkpoint = progress['data_position'], progress['step']
     logging.info('Resumed from the checkpoint at step %d.', progress['step'])
+    if config.init_from:
+      logging.info('The run started from init_from=%s (%s); it is not read again.',
+                   config.init_from, init_from.RECORD)
   start_step = int(state.step)
   if is_chief:
     parameter_overview.log_parameter_overview(state.params)
@@ -217,7 +244,6 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
       num_devices=jax.device_count(),
       on_steps=range(config.log_every_steps, num_steps + 1, config.log_every_steps))
   preemption = PreemptionFlag()
-  last_checkpoint = None if restored is None else start_step
 
   def check_and_write(step, train_metrics):
     """Fetches the accumulated metrics (a host sync), stops on divergence, writes summaries."""

@@ -15,16 +15,29 @@ from resnet_jax import checkpointing, events
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_digits_flags(data_dir, **overrides):
-  """A 5-step digits run of ResNet-20 at a gentle rate (rounding stays small), logging each step."""
-  flags = {
+def _tiny_digits(data_dir, overrides) -> dict:
+  fields = {
       'model.name': 'resnet20', 'dataset.data_dir': data_dir, 'batch_size': 32,
-      'eval_batch_size': 64, 'total_epochs': 0, 'total_steps': 5, 'log_every_steps': 1,
-      'eval_every_steps': 3, 'checkpoint_every_steps': 3, 'optimizer.lr_boundaries': '(4,)',
+      'eval_batch_size': 64, 'total_epochs': 0.0, 'total_steps': 5, 'log_every_steps': 1,
+      'eval_every_steps': 3, 'checkpoint_every_steps': 3, 'optimizer.lr_boundaries': (4,),
       'optimizer.lr_boundaries_unit': 'steps', 'optimizer.learning_rate': 0.02,
   }
-  flags.update(overrides)
-  return [f'--config.{k}={v}' for k, v in flags.items()]
+  fields.update(overrides)
+  return fields
+
+
+def tiny_digits_flags(data_dir, **overrides):
+  """A 5-step digits run of ResNet-20 at a gentle rate (rounding stays small), logging each step."""
+  return [f'--config.{k}={v}' for k, v in _tiny_digits(data_dir, overrides).items()]
+
+
+def tiny_digits_config(data_dir, **overrides):
+  """``configs/digits.py`` with the fields of ``tiny_digits_flags``, for a run in this process;
+  ``overrides`` by dotted name, e.g. ``**{'optimizer.learning_rate': 0.1}``."""
+  from configs import digits  # pylint: disable=import-outside-toplevel
+  config = digits.get_config()
+  config.update_from_flattened_dict(_tiny_digits(data_dir, overrides))
+  return config
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ with this project's preprocessing; reading ``.pth`` files needs torch.
 import json
 
 import jax
-import numpy as np
 from absl import app, flags
 
 from configs import imagenet
@@ -53,23 +52,6 @@ def define_flags():
   flags.mark_flags_as_mutual_exclusive(['workdir', 'torchvision_checkpoint'], required=True)
 
 
-def load_state_dict(path: str) -> dict:
-  """The tensors of a torchvision checkpoint: ``torch.save``'d state dict or ``.npz``."""
-  if path.endswith('.npz'):
-    with np.load(path) as data:
-      return dict(data)
-  try:
-    import torch  # pylint: disable=import-outside-toplevel  (only for .pth files)
-  except ImportError as error:
-    raise app.UsageError(f'Reading {path} needs torch (pip install -r requirements-bench.txt), '
-                         'or save the state dict as .npz.') from error
-  state = torch.load(path, map_location='cpu', weights_only=True)
-  if not isinstance(state, dict):
-    raise app.UsageError(f'{path} holds a {type(state).__name__}, not a state dict; save '
-                         'model.state_dict().')
-  return state
-
-
 def torchvision_config(name: str, data_dir=None, batch_size: int = 0):
   """The ImageNet eval config for torchvision's ``name``: float32, stride on the 3x3."""
   config = imagenet.imagenet_config(name)
@@ -83,7 +65,7 @@ def torchvision_config(name: str, data_dir=None, batch_size: int = 0):
 def load_torchvision(path: str, name: str, data_dir=None, batch_size: int = 0):
   """(config, model, variables) of a torchvision checkpoint, for this project's inputs."""
   config = torchvision_config(name, data_dir, batch_size)
-  variables = torchvision_weights.from_torchvision(load_state_dict(path), name,
+  variables = torchvision_weights.from_torchvision(torchvision_weights.read_state_dict(path), name,
                                        input_std=torchvision_weights.TORCHVISION_INPUT_STD)
   return config, config_lib.build_model(config, torchvision_weights.NUM_CLASSES), variables
 
