@@ -168,9 +168,16 @@ def validate(config, *, device_count: int, process_count: int) -> None:
       problems.append(f"{field}={value!r}; use 'float32' or 'bfloat16'.")
   spec = registry.DATASETS.get(config.dataset.name)
   sizes = spec and spec.image_sizes
-  if spec is None:
+  if config.dataset.name == registry.IMAGE_FOLDER:
+    sizes = registry.FOLDER_IMAGE_SIZES
+    if not config.dataset.data_dir:
+      problems.append('dataset.name=image_folder reads the folder dataset.data_dir: set '
+                      '--config.dataset.data_dir=ROOT, where ROOT/train/<class>/ and '
+                      'ROOT/test/<class>/ hold the images.')
+  elif spec is None:
     problems.append(f'dataset.name={config.dataset.name!r} is not supported; use one of '
-                    f'{", ".join(registry.DATASETS)}.')
+                    f'{", ".join(registry.DATASETS)} or {registry.IMAGE_FOLDER} (a folder of '
+                    'images).')
   elif not sizes[0] <= config.dataset.image_size <= sizes[1]:
     problems.append(f'dataset.image_size={config.dataset.image_size} does not fit '
                     f'{config.dataset.name}: crops must be between {sizes[0]} and {sizes[1]} '

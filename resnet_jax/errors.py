@@ -16,11 +16,16 @@ class DatasetNotAvailableError(ValueError):
   """The dataset is not prepared in the tfds data_dir; nothing is downloaded implicitly."""
 
 
+class DataError(ValueError):
+  """The data cannot be read as asked; the message names the file or folder and what to do."""
+
+
 class DivergenceError(FloatingPointError):
   """The training loss or the updated parameters became NaN or infinite."""
 
 
-USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DivergenceError)
+USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DataError,
+               DivergenceError)
 
 
 @contextlib.contextmanager

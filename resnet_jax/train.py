@@ -20,7 +20,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
 from resnet_jax import checkpointing, config_lib, library_logs, optim, steps
-from resnet_jax.data import device_resident, registry
+from resnet_jax.data import device_resident
 from resnet_jax.errors import DivergenceError
 from resnet_jax.evaluation import loop as eval_loop
 from resnet_jax.parallel import cpu_workarounds, distributed, multistep, sharding
@@ -126,7 +126,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
 
   from resnet_jax import reporting  # pylint: disable=import-outside-toplevel
   from resnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  device_resident.check_config(config)
+  device_resident.check_config(config, pipeline.dataset_spec(config))
   info = pipeline.get_dataset_info(config)
   steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
   num_steps = config_lib.total_steps(config, steps_per_epoch)
@@ -221,7 +221,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
           logdir=workdir, num_profile_steps=profile_steps, profile_duration_ms=None,
           first_profile=step_ends[0], every_secs=None))
   if config.dataset.device_resident:  # The split on the devices; a call takes a step count.
-    augment, spec = config.dataset.augment, registry.get(config.dataset.name)
+    augment, spec = config.dataset.augment, pipeline.dataset_spec(config)
     train_fn = device_resident.make_train_fn(
         train_step, device_resident.put_on_devices(*pipeline.load_train_arrays(config), mesh),
         mesh, seed=config.seed, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,

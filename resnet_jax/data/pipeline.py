@@ -24,6 +24,8 @@ then:
   ``steps.model_images``. The per-pixel mean (``dataset.imagenet_per_pixel_mean``) is the same
   image for every example: ``imagenet_mean_correction`` gives its difference from the
   per-channel mean once, for the device to subtract, so batches stay uint8 plus 3 floats.
+* image_folder (``data.image_folder``): small images as cifar10, large ones as imagenet2012
+  with the per-pixel mean of their train split.
 Digits are upsampled bilinearly; ImageNet's resizing is bilinear when it enlarges and area
 averaging (antialiased) when it shrinks.
 
@@ -42,7 +44,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax.config_lib import data_shards
-from resnet_jax.data import cifar, imagenet, registry, streamed_order
+from resnet_jax.data import cifar, image_folder, imagenet, registry, streamed_order
 from resnet_jax.data import digits as digits_dataset  # noqa: F401  (registers 'digits')
 from resnet_jax.data.streamed_order import fold
 from resnet_jax.errors import ConfigError, DatasetNotAvailableError
@@ -78,15 +80,33 @@ def _not_prepared_message(name, builder):
           '--config.dataset.data_dir=/path/to/tensorflow_datasets.')
 
 
+def _open(name, data_dir, image_size):
+  """The tfds builder of a dataset; an image folder's is its folder checked and prepared."""
+  if name == registry.IMAGE_FOLDER:
+    return image_folder.builder(data_dir, image_size)
+  return tfds.builder(registry.get(name).name, data_dir=data_dir)
+
+
 def _builder(config):
-  """The prepared tfds builder; the bundled digits are prepared on the spot, others refused."""
-  name = registry.get(config.dataset.name).name
-  builder = tfds.builder(name, data_dir=config.dataset.data_dir)
+  """The prepared tfds builder; the bundled digits are prepared on the spot, an image folder is
+  checked and prepared, others are refused."""
+  ds = config.dataset
+  if ds.name == registry.IMAGE_FOLDER:
+    image_folder.check_splits(ds.data_dir, ds.train_split, ds.eval_split)
+  builder = _open(ds.name, ds.data_dir, ds.image_size)
+  name = builder.name
   if not builder.is_prepared():
     if name != 'digits':
       raise DatasetNotAvailableError(_not_prepared_message(name, builder))
     builder.download_and_prepare()
   return builder
+
+
+def dataset_spec(config) -> registry.DatasetSpec:
+  """The facts of config.dataset: its registry entry, or what its image folder holds."""
+  if config.dataset.name == registry.IMAGE_FOLDER:
+    return image_folder.spec(_builder(config), config.dataset.image_size)
+  return registry.get(config.dataset.name)
 
 
 def _num_examples(builder, split):
@@ -102,7 +122,7 @@ def get_dataset_info(config) -> DatasetInfo:
       num_classes=labels.num_classes,
       num_train_examples=_num_examples(builder, config.dataset.train_split),
       num_eval_examples=_num_examples(builder, config.dataset.eval_split),
-      image_shape=(size, size, registry.get(config.dataset.name).channels),
+      image_shape=(size, size, dataset_spec(config).channels),
       label_names=tuple(labels.names))
 
 
@@ -118,7 +138,7 @@ def _num_shards(config, process_count):
 
 def _train_shards(config, builder, process_count):
   """The S shard splits of the train split, the per-shard sub-batch and steps per epoch."""
-  if not registry.get(config.dataset.name).in_memory:
+  if not dataset_spec(config).in_memory:
     streamed_order.check_tfrecord(builder)  # Before any training work.
   splits = tfds.even_splits(config.dataset.train_split, _num_shards(config, process_count))
   sub_batch = config.batch_size // len(splits)
@@ -142,17 +162,17 @@ def steps_per_epoch(config, *, process_count) -> int:
 @functools.cache
 def _per_pixel_mean(name, data_dir, split, image_size):
   """Per-pixel mean of a split at image_size, float32 in [0, 1] (cached per process)."""
-  images, _ = _load_arrays(tfds.builder(name, data_dir=data_dir), split)
+  images, _ = _load_arrays(_open(name, data_dir, image_size), split)
   mean = np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
   # Bilinear resizing is linear, so this equals the mean of the resized images.
   return cifar.scale_and_resize(image_size, mean).numpy()
 
 
 @functools.cache
-def _imagenet_pixel_mean(data_dir, split, image_size, num_examples):
+def _imagenet_pixel_mean(name, data_dir, split, image_size, num_examples):
   """Per-pixel mean in [0, 1] of the first ``num_examples`` images of a split (stored order),
   each cropped as evaluation crops it (cached per process)."""
-  builder = tfds.builder('imagenet2012', data_dir=data_dir)
+  builder = _open(name, data_dir, image_size)
   crops = _read(builder, split, decode=False).take(num_examples).map(
       lambda image_bytes, _: tf.cast(imagenet.eval_example(image_bytes, image_size),
                                      tf.float64) / 255.0,
@@ -165,13 +185,14 @@ def _imagenet_pixel_mean(data_dir, split, image_size, num_examples):
 
 def imagenet_mean_correction(config) -> np.ndarray | None:
   """What to subtract from an ImageNet input after the per-channel mean: with
-  ``dataset.imagenet_per_pixel_mean``, the per-pixel mean minus the per-channel one (float32
-  [image_size, image_size, 3]), else None. Train and eval batches leave it out; the jitted steps
+  ``dataset.imagenet_per_pixel_mean`` (an image folder of large images: always), the per-pixel
+  mean minus the per-channel one (float32 [image_size, image_size, 3]), else None. Train and eval batches leave it out; the jitted steps
   subtract it on the device (``steps.with_image_correction``)."""
-  ds = config.dataset
-  if registry.get(ds.name).in_memory or not ds.imagenet_per_pixel_mean:
+  ds, spec = config.dataset, dataset_spec(config)
+  if spec.in_memory or not (ds.imagenet_per_pixel_mean or spec.train_pixel_mean):
     return None
-  pixel_mean = _imagenet_pixel_mean(ds.data_dir, ds.train_split, ds.image_size, ds.mean_examples)
+  pixel_mean = _imagenet_pixel_mean(ds.name, ds.data_dir, ds.train_split, ds.image_size,
+                                    ds.mean_examples)
   return pixel_mean - np.float32(imagenet.IMAGENET_RGB_MEAN)
 
 
@@ -184,13 +205,13 @@ def _imagenet_mean_correction(config) -> tf.Tensor:
 def train_mean_image(config) -> np.ndarray:
   """The image subtracted from every input, float32 [H, W, C] as the model sees it.
 
-  digits and cifar10: the per-pixel mean of config.dataset.train_split (computed once per
-  process); imagenet2012: the per-channel ImageNet RGB mean, or with
-  ``dataset.imagenet_per_pixel_mean`` the per-pixel mean of the first ``dataset.mean_examples``
-  training images.
+  digits, cifar10 and small images of a folder: the per-pixel mean of config.dataset.train_split
+  (computed once per process); imagenet2012: the per-channel ImageNet RGB mean, or with
+  ``dataset.imagenet_per_pixel_mean`` (large images of a folder: always) the per-pixel mean of the
+  first ``dataset.mean_examples`` training images.
   """
   ds = config.dataset
-  if registry.get(ds.name).in_memory:
+  if dataset_spec(config).in_memory:
     _builder(config)  # Prepares digits, refuses an unprepared dataset.
     return _per_pixel_mean(ds.name, ds.data_dir, ds.train_split, ds.image_size)
   shape = (ds.image_size, ds.image_size, 3)
@@ -204,7 +225,7 @@ def preprocess_for_eval_numpy(config, images_uint8) -> np.ndarray:
   digits/cifar10: a batch [N, h, w, C] or one image [h, w, C] at the dataset's resolution.
   imagenet2012: a sequence of [h, w, 3] images of any size -> [N, S, S, 3], S = image_size.
   """
-  if registry.get(config.dataset.name).in_memory:
+  if dataset_spec(config).in_memory:
     images = cifar.scale_and_resize(config.dataset.image_size, images_uint8)
     return (images - train_mean_image(config)).numpy()
   size = config.dataset.image_size
@@ -247,7 +268,7 @@ def load_train_arrays(config) -> tuple[np.ndarray, np.ndarray]:
 
   For the in-memory datasets (digits, cifar10): mean subtracted, not augmented.
   """
-  if not registry.get(config.dataset.name).in_memory:
+  if not dataset_spec(config).in_memory:
     raise ValueError(f'{config.dataset.name} is streamed, not held in memory.')
   images, labels = _load_arrays(_builder(config), config.dataset.train_split)
   return preprocess_for_eval_numpy(config, images), labels
@@ -261,7 +282,7 @@ def _in_memory_shard(config, builder, split, key, sub_batch, steps, start_step):
   """Sub-batches of one shard held in memory, read in a stateless random order per epoch."""
   images, labels = (tf.constant(a) for a in _load_arrays(builder, split))
   mean = tf.constant(train_mean_image(config))
-  spec, per_epoch = registry.get(config.dataset.name), steps * sub_batch
+  spec, per_epoch = dataset_spec(config), steps * sub_batch
 
   def example(count):
     epoch, position = count // per_epoch, count % per_epoch
@@ -307,7 +328,7 @@ def train_batches(config, *, start_step: int, process_index: int,
   builder = _builder(config)
   splits, sub_batch, steps = _train_shards(config, builder, process_count)
   per_process = len(splits) // process_count
-  make_shard = _in_memory_shard if registry.get(config.dataset.name).in_memory else _streaming_shard
+  make_shard = _in_memory_shard if dataset_spec(config).in_memory else _streaming_shard
   seed_key = tf.constant([config.seed, 0], tf.int64)
   shards = tuple(
       make_shard(config, builder, splits[k], fold(seed_key, k), sub_batch, steps, start_step)
@@ -346,7 +367,7 @@ def eval_batches(config, *, process_index: int, process_count: int,
   batch = config.eval_batch_size // process_count
   num_batches = -(-max(_num_examples(builder, p) for p in parts) // batch)
   size = config.dataset.image_size
-  if registry.get(config.dataset.name).in_memory:
+  if dataset_spec(config).in_memory:
     mean = tf.constant(train_mean_image(config))
     preprocess = lambda image: {
         'image': cifar.scale_and_resize(config.dataset.image_size, image) - mean}
@@ -354,7 +375,7 @@ def eval_batches(config, *, process_index: int, process_count: int,
     eval_offset = -tf.constant(imagenet.IMAGENET_RGB_MEAN)
     preprocess = lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
                                       'image_offset': eval_offset}
-  ds = _read(builder, parts[process_index], decode=registry.get(config.dataset.name).in_memory).map(
+  ds = _read(builder, parts[process_index], decode=dataset_spec(config).in_memory).map(
       lambda image, label: {**preprocess(image), 'label': tf.cast(label, tf.int32)},
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   no_examples = {k: np.zeros((0, *v.shape), v.dtype.as_numpy_dtype)

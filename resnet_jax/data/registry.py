@@ -11,7 +11,10 @@ for, its splits and their sizes, and its preprocessing family:
   and PCA lighting for training, centre crops (or the paper's 10-crop and multi-scale views) for
   evaluation, the per-channel mean (or a per-pixel one) subtracted on the device.
 
-Adding a dataset of either family is one entry here. Nothing here imports TensorFlow.
+Adding a dataset of either family is one entry here. A folder of one's own images
+(``image_folder``, ``data.image_folder``) has no entry: its classes, channels and splits are read
+from the folder, and ``folder_spec`` gives its facts at a ``dataset.image_size``. Nothing here
+imports TensorFlow.
 """
 
 import dataclasses
@@ -33,6 +36,7 @@ class DatasetSpec:
   splits: dict[str, int]        # Split name -> number of examples.
   pad: int = 0                  # SMALL: pixels of zero padding on each side before a random crop.
   flip: bool = False            # SMALL: random horizontal flips.
+  train_pixel_mean: bool = False  # IMAGENET: the train split's per-pixel mean, not ImageNet's.
 
   @property
   def in_memory(self) -> bool:
@@ -64,3 +68,21 @@ def get(name: str) -> DatasetSpec:
     raise ConfigError(f'dataset.name={name!r} is not a known dataset; use one of '
                       f'{", ".join(DATASETS)}.')
   return DATASETS[name]
+
+
+# ROOT/<split>/<class>/*.jpg|*.png, read by data.image_folder. dataset.image_size chooses the
+# family: small images up to FOLDER_SMALL_MAX_SIZE take CIFAR-10's recipe (pad an eighth of the
+# side, flip), larger ones ImageNet's; both subtract the per-pixel mean of the train split.
+IMAGE_FOLDER = 'image_folder'
+FOLDER_IMAGE_SIZES = (8, 256)
+FOLDER_SMALL_MAX_SIZE = 64
+
+
+def folder_spec(image_size: int, num_classes: int, channels: int,
+                splits: dict[str, int]) -> DatasetSpec:
+  """The facts of an image folder of these classes, channels and splits at ``image_size``."""
+  small = image_size <= FOLDER_SMALL_MAX_SIZE
+  return DatasetSpec(IMAGE_FOLDER, num_classes=num_classes, channels=channels,
+                     family=SMALL if small else IMAGENET, image_sizes=FOLDER_IMAGE_SIZES,
+                     splits=splits, pad=max(1, image_size // 8) if small else 0, flip=small,
+                     train_pixel_mean=not small)

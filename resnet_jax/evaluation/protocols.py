@@ -38,7 +38,6 @@ from jax.experimental import multihost_utils
 
 from resnet_jax import notebook, steps
 from resnet_jax.data import pipeline as input_pipeline
-from resnet_jax.data import registry
 from resnet_jax.evaluation import views as eval_views
 from resnet_jax.parallel import sharding
 
@@ -163,7 +162,7 @@ def _check(config, mode: str) -> None:
   """Stops on a mode the dataset does not support, or missing data, before any work."""
   if mode not in MODES:
     raise ValueError(f'Unknown evaluation mode {mode!r}; use one of {", ".join(MODES)}.')
-  if mode != 'center' and not registry.get(config.dataset.name).has_views:
+  if mode != 'center' and not input_pipeline.dataset_spec(config).has_views:
     raise ValueError(f'Mode {mode!r} crops and rescales full-size images; evaluate '
                      f"{config.dataset.name} with 'center', its single original view, as the "
                      'paper does for CIFAR-10.')
