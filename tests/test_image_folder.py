@@ -144,7 +144,7 @@ BAD_FOLDERS = [
      ['{root}/training does not exist', '--config.dataset.train_split']),
     ('empty_class', {'train/c/': b''}, {}, DataError, ['{root}/train/c holds no images']),
     ('class_only_in_test', {'test/c/0.png': png()}, {}, DataError,
-     ['{root}/test/c is a class that the train split', 'lacks']),
+     ['{root}/test/c: a class that the train split ({root}/train) lacks']),
     ('not_an_image', {'train/b/2.png': b'<html>not found</html>'}, {}, DataError,
      ['{root}/train/b/2.png', 'not decodable', 'headers']),
     ('truncated_image', {'test/a/1.jpg': half_a_jpeg()}, {}, DataError,
@@ -203,4 +203,4 @@ def test_a_bad_folder_ends_a_command_with_its_message_and_status_2(tmp_path, cap
   with pytest.raises(SystemExit) as status, errors.exit_on_user_error():
     train.train_and_evaluate(folder_config(root), str(tmp_path / 'run'))
   assert status.value.code == 2
-  assert capsys.readouterr().err.startswith(f'DataError: {root}/test/c is a class that the train')
+  assert capsys.readouterr().err.startswith(f'DataError: {root}/test/c: a class that the train')

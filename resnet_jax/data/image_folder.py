@@ -124,16 +124,17 @@ def check_splits(root: str, train_split: str, eval_split: str) -> None:
     for name in _split_names(expression):
       if name not in folder.splits:
         raise DataError(f'dataset.{field}={expression!r} names the split {name!r}, but '
-                        f'{os.path.join(root, name)} does not exist; its splits are '
+                        f'{os.path.join(folder.root, name)} does not exist; its splits are '
                         f'{", ".join(folder.splits)}. Add the folder or set '
                         f'--config.dataset.{field} to one of them.')
   train_names = _split_names(train_split)
   train_classes = {c for name in train_names for c in folder.splits[name]}
   for split, classes in folder.splits.items():
-    for name in sorted(set(classes) - train_classes):
-      raise DataError(f'{os.path.join(root, split, name)} is a class that the train split '
-                      f'({", ".join(os.path.join(root, n) for n in train_names)}) lacks: the '
-                      'train split defines the classes. Add its training images under the '
+    extra = [os.path.join(folder.root, split, c) for c in classes if c not in train_classes]
+    if extra:
+      raise DataError(f'{", ".join(extra)}: a class that the train split '
+                      f'({", ".join(os.path.join(folder.root, n) for n in train_names)}) lacks; '
+                      'the train split defines the classes. Add its training images under the '
                       'train split or remove the folder.')
 
 
@@ -142,11 +143,11 @@ def _split_names(expression: str) -> list[str]:
   return [part.split('[')[0].strip() for part in expression.split('+')]
 
 
-def _refuse_undecodable(problems: list[str], cost: str) -> None:
+def _refuse_undecodable(problems: list[str], check: str) -> None:
   if problems:
     listed = '\n  '.join(problems[:LISTED_PROBLEMS])
     more = len(problems) - LISTED_PROBLEMS
-    raise DataError(f'{len(problems)} file(s) are not decodable images ({cost}); replace or '
+    raise DataError(f'{len(problems)} file(s) are not decodable images ({check}); replace or '
                     f'remove them:\n  {listed}' + (f'\n  ... and {more} more' if more > 0 else ''))
 
 

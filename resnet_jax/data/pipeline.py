@@ -186,8 +186,9 @@ def _imagenet_pixel_mean(name, data_dir, split, image_size, num_examples):
 def imagenet_mean_correction(config) -> np.ndarray | None:
   """What to subtract from an ImageNet input after the per-channel mean: with
   ``dataset.imagenet_per_pixel_mean`` (an image folder of large images: always), the per-pixel
-  mean minus the per-channel one (float32 [image_size, image_size, 3]), else None. Train and eval batches leave it out; the jitted steps
-  subtract it on the device (``steps.with_image_correction``)."""
+  mean minus the per-channel one (float32 [image_size, image_size, 3]), else None. Train and eval
+  batches leave it out; the jitted steps subtract it on the device
+  (``steps.with_image_correction``)."""
   ds, spec = config.dataset, dataset_spec(config)
   if spec.in_memory or not (ds.imagenet_per_pixel_mean or spec.train_pixel_mean):
     return None
