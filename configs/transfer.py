@@ -5,10 +5,13 @@
     python main.py --config=configs/transfer.py:oxford_flowers102,linear \
         --config.init_from=/runs/resnet50 --config.model.bottleneck_stride_on=1x1 \
         --workdir=/tmp/resnet_jax/flowers_linear_probe
+    python main.py --config=configs/transfer.py:image_folder --config.dataset.data_dir=ROOT \
+        --config.init_from=resnet50.pth --workdir=/tmp/resnet_jax/my_photos
 
 DATASET: a registered dataset of the ImageNet family with a train split (imagenet2012,
 imagenette, oxford_flowers102, caltech101; ``resnet_jax/data/registry.py``), evaluated on its
-validation split, or its test split where it has none. The source (``init_from``): a torchvision
+validation split, or its test split where it has none; or ``image_folder``, a folder of one's own
+photographs, ``ROOT/train/<class>/`` and ``ROOT/test/<class>/`` (docs/datasets.md). The source (``init_from``): a torchvision
 state dict of the net (by default ResNet-50 with the stride on the 3x3 convolution, as
 torchvision's), a run's workdir or a ``Run.export`` file; ``--config.model.name`` picks another
 net. The classifier is re-initialised for the dataset's classes and every other variable is
@@ -36,16 +39,17 @@ oxford_flowers102 (1,020 training images) about 3 s, caltech101 (3,060) 9 s, ima
 from configs import arguments, default
 from resnet_jax.data import registry
 
-DATASETS = tuple(name for name, spec in registry.DATASETS.items()
-                 if spec.family == registry.IMAGENET and 'train' in spec.splits)
+DATASETS = (*(name for name, spec in registry.DATASETS.items()
+               if spec.family == registry.IMAGENET and 'train' in spec.splits),
+            registry.IMAGE_FOLDER)
 
 
 def transfer_config(dataset: str):
   config = default.get_config()
-  spec = registry.get(dataset)
+  splits = registry.DATASETS[dataset].splits if dataset in registry.DATASETS else ('test',)
   config.model.update(name='resnet50', bottleneck_stride_on='3x3', dtype='bfloat16')
   config.dataset.update(name=dataset, train_split='train',
-                        eval_split='validation' if 'validation' in spec.splits else 'test',
+                        eval_split='validation' if 'validation' in splits else 'test',
                         image_size=224, augment=True)
   config.batch_size = 64
   config.eval_batch_size = 256

@@ -17,6 +17,10 @@ class DatasetNotAvailableError(ValueError):
   """The dataset is not prepared in the tfds data_dir; nothing is downloaded implicitly."""
 
 
+class DataError(ValueError):
+  """The data cannot be read as asked; the message names the file or folder and what to do."""
+
+
 class DivergenceError(FloatingPointError):
   """The training loss or the updated parameters became NaN or infinite."""
 
@@ -34,8 +38,8 @@ class DiskFullError(RuntimeError):
   """The workdir's filesystem has no room left for what the run writes (``disk_full``)."""
 
 
-USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DivergenceError,
-               InitFromError, WorkdirInUseError, DiskFullError)
+USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DataError,
+               DivergenceError, InitFromError, WorkdirInUseError, DiskFullError)
 
 # How libraries word an out-of-space failure when they pass it on as text (tensorstore, TF).
 OUT_OF_SPACE_TEXTS = ('No space left on device', 'Disk quota exceeded')

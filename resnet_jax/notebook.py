@@ -91,10 +91,11 @@ class Run:
 
     Images are one array [N, h, w, C] when they share a shape (digits, cifar10), else a list.
     """
-    _pipeline().get_dataset_info(self.config)  # Prepares digits, refuses what is not.
     tfds = importlib.import_module('tensorflow_datasets')
-    spec = importlib.import_module('resnet_jax.data.specs').spec_of(self.config)
-    builder = tfds.builder(spec.tfds_name, data_dir=self.config.dataset.data_dir)
+    specs = importlib.import_module('resnet_jax.data.specs')
+    spec = specs.spec_of(self.config)
+    # Prepares digits, refuses what is not prepared.
+    builder = specs.prepared_builder(spec, self.config.dataset.data_dir)
     records = builder.as_dataset(split=split or self.config.dataset.eval_split,
                                  shuffle_files=False,
                                  read_config=tfds.ReadConfig(try_autocache=False)).take(count)

@@ -38,10 +38,11 @@ def check_config(config, spec: registry.DatasetSpec) -> None:
   """Raises ``ConfigError`` if ``dataset.device_resident`` is set for a dataset (``spec``) it
   cannot hold."""
   if config.dataset.device_resident and not spec.in_memory:
-    held = [name for name, spec in registry.DATASETS.items() if spec.in_memory]
+    held = [name for name, entry in registry.DATASETS.items() if entry.in_memory]
     raise ConfigError(f'dataset.device_resident=True needs a dataset held in memory '
-                      f'({", ".join(held)}), not {config.dataset.name!r}; set '
-                      'dataset.device_resident=False.')
+                      f'({", ".join(held)}, {registry.IMAGE_FOLDER} at dataset.image_size <= '
+                      f'{registry.SMALL_MAX_SIDE}), not {config.dataset.name!r} at '
+                      f'{config.dataset.image_size}; set dataset.device_resident=False.')
 
 
 def put_on_devices(images: np.ndarray, labels: np.ndarray, mesh: jax.sharding.Mesh) -> dict:

@@ -157,20 +157,26 @@ def steps_per_epoch(config, *, process_count) -> int:
 # Preprocessing.
 
 
+def _source(config) -> tuple[str, str, str | None]:
+  """What opens dataset.name's builder (``specs.builder_of``), a key of the caches below."""
+  spec = specs.spec_of(config)
+  return spec.tfds_name, spec.prepared_dir, config.dataset.data_dir
+
+
 @functools.cache
-def _per_pixel_mean(name, label, data_dir, split, image_size):
+def _per_pixel_mean(source, label, split, image_size):
   """Per-pixel mean of a split at image_size, float32 in [0, 1] (cached per process)."""
-  images, _ = _load_arrays(tfds.builder(name, data_dir=data_dir), split, label)
+  images, _ = _load_arrays(specs.builder_of(*source), split, label)
   mean = np.mean(images, axis=0, dtype=np.float64).astype(np.float32)
   # Bilinear resizing is linear, so this equals the mean of the resized images.
   return cifar.scale_and_resize(image_size, mean).numpy()
 
 
 @functools.cache
-def _imagenet_pixel_mean(name, label, data_dir, split, image_size, num_examples):
+def _imagenet_pixel_mean(source, label, split, image_size, num_examples):
   """Per-pixel mean in [0, 1] of the first ``num_examples`` images of a split (stored order),
   each cropped as evaluation crops it (cached per process)."""
-  builder = tfds.builder(name, data_dir=data_dir)
+  builder = specs.builder_of(*source)
   crops = _read(builder, split, label, decode=False).take(num_examples).map(
       lambda image_bytes, _: tf.cast(imagenet.eval_example(image_bytes, image_size),
                                      tf.float64) / 255.0,
@@ -183,14 +189,14 @@ def _imagenet_pixel_mean(name, label, data_dir, split, image_size, num_examples)
 
 def imagenet_mean_correction(config) -> np.ndarray | None:
   """What to subtract from an ImageNet input after the per-channel mean: with
-  ``dataset.imagenet_per_pixel_mean``, the per-pixel mean minus the per-channel one (float32
-  [image_size, image_size, 3]), else None. Train and eval batches leave it out; the jitted steps
-  subtract it on the device (``steps.model_images``)."""
+  ``dataset.imagenet_per_pixel_mean`` (an image folder of large images: always), the per-pixel
+  mean minus the per-channel one (float32 [image_size, image_size, 3]), else None. Train and eval
+  batches leave it out; the jitted steps subtract it on the device (``steps.model_images``)."""
   ds, spec = config.dataset, specs.spec_of(config)
-  if spec.in_memory or not ds.imagenet_per_pixel_mean:
+  if spec.in_memory or not (ds.imagenet_per_pixel_mean or spec.train_pixel_mean):
     return None
-  pixel_mean = _imagenet_pixel_mean(spec.tfds_name, spec.label_feature, ds.data_dir,
-                                    ds.train_split, ds.image_size, ds.mean_examples)
+  pixel_mean = _imagenet_pixel_mean(_source(config), spec.label_feature, ds.train_split,
+                                    ds.image_size, ds.mean_examples)
   return pixel_mean - np.float32(imagenet.IMAGENET_RGB_MEAN)
 
 
@@ -205,13 +211,13 @@ def train_mean_image(config) -> np.ndarray:
 
   SMALL datasets: the per-pixel mean of config.dataset.train_split (computed once per process);
   IMAGENET ones: the per-channel ImageNet RGB mean, or with ``dataset.imagenet_per_pixel_mean``
-  the per-pixel mean of the dataset's first ``dataset.mean_examples`` training images.
+  (an image folder of large images: always) the per-pixel mean of the dataset's first
+  ``dataset.mean_examples`` training images.
   """
   ds, spec = config.dataset, specs.spec_of(config)
   if spec.in_memory:
     _builder(config)  # Prepares digits, refuses an unprepared dataset.
-    return _per_pixel_mean(spec.tfds_name, spec.label_feature, ds.data_dir, ds.train_split,
-                           ds.image_size)
+    return _per_pixel_mean(_source(config), spec.label_feature, ds.train_split, ds.image_size)
   shape = (ds.image_size, ds.image_size, 3)
   return (np.broadcast_to(np.float32(imagenet.IMAGENET_RGB_MEAN), shape)
           + _imagenet_mean_correction(config).numpy())

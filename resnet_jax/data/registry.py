@@ -15,7 +15,9 @@ for, its splits and their sizes, and its preprocessing family:
 Adding a dataset of either family is one entry here; a tfds dataset without an entry is read
 from its builder's info (``data.specs``), its family chosen by ``family_of``. A dataset without a
 ``train`` split is evaluation-only (``DatasetSpec.eval_only``). Split sizes are those of the tfds
-catalog for the installed tfds version. Nothing here imports TensorFlow.
+catalog for the installed tfds version. A folder of one's own images (``IMAGE_FOLDER``,
+``data.image_folder``) has no entry: its classes, channels and splits are read from the folder,
+and ``folder_spec`` gives its facts at a ``dataset.image_size``. Nothing here imports TensorFlow.
 """
 
 import dataclasses
@@ -48,6 +50,10 @@ class DatasetSpec:
   label_feature: str = 'label'  # The tfds feature that holds the class.
   label_sets: bool = False      # Each image labelled with a set of classes (ReaL): evaluation
                                 # scores a prediction against its set (steps.top_k_set_errors).
+  prepared_dir: str = ''        # A dataset prepared outside tfds' catalog (an image folder): the
+                                # directory tfds.builder_from_directory reads.
+  train_pixel_mean: bool = False  # IMAGENET: always the per-pixel mean of the train split, as
+                                  # dataset.imagenet_per_pixel_mean asks for ImageNet.
 
   def __post_init__(self):
     if not self.tfds_name:
@@ -116,3 +122,21 @@ def get(name: str) -> DatasetSpec:
     raise ConfigError(f'dataset.name={name!r} is not a registered dataset; use one of '
                       f'{", ".join(DATASETS)}.')
   return DATASETS[name]
+
+
+# ROOT/<split>/<class>/*.jpg|*.png, read by data.image_folder. dataset.image_size chooses the
+# family: up to SMALL_MAX_SIDE, CIFAR-10's recipe (pad an eighth of the side, flip), above it
+# ImageNet's; both subtract the per-pixel mean of the train split.
+IMAGE_FOLDER = 'image_folder'
+FOLDER_IMAGE_SIZES = (8, IMAGENET_CROP_SIZES[1])
+
+
+def folder_spec(image_size: int, num_classes: int, channels: int, splits: dict[str, int],
+                prepared_dir: str) -> DatasetSpec:
+  """The facts of an image folder of these classes, channels and splits at ``image_size``,
+  prepared as a tfds dataset in ``prepared_dir``."""
+  small = image_size <= SMALL_MAX_SIDE
+  return DatasetSpec(IMAGE_FOLDER, num_classes=num_classes, channels=channels,
+                     family=SMALL if small else IMAGENET, image_sizes=FOLDER_IMAGE_SIZES,
+                     splits=splits, pad=max(1, image_size // 8) if small else 0, flip=small,
+                     prepared_dir=prepared_dir, train_pixel_mean=not small)

@@ -6,7 +6,8 @@ read): its ``image`` feature (uint8, a known number of channels) and its ``label
 ClassLabel) and the sizes of its prepared splits. A fixed square of at most
 ``registry.SMALL_MAX_SIDE`` pixels a side takes the SMALL family (the CIFAR recipe: crops of its
 own size from a padding of an eighth of it, flips), anything else the IMAGENET family, cropped at
-``dataset.image_size``. What is missing is refused with a ``ConfigError`` that names it; an
+``dataset.image_size``. ``dataset.name=image_folder`` is a folder of one's own images, checked and
+prepared as a tfds dataset (``data.image_folder``). What is missing is refused with a ``ConfigError`` that names it; an
 unprepared dataset with a ``DatasetNotAvailableError`` that says how to prepare it.
 
 The registry (layer 1) holds facts and imports no TensorFlow, so reading a builder lives here;
@@ -21,7 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from resnet_jax.data import digits as digits_dataset  # noqa: F401  (registers 'digits')
-from resnet_jax.data import registry
+from resnet_jax.data import image_folder, registry
 from resnet_jax.errors import ConfigError, DatasetNotAvailableError
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
@@ -33,7 +34,8 @@ def spec_of(config, dataset: str | None = None) -> registry.DatasetSpec:
   name = dataset or config.dataset.name
   if name in registry.DATASETS:
     return registry.DATASETS[name]
-  # Datasets the registry cannot list plug in here, ahead of tfds' builders.
+  if name == registry.IMAGE_FOLDER:
+    return image_folder.spec(config.dataset)
   return _from_builder_info(name, config.dataset.data_dir)
 
 
@@ -52,10 +54,17 @@ def not_prepared_message(builder) -> str:
           '--config.dataset.data_dir=/path/to/tensorflow_datasets.')
 
 
+def builder_of(tfds_name: str, prepared_dir: str, data_dir: str | None):
+  """tfds' builder of a spec's ``tfds_name`` in ``data_dir``, or of its ``prepared_dir``."""
+  if prepared_dir:
+    return tfds.builder_from_directory(prepared_dir)
+  return tfds.builder(tfds_name, data_dir=data_dir)
+
+
 def prepared_builder(spec: registry.DatasetSpec, data_dir: str | None):
   """The prepared tfds builder of ``spec``; the bundled digits are prepared on the spot, any
   other unprepared dataset refused."""
-  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+  builder = builder_of(spec.tfds_name, spec.prepared_dir, data_dir)
   if not builder.is_prepared():
     if spec.tfds_name != 'digits':
       raise DatasetNotAvailableError(not_prepared_message(builder))

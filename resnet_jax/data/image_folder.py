@@ -1,0 +1,305 @@
+"""A folder of one's own images, ``ROOT/<split>/<class>/*.jpg|*.jpeg|*.png``, as a tfds dataset.
+
+``--config.dataset.name=image_folder --config.dataset.data_dir=ROOT``. Every folder in ROOT is a
+split and every folder in a split a class; the class names in sorted order are the labels, and
+the classes of ``dataset.train_split`` are all there are (another split may lack one, never add
+one). Hidden files and folders (``.DS_Store``) are skipped. ``dataset.image_size`` chooses the
+recipe (``registry.folder_spec``): CIFAR-10's for small images, ImageNet's for large ones.
+
+Checks, each a ``DataError`` that names the file or folder, before anything is compiled or
+written to the workdir: the root and the named splits exist; no split or class folder is empty;
+no split has a class the train split lacks; no file but .jpg, .jpeg and .png ones; every file is
+an image, first by its header (PIL reads the first bytes of every file), then by a full decode
+while the folder is prepared.
+
+Preparing. The splits are written once as a tfds dataset of TFRecord files, what both input paths
+read (one image shape held in memory; JPEG records and their file instructions streamed), in
+tfds' data directory (``TFDS_DATA_DIR``, else ~/tensorflow_datasets) under
+``image_folder/<stored form>-<fingerprint>``. The fingerprint covers every file's path, size and
+modification time, so a changed folder is prepared again and an unchanged one is only listed.
+(``tfds.folder_dataset.ImageFolder`` decodes the original files on every read, with neither file
+instructions nor sub-splits nor one image shape.) The stored form:
+
+* small (SMALL): the centre square of each image resized to ``image_size`` (bilinear,
+  antialiased; none where it already is that size), as PNG; greyscale if every image is, else RGB.
+* large (IMAGENET): JPEG, RGB. RGB and greyscale JPEG files are kept byte for byte; others (PNG,
+  CMYK) are converted to RGB and encoded at quality ``JPEG_QUALITY`` without chroma subsampling,
+  as tfds' ImageNet builder converts its few PNG and CMYK files.
+
+The folder is read once per process; a change to it shows in the next run.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import io
+import os
+import re
+from typing import ClassVar
+
+import tensorflow_datasets as tfds
+from absl import logging
+from PIL import Image
+
+from resnet_jax.data import registry
+from resnet_jax.errors import ConfigError, DataError
+
+EXTENSIONS = ('.jpg', '.jpeg', '.png')  # Those of tfds.folder_dataset.ImageFolder.
+JPEG_QUALITY = 95
+GREYSCALE_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
+SPLIT_NAME = re.compile(r'[\w-]+')  # What a tfds split name may hold.
+LISTED_PROBLEMS = 10  # Files named in one message; the rest are counted.
+LAYOUT = 'ROOT/train/<class>/*.jpg|*.png and ROOT/test/<class>/...'
+
+
+@dataclasses.dataclass(frozen=True)
+class Folder:
+  """The files of an image folder: split -> class -> ((file name, size, mtime_ns), ...)."""
+  root: str
+  splits: dict[str, dict[str, tuple[tuple[str, int, int], ...]]]
+
+  @property
+  def classes(self) -> list[str]:
+    """Every class of every split, sorted: the label names."""
+    return sorted({name for classes in self.splits.values() for name in classes})
+
+  def paths(self, split: str):
+    """(path, class name) of every file of a split, by class and file name."""
+    for name, files in self.splits[split].items():
+      for file, _, _ in files:
+        yield os.path.join(self.root, split, name, file), name
+
+
+def _visible(path: str) -> list[os.DirEntry]:
+  """The entries of a directory that are not hidden, by name."""
+  with os.scandir(path) as entries:
+    return sorted((e for e in entries if not e.name.startswith('.')), key=lambda e: e.name)
+
+
+def _class_files(path: str) -> tuple[tuple[str, int, int], ...]:
+  """(name, size, mtime_ns) of the images of a class folder; refuses what is not one."""
+  files = []
+  for entry in _visible(path):
+    if entry.is_dir() or not entry.name.lower().endswith(EXTENSIONS):
+      raise DataError(f'{entry.path} is not a .jpg, .jpeg or .png file; a class folder holds only '
+                      f'images: move it out of the image folder or remove it.')
+    stat = entry.stat()
+    files.append((entry.name, stat.st_size, stat.st_mtime_ns))
+  if not files:
+    raise DataError(f'The class folder {path} holds no images; add its images or remove it.')
+  return tuple(files)
+
+
+@functools.cache
+def read(root: str) -> Folder:
+  """The splits, classes and files of the folder ``root``, its layout checked (no file opened)."""
+  if not os.path.isdir(root):
+    raise DataError(f'The image folder {root} (dataset.data_dir) does not exist or is not a '
+                    f'folder; point --config.dataset.data_dir at a folder laid out as {LAYOUT}.')
+  splits = {}
+  for split in (e for e in _visible(root) if e.is_dir()):
+    if not SPLIT_NAME.fullmatch(split.name):
+      raise DataError(f'The split folder {split.path} has a name tfds cannot address; rename it '
+                      'with letters, digits, _ and - only.')
+    classes = {}
+    for entry in _visible(split.path):
+      if not entry.is_dir():
+        raise DataError(f'{entry.path} is not in a class folder; images go in '
+                        f'{split.path}/<class>/: move it into its class folder or remove it.')
+      classes[entry.name] = _class_files(entry.path)
+    if not classes:
+      raise DataError(f'The split folder {split.path} holds no class folders; add '
+                      f'{split.path}/<class>/ folders of images or remove it.')
+    splits[split.name] = classes
+  if not splits:
+    raise DataError(f'The image folder {root} holds no split folders; lay it out as {LAYOUT}.')
+  return Folder(root, splits)
+
+
+def check_splits(root: str, train_split: str, eval_split: str) -> None:
+  """Refuses a named split that is not a folder of ``root``, and a class of any split that the
+  train split lacks. Splits may be tfds expressions of split names (``train[:90%]+val``)."""
+  folder = read(_root(root))
+  for field, expression in (('train_split', train_split), ('eval_split', eval_split)):
+    for name in _split_names(expression):
+      if name not in folder.splits:
+        raise DataError(f'dataset.{field}={expression!r} names the split {name!r}, but '
+                        f'{os.path.join(folder.root, name)} does not exist; its splits are '
+                        f'{", ".join(folder.splits)}. Add the folder or set '
+                        f'--config.dataset.{field} to one of them.')
+  train_names = _split_names(train_split)
+  train_classes = {c for name in train_names for c in folder.splits[name]}
+  for split, classes in folder.splits.items():
+    extra = [os.path.join(folder.root, split, c) for c in classes if c not in train_classes]
+    if extra:
+      raise DataError(f'{", ".join(extra)}: a class that the train split '
+                      f'({", ".join(os.path.join(folder.root, n) for n in train_names)}) lacks; '
+                      'the train split defines the classes. Add its training images under the '
+                      'train split or remove the folder.')
+
+
+def _split_names(expression: str) -> list[str]:
+  """The split names of a tfds split expression, e.g. 'train[:90%]+val' -> ['train', 'val']."""
+  return [part.split('[')[0].strip() for part in expression.split('+')]
+
+
+def _refuse_undecodable(problems: list[str], check: str) -> None:
+  if problems:
+    listed = '\n  '.join(problems[:LISTED_PROBLEMS])
+    more = len(problems) - LISTED_PROBLEMS
+    raise DataError(f'{len(problems)} file(s) are not decodable images ({check}); replace or '
+                    f'remove them:\n  {listed}' + (f'\n  ... and {more} more' if more > 0 else ''))
+
+
+def _modes(folder: Folder) -> set[str]:
+  """The PIL modes of every file, read from their headers; refuses a file that is not an image."""
+  modes, problems = set(), []
+  for split in folder.splits:
+    for path, _ in folder.paths(split):
+      try:
+        with Image.open(path) as image:
+          modes.add(image.mode)
+      except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        problems.append(f'{path}: {error}')
+  _refuse_undecodable(problems, 'their headers')
+  return modes
+
+
+def _decoded(path: str) -> tuple[Image.Image, bytes]:
+  """The image of a file, fully decoded, and the file's bytes."""
+  with open(path, 'rb') as f:
+    data = f.read()
+  image = Image.open(io.BytesIO(data))
+  image.load()
+  return image, data
+
+
+def _encoded(image: Image.Image, image_format: str, **options) -> bytes:
+  buffer = io.BytesIO()
+  image.save(buffer, format=image_format, **options)
+  return buffer.getvalue()
+
+
+@dataclasses.dataclass(frozen=True)
+class _StoredForm:
+  """How a prepared folder stores its images: ``size`` None keeps them whole, as JPEG."""
+  size: int | None
+  channels: int
+
+  def feature(self) -> tfds.features.Image:
+    if self.size:
+      return tfds.features.Image(shape=(self.size, self.size, self.channels),
+                                 encoding_format='png')
+    return tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg')
+
+  def encode(self, path: str) -> bytes:
+    """A file's image in this form; OSError and the like where it does not decode."""
+    image, data = _decoded(path)
+    if not self.size:
+      if image.format == 'JPEG' and image.mode in ('RGB', 'L'):
+        return data
+      return _encoded(image.convert('RGB'), 'JPEG', quality=JPEG_QUALITY, subsampling='4:4:4')
+    image = image.convert('L' if self.channels == 1 else 'RGB')
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != self.size:
+      image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
+    return _encoded(image, 'PNG')
+
+
+class _FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Writes the splits of a checked folder in a stored form (see the module docstring)."""
+
+  name = registry.IMAGE_FOLDER
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {'1.0.0': 'Initial release.'}
+
+  def __init__(self, folder: Folder, form: _StoredForm, **kwargs):
+    self._folder, self._form = folder, form
+    super().__init__(**kwargs)
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, description=f'The images of {self._folder.root}.',
+        features=tfds.features.FeaturesDict({
+            'image': self._form.feature(),
+            'label': tfds.features.ClassLabel(names=self._folder.classes),
+        }),
+        supervised_keys=('image', 'label'))
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    return {split: self._generate_examples(split) for split in self._folder.splits}
+
+  def _generate_examples(self, split):
+    problems = []
+    for path, name in self._folder.paths(split):
+      try:
+        image = self._form.encode(path)
+      except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        problems.append(f'{path}: {error}')
+        continue
+      yield os.path.relpath(path, self._folder.root), {'image': image, 'label': name}
+    _refuse_undecodable(problems, 'a full decode')
+
+
+def _fingerprint(folder: Folder, form_name: str) -> str:
+  """16 hex digits of the stored form and of every file's path, size and modification time."""
+  digest = hashlib.sha256(form_name.encode())
+  for split, classes in folder.splits.items():
+    for name, files in classes.items():
+      for file, size, mtime in files:
+        digest.update(f'{split}/{name}/{file}\0{size}\0{mtime}\n'.encode())
+  return digest.hexdigest()[:16]
+
+
+def _root(root: str) -> str:
+  return os.path.abspath(os.path.expanduser(root))
+
+
+@functools.cache
+def builder(root: str, image_size: int):
+  """The tfds builder of the folder ``root`` prepared for ``image_size``: checked, and written
+  once to tfds' data directory (module docstring)."""
+  folder = read(_root(root))
+  size = image_size if image_size <= registry.SMALL_MAX_SIDE else None
+  form_name = f'png{size}' if size else 'jpeg'
+  config = tfds.core.BuilderConfig(name=f'{form_name}-{_fingerprint(folder, form_name)}')
+  data_dir = tfds.core.constants.get_default_data_dir()
+  path = os.path.join(data_dir, registry.IMAGE_FOLDER, config.name, str(_FolderBuilder.VERSION))
+  info = os.path.join(path, 'dataset_info.json')
+  if not os.path.exists(info):
+    modes = _modes(folder)
+    form = _StoredForm(size, 1 if size and modes <= set(GREYSCALE_MODES) else 3)
+    logging.info('Preparing the image folder %s (%d classes) in %s.', folder.root,
+                 len(folder.classes), path)
+    try:
+      _FolderBuilder(folder, form, data_dir=data_dir, config=config).download_and_prepare()
+    except OSError:
+      if not os.path.exists(info):
+        raise
+      # Another process (of this run, or another run of the folder) finished the same copy first.
+  return tfds.builder_from_directory(path)
+
+
+def spec(dataset) -> registry.DatasetSpec:
+  """The facts of the folder ``dataset.data_dir`` (a ``config.dataset``) at
+  ``dataset.image_size``: its layout and splits checked, then prepared (``builder``)."""
+  if not dataset.data_dir:
+    raise ConfigError(f'dataset.name={registry.IMAGE_FOLDER} reads the folder dataset.data_dir: '
+                      f'set --config.dataset.data_dir=ROOT, where {LAYOUT} hold the images.')
+  low, high = registry.FOLDER_IMAGE_SIZES
+  if not low <= dataset.image_size <= high:
+    raise ConfigError(f'dataset.image_size={dataset.image_size} does not fit an image folder: '
+                      f'use {low} to {high} pixels (up to {registry.SMALL_MAX_SIDE}: CIFAR-10\'s '
+                      "recipe; above: ImageNet's).")
+  check_splits(dataset.data_dir, dataset.train_split, dataset.eval_split)
+  prepared = builder(dataset.data_dir, dataset.image_size)
+  features = prepared.info.features
+  return registry.folder_spec(
+      dataset.image_size, num_classes=features['label'].num_classes,
+      channels=features['image'].shape[-1],
+      splits={name: split.num_examples for name, split in prepared.info.splits.items()},
+      prepared_dir=os.fspath(prepared.data_dir))

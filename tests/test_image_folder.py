@@ -1,0 +1,206 @@
+"""dataset.name=image_folder: folders of real images (scikit-learn's digits as PNG files, crops of
+its photographs as JPEG and PNG files) read exactly, trained through main.py, and bad folders
+refused with a message naming the file or folder before the workdir is touched."""
+
+import collections
+import glob
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from configs import digits as digits_config
+from resnet_jax import errors, events, train
+from resnet_jax.data import digits as digits_dataset
+from resnet_jax.data import image_folder
+from resnet_jax.errors import ConfigError, DataError
+from resnet_jax.testing import image_folders
+from tests.harness import run_main
+
+
+@pytest.fixture(scope='module')
+def prepared_dir(tmp_path_factory):
+  """tfds' data directory for this module's prepared folders (TFDS_DATA_DIR, read per call)."""
+  path = str(tmp_path_factory.mktemp('prepared'))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv('TFDS_DATA_DIR', path)
+    yield path
+
+
+def stored_examples(builder, split):
+  """Multiset of (image bytes, label) of a prepared split."""
+  images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1,
+                                                    as_supervised=True))
+  return collections.Counter((image.tobytes(), int(label)) for image, label in zip(images, labels))
+
+
+def test_digits_5_to_9_are_stored_exactly_with_sorted_labels(prepared_dir, tmp_path):
+  root = image_folders.write_digits(str(tmp_path / 'five_to_nine'), classes=range(5, 10))
+  builder = image_folder.builder(root, image_size=8)  # The files' size: stored unresampled.
+  assert builder.info.features['label'].names == ['5', '6', '7', '8', '9']
+  assert builder.info.features['image'].shape == (8, 8, 1)
+  assert os.fspath(builder.data_path).startswith(prepared_dir)
+  digits = load_digits()
+  pixels = digits_dataset.to_uint8(digits.images)
+  for split, indices in digits_dataset.split_indices().items():
+    expected = collections.Counter((pixels[i].tobytes(), int(digits.target[i]) - 5)
+                                   for i in indices if digits.target[i] >= 5)
+    assert stored_examples(builder, split) == expected
+
+
+def test_large_images_are_stored_as_their_jpeg_files_and_pngs_as_close_jpegs(prepared_dir,
+                                                                             tmp_path):
+  root = image_folders.write_photos(str(tmp_path / 'photos'), image_size=100,
+                                    counts=(('train', 2),), extensions=('jpg', 'png'))
+  builder = image_folder.builder(root, image_size=96)
+  names = builder.info.features['label'].names
+  assert names == ['china', 'flower']
+  kinds = collections.defaultdict(list)
+  for data, label in tfds.as_numpy(builder.as_dataset(
+      split='train', as_supervised=True, decoders={'image': tfds.decode.SkipDecoding()})):
+    folder = os.path.join(root, 'train', names[label])
+    with open(os.path.join(folder, '0.jpg'), 'rb') as f:
+      if data == f.read():
+        kinds[label].append('jpg')
+        continue
+    stored = np.asarray(Image.open(io.BytesIO(data)), np.float64)
+    assert Image.open(io.BytesIO(data)).format == 'JPEG'
+    assert np.abs(stored - np.asarray(Image.open(os.path.join(folder, '1.png')))).mean() < 3
+    kinds[label].append('png')
+  assert {label: sorted(k) for label, k in kinds.items()} == {0: ['jpg', 'png'],
+                                                              1: ['jpg', 'png']}
+
+
+def final_eval(workdir):
+  steps, values = events.read_scalars(workdir)['eval_error_top1']
+  return float(values[np.argmax(steps)])
+
+
+def test_digits_folder_trains_through_main(prepared_dir, tmp_path):
+  """The quickstart recipe on the digits folder at 16x16 for 60 steps: a test error under 10%
+  (the measured one: docs/datasets.md)."""
+  digits_root = image_folders.write_digits(str(tmp_path / 'digits'))
+  workdir = str(tmp_path / 'run')
+  run_main(workdir, 'configs/digits.py', [
+      '--config.dataset.name=image_folder', f'--config.dataset.data_dir={digits_root}',
+      '--config.total_epochs=0', '--config.total_steps=60', '--config.eval_every_steps=60',
+      '--config.checkpoint_every_steps=60', '--config.log_every_steps=60',
+      '--config.optimizer.lr_boundaries=(45,)', '--config.optimizer.lr_boundaries_unit=steps'],
+      env={'TFDS_DATA_DIR': prepared_dir})
+  assert final_eval(workdir) < 0.10
+  assert glob.glob(os.path.join(prepared_dir, 'image_folder', 'png16-*', '*', 'dataset_info.json'))
+
+
+def test_photo_folder_trains_through_main(prepared_dir, tmp_path):
+  """Large images (the ImageNet recipe: streamed JPEG records, the train split's per-pixel mean)
+  at 72x72 for 40 steps: crops of the two photographs, a quarter of them PNG files, told apart
+  with a test error of at most 10% (the measured one: docs/datasets.md)."""
+  root = image_folders.write_photos(str(tmp_path / 'photos'), image_size=128,
+                                    counts=(('train', 24), ('test', 32)),
+                                    extensions=('jpg', 'jpg', 'jpg', 'png'))
+  workdir = str(tmp_path / 'run')
+  run_main(workdir, 'configs/digits.py', [
+      '--config.dataset.name=image_folder', f'--config.dataset.data_dir={root}',
+      '--config.dataset.image_size=72', '--config.batch_size=16', '--config.eval_batch_size=64',
+      '--config.total_epochs=0', '--config.total_steps=40', '--config.eval_every_steps=40',
+      '--config.checkpoint_every_steps=40', '--config.log_every_steps=40',
+      '--config.optimizer.learning_rate=0.02', '--config.optimizer.lr_boundaries=(30,)',
+      '--config.optimizer.lr_boundaries_unit=steps'], env={'TFDS_DATA_DIR': prepared_dir})
+  assert final_eval(workdir) <= 0.10
+  assert glob.glob(os.path.join(prepared_dir, 'image_folder', 'jpeg-*', '*', 'dataset_info.json'))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad folders.
+
+
+def png(value=0, size=8):
+  buffer = io.BytesIO()
+  Image.fromarray(np.full((size, size), value, np.uint8)).save(buffer, format='PNG')
+  return buffer.getvalue()
+
+
+def half_a_jpeg():
+  buffer = io.BytesIO()
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(
+      buffer, format='JPEG')
+  return buffer.getvalue()[:buffer.tell() // 2]
+
+
+GOOD = {'train/a/0.png': png(0), 'train/a/1.png': png(10), 'train/b/0.png': png(200),
+        'train/b/1.png': png(250), 'test/a/0.png': png(5), 'test/b/0.png': png(240)}
+
+# (id, files added to GOOD (None: removed), config overrides, error, words of the message).
+BAD_FOLDERS = [
+    ('no_root', None, {}, DataError, ['{root}', 'does not exist']),
+    ('no_data_dir', {}, {'data_dir': None}, ConfigError, ['--config.dataset.data_dir=ROOT']),
+    ('no_test_split', {'test/a/0.png': None, 'test/b/0.png': None}, {}, DataError,
+     ["{root}/test does not exist", 'splits are train']),
+    ('no_such_train_split', {}, {'train_split': 'training'}, DataError,
+     ['{root}/training does not exist', '--config.dataset.train_split']),
+    ('empty_class', {'train/c/': b''}, {}, DataError, ['{root}/train/c holds no images']),
+    ('class_only_in_test', {'test/c/0.png': png()}, {}, DataError,
+     ['{root}/test/c: a class that the train split ({root}/train) lacks']),
+    ('not_an_image', {'train/b/2.png': b'<html>not found</html>'}, {}, DataError,
+     ['{root}/train/b/2.png', 'not decodable', 'headers']),
+    ('truncated_image', {'test/a/1.jpg': half_a_jpeg()}, {}, DataError,
+     ['{root}/test/a/1.jpg', 'not decodable', 'full decode']),
+    ('other_file', {'train/a/notes.txt': b'x'}, {}, DataError,
+     ['{root}/train/a/notes.txt is not a .jpg, .jpeg or .png file']),
+    ('image_outside_classes', {'train/2.png': png()}, {}, DataError,
+     ['{root}/train/2.png is not in a class folder']),
+]
+
+
+def write(root, files):
+  for name, data in files.items():
+    path = os.path.join(root, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if data is not None and not name.endswith('/'):
+      with open(path, 'wb') as f:
+        f.write(data)
+
+
+def folder_config(root, **overrides):
+  config = digits_config.get_config()
+  config.dataset.update({'name': 'image_folder', 'data_dir': root, **overrides})
+  return config
+
+
+@pytest.mark.parametrize('case', BAD_FOLDERS, ids=[case[0] for case in BAD_FOLDERS])
+def test_bad_folder_is_refused_before_the_workdir_is_touched(case, tmp_path, monkeypatch):
+  _, changes, overrides, error, words = case
+  root, workdir, prepared = (str(tmp_path / name) for name in ('images', 'run', 'prepared'))
+  monkeypatch.setenv('TFDS_DATA_DIR', prepared)
+  if changes is not None:
+    write(root, {name: data for name, data in {**GOOD, **changes}.items() if data is not None})
+  with pytest.raises(error) as refusal:
+    train.train_and_evaluate(folder_config(root, **overrides), workdir)
+  for word in words:
+    assert word.format(root=root) in str(refusal.value)
+  assert not os.path.exists(workdir)
+  assert [f for _, _, files in os.walk(prepared) for f in files] == []  # No prepared copy.
+
+
+def test_large_images_are_not_held_on_the_devices(tmp_path, monkeypatch):
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'prepared'))
+  write(str(tmp_path / 'images'), GOOD)
+  config = folder_config(str(tmp_path / 'images'), image_size=96, device_resident=True)
+  with pytest.raises(ConfigError, match='image_folder at dataset.image_size <= 64'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert not os.path.exists(tmp_path / 'run')
+
+
+def test_a_bad_folder_ends_a_command_with_its_message_and_status_2(tmp_path, capsys,
+                                                                   monkeypatch):
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'prepared'))
+  root = str(tmp_path / 'images')
+  write(root, {**GOOD, 'test/c/0.png': png()})
+  with pytest.raises(SystemExit) as status, errors.exit_on_user_error():
+    train.train_and_evaluate(folder_config(root), str(tmp_path / 'run'))
+  assert status.value.code == 2
+  assert capsys.readouterr().err.startswith(f'DataError: {root}/test/c: a class that the train')
