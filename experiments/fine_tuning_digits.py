@@ -1,125 +1,100 @@
-"""Fine-tuning against training from scratch: ResNet-20 trained on digits 0-4, then on 5-9.
+"""Fine-tuning against training from scratch: ResNet-20 trained on a folder of digits 0-4, then
+on a folder of digits 5-9.
 
-    python -m experiments.fine_tuning_digits --data_dir=/tmp/tfds --output=/tmp/fine_tuning.json
+    python -m experiments.fine_tuning_digits --root=/tmp/fine_tuning --output=/tmp/fine_tuning.json
 
-The bundled digits dataset (``configs/digits.py``) is split by class: ResNet-20 first trains on
-the training images of digits 0-4 with the digits recipe (16 epochs), and its variables are
-exported as ``Run.export`` writes them. Then, for each budget of steps and each seed, two runs
-train on the training images of digits 5-9 (relabelled 0-4) with the same recipe scaled to the
-budget (lr 0.1, divided by 10 at 50% and 75% of it): one starts from the export through
-``init_from`` with the classifier re-initialised (``init_exclude=('fc/.*',)``) and its backbone
-at ``--backbone_lr_multiplier`` times the rate, the other from scratch. Both are scored on the
-test images of digits 5-9. Classes are selected in memory, on the device-resident input path:
-the project's own steps, optimizer and evaluation, without ``main.py`` (which trains on whole
-tfds splits).
+Two image folders are written from the bundled digits (``testing.image_folders.write_digits``,
+split as the bundled dataset splits them): ``ROOT/digits_0_4`` and ``ROOT/digits_5_9``, whose
+class folders '5' to '9' are its labels 0 to 4. Every run is ``dataset.name=image_folder`` with
+``configs/digits.py``'s recipe, trained as ``main.py`` trains (``train.train_and_evaluate``):
+
+* the source: 16 epochs on digits 0-4, in ``ROOT/runs/source``;
+* for each budget of steps and each seed, on digits 5-9 with lr 0.1 divided by 10 at 50% and
+  75% of the budget: one run from the source's workdir (``init_from``; both folders have five
+  classes, so ``init_exclude=('fc/.*',)`` re-initialises the classifier), its backbone at
+  ``--backbone_lr_multiplier`` times the rate, and one from scratch, in
+  ``ROOT/runs/<steps>/seed<k>/{fine_tuned_backbone<multiplier>x,scratch}``.
+
+Each run is scored by its own final evaluation, on the test images of its folder. A finished run
+is not trained again, so an interrupted study resumes.
 """
 
 import json
 import os
-import tempfile
 
-import jax
-import numpy as np
-import tensorflow_datasets as tfds
 from absl import app, flags, logging
 
 from configs import digits
-from resnet_jax import config_lib, init_from, notebook, train
-from resnet_jax.data import device_resident
-from resnet_jax.data import pipeline as input_pipeline
-from resnet_jax.evaluation import loop as eval_loop
-from resnet_jax.parallel import sharding
+from resnet_jax import events, library_logs, train
+from resnet_jax.testing import image_folders
 
 FLAGS = flags.FLAGS
-PRETRAIN_CLASSES, TARGET_CLASSES = range(5), range(5, 10)
+SOURCE_CLASSES, TARGET_CLASSES = range(5), range(5, 10)
 
 
 def define_flags():
-  flags.DEFINE_string('data_dir', None, 'tfds data_dir for the digits dataset (prepared there).')
-  flags.DEFINE_list('budgets', ['25', '50', '100'], 'Train steps of each fine-tuning run.')
+  flags.DEFINE_string('root', None, 'Where the folders and the runs go.', required=True)
+  flags.DEFINE_list('budgets', ['25', '50', '100'], 'Train steps of each run on digits 5-9.')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of the runs on digits 5-9.')
-  flags.DEFINE_float('backbone_lr_multiplier', 1.0, 'The fine-tuned runs\' backbone rate, as a '
-                     'multiple of the classifier\'s (optimizer.backbone_lr_multiplier).')
+  flags.DEFINE_float('backbone_lr_multiplier', 1.0, "The fine-tuned runs' backbone rate, as a "
+                     "multiple of the classifier's (optimizer.backbone_lr_multiplier).")
   flags.DEFINE_string('output', None, 'Where to write the figures as JSON.')
 
 
-def subset(images, labels, classes):
-  """The examples of ``classes``, relabelled 0, 1, ... in their order."""
-  keep = np.isin(labels, classes)
-  return images[keep], (labels[keep] - classes[0]).astype(np.int32)
+def folder(name: str, classes) -> str:
+  """The image folder ``ROOT/name`` of ``classes``, written once."""
+  path = os.path.join(FLAGS.root, name)
+  if not os.path.isdir(path):
+    image_folders.write_digits(path, classes=classes)
+  return path
 
 
-def splits(config):
-  """{'train', 'test'}: (float32 images as the model sees them, int32 labels) of every digit."""
-  train_split = input_pipeline.load_train_arrays(config)
-  images, labels = tfds.as_numpy(tfds.builder('digits', data_dir=config.dataset.data_dir)
-                                 .as_dataset(split='test', batch_size=-1, as_supervised=True))
-  return {'train': train_split,
-          'test': (input_pipeline.preprocess_for_eval_numpy(config, images), labels)}
-
-
-def recipe(data_dir: str, seed: int, steps: int):
-  """The digits recipe for a run of ``steps`` steps: lr 0.1, /10 at 50% and 75% of them."""
+def digits_run(data_dir: str, seed: int, steps: int | None = None):
+  """``configs/digits.py`` on the folder ``data_dir``; with ``steps``, a run of that many steps,
+  lr /10 at 50% and 75% of them, evaluated and checkpointed at its end."""
   config = digits.get_config()
-  config.dataset.data_dir = data_dir
+  config.dataset.update(name='image_folder', data_dir=data_dir)
   config.seed = seed
-  config.total_steps, config.total_epochs = steps, None
-  config.optimizer.update(lr_boundaries=(steps // 2, 3 * steps // 4), lr_boundaries_unit='steps')
+  if steps:
+    config.total_steps, config.total_epochs = steps, None
+    config.optimizer.update(lr_boundaries=(steps // 2, 3 * steps // 4),
+                            lr_boundaries_unit='steps')
+    config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = steps
   return config
 
 
-def train_and_score(config, data, num_steps: int) -> tuple[dict, dict]:
-  """``(variables, test metrics)`` after ``num_steps`` steps of ``config`` on ``data['train']``,
-  from a fresh init or from the weights that ``config.init_from`` names."""
-  images, labels = data['train']
-  steps_per_epoch = len(labels) // config.batch_size
-  program = train.build_program(config, images.shape[1:], int(labels.max()) + 1,
-                                steps_per_epoch)
-  train_fn = device_resident.make_train_fn(
-      program.train_step, device_resident.put_on_devices(images, labels, program.mesh),
-      program.mesh, seed=config.seed, batch_size=config.batch_size,
-      steps_per_epoch=steps_per_epoch, pad=0, flip=False)  # The digits recipe: no augmentation.
-  test_images, test_labels = data['test']
-  batch, mask = sharding.pad_batch({'image': test_images, 'label': test_labels},
-                                   config.eval_batch_size)
-  state = program.init(jax.random.key(config.seed))
-  if config.init_from:
-    plan = init_from.load(config, jax.eval_shape(lambda: state.variables))
-    state = program.start(init_from.apply(plan, state.variables, program.replicated))
-  for _ in range(num_steps):
-    state, _ = train_fn(state, 1)
-  metrics = eval_loop.evaluate(program.eval_fn, state.variables, iter([{**batch, 'mask': mask}]),
-                               program.batch_sharding)
-  return state.variables, {k.removeprefix('eval_'): v for k, v in metrics.items()}
+def trained(config, workdir: str) -> dict:
+  """Trains ``config`` in ``workdir`` (resumed, or nothing left to do, where it has run) and
+  returns its final evaluation: {'step', 'error_top1', 'error_top5', 'loss'}."""
+  train.train_and_evaluate(config, workdir)
+  scalars = events.read_scalars(workdir)
+  steps, _ = scalars['eval_error_top1']
+  last = {name: float(scalars[f'eval_{name}'][1][-1]) for name in ('error_top1', 'error_top5',
+                                                                   'loss')}
+  return {'step': int(steps[-1]), **last}
 
 
 def main(argv):
   del argv
-  base = recipe(FLAGS.data_dir, seed=0, steps=1)
-  data = splits(base)
-  by_classes = lambda classes: {name: subset(*split, np.asarray(classes))
-                                for name, split in data.items()}
-  source, target = by_classes(PRETRAIN_CLASSES), by_classes(TARGET_CLASSES)
-  pretrain_steps = 16 * (len(source['train'][1]) // base.batch_size)  # 16 epochs.
-  pretrain = recipe(FLAGS.data_dir, 0, pretrain_steps)
-  variables, pretrained = train_and_score(pretrain, source, pretrain_steps)
-  logging.info('Digits 0-4 after %d steps: test top-1 error %.4f.', pretrain_steps,
-               pretrained['error_top1'])
-  exported = os.path.join(tempfile.mkdtemp(), 'digits_0_4.msgpack')
-  model = config_lib.build_model(pretrain, len(PRETRAIN_CLASSES))
-  notebook.Run(workdir='', config=pretrain, model=model, variables=variables,
-               step=pretrain_steps).export(exported)
-  results = {'pretrain': {'steps': pretrain_steps, **pretrained},
+  library_logs.use_cpu_without_accelerators()
+  source_folder, target_folder = folder('digits_0_4', SOURCE_CLASSES), folder('digits_5_9',
+                                                                             TARGET_CLASSES)
+  runs = os.path.join(FLAGS.root, 'runs')
+  source = os.path.join(runs, 'source')
+  results = {'source': trained(digits_run(source_folder, seed=0), source),
              'backbone_lr_multiplier': FLAGS.backbone_lr_multiplier, 'runs': []}
+  logging.info('Digits 0-4: %s', results['source'])
   for steps in map(int, FLAGS.budgets):
     for seed in map(int, FLAGS.seeds):
-      scratch = recipe(FLAGS.data_dir, seed, steps)
+      scratch = digits_run(target_folder, seed, steps)
       tuned = scratch.copy_and_resolve_references()
-      tuned.update(init_from=exported, init_exclude=('fc/.*',))
+      tuned.update(init_from=source, init_exclude=('fc/.*',))
       tuned.optimizer.backbone_lr_multiplier = FLAGS.backbone_lr_multiplier
+      here = os.path.join(runs, str(steps), f'seed{seed}')
       figures = {'steps': steps, 'seed': seed,
-                 'fine_tuned': train_and_score(tuned, target, steps)[1],
-                 'scratch': train_and_score(scratch, target, steps)[1]}
+                 'fine_tuned': trained(tuned, os.path.join(
+                     here, f'fine_tuned_backbone{FLAGS.backbone_lr_multiplier:g}x')),
+                 'scratch': trained(scratch, os.path.join(here, 'scratch'))}
       logging.info('%s', figures)
       results['runs'].append(figures)
   text = json.dumps(results, indent=2)

@@ -19,7 +19,8 @@ class ExtraEval:
   """One entry of ``config.extra_evals``, 'NAME=DATASET:SPLIT': a split evaluated beside the main
   one at every evaluation, its summaries under ``NAME/`` (big_vision names its evaluators so)."""
   name: str
-  dataset: str  # A registry entry with the main dataset's label space.
+  dataset: str  # dataset.name itself (another of its splits), or a registry entry of its label
+                # space.
   split: str    # tfds split syntax, e.g. 'test' or 'train[:10000]'.
 
   @property
@@ -72,12 +73,15 @@ def extra_eval_problems(config) -> list[str]:
     except ConfigError as error:
       problems.append(str(error))
       continue
+    names.setdefault(extra.name, []).append(entry)
+    if extra.dataset == config.dataset.name:  # Another split of the dataset the net trains on.
+      continue
     spec = registry.DATASETS.get(extra.dataset)
     if spec is None:
       problems.append(f'extra_evals entry {entry!r}: {extra.dataset!r} is not a known dataset; '
-                      f'use one of {", ".join(registry.DATASETS)}.')
+                      f'use dataset.name ({config.dataset.name}) or one of '
+                      f'{", ".join(registry.DATASETS)}.')
       continue
-    names.setdefault(extra.name, []).append(entry)
     differences = main and _label_space_differences(main, spec)
     if differences:
       problems.append(

@@ -109,10 +109,15 @@ class PreemptionFlag:
         and threading.current_thread() is threading.main_thread()):
       self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
 
-  def reached(self, step: int) -> bool:
-    """Called by every process at every call end; True at the step where all of them stop."""
+  def reached(self, calls: int) -> bool:
+    """Called by every process at every call end, ``calls`` the number of calls made so far
+    (1, 2, 3, ...); True at the call where all of them stop.
+
+    JAX names as the sync point the count after the largest one any process has passed, so the
+    count must grow by one per call: a step count that grows by ``steps_per_call`` would pass
+    over it and never stop."""
     if self._use_sync_point:
-      return multihost_utils.reached_preemption_sync_point(step)
+      return multihost_utils.reached_preemption_sync_point(calls)
     return self._event.is_set()
 
   def restore(self):
@@ -300,7 +305,7 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
                                            batch_sharding)
   train_metrics = None
   try:
-    for step in step_ends:
+    for calls, step in enumerate(step_ends, 1):
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, step_metrics = train_fn(state, next(inputs))
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(
@@ -308,7 +313,7 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
       for hook in hooks:
         hook(step)
       is_last = step == num_steps
-      preempted = preemption.reached(step)
+      preempted = preemption.reached(calls)
       if step % config.log_every_steps == 0 or step % every.checkpoint_steps == 0 or (
           is_last or preempted):
         check_and_write(step, train_metrics)

@@ -19,7 +19,7 @@ from resnet_jax.data import digits as digits_dataset
 from resnet_jax.data import image_folder
 from resnet_jax.errors import ConfigError, DataError
 from resnet_jax.testing import image_folders
-from tests.harness import run_main
+from tests.harness import run_main, tiny_digits_config
 
 
 @pytest.fixture(scope='module')
@@ -112,6 +112,26 @@ def test_photo_folder_trains_through_main(prepared_dir, tmp_path):
       '--config.optimizer.lr_boundaries_unit=steps'], env={'TFDS_DATA_DIR': prepared_dir})
   assert final_eval(workdir) <= 0.10
   assert glob.glob(os.path.join(prepared_dir, 'image_folder', 'jpeg-*', '*', 'dataset_info.json'))
+
+
+def test_another_split_of_the_folder_is_evaluated_beside_the_test_split(tmp_path, monkeypatch):
+  """extra_evals naming the folder itself: its 'val' split scored under 'val/' at each
+  evaluation, on its own 3 images."""
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'prepared'))
+  root, workdir = str(tmp_path / 'images'), str(tmp_path / 'run')
+  write(root, {**GOOD, 'val/a/0.png': png(20), 'val/b/0.png': png(230), 'val/b/1.png': png(220)})
+  train.train_and_evaluate(tiny_digits_config(root, **{
+      'dataset.name': 'image_folder', 'dataset.image_size': 8, 'batch_size': 2,
+      'eval_batch_size': 4, 'total_steps': 2, 'eval_every_steps': 1, 'checkpoint_every_steps': 2,
+      'optimizer.lr_boundaries': (2,), 'extra_evals': ('val=image_folder:val',)}), workdir)
+  scalars = events.read_scalars(workdir)
+  for tag in ('eval_error_top1', 'val/error_top1'):
+    steps, errors_top1 = scalars[tag]
+    assert list(steps) == [1, 2]
+    # Two classes, so every error is a count of wrong images: of 2 test, of 3 val images.
+    images = 3 if tag.startswith('val/') else 2
+    assert all(float(e) * images == pytest.approx(round(float(e) * images)) for e in errors_top1)
+  assert set(scalars) >= {'val/loss', 'val/error_top5'}
 
 
 # ---------------------------------------------------------------------------------------------
