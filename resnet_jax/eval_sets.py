@@ -19,8 +19,8 @@ class ExtraEval:
   """One entry of ``config.extra_evals``, 'NAME=DATASET:SPLIT': a split evaluated beside the main
   one at every evaluation, its summaries under ``NAME/`` (big_vision names its evaluators so)."""
   name: str
-  dataset: str  # dataset.name itself (another of its splits), or a registry entry of its label
-                # space.
+  dataset: str  # dataset.name itself (another of its splits), or a dataset of its label space:
+                # registered, or any tfds dataset.
   split: str    # tfds split syntax, e.g. 'test' or 'train[:10000]'.
 
   @property
@@ -63,8 +63,27 @@ def _label_space_differences(main: registry.DatasetSpec, other: registry.Dataset
           for field, what in facts if getattr(other, field) != getattr(main, field)]
 
 
+def set_problems(config, extra: ExtraEval, main: registry.DatasetSpec,
+                 spec: registry.DatasetSpec) -> list[str]:
+  """What keeps the set ``extra``, of the facts ``spec``, from being scored by the network that
+  ``config`` trains on the dataset of the facts ``main``."""
+  differences = _label_space_differences(main, spec)
+  if differences:
+    return [f"extra_evals entry '{extra}': {extra.dataset} does not share the label space of "
+            f'dataset.name={config.dataset.name} ({"; ".join(differences)}): the network trained '
+            'on it cannot be evaluated there. Evaluate a dataset of the same classes, channels '
+            'and preprocessing (e.g. imagenet_v2 beside imagenet2012).']
+  low, high = spec.image_sizes
+  if not low <= config.dataset.image_size <= high:
+    return [f"extra_evals entry '{extra}': dataset.image_size={config.dataset.image_size} does "
+            f'not fit {extra.dataset} (crops between {low} and {high} pixels wide).']
+  return []
+
+
 def extra_eval_problems(config) -> list[str]:
-  """What keeps ``config.extra_evals`` from being evaluated by the network of ``dataset.name``."""
+  """What keeps ``config.extra_evals`` from being evaluated by the network of ``dataset.name``,
+  as far as the registry tells: a set of a dataset without an entry (or beside one) is checked
+  once its builder is read (``data.pipeline.check_extra_evals``)."""
   problems, names = [], {}
   main = registry.DATASETS.get(config.dataset.name)
   for entry in _extra_eval_entries(config):
@@ -74,26 +93,9 @@ def extra_eval_problems(config) -> list[str]:
       problems.append(str(error))
       continue
     names.setdefault(extra.name, []).append(entry)
-    if extra.dataset == config.dataset.name:  # Another split of the dataset the net trains on.
-      continue
     spec = registry.DATASETS.get(extra.dataset)
-    if spec is None:
-      problems.append(f'extra_evals entry {entry!r}: {extra.dataset!r} is not a known dataset; '
-                      f'use dataset.name ({config.dataset.name}) or one of '
-                      f'{", ".join(registry.DATASETS)}.')
-      continue
-    differences = main and _label_space_differences(main, spec)
-    if differences:
-      problems.append(
-          f'extra_evals entry {entry!r}: {extra.dataset} does not share the label space of '
-          f'dataset.name={config.dataset.name} ({"; ".join(differences)}): the network trained '
-          'on it cannot be evaluated there. Evaluate a dataset of the same classes, channels '
-          'and preprocessing (e.g. imagenet_v2 beside imagenet2012).')
-    low, high = spec.image_sizes
-    if not differences and not low <= config.dataset.image_size <= high:
-      problems.append(f'extra_evals entry {entry!r}: dataset.image_size='
-                      f'{config.dataset.image_size} does not fit {extra.dataset} (crops between '
-                      f'{low} and {high} pixels wide).')
+    if main and spec and extra.dataset != config.dataset.name:
+      problems += set_problems(config, extra, main, spec)
   problems += [f'extra_evals names {name!r} {len(entries)} times ({", ".join(map(repr, entries))});'
                " give each its own summary prefix: 'NAME=DATASET:SPLIT'."
                for name, entries in names.items() if len(entries) > 1]

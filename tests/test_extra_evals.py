@@ -115,7 +115,7 @@ def test_sets_of_another_label_space_are_refused_with_the_reason(data_dir, tmp_p
   assert ("extra_evals entry 'v2=imagenet2012:validation': imagenet2012 does not share the label "
           'space of dataset.name=digits (1000 classes, not 10; 3 channels, not 1; imagenet '
           'preprocessing family, not small)') in message
-  assert ("extra_evals entry 'cifar10:test': cifar10 does not share the label space of "
+  assert ("extra_evals entry 'cifar10=cifar10:test': cifar10 does not share the label space of "
           'dataset.name=digits (3 channels, not 1)') in message
   assert ("extra_evals names 'digits' 2 times ('digits:test', 'digits:train'); give each its own "
           "summary prefix: 'NAME=DATASET:SPLIT'.") in message
@@ -124,7 +124,8 @@ def test_sets_of_another_label_space_are_refused_with_the_reason(data_dir, tmp_p
 @pytest.mark.parametrize('entry, reason', [
     ('digits', "extra_evals entry 'digits' is not 'NAME=DATASET:SPLIT' or 'DATASET:SPLIT'"),
     ('a/b=digits:test', "extra_evals entry 'a/b=digits:test' is not 'NAME=DATASET:SPLIT'"),
-    ('mnist:test', "extra_evals entry 'mnist:test': 'mnist' is not a known dataset"),
+    ('no_such_set:test', ("extra_evals entry 'no_such_set=no_such_set:test': The dataset "
+                          "'no_such_set' is neither a registered dataset")),
     ('digits:validation', ("extra_evals entry 'digits=digits:validation': Unknown split "
                            "'validation'. Should be one of ['train', 'test'].")),
     ('digits:train[1500:]', ("extra_evals entry 'digits=digits:train[1500:]': the split holds "
@@ -154,3 +155,38 @@ def test_a_set_labelled_with_other_classes_is_refused(tmp_path):
     message = refusal(config, tmp_path / 'run')
   assert ("extra_evals entry 'svhn=svhn_cropped:test': svhn_cropped's classes are not those of "
           "cifar10 (class 0 is '0', not 'airplane')") in message
+
+
+def cifar10_run(data_dir, *extra_evals):
+  """A one-step CIFAR-10 run of a 3-block ResNet beside ``extra_evals``."""
+  config = cifar10.get_config('resnet20')
+  config.model.stage_sizes = (1, 1, 1)
+  config.dataset.update(data_dir=data_dir, train_split='train', eval_split='test')
+  config.batch_size, config.eval_batch_size = 8, 8
+  config.total_steps = config.log_every_steps = config.eval_every_steps = 1
+  config.checkpoint_every_steps = 1
+  config.extra_evals = extra_evals
+  return config
+
+
+def test_a_tfds_dataset_without_an_entry_evaluates_beside_the_main_one(tmp_path):
+  # CIFAR-10.1 (v6), a new test set drawn as CIFAR-10's was, known to tfds, not to the registry.
+  data_dir, workdir = str(tmp_path / 'tfds'), str(tmp_path / 'run')
+  with prepared_mock('cifar10', data_dir, 8), prepared_mock('cifar10_1/v6', data_dir, 8,
+                                                            splits=('test',)):
+    train.train_and_evaluate(cifar10_run(data_dir, 'c101=cifar10_1/v6:test'), workdir)
+  scalars = events.read_scalars(workdir)
+  for metric in METRICS:
+    steps, values = scalars[f'c101/{metric}']
+    assert list(steps) == [1] and np.isfinite(values).all()
+
+
+def test_a_tfds_dataset_of_another_label_space_is_refused_from_its_builder(tmp_path):
+  # EMNIST's balanced set: 47 classes of grey images, its facts read from its builder.
+  data_dir = str(tmp_path / 'tfds')
+  config = cifar10_run(data_dir, 'letters=emnist/balanced:test')
+  assert not eval_sets.extra_eval_problems(config)  # No entry: the registry cannot tell.
+  with prepared_mock('cifar10', data_dir, 8), prepared_mock('emnist/balanced', data_dir, 8):
+    message = refusal(config, tmp_path / 'run')
+  assert ("extra_evals entry 'letters=emnist/balanced:test': emnist/balanced does not share the "
+          'label space of dataset.name=cifar10 (47 classes, not 10; 1 channels, not 3)') in message

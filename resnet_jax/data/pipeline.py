@@ -46,8 +46,8 @@ import tensorflow_datasets as tfds
 from resnet_jax.config_lib import data_shards
 from resnet_jax.data import cifar, imagenet, specs, streamed_order
 from resnet_jax.data.streamed_order import fold
-from resnet_jax.errors import ConfigError
-from resnet_jax.eval_sets import extra_eval_problems, extra_evals
+from resnet_jax.errors import ConfigError, DatasetNotAvailableError
+from resnet_jax.eval_sets import extra_eval_problems, extra_evals, set_problems
 from resnet_jax.parallel import sharding
 
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
@@ -98,14 +98,23 @@ def _class_names(builder, spec) -> list[str]:
 
 def check_extra_evals(config) -> None:
   """Refuses, from metadata alone, a set of ``config.extra_evals`` that ``config_lib`` refuses,
-  whose dataset is not prepared, whose split does not exist or is empty, or whose class names
+  whose dataset is unknown or not prepared or of another label space (``eval_sets.set_problems``,
+  on the facts of any tfds dataset), whose split does not exist or is empty, or whose class names
   differ from dataset.name's."""
   problems = extra_eval_problems(config)
   if problems:
     raise ConfigError('Invalid config.extra_evals:\n  ' + '\n  '.join(problems))
-  classes = _class_names(_builder(config), specs.spec_of(config))
+  main = specs.spec_of(config)
+  classes = _class_names(_builder(config), main)
   for extra in extra_evals(config):
-    builder = _builder(config, extra.dataset)
+    try:
+      spec = specs.spec_of(config, extra.dataset)
+      builder = specs.prepared_builder(spec, config.dataset.data_dir)
+    except (ConfigError, DatasetNotAvailableError) as error:
+      raise type(error)(f"extra_evals entry '{extra}': {error}") from None
+    problems = set_problems(config, extra, main, spec)
+    if problems:
+      raise ConfigError(problems[0])
     try:
       count = _num_examples(builder, extra.split)
     except ValueError as error:  # tfds names the splits there are.
@@ -113,7 +122,7 @@ def check_extra_evals(config) -> None:
                         "'test' or 'train[:1000]'.") from None
     if not count:
       raise ConfigError(f"extra_evals entry '{extra}': the split holds no examples.")
-    other = _class_names(builder, specs.spec_of(config, extra.dataset))
+    other = _class_names(builder, spec)
     if other != classes:
       differ = [(i, a, b) for i, (a, b) in enumerate(zip(other, classes)) if a != b]
       how = (f'class {differ[0][0]} is {differ[0][1]!r}, not {differ[0][2]!r}' if differ

@@ -78,7 +78,7 @@ def _tfds_builder(name: str, data_dir: str | None):
     return tfds.builder(name, data_dir=data_dir)
   except ValueError as error:  # tfds' DatasetNotFoundError, or a config it does not have.
     raise ConfigError(
-        f'dataset.name={name!r} is neither a registered dataset ({", ".join(registry.DATASETS)}) '
+        f'The dataset {name!r} is neither a registered dataset ({", ".join(registry.DATASETS)}) '
         f'nor a tfds dataset: {str(error).splitlines()[0]} Use a name of the tfds catalog '
         "(tfds.list_builders(); with its config as 'name/config'), prepared in "
         'dataset.data_dir.') from None
@@ -108,7 +108,7 @@ def _from_builder_info(name: str, data_dir: str | None) -> registry.DatasetSpec:
   builder = _tfds_builder(name, data_dir)
   problem = _feature_problem(builder.info.features)
   if problem:
-    raise ConfigError(f'dataset.name={name!r} cannot train an image classifier: {problem}. '
+    raise ConfigError(f'The dataset {name!r} cannot train an image classifier: {problem}. '
                       'Choose a dataset with "image" and "label" features, or register one in '
                       'resnet_jax/data/registry.py.')
   if not builder.is_prepared():
