@@ -11,10 +11,10 @@
 DATASET: a registered dataset of the ImageNet family with a train split (imagenet2012,
 imagenette, oxford_flowers102, caltech101; ``resnet_jax/data/registry.py``), evaluated on its
 validation split, or its test split where it has none; or ``image_folder``, a folder of one's own
-photographs, ``ROOT/train/<class>/`` and ``ROOT/test/<class>/`` (docs/datasets.md). The source (``init_from``): a torchvision
-state dict of the net (by default ResNet-50 with the stride on the 3x3 convolution, as
-torchvision's), a run's workdir or a ``Run.export`` file; ``--config.model.name`` picks another
-net. The classifier is re-initialised for the dataset's classes and every other variable is
+photographs, ``ROOT/train/<class>/`` and ``ROOT/test/<class>/`` (docs/datasets.md). The source
+(``init_from``): a torchvision state dict of the net (by default ResNet-50 with the stride on the
+3x3 convolution, as torchvision's), a run's workdir or a ``Run.export`` file;
+``--config.model.name`` picks another net. The classifier is re-initialised for the dataset's classes and every other variable is
 loaded (docs/training.md, 'Fine-tuning').
 
 The recipe is the paper's ImageNet one (SGD, momentum 0.9, weight decay 1e-4, scale

@@ -6,9 +6,10 @@ read): its ``image`` feature (uint8, a known number of channels) and its ``label
 ClassLabel) and the sizes of its prepared splits. A fixed square of at most
 ``registry.SMALL_MAX_SIDE`` pixels a side takes the SMALL family (the CIFAR recipe: crops of its
 own size from a padding of an eighth of it, flips), anything else the IMAGENET family, cropped at
-``dataset.image_size``. ``dataset.name=image_folder`` is a folder of one's own images, checked and
-prepared as a tfds dataset (``data.image_folder``). What is missing is refused with a ``ConfigError`` that names it; an
-unprepared dataset with a ``DatasetNotAvailableError`` that says how to prepare it.
+``dataset.image_size``. ``dataset.name=image_folder`` is a folder of one's own images, checked
+and prepared as a tfds dataset (``data.image_folder``). What is missing is refused with a
+``ConfigError`` that names it; an unprepared dataset with a ``DatasetNotAvailableError`` that
+says how to prepare it.
 
 The registry (layer 1) holds facts and imports no TensorFlow, so reading a builder lives here;
 ``train`` resolves the spec once and hands it to ``config_lib.check_dataset``
