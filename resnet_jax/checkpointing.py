@@ -86,8 +86,9 @@ def save(manager: ocp.CheckpointManager, state: TrainState, data_position: int,
 
 # Waits before the retries of a transient read error (a GCS 503, a timeout): 4 tries in all.
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)
-# tensorstore / gRPC status codes in an error's message, as orbax passes them on.
-_DAMAGE_CODES = ('DATA_LOSS', 'NOT_FOUND', 'OUT_OF_RANGE')
+# tensorstore / gRPC status codes in an error's message, as orbax passes them on. A file whose
+# bytes are not what its reader expects (truncated, emptied, overwritten) is damage.
+_DAMAGE_CODES = ('DATA_LOSS', 'NOT_FOUND', 'OUT_OF_RANGE', 'FAILED_PRECONDITION')
 _TRANSIENT_CODES = ('UNAVAILABLE', 'DEADLINE_EXCEEDED', 'RESOURCE_EXHAUSTED', 'ABORTED')
 _STATUS_CODE = re.compile(r'\b(' + '|'.join(_DAMAGE_CODES + _TRANSIENT_CODES) + r')\b')
 
@@ -100,9 +101,9 @@ class Outcome(enum.IntEnum):
   UNREADABLE = 3   # Transient errors past every retry, or an error of unknown meaning.
 
 
-def classify_read_error(error: BaseException) -> str:
-  """'damaged', 'transient' or 'unknown': what a read error says about the checkpoint."""
-  if isinstance(error, (FileNotFoundError, json.JSONDecodeError)):
+def _kind_of(error: BaseException) -> str:
+  """'damaged', 'transient' or 'unknown': what one error, read alone, says."""
+  if isinstance(error, (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError)):
     return 'damaged'
   if isinstance(error, (TimeoutError, ConnectionError)):
     return 'transient'
@@ -112,6 +113,34 @@ def classify_read_error(error: BaseException) -> str:
   if 'incomplete checkpoint' in str(error):  # orbax: a step without its commit marker.
     return 'damaged'
   return 'unknown'
+
+
+def _deciding_error(error: BaseException) -> tuple[str, BaseException]:
+  """The kind of a read error and the error in its chain that tells it.
+
+  Orbax wraps tensorstore's errors (``Exception('Encountered error while reading array
+  index...')`` raised from the ``ValueError`` that holds the status code), so the error and
+  every error it was raised from are read, outermost first.
+  """
+  chain = error
+  while chain is not None:
+    kind = _kind_of(chain)
+    if kind != 'unknown':
+      return kind, chain
+    chain = chain.__cause__ or chain.__context__
+  return 'unknown', error
+
+
+def classify_read_error(error: BaseException) -> str:
+  """'damaged', 'transient' or 'unknown': what a read error says about the checkpoint."""
+  return _deciding_error(error)[0]
+
+
+def describe_read_error(error: BaseException) -> str:
+  """The error that tells what went wrong, in one line: its type and its first line."""
+  error = _deciding_error(error)[1]
+  text = str(error).splitlines()[0][:300] if str(error) else ''
+  return f'{type(error).__name__}: {text}'
 
 
 class _ModelMismatch(ValueError):
@@ -169,7 +198,7 @@ def _try_read(reader, step: int, abstract_state: TrainState):
       return Outcome.MISMATCH, 'the checkpoint holds a different network:\n    ' + '\n    '.join(
           error.args[0])
     except Exception as error:  # pylint: disable=broad-except
-      kind, why = classify_read_error(error), f'{type(error).__name__}: {error}'
+      kind, why = classify_read_error(error), describe_read_error(error)
       if kind == 'damaged':
         return Outcome.DAMAGED, why
       if kind == 'unknown' or delay is None:
@@ -269,7 +298,7 @@ def recorded_num_shards(workdir: str) -> int | None:
         if classify_read_error(error) != 'damaged':
           raise CheckpointError(
               f'Reading the progress of the checkpoint at step {step} in {reader.directory} '
-              f'failed ({type(error).__name__}: {error}). If the storage is unavailable, run '
+              f'failed ({describe_read_error(error)}). If the storage is unavailable, run '
               'again later; otherwise inspect the files.') from error
         logging.warning('The progress of the checkpoint at step %d is damaged; reading the '
                         'one before.', step)
@@ -310,33 +339,53 @@ def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
 
 def restore_variables(workdir: str, step: int | None = None,
                       abstract_variables: Any = None) -> tuple[dict, int]:
-  """Restores only ``{'params', 'batch_stats'}`` of ``step`` (default: the latest).
+  """Restores only ``{'params', 'batch_stats'}`` of ``step`` (default: the newest readable one).
 
   Arrays land on this process's default device unless ``abstract_variables`` (a pytree of
   ``jax.ShapeDtypeStruct`` with shardings) says otherwise, so a run trained on many
-  accelerators loads on one CPU. The read is this process's own (no other process waits on it).
+  accelerators loads on one CPU. The read is this process's own (no other process waits on it)
+  and moves nothing: without ``step``, a damaged newest checkpoint gives way, with a warning that
+  names it, to the newest one that reads; a damaged ``step`` asked for is an error.
   """
   if not has_checkpoints(workdir):
     raise CheckpointError(f'No checkpoints in {workdir!r}: {checkpoint_dir(workdir)} does not '
                           'exist. Train first, or check the path.')
   manager = _local_reader(checkpoint_dir(workdir))
   try:
-    steps = list(manager.all_steps())
+    steps = sorted(manager.all_steps(), reverse=True)
     if not steps:
       raise CheckpointError(f'{checkpoint_dir(workdir)} holds no finished checkpoint.')
-    step = max(steps) if step is None else step
-    if step not in steps:
+    if step is not None and step not in steps:
       raise CheckpointError(f'No checkpoint at step {step} in {workdir!r}; it has steps '
                             f'{sorted(steps)}.')
-    if abstract_variables is None:
-      metadata = manager.item_metadata(step)['model']
-      device = jax.local_devices()[0]
-      abstract_variables = jax.tree.map(
-          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
-                                         sharding=jax.sharding.SingleDeviceSharding(device)),
-          metadata)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(abstract_variables)))
+    damaged = []
+    for candidate in [step] if step is not None else steps:
+      try:
+        variables = _read_variables(manager, candidate, abstract_variables)
+      except Exception as error:  # pylint: disable=broad-except
+        if classify_read_error(error) != 'damaged':
+          raise
+        damaged.append(f'step {candidate}: {describe_read_error(error)}')
+        continue
+      if damaged:
+        logging.warning('Read the checkpoint at step %d of %s; newer ones are damaged (%s).',
+                        candidate, workdir, '; '.join(damaged))
+      return variables, candidate
   finally:
     manager.close()
-  return restored['model'], step
+  raise CheckpointError(
+      f'No readable checkpoint in {checkpoint_dir(workdir)}' + (f' at step {step}' if step
+                                                                 is not None else '')
+      + ':\n  ' + '\n  '.join(damaged) + '\nA training run on this workdir sets damaged '
+      'checkpoints aside in unreadable_checkpoints/ and resumes from an intact one.')
+
+
+def _read_variables(manager: ocp.CheckpointManager, step: int, abstract_variables: Any) -> dict:
+  """``{'params', 'batch_stats'}`` of ``step``, on this process's first device by default."""
+  if abstract_variables is None:
+    metadata = manager.item_metadata(step)['model']
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract_variables = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+  return manager.restore(step, args=ocp.args.Composite(
+      model=ocp.args.StandardRestore(abstract_variables)))['model']

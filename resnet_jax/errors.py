@@ -34,26 +34,39 @@ class WorkdirInUseError(RuntimeError):
   """Another live run holds the workdir (``workdir_lease``), or this run lost it to another."""
 
 
-class DiskFullError(RuntimeError):
-  """The workdir's filesystem has no room left for what the run writes (``disk_full``)."""
+class StorageError(RuntimeError):
+  """The workdir's storage refuses what the run writes (``storage_faults``): it is read-only or
+  not permitted."""
+
+
+class DiskFullError(StorageError):
+  """The workdir's filesystem has no room left for what the run writes (``storage_faults``)."""
 
 
 USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DataError,
-               DivergenceError, InitFromError, WorkdirInUseError, DiskFullError)
+               DivergenceError, InitFromError, WorkdirInUseError, StorageError)
 
-# How libraries word an out-of-space failure when they pass it on as text (tensorstore, TF).
-OUT_OF_SPACE_TEXTS = ('No space left on device', 'Disk quota exceeded')
+# How libraries word a refused write when they pass it on as text (tensorstore, TF), by fault.
+FULL, READ_ONLY = 'full', 'read-only'
+STORAGE_FAULT_TEXTS = {FULL: ('No space left on device', 'Disk quota exceeded'),
+                       READ_ONLY: ('Read-only file system', 'Permission denied',
+                                   'Operation not permitted')}
+_STORAGE_FAULT_ERRNOS = {FULL: (errno.ENOSPC, errno.EDQUOT),
+                         READ_ONLY: (errno.EROFS, errno.EACCES, errno.EPERM)}
 
 
-def is_out_of_space(error: BaseException | None) -> bool:
-  """Whether ``error``, or an error it was raised from, says the disk or the quota is full."""
+def storage_fault(error: BaseException | None) -> str | None:
+  """``FULL`` or ``READ_ONLY`` where ``error``, or an error it was raised from, says that the
+  storage refused a write for want of space, or of permission; else None."""
   while error is not None:
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-      return True
-    if any(text in str(error) for text in OUT_OF_SPACE_TEXTS):
-      return True
+    for fault, numbers in _STORAGE_FAULT_ERRNOS.items():
+      if isinstance(error, OSError) and error.errno in numbers:
+        return fault
+    for fault, texts in STORAGE_FAULT_TEXTS.items():
+      if any(text in str(error) for text in texts):
+        return fault
     error = error.__cause__ or error.__context__
-  return False
+  return None
 
 
 @contextlib.contextmanager

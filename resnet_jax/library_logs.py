@@ -1,6 +1,7 @@
 """Keeps a run's console readable: orbax's and tfds' INFO records (one per checkpoint save and
-dataset read) are dropped from absl's log, their warnings and errors still show; a full disk is
-reported once, by the run (``disk_full``), not in every library thread that met it; and libtpu
+dataset read) are dropped from absl's log, their warnings and errors still show; a full or
+read-only disk is reported once, by the run (``storage_faults``), not in every library thread
+that met it; and libtpu
 is not started where there is no TPU."""
 
 import glob
@@ -11,7 +12,7 @@ import sys
 import jax
 from absl import logging
 
-from resnet_jax.errors import OUT_OF_SPACE_TEXTS, is_out_of_space
+from resnet_jax.errors import STORAGE_FAULT_TEXTS, storage_fault
 
 # Device files of the accelerators JAX uses: TPUs (accel; vfio groups on v5p and later),
 # NVIDIA GPUs (dxg under WSL) and AMD GPUs.
@@ -27,12 +28,14 @@ _WRITERS = ('/orbax/', '/clu/', '/asyncio/')
 
 class _LibraryInfoFilter(std_logging.Filter):
   """Drops the INFO records orbax and tfds log for every save and read, and the records of
-  orbax's, clu's and asyncio's about a full disk; other warnings and errors still show."""
+  orbax's, clu's and asyncio's about a full or read-only disk; other warnings and errors still
+  show."""
 
   def filter(self, record):
     if any(library in record.pathname for library in _WRITERS) and (
-        is_out_of_space(record.exc_info[1] if record.exc_info else None)
-        or any(text in record.getMessage() for text in OUT_OF_SPACE_TEXTS)):
+        storage_fault(record.exc_info[1] if record.exc_info else None)
+        or any(text in record.getMessage()
+               for texts in STORAGE_FAULT_TEXTS.values() for text in texts)):
       return False
     return record.levelno >= std_logging.WARNING or not any(
         library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))

@@ -7,8 +7,6 @@ splits, logging, the input, then the loop with its logging, evaluation and check
 
 import dataclasses
 import functools
-import signal
-import threading
 from collections.abc import Callable
 
 import flax
@@ -16,24 +14,24 @@ import jax
 import numpy as np
 from absl import logging
 from clu import parameter_overview
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
 from resnet_jax import (
   checkpointing,
   config_lib,
-  disk_full,
   eval_sets,
   init_from,
   library_logs,
   optim,
+  preemption,
   steps,
+  storage_faults,
   workdir_lease,
 )
 from resnet_jax.data import device_resident
 from resnet_jax.errors import DivergenceError
 from resnet_jax.evaluation import loop as eval_loop
-from resnet_jax.parallel import cpu_workarounds, distributed, multistep, sharding
+from resnet_jax.parallel import cpu_workarounds, multistep, sharding
 
 # --------------------------------------------------------------------------------------------
 # The program: mesh, model, optimizer and jitted calls (tools/tpu_plan.py compiles it too).
@@ -88,44 +86,6 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
 
 
 # --------------------------------------------------------------------------------------------
-# Preemption: SIGTERM asks the loop to checkpoint and stop at the end of the current call.
-# --------------------------------------------------------------------------------------------
-
-
-class PreemptionFlag:
-  """Whether SIGTERM (what cloud and TPU preemption sends) asks to checkpoint and stop now.
-
-  Under ``jax.distributed`` (every multi-host run that main.py starts): JAX's preemption sync
-  manager catches SIGTERM on any host and names one step at which every process stops, so all
-  save the same checkpoint; a handler installed here would replace it. Otherwise (one process):
-  a SIGTERM handler sets a flag.
-  """
-
-  def __init__(self):
-    self._event = threading.Event()
-    self._previous = None
-    self._use_sync_point = distributed.preemption_sync_available()
-    if (not self._use_sync_point and jax.process_count() == 1
-        and threading.current_thread() is threading.main_thread()):
-      self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
-
-  def reached(self, calls: int) -> bool:
-    """Called by every process at every call end, ``calls`` the number of calls made so far
-    (1, 2, 3, ...); True at the call where all of them stop.
-
-    JAX names as the sync point the count after the largest one any process has passed, so the
-    count must grow by one per call: a step count that grows by ``steps_per_call`` would pass
-    over it and never stop."""
-    if self._use_sync_point:
-      return multihost_utils.reached_preemption_sync_point(calls)
-    return self._event.is_set()
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-# --------------------------------------------------------------------------------------------
 # The run.
 # --------------------------------------------------------------------------------------------
 
@@ -134,7 +94,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one.
 
   After the checks the run holds the workdir (``workdir_lease``: a second run there is refused)
-  and a full disk stops it with one message (``disk_full``).
+  and a full or read-only disk stops it with one message (``storage_faults``).
   """
   library_logs.quiet()
   # ---- Checks, before reading data or compiling anything.
@@ -143,6 +103,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   init_from.check_config(config)
   config_lib.warn_if_imagenet_on_cpu(config, jax.default_backend(), jax.process_count())
   config_lib.check_workdir(config, workdir)
+  storage_faults.check_checkpoints_writable(workdir)
   config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
                                          jax.process_count())
   # TensorFlow (tfds, tf.data), imported when a run starts, not with the module.
@@ -161,8 +122,8 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
     plan = init_from.load(config, jax.eval_shape(functools.partial(
         steps.init_variables, config_lib.build_model(config, info.num_classes),
         image_shape=info.image_shape), jax.random.key(config.seed)))
-  with disk_full.stops_the_run(workdir), workdir_lease.hold(workdir) as lease:
-    disk_full.check_room_for_a_checkpoint(workdir)
+  with storage_faults.stops_the_run(workdir), workdir_lease.hold(workdir) as lease:
+    storage_faults.check_room_for_a_checkpoint(workdir)
     return _train(config, workdir, lease, spec, info, steps_per_epoch, plan)
 
 
@@ -248,7 +209,6 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
       num_train_steps=num_steps, writer=writer, batch_size=config.batch_size,
       num_devices=jax.device_count(),
       on_steps=range(config.log_every_steps, num_steps + 1, config.log_every_steps))
-  preemption = PreemptionFlag()
 
   def check_and_write(step, train_metrics):
     """Fetches the accumulated metrics (a host sync), stops on divergence, writes summaries."""
@@ -267,6 +227,7 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
   def save_checkpoint(step):
     nonlocal last_checkpoint
     lease.check(step)
+    storage_faults.check_checkpoints_writable(workdir)  # Before orbax's threads meet it.
     checkpointing.save(manager, state, data_position=step, num_shards=num_shards)
     last_checkpoint = step
 
@@ -304,8 +265,9 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
     inputs = sharding.prefetch_to_devices(multistep.group_batches(batches, steps_per_call),
                                            batch_sharding)
   train_metrics = None
+  stop = preemption.StopRequest(mesh)  # SIGTERM, Ctrl-C: checkpoint, then stop.
   try:
-    for calls, step in enumerate(step_ends, 1):
+    for step in step_ends:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         state, step_metrics = train_fn(state, next(inputs))
       train_metrics = step_metrics if train_metrics is None else train_metrics.merge(
@@ -313,7 +275,7 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
       for hook in hooks:
         hook(step)
       is_last = step == num_steps
-      preempted = preemption.reached(calls)
+      preempted = stop.after_call()
       if step % config.log_every_steps == 0 or step % every.checkpoint_steps == 0 or (
           is_last or preempted):
         check_and_write(step, train_metrics)
@@ -330,11 +292,12 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
         with progress_report.timed('checkpoint'):
           save_checkpoint(step)
       if preempted:
-        logging.warning('SIGTERM received: saved a checkpoint at step %d and stopped.', step)
+        logging.warning('Stopped on request: saved a checkpoint at step %d; the same command '
+                        'resumes the run.', step)
         break
     writer.flush()
   finally:
     manager.wait_until_finished()
     manager.close()
-    preemption.restore()
+    stop.restore()
   return state

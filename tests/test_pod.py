@@ -7,6 +7,7 @@ run under a real SLURM instead.
 """
 
 import os
+import re
 import shutil
 import signal
 import time
@@ -88,7 +89,7 @@ def resumed_step(output) -> int:
 
 
 def saved_at_sigterm(output) -> int:
-  return int(output.split('SIGTERM received: saved a checkpoint at step ')[1].split()[0])
+  return int(re.search(r'Stopped on request: saved a checkpoint at step (\d+)', output)[1])
 
 
 def checkpoint_steps(workdir):

@@ -218,11 +218,6 @@ def start_again(task, timeout=300):
   raise TimeoutError(f'{task} was not requeued: {job}')
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    'Known bug, not yet fixed: in some starts of a 2-process srun step, JAX catches the SIGTERM '
-    "that SLURM sends ('SIGTERM caught' in the task's log), but its preemption sync point never "
-    'comes and the run trains on to its last step without a preemption checkpoint. '
-    'docs/reliability.md, "Known problems".'))
 def test_a_requeued_task_resumes_from_its_checkpoint_bit_for_bit(
     sweep, data_dir, jax_env, tmp_path):
   root = str(tmp_path)
@@ -249,7 +244,7 @@ def test_a_requeued_task_resumes_from_its_checkpoint_bit_for_bit(
   output = task_log(root, job)
   assert '(requeued 2 times)' in output and 'Near the time limit: checkpointing.' in output
   assert 'Requeueing resnet20/seed0 to resume from its checkpoint.' in output
-  stops = [int(s) for s in re.findall(r'SIGTERM received: saved a checkpoint at step (\d+)',
+  stops = [int(s) for s in re.findall(r'Stopped on request: saved a checkpoint at step (\d+)',
                                       output)]
   resumes = [int(s) for s in re.findall(r'Resumed from the checkpoint at step (\d+)', output)]
   assert len(stops) == 2 and 2 <= stops[0] < stops[1] < STEPS and resumes == stops, output

@@ -32,6 +32,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   """
   library_logs.use_cpu_without_accelerators()
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  # The run agrees on its own stop (``preemption``); JAX's sync point would catch SIGTERM in
+  # its place and count in a counter that orbax moves too.
+  jax.config.update('jax_enable_preemption_service', False)
   explicit = (coordinator_address, num_processes, process_id) != (None, None, None)
   no_cluster = None
   try:
@@ -50,15 +53,3 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   logging.info('Process %d of %d; %d local and %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-  if not preemption_sync_available():
-    logging.warning(
-        'This run has %d processes but no preemption sync point (jax.distributed is %s and '
-        'jax_enable_preemption_service is %s): SIGTERM will NOT save a checkpoint; only the '
-        'periodic checkpoints protect it.', jax.process_count(),
-        'initialized' if jax.distributed.is_initialized() else 'not initialized',
-        jax.config.jax_enable_preemption_service)
-
-
-def preemption_sync_available() -> bool:
-  """Whether ``multihost_utils.reached_preemption_sync_point`` can agree on a stop step."""
-  return jax.distributed.is_initialized() and jax.config.jax_enable_preemption_service
