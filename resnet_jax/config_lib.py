@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import os
 import re
 
@@ -189,12 +190,30 @@ def _dataset_problems(config, spec: registry.DatasetSpec) -> list[str]:
   return problems
 
 
+def _refuse(problems: list[str]) -> None:
+  """Raises one ``ConfigError`` that lists ``problems``, if there are any."""
+  if problems:
+    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+
+
 def check_dataset(config, spec: registry.DatasetSpec) -> None:
   """Raises ``ConfigError`` where ``config.dataset`` cannot train on the dataset ``spec``
   describes (``data.specs.spec_of``: its registry entry, or its tfds builder's info)."""
-  problems = _dataset_problems(config, spec)
-  if problems:
-    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+  _refuse(_dataset_problems(config, spec))
+
+
+def _non_finite_problems(config, prefix: str = '') -> list[str]:
+  """A problem for every field of ``config`` that holds NaN or an infinity, alone or in a tuple
+  or list: no field of a run takes one."""
+  problems = []
+  for key, value in config.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, ml_collections.ConfigDict):
+      problems += _non_finite_problems(value, f'{name}.')
+    elif any(isinstance(v, numbers.Real) and not math.isfinite(v)
+             for v in (value if isinstance(value, (tuple, list)) else (value,))):
+      problems.append(f'{name}={value} is not a finite number; give a finite one.')
+  return problems
 
 
 def validate(config, *, device_count: int, process_count: int) -> None:
@@ -202,8 +221,9 @@ def validate(config, *, device_count: int, process_count: int) -> None:
 
   A dataset without a registry entry is checked by ``check_dataset`` once its facts are read
   from its tfds builder (``train`` does both), so that everything else is checked without
-  TensorFlow.
+  TensorFlow. Non-finite numbers are refused first: the other checks compute with the values.
   """
+  _refuse(_non_finite_problems(config))
   problems = []
   if config.model.name not in models.MODEL_NAMES:
     problems.append(f'model.name={config.model.name!r} is not a model. Valid names: '
@@ -319,8 +339,7 @@ def validate(config, *, device_count: int, process_count: int) -> None:
     if config[field] <= 0:
       problems.append(f'{field}={config[field]} must be positive.')
   problems += eval_sets.extra_eval_problems(config)
-  if problems:
-    raise ConfigError('Invalid config:\n  ' + '\n  '.join(problems))
+  _refuse(problems)
 
 
 def data_shards(config, process_count: int) -> int:

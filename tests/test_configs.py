@@ -1,9 +1,13 @@
 """configs/imagenet.py:MODEL[,OPTION]: every ImageNet net, its shortcut options and recipes, the
 r50 alias; the warm-up, intervals and optimizer settings every config gets and validate checks."""
 
+import functools
 import importlib
+import math
 import pathlib
+import re
 
+import flax
 import pytest
 
 import configs
@@ -185,6 +189,33 @@ def test_validate_refuses_bad_optimizer_settings_with_what_to_do(overrides, mess
   config = with_overrides(imagenet.get_config('resnet50'), {'batch_size': 1024, **overrides})
   with pytest.raises(config_lib.ConfigError, match=message):
     config_lib.validate(config, device_count=8, process_count=1)
+
+
+def float_fields(config) -> list[str]:
+  """The dotted names of the fields of ``config`` that hold a float."""
+  return sorted('.'.join(path) for path, value in
+                flax.traverse_util.flatten_dict(config.to_dict()).items()
+                if isinstance(value, float))
+
+
+@pytest.mark.parametrize('value', [math.inf, -math.inf, math.nan])
+def test_validate_refuses_a_non_finite_number_in_any_field_by_its_name(value):
+  fields = float_fields(digits.get_config())
+  assert {'optimizer.learning_rate', 'total_epochs', 'model.bn_epsilon'} <= set(fields)
+  for field in fields:
+    config = digits.get_config()
+    *parents, name = field.split('.')
+    functools.reduce(lambda c, key: c[key], parents, config)[name] = value
+    with pytest.raises(config_lib.ConfigError,
+                       match=re.escape(f'{field}={value} is not a finite number')):
+      config_lib.validate(config, device_count=1, process_count=1)
+  config = digits.get_config()  # A tuple of numbers, and a field that is None by default.
+  config.optimizer.lr_boundaries = (4.0, value)
+  config.checkpoint_every_epochs = value
+  with pytest.raises(config_lib.ConfigError) as refusal:
+    config_lib.validate(config, device_count=1, process_count=1)
+  assert f'optimizer.lr_boundaries=(4.0, {value}) is not a finite number' in str(refusal.value)
+  assert f'checkpoint_every_epochs={value} is not a finite number' in str(refusal.value)
 
 
 def test_both_warmups_are_fine_where_only_one_applies():
