@@ -46,6 +46,13 @@ class DiskFullError(StorageError):
 USER_ERRORS = (ConfigError, CheckpointError, DatasetNotAvailableError, DataError,
                DivergenceError, InitFromError, WorkdirInUseError, StorageError)
 
+
+def listed(names: list[str], limit: int = 10) -> str:
+  """``names`` for a message: the first ``limit`` of them, then how many more there are."""
+  more = f' and {len(names) - limit} more' if len(names) > limit else ''
+  return ', '.join(names[:limit]) + more
+
+
 # How libraries word a refused write when they pass it on as text (tensorstore, TF), by fault.
 FULL, READ_ONLY = 'full', 'read-only'
 STORAGE_FAULT_TEXTS = {FULL: ('No space left on device', 'Disk quota exceeded'),

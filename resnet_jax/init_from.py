@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import checkpointing, config_lib, models, torchvision_weights, workdirs
+from resnet_jax import checkpointing, config_lib, errors, models, torchvision_weights, workdirs
 from resnet_jax.errors import CheckpointError, ConfigError, InitFromError
 
 # What the run writes beside its checkpoints: where its weights came from.
@@ -105,10 +105,28 @@ def _from_msgpack(source: str):
   except Exception as error:  # pylint: disable=broad-except  (msgpack raises several kinds)
     raise InitFromError(f'init_from={source!r} cannot be read as a flax msgpack file '
                         f'({type(error).__name__}: {error}).') from error
-  if not isinstance(variables, dict) or not {'params', 'batch_stats'} <= set(variables):
-    raise InitFromError(f"init_from={source!r} does not hold {{'params', 'batch_stats'}}, as "
-                        'the file that Run.export writes does.')
+  problem = _structure_problem(variables)
+  if problem:
+    raise InitFromError(f"init_from={source!r} does not hold {{'params', 'batch_stats'}} of "
+                        f'arrays, as the file that Run.export writes does: {problem}. Export the '
+                        'run again (resnet_jax.load_run(workdir).export(path)), or give its '
+                        'workdir.')
   return variables
+
+
+def _structure_problem(variables) -> str | None:
+  """What keeps a restored msgpack from being a network's variables, or None."""
+  if not isinstance(variables, dict):
+    return f'it holds a value of type {type(variables).__name__}'
+  for collection in ('params', 'batch_stats'):
+    if collection not in variables:
+      return f'it has no {collection!r}'
+    if not isinstance(variables[collection], dict):
+      return f'its {collection!r} is of type {type(variables[collection]).__name__}, not a dict'
+  for key, value in _flat(variables).items():
+    if np.asarray(value).dtype.kind not in 'biuf':
+      return f'its {key} is of type {type(value).__name__}, not an array of numbers'
+  return None
 
 
 def _from_torchvision(config, source: str):
@@ -130,8 +148,25 @@ def _from_torchvision(config, source: str):
     raise InitFromError(f'init_from={source!r}: {error}') from error
 
 
+def _finite(source: Source) -> Source:
+  """``source``, whose every value is finite; else ``InitFromError`` naming the variables."""
+  bad = sorted(k for k, v in source.variables.items() if not np.all(np.isfinite(v)))
+  if bad:
+    raise InitFromError(
+        f'init_from={source.describe()} holds NaN or infinite values in {len(bad)} of its '
+        f'{len(source.variables)} variables ({errors.listed(bad)}); no run can start from them. '
+        'Start from weights saved before they diverged (for a workdir, an earlier checkpoint: '
+        'init_from_step) or from other weights.')
+  return source
+
+
 def read(config) -> Source:
-  """The variables of ``config.init_from``, in host memory; ``InitFromError`` if unreadable."""
+  """The variables of ``config.init_from``, in host memory; ``InitFromError`` if unreadable or
+  not finite."""
+  return _finite(_read(config))
+
+
+def _read(config) -> Source:
   source = config.init_from
   path = workdirs.path(source)
   if config.init_from_step is not None and not path.is_dir():

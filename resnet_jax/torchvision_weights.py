@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import models
+from resnet_jax import errors, models
 from resnet_jax.data import registry
 
 TORCHVISION_NAMES = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
@@ -100,20 +100,15 @@ def _torch_shape(flax_shape) -> tuple:
   return tuple(flax_shape[axis] for axis in _TORCH_AXES[len(flax_shape)])
 
 
-def _listed(keys: list[str], limit: int = 10) -> str:
-  more = f' and {len(keys) - limit} more' if len(keys) > limit else ''
-  return ', '.join(keys[:limit]) + more
-
-
 def _check_keys(given, expected, optional, what: str, hint: str = '') -> None:
   missing = sorted(expected - given)
   unused = sorted(given - expected - optional)
   if missing or unused:
     problems = []
     if missing:
-      problems.append(f'missing {len(missing)}: {_listed(missing)}')
+      problems.append(f'missing {len(missing)}: {errors.listed(missing)}')
     if unused:
-      problems.append(f'not part of the net {len(unused)}: {_listed(unused)}')
+      problems.append(f'not part of the net {len(unused)}: {errors.listed(unused)}')
     if unused and all(k.startswith('module.') for k in unused):
       hint = (" The keys start with 'module.' (a DataParallel wrapper): strip that prefix "
               'first.')
@@ -192,19 +187,50 @@ def to_torchvision(variables: Mapping, name: str,
   return state
 
 
-def read_state_dict(path: str) -> dict:
-  """The tensors of a torchvision checkpoint: a ``torch.save``'d state dict, or an ``.npz`` of
-  the same keys; ``ValueError`` if it is neither."""
-  if path.endswith('.npz'):
-    with np.load(path) as data:
-      return dict(data)
+# How torch.load(weights_only=True) names an object it does not rebuild: 'GLOBAL posix.system'.
+_REFUSED_GLOBAL = re.compile(r'GLOBAL (\S+)')
+
+
+def _torch(path: str):
+  """The torch module, to read ``path``; ``ValueError`` where it is not installed."""
   try:
     import torch  # pylint: disable=import-outside-toplevel  (only for .pth files)
   except ImportError as error:
     raise ValueError(f'Reading {path} needs torch (pip install -r requirements-bench.txt), '
                      'or save the state dict as .npz.') from error
-  state = torch.load(path, map_location='cpu', weights_only=True)
+  return torch
+
+
+def _unreadable(path: str, error: Exception) -> str:
+  """Why ``path`` is not read, and what to give instead (never to read it unsafely)."""
+  refused = _REFUSED_GLOBAL.search(str(error))
+  if refused or 'Object arrays' in str(error):  # numpy's words for pickled objects
+    what = refused[1] if refused else 'an object array'
+    return (f'{path} holds Python objects ({what}), not tensors alone, and is not read: '
+            'rebuilding them can run any code, and a state dict needs none. Give a file of '
+            "tensors alone: torchvision's published weights, a model's state_dict() saved with "
+            'torch.save, or an .npz of the same keys.')
+  if isinstance(error, FileNotFoundError):
+    return f'{path} does not exist; give the path of a state dict (.pth, .pt or .npz).'
+  return (f'{path} cannot be read as a state dict ({type(error).__name__}): it is damaged, cut '
+          'short or not a weights file (an error page saved by a failed download, say). Download '
+          'or save it again.')
+
+
+def read_state_dict(path: str) -> dict:
+  """The tensors of a torchvision checkpoint: a ``torch.save``'d state dict, or an ``.npz`` of
+  the same keys. A file that is neither, or holds other objects (never rebuilt, so nothing in it
+  runs), is a ``DataError`` that names it and says what to give instead."""
+  torch = None if path.endswith('.npz') else _torch(path)
+  try:
+    if torch is None:
+      with np.load(path) as data:  # allow_pickle=False: object arrays are refused, not unpickled.
+        state = dict(data)
+    else:
+      state = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as error:  # pylint: disable=broad-except  (torch and numpy raise many kinds)
+    raise errors.DataError(_unreadable(path, error)) from None
   if not isinstance(state, dict):
-    raise ValueError(  # noqa: TRY004  (the file's content, reported as its other faults are)
+    raise errors.DataError(
         f'{path} holds a {type(state).__name__}, not a state dict; save model.state_dict().')
   return state

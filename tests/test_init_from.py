@@ -33,8 +33,8 @@ from resnet_jax import (
 )
 from resnet_jax import torchvision_weights as tv_weights
 from resnet_jax.parallel import sharding
-from resnet_jax.testing import image_folders
-from tests.harness import tiny_digits_config
+from resnet_jax.testing import image_folders, weight_files
+from tests.harness import run_main, tiny_digits_config, tiny_digits_flags
 
 # ResNet-20's variables: the stem's kernel and BatchNorm (scale, bias, mean, var), 9 blocks of two
 # kernels and two BatchNorms, the classifier's kernel and bias.
@@ -209,6 +209,62 @@ def test_bad_sources_are_refused_with_what_to_give(source, data_dir, tmp_path):
       config(init_from=state_dict), workdir)
   assert 'is not a directory' in refusal(config(init_from=state_dict, init_from_step=1), workdir)
   assert 'needs init_from' in refusal(config(init_from_step=1), workdir, errors.ConfigError)
+
+
+def digits_resnet20():
+  """The abstract variables of the digits ResNet-20, and its zeros, flat."""
+  abstract = jax.eval_shape(lambda: models.create_model('resnet20', 10).init(
+      jax.random.key(0), jnp.zeros((1, 16, 16, 1)), train=False))
+  return abstract, {k: np.zeros(v.shape, v.dtype) for k, v in
+                    flax.traverse_util.flatten_dict(abstract, sep='/').items()}
+
+
+def test_a_source_of_nan_or_inf_is_refused_naming_the_variables_before_the_workdir_is_touched(
+    data_dir, tmp_path):
+  _, variables = digits_resnet20()
+  variables['params/stage2_block1/conv1/kernel'][0, 0, 0, 3] = np.nan
+  variables['batch_stats/stem_bn/var'][5] = np.inf
+  config = tiny_digits_config(data_dir, init_from=write_source(tmp_path, variables))
+  message = refusal(config, str(tmp_path / 'run'))
+  assert (f'holds NaN or infinite values in 2 of its {RESNET20_VARIABLES} variables '
+          '(batch_stats/stem_bn/var, params/stage2_block1/conv1/kernel)') in message
+
+
+@pytest.mark.parametrize('content, words', [
+    ({'params': np.zeros(3, np.float32), 'batch_stats': {}},
+     "its 'params' is of type ndarray, not a dict"),
+    ({'params': {'fc': {'kernel': 'weights'}}, 'batch_stats': {}},
+     'its params/fc/kernel is of type str, not an array of numbers'),
+    ({'params': {}}, "it has no 'batch_stats'"),
+    ([1.0, 2.0], 'it holds a value of type list'),
+])
+def test_a_msgpack_of_another_structure_is_refused_with_what_to_give(content, words, data_dir,
+                                                                     tmp_path):
+  path = str(tmp_path / 'other.msgpack')
+  with open(path, 'wb') as f:
+    f.write(flax.serialization.msgpack_serialize(content))
+  with pytest.raises(errors.InitFromError) as refused:
+    init_from.load(tiny_digits_config(data_dir, init_from=path), digits_resnet20()[0])
+  assert f"init_from={path!r} does not hold {{'params', 'batch_stats'}} of arrays" in str(
+      refused.value)
+  assert words in str(refused.value) and 'load_run(workdir).export(path)' in str(refused.value)
+
+
+def test_a_pth_of_other_objects_ends_main_with_one_message_and_status_2(data_dir, tmp_path):
+  """A pickle that torch.load(weights_only=True) refuses: the file named, what to give instead,
+  never the unsafe way to read it; nothing runs, nothing is written."""
+  marker = tmp_path / 'ran'
+  state_dict = weight_files.write('objects.pth', str(tmp_path / 'model.pth'), str(marker))
+  workdir = str(tmp_path / 'run')
+  result = run_main(workdir, 'configs/digits.py', tiny_digits_flags(
+      data_dir, **{'model.name': 'resnet18', 'init_from': state_dict}), check=False)
+  assert result.returncode == 2, result.stderr[-3000:]
+  message = result.stderr.strip().splitlines()[-1]
+  assert message.startswith(f'InitFromError: init_from={state_dict!r}: {state_dict} holds Python '
+                            'objects (shutil.copyfile), not tensors alone, and is not read')
+  assert "model's state_dict() saved with torch.save" in message
+  assert 'Traceback' not in result.stderr and 'weights_only=False' not in result.stderr
+  assert not marker.exists() and not os.path.exists(workdir)
 
 
 def test_a_network_of_the_same_shapes_loads_with_a_warning(source, data_dir, caplog):

@@ -16,9 +16,10 @@ import torch
 from absl.flags import FLAGS
 
 from benchmarks.torch_input import import_torchvision
-from resnet_jax import steps, torchvision_weights
+from resnet_jax import errors, steps, torchvision_weights
 from resnet_jax.data import pipeline
 from resnet_jax.evaluation import protocols
+from resnet_jax.testing import weight_files
 from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
 from tools import evaluate
 
@@ -142,6 +143,53 @@ def test_every_key_is_accounted_for():
 def test_the_converter_does_not_import_torch():
   code = "import sys; from resnet_jax import torchvision_weights; assert 'torch' not in sys.modules"
   subprocess.run([sys.executable, '-c', code], check=True)
+
+
+@pytest.mark.parametrize('kind, words', [
+    ('objects.pth', 'holds Python objects (shutil.copyfile), not tensors alone, and is not read'),
+    ('objects.npz', 'holds Python objects (an object array), not tensors alone, and is not read'),
+    ('truncated.pth', 'cannot be read as a state dict (RuntimeError): it is damaged, cut short'),
+    ('empty.pth', 'cannot be read as a state dict (EOFError): it is damaged, cut short'),
+])
+def test_weights_that_are_no_state_dict_are_refused_by_name_and_nothing_in_them_runs(
+    kind, words, tmp_path):
+  path, marker = str(tmp_path / kind), tmp_path / 'ran'
+  weight_files.write(kind, path, str(marker))
+  with pytest.raises(errors.DataError) as refused:
+    torchvision_weights.read_state_dict(path)
+  assert str(refused.value).startswith(f'{path} {words}')
+  assert 'weights_only=False' not in str(refused.value) and 'allow_pickle' not in str(refused.value)
+  assert not marker.exists()
+
+
+def test_those_files_of_objects_would_run_code_if_they_were_unpickled(tmp_path):
+  """What the refusals above prevent: rebuilding the objects creates the marker file."""
+  for kind, unpickle in (('objects.pth', lambda p: torch.load(p, weights_only=False)),
+                         ('objects.npz', lambda p: np.load(p, allow_pickle=True)['weight'])):
+    marker = tmp_path / f'{kind}.ran'
+    unpickle(weight_files.write(kind, str(tmp_path / kind), str(marker)))
+    assert marker.exists()
+
+
+def test_evaluate_command_refuses_such_a_file_with_its_message_and_status_2(tmp_path, capsys):
+  path, marker, output = str(tmp_path / 'model.pth'), tmp_path / 'ran', tmp_path / 'result.json'
+  weight_files.write('objects.pth', path, str(marker))
+  if 'torchvision_checkpoint' not in FLAGS:
+    evaluate.define_flags()
+  FLAGS(['evaluate', f'--torchvision_checkpoint={path}', '--model=resnet18',
+         f'--output={output}'])
+  try:
+    with pytest.raises(SystemExit) as status:
+      evaluate.main(['evaluate'])
+  finally:
+    FLAGS.unparse_flags()
+  assert status.value.code == 2
+  assert capsys.readouterr().err == (
+      f'DataError: {path} holds Python objects (shutil.copyfile), not tensors alone, and is not '
+      'read: rebuilding them can run any code, and a state dict needs none. Give a file of '
+      "tensors alone: torchvision's published weights, a model's state_dict() saved with "
+      'torch.save, or an .npz of the same keys.\n')
+  assert not marker.exists() and not output.exists()
 
 
 def serve_jpegs(images, labels):
