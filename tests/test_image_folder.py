@@ -6,6 +6,7 @@ import collections
 import glob
 import io
 import os
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -73,6 +74,30 @@ def test_large_images_are_stored_as_their_jpeg_files_and_pngs_as_close_jpegs(pre
     kinds[label].append('png')
   assert {label: sorted(k) for label, k in kinds.items()} == {0: ['jpg', 'png'],
                                                               1: ['jpg', 'png']}
+
+
+def sixteen_bit_gradient_png(side=64) -> tuple[bytes, np.ndarray]:
+  """A greyscale PNG of 16 bits a sample from 0 to 65535, written by PIL, and its values."""
+  values = np.linspace(0, 65535, side * side).round().astype(np.uint16).reshape(side, side)
+  buffer = io.BytesIO()
+  Image.fromarray(values).save(buffer, format='PNG')
+  assert Image.open(buffer).mode == 'I;16'
+  return buffer.getvalue(), values
+
+
+@pytest.mark.parametrize('image_size, tolerance', [(64, 0), (96, 1.0)])  # PNG; JPEG (lossy).
+def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped(image_size, tolerance, tmp_path,
+                                                     monkeypatch):
+  monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'prepared'))
+  gradient, values = sixteen_bit_gradient_png()
+  root = str(tmp_path / 'images')
+  write(root, {'train/a/0.png': gradient, 'train/b/0.png': png(), 'test/a/0.png': png()})
+  (image, _), = [example for example in tfds.as_numpy(image_folder.builder(
+      root, image_size).as_dataset(split='train', as_supervised=True)) if example[1] == 0]
+  expected = np.round(values / 257)  # 0..65535 onto 0..255, as the PNG standard scales depths.
+  assert (expected.min(), expected.max()) == (0, 255)
+  for channel in range(image.shape[-1]):
+    assert np.abs(image[..., channel] - expected).mean() <= tolerance
 
 
 def final_eval(workdir):
@@ -151,6 +176,11 @@ def half_a_jpeg():
   return buffer.getvalue()[:buffer.tell() // 2]
 
 
+class Link(NamedTuple):
+  """A symbolic link to ``target``, as a file of a folder ``write`` writes."""
+  target: str
+
+
 GOOD = {'train/a/0.png': png(0), 'train/a/1.png': png(10), 'train/b/0.png': png(200),
         'train/b/1.png': png(250), 'test/a/0.png': png(5), 'test/b/0.png': png(240)}
 
@@ -173,6 +203,18 @@ BAD_FOLDERS = [
      ['{root}/train/a/notes.txt is not a .jpg, .jpeg or .png file']),
     ('image_outside_classes', {'train/2.png': png()}, {}, DataError,
      ['{root}/train/2.png is not in a class folder']),
+    ('line_break_in_class_name', {'train/c\nd/0.png': png()}, {}, DataError,
+     ['The class folder {root}/train/c\\nd has a line break', 'Rename the folder']),
+    ('space_around_class_name', {'train/b /0.png': png()}, {}, DataError,
+     ['The class folder {root}/train/b  has a line break, another control character or '
+      'surrounding spaces']),
+    ('file_name_not_utf8', {'train/a/\udcff.png': png()}, {}, DataError,
+     ['The name of {root}/train/a/\\xff.png is not valid UTF-8', 'rename it in UTF-8']),
+    ('class_name_not_utf8', {'test/\udce9t\udce9/0.png': png()}, {}, DataError,
+     ['The name of {root}/test/\\xe9t\\xe9 is not valid UTF-8']),
+    ('dangling_symlink', {'train/b/2.png': Link('/nonexistent/2.png')}, {}, DataError,
+     ['{root}/train/b/2.png (a symbolic link to /nonexistent/2.png) cannot be read (No such '
+      'file or directory)']),
 ]
 
 
@@ -180,7 +222,9 @@ def write(root, files):
   for name, data in files.items():
     path = os.path.join(root, name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    if data is not None and not name.endswith('/'):
+    if isinstance(data, Link):
+      os.symlink(data.target, path)
+    elif data is not None and not name.endswith('/'):
       with open(path, 'wb') as f:
         f.write(data)
 
@@ -203,7 +247,22 @@ def test_bad_folder_is_refused_before_the_workdir_is_touched(case, tmp_path, mon
   for word in words:
     assert word.format(root=root) in str(refusal.value)
   assert not os.path.exists(workdir)
-  assert [f for _, _, files in os.walk(prepared) for f in files] == []  # No prepared copy.
+  assert not os.path.exists(prepared)  # No prepared copy, not even an empty folder.
+
+
+def test_a_name_that_is_not_utf8_ends_main_with_its_message_and_status_2(tmp_path):
+  root, workdir = str(tmp_path / 'images'), str(tmp_path / 'run')
+  write(root, {**GOOD, 'train/a/\udcff.png': png()})
+  result = run_main(workdir, 'configs/digits.py', [
+      '--config.dataset.name=image_folder', f'--config.dataset.data_dir={root}'], check=False,
+      env={'TFDS_DATA_DIR': str(tmp_path / 'prepared')})
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'DataError: The name of {root}/train/a/\\xff.png is not valid UTF-8 (its other bytes '
+      'shown as \\xNN), and the prepared dataset keeps names as text: rename it in UTF-8 (convmv '
+      '-f latin1 -t utf-8 converts names from Latin-1).')
+  assert 'Traceback' not in result.stderr
+  assert not os.path.exists(workdir) and not os.path.exists(tmp_path / 'prepared')
 
 
 def test_large_images_are_not_held_on_the_devices(tmp_path, monkeypatch):

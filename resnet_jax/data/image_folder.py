@@ -8,9 +8,11 @@ recipe (``registry.folder_spec``): CIFAR-10's for small images, ImageNet's for l
 
 Checks, each a ``DataError`` that names the file or folder, before anything is compiled or
 written to the workdir: the root and the named splits exist; no split or class folder is empty;
-no split has a class the train split lacks; no file but .jpg, .jpeg and .png ones; every file is
-an image, first by its header (PIL reads the first bytes of every file), then by a full decode
-while the folder is prepared.
+no split has a class the train split lacks; no file but .jpg, .jpeg and .png ones; every name is
+UTF-8, and no class name holds a control character or surrounding spaces (tfds keeps the class
+names one a line, stripped); every file can be read (no dangling symbolic link) and is an image,
+first by its header (PIL reads the first bytes of every file), then by a full decode while the
+folder is prepared. A preparation that fails leaves no folder behind.
 
 Preparing. The splits are written once as a tfds dataset of TFRecord files, what both input paths
 read (one image shape held in memory; JPEG records and their file instructions streamed), in
@@ -26,17 +28,24 @@ instructions nor sub-splits nor one image shape.) The stored form:
   CMYK) are converted to RGB and encoded at quality ``JPEG_QUALITY`` without chroma subsampling,
   as tfds' ImageNet builder converts its few PNG and CMYK files.
 
+Both store 8 bits a sample: a 16-bit greyscale PNG is scaled to them (v / 257, rounded), where
+PIL's own conversion would clip every value above 255.
+
 The folder is read once per process; a change to it shows in the next run.
 """
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import io
 import os
 import re
+import tempfile
+import unicodedata
 from typing import ClassVar
 
+import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
@@ -47,6 +56,12 @@ from resnet_jax.errors import ConfigError, DataError
 EXTENSIONS = ('.jpg', '.jpeg', '.png')  # Those of tfds.folder_dataset.ImageFolder.
 JPEG_QUALITY = 95
 GREYSCALE_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
+# How PIL reads a 16-bit greyscale PNG (Pillow 10 on: 'I;16'; before: 'I'), the one kind of file
+# here with more than 8 bits a sample; 16-bit colour PNGs PIL reads at 8 bits itself.
+SIXTEEN_BIT_MODES = ('I;16', 'I')
+# Characters a class name cannot hold: tfds writes the names one a line (label.labels.txt), so a
+# line break splits one in two; other control characters are refused with them.
+CONTROL_CATEGORIES = ('Cc', 'Zl', 'Zp')
 SPLIT_NAME = re.compile(r'[\w-]+')  # What a tfds split name may hold.
 LISTED_PROBLEMS = 10  # Files named in one message; the rest are counted.
 LAYOUT = 'ROOT/train/<class>/*.jpg|*.png and ROOT/test/<class>/...'
@@ -76,14 +91,54 @@ def _visible(path: str) -> list[os.DirEntry]:
     return sorted((e for e in entries if not e.name.startswith('.')), key=lambda e: e.name)
 
 
+def _shown(path: str) -> str:
+  """``path`` as a message shows it: bytes that are not UTF-8 as \\xNN, control characters
+  escaped."""
+  text = os.fsencode(path).decode('utf-8', 'backslashreplace')
+  return ''.join(c.encode('unicode_escape').decode() if unicodedata.category(c)
+                 in CONTROL_CATEGORIES else c for c in text)
+
+
+def _check_utf8(path: str) -> None:
+  """Refuses a file or folder whose name is not UTF-8: tfds keeps names as text."""
+  try:
+    path.encode('utf-8')
+  except UnicodeEncodeError:
+    raise DataError(f'The name of {_shown(path)} is not valid UTF-8 (its other bytes shown as '
+                    '\\xNN), and the prepared dataset keeps names as text: rename it in UTF-8 '
+                    '(convmv -f latin1 -t utf-8 converts names from Latin-1).') from None
+
+
+def _check_class_name(path: str) -> None:
+  """Refuses a class folder whose name the labels file cannot keep (``CONTROL_CATEGORIES``)."""
+  _check_utf8(path)
+  name = os.path.basename(path)
+  if name != name.strip() or any(unicodedata.category(c) in CONTROL_CATEGORIES for c in name):
+    raise DataError(f'The class folder {_shown(path)} has a line break, another control '
+                    'character or surrounding spaces in its name; tfds writes the class names '
+                    'one a line, stripped, so its label would be lost or split in two. Rename '
+                    'the folder.')
+
+
+def _stat(entry: os.DirEntry) -> os.stat_result:
+  """The file's status; refuses a file that cannot be read, such as a dangling symbolic link."""
+  try:
+    return entry.stat()
+  except OSError as error:
+    link = f' (a symbolic link to {os.readlink(entry.path)})' if entry.is_symlink() else ''
+    raise DataError(f'{_shown(entry.path)}{link} cannot be read ({error.strerror}): restore the '
+                    'file it names, or remove it.') from None
+
+
 def _class_files(path: str) -> tuple[tuple[str, int, int], ...]:
   """(name, size, mtime_ns) of the images of a class folder; refuses what is not one."""
   files = []
   for entry in _visible(path):
+    _check_utf8(entry.path)
     if entry.is_dir() or not entry.name.lower().endswith(EXTENSIONS):
       raise DataError(f'{entry.path} is not a .jpg, .jpeg or .png file; a class folder holds only '
                       f'images: move it out of the image folder or remove it.')
-    stat = entry.stat()
+    stat = _stat(entry)
     files.append((entry.name, stat.st_size, stat.st_mtime_ns))
   if not files:
     raise DataError(f'The class folder {path} holds no images; add its images or remove it.')
@@ -99,13 +154,14 @@ def read(root: str) -> Folder:
   splits = {}
   for split in (e for e in _visible(root) if e.is_dir()):
     if not SPLIT_NAME.fullmatch(split.name):
-      raise DataError(f'The split folder {split.path} has a name tfds cannot address; rename it '
-                      'with letters, digits, _ and - only.')
+      raise DataError(f'The split folder {_shown(split.path)} has a name tfds cannot address; '
+                      'rename it with letters, digits, _ and - only.')
     classes = {}
     for entry in _visible(split.path):
       if not entry.is_dir():
-        raise DataError(f'{entry.path} is not in a class folder; images go in '
+        raise DataError(f'{_shown(entry.path)} is not in a class folder; images go in '
                         f'{split.path}/<class>/: move it into its class folder or remove it.')
+      _check_class_name(entry.path)
       classes[entry.name] = _class_files(entry.path)
     if not classes:
       raise DataError(f'The split folder {split.path} holds no class folders; add '
@@ -174,6 +230,16 @@ def _decoded(path: str) -> tuple[Image.Image, bytes]:
   return image, data
 
 
+def _eight_bits(image: Image.Image) -> Image.Image:
+  """``image`` at 8 bits a sample: a 16-bit greyscale one scaled from 0..65535 to 0..255 (v / 257,
+  rounded; PNG stores every bit depth scaled to the full 16 bits), where PIL's ``convert``
+  would clip it at 255."""
+  if image.mode not in SIXTEEN_BIT_MODES:
+    return image
+  values = np.asarray(image, np.uint32)
+  return Image.fromarray(((values + 128) // 257).astype(np.uint8), 'L')
+
+
 def _encoded(image: Image.Image, image_format: str, **options) -> bytes:
   buffer = io.BytesIO()
   image.save(buffer, format=image_format, **options)
@@ -195,9 +261,10 @@ class _StoredForm:
   def encode(self, path: str) -> bytes:
     """A file's image in this form; OSError and the like where it does not decode."""
     image, data = _decoded(path)
+    if not self.size and image.format == 'JPEG' and image.mode in ('RGB', 'L'):
+      return data
+    image = _eight_bits(image)
     if not self.size:
-      if image.format == 'JPEG' and image.mode in ('RGB', 'L'):
-        return data
       return _encoded(image.convert('RGB'), 'JPEG', quality=JPEG_QUALITY, subsampling='4:4:4')
     image = image.convert('L' if self.channels == 1 else 'RGB')
     width, height = image.size
@@ -275,13 +342,30 @@ def builder(root: str, image_size: int):
     form = _StoredForm(size, 1 if size and modes <= set(GREYSCALE_MODES) else 3)
     logging.info('Preparing the image folder %s (%d classes) in %s.', folder.root,
                  len(folder.classes), path)
+    made = [path, os.path.dirname(path), os.path.dirname(os.path.dirname(path)), data_dir]
     try:
-      _FolderBuilder(folder, form, data_dir=data_dir, config=config).download_and_prepare()
+      with _removed_if_left_empty(made), tempfile.TemporaryDirectory() as downloads:
+        _FolderBuilder(folder, form, data_dir=data_dir, config=config).download_and_prepare(
+            download_dir=downloads)
     except OSError:
       if not os.path.exists(info):
         raise
       # Another process (of this run, or another run of the folder) finished the same copy first.
   return tfds.builder_from_directory(path)
+
+
+@contextlib.contextmanager
+def _removed_if_left_empty(directories: list[str]):
+  """On an error, removes those of ``directories`` (listed deepest first) that did not exist
+  before and are empty: a failed preparation leaves no folder behind."""
+  new = [d for d in directories if not os.path.exists(d)]
+  try:
+    yield
+  except BaseException:
+    for directory in new:
+      with contextlib.suppress(OSError):  # Not empty: another process is preparing there.
+        os.rmdir(directory)
+    raise
 
 
 def spec(dataset) -> registry.DatasetSpec:
