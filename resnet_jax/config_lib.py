@@ -405,6 +405,7 @@ def check_workdir(config, workdir: str) -> None:
   Reads ``workdir/config.json`` (written by ``save_config``) and compares the fields that
   define the experiment; nothing in the workdir is modified.
   """
+  workdirs.check_reachable(workdir)
   path = workdirs.path(workdir)
   if not workdirs.is_remote(workdir):
     existing = os.fspath(path)

@@ -168,6 +168,10 @@ def read(config) -> Source:
 
 def _read(config) -> Source:
   source = config.init_from
+  try:
+    workdirs.check_reachable(source)
+  except ConfigError as error:  # An InitFromError, that every process agrees on (load).
+    raise InitFromError(f'init_from={source!r}: {error}') from None
   path = workdirs.path(source)
   if config.init_from_step is not None and not path.is_dir():
     raise InitFromError(f'init_from_step={config.init_from_step} picks a checkpoint of a '

@@ -195,6 +195,7 @@ def _what_is_in(directory) -> str:
 
 
 def _check_is_run(workdir: str) -> None:
+  workdirs.check_reachable(workdir)
   path = workdirs.path(workdir)
   if not path.is_dir():
     raise errors.CheckpointError(f'No run at {workdir!r}: the directory does not exist. '

@@ -1,8 +1,14 @@
-"""Workdir paths: remote URIs stay remote, local paths become absolute."""
+"""Workdir paths: remote URIs stay remote, local paths become absolute; a remote workdir that
+cannot be reached is one message, whoever reads it."""
 
 import os
 
-from resnet_jax import checkpointing, workdirs
+import pytest
+import tensorflow as tf
+from etils import epath
+
+from resnet_jax import checkpointing, config_lib, errors, init_from, notebook, workdirs
+from tests.harness import bucket_at, tiny_digits_config
 
 
 def test_remote_workdirs_keep_their_scheme():
@@ -18,3 +24,46 @@ def test_local_workdirs_become_absolute(tmp_path, monkeypatch):
   assert not checkpointing.has_checkpoints('run')
   os.makedirs(tmp_path / 'run' / 'checkpoints')
   assert checkpointing.has_checkpoints('run')
+
+
+# What TensorFlow's GCS client raises on a host without network (measured: its first gs:// call).
+NO_NETWORK = ("Error executing an HTTP request: libcurl code 6 meaning 'Could not resolve "
+              "hostname', error details: Could not resolve host: www.googleapis.com\n\t when "
+              'reading metadata of gs://bucket/run/config.json')
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+  """Every gs:// call fails as it does without network, whether or not this host has one."""
+
+  def unreachable(original_fn, *args, **kwargs):
+    del original_fn, args, kwargs
+    raise tf.errors.FailedPreconditionError(None, None, NO_NETWORK)
+
+  monkeypatch.setattr(epath.gpath, '_is_tf_installed', lambda: False)  # Calls reach the double.
+  names = ('open', 'exists', 'isdir', 'listdir', 'glob', 'makedirs', 'mkdir', 'stat')
+  with epath.testing.mock_epath(**dict.fromkeys(names, unreachable)):
+    yield
+
+
+@pytest.mark.parametrize('reader', [
+    lambda: config_lib.check_workdir(tiny_digits_config('/unused'), 'gs://bucket/run'),
+    lambda: notebook.load_run('gs://bucket/run'),  # tools/evaluate.py, main.py --mode=eval
+    lambda: init_from.read(tiny_digits_config('/unused', init_from='gs://bucket/run')),
+], ids=['training', 'reading', 'init_from'])
+def test_an_unreachable_remote_workdir_is_one_message_with_what_to_do(reader, no_network):
+  with pytest.raises((errors.ConfigError, errors.InitFromError)) as refused:
+    reader()
+  assert ('gs://bucket/run cannot be reached (FailedPreconditionError: Error executing an HTTP '
+          "request: libcurl code 6 meaning 'Could not resolve hostname', error details: Could "
+          'not resolve host: www.googleapis.com). Check that this host reaches the storage') in (
+              str(refused.value))
+  assert 'gcloud auth application-default login' in str(refused.value)
+
+
+def test_a_reachable_remote_workdir_passes_and_is_only_read(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # Plain os calls on 'gs://bucket/...' would write a local 'gs:'.
+  (tmp_path / 'bucket').mkdir()
+  with bucket_at(tmp_path / 'bucket', monkeypatch):
+    config_lib.check_workdir(tiny_digits_config('/unused'), 'gs://bucket/run')
+  assert os.listdir(tmp_path / 'bucket') == [] and not (tmp_path / 'gs:').exists()
