@@ -3,10 +3,14 @@
     local  (default) one run after another, or ``--parallel_runs=K`` at once, each on its own
            share of the host's GPUs (``CUDA_VISIBLE_DEVICES``)
     slurm  one ``sbatch`` array job, a task per run, each ``srun``-ing main.py over the nodes and
-           GPUs it asks for; JAX's own SLURM detection joins the processes of a run
+           GPUs it asks for; JAX's own SLURM detection joins the processes of a run. A value
+           with a control character is refused before the script is written; a job that SLURM
+           will never start (its pending reason says so) is cancelled at once, with the flag to
+           change (``slurm_cluster`` asks the cluster)
     tpu    one ``gcloud compute tpus tpu-vm ssh --worker=all`` command per run, one after another
 
-``--dry_run`` prints what would start (the commands, the batch script) and starts nothing.
+``--dry_run`` prints what would start (the commands, the batch script) and starts nothing; for
+slurm it warns where the request is larger than any node that ``sinfo`` lists.
 """
 
 import contextlib
@@ -16,12 +20,13 @@ import shutil
 import subprocess
 import sys
 import time
+import unicodedata
 from typing import NamedTuple
 
 from absl import app, flags, logging
 from etils import epath
 
-from experiments import sweeps
+from experiments import slurm_cluster, sweeps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHERS = ('local', 'slurm', 'tpu')
@@ -231,10 +236,23 @@ class SlurmResources(NamedTuple):
           f'--tasks_per_node={self.tasks_per_node} with --gpus_per_node={self.gpus_per_node}: '
           'under SLURM JAX gives each process one GPU (that of its SLURM_LOCALID), so a node '
           'runs one process per GPU; leave --tasks_per_node at 0.')
+    check_script_values([('--time', self.time), ('--partition', self.partition),
+                         ('--account', self.account),
+                         *(('--sbatch_arg', option) for option in self.extra)])
 
   def processes_per_node(self) -> int:
     """One process per GPU: under SLURM, JAX gives each process the GPU of its SLURM_LOCALID."""
     return self.tasks_per_node or max(self.gpus_per_node, 1)
+
+
+def check_script_values(values) -> None:
+  """Raises app.UsageError for a (flag, value) whose value holds a control character: in a batch
+  script a line break (or a carriage return) ends the line, and bash runs the rest."""
+  for flag, value in values:
+    if value is not None and any(unicodedata.category(c) == 'Cc' for c in str(value)):
+      raise app.UsageError(f'{flag}={value!r} holds a control character (a line break, carriage '
+                           'return, tab ...), which a batch script cannot carry: bash would run '
+                           'what follows a line break as a command. Remove it.')
 
 
 TASK_BODY = '''
@@ -269,6 +287,12 @@ def sbatch_script(sweep: str, runs: list[sweeps.Run], root: str, resources: Slur
   if not runs:
     raise ValueError('An array job needs at least one run.')
   resources.check()
+  check_script_values([
+      ('--sweep', sweep), *(('--sweep', text) for run in runs for text in (run.name, run.config)),
+      ('--root', root), ('--run_logs_dir', log_dir),
+      *(('--override', f'{key}={format_value(value)}') for run in runs
+        for key, value in run.overrides.items()),
+      ('this checkout', ROOT), ('its Python', sys.executable)])
   limit = f'%{resources.max_running_tasks}' if resources.max_running_tasks else ''
   options = [f'--job-name={sweep}', f'--array=0-{len(runs) - 1}{limit}',
              f'--nodes={resources.nodes}',
@@ -286,7 +310,7 @@ def sbatch_script(sweep: str, runs: list[sweeps.Run], root: str, resources: Slur
            ' ;;' for i, run in enumerate(runs)]
   return '\n'.join([
       '#!/bin/bash',
-      f'# {sweep}: {len(runs)} runs into {root}, one array task each.',
+      f'# {shlex.quote(sweep)}: {len(runs)} runs into {shlex.quote(root)}, one array task each.',
       *(f'#SBATCH {shlex.quote(option)}' for option in options),
       'set -u',
       f'cd {shlex.quote(ROOT)}',
@@ -294,10 +318,90 @@ def sbatch_script(sweep: str, runs: list[sweeps.Run], root: str, resources: Slur
   ]) + TASK_BODY
 
 
-def submit(script: str, wait: bool) -> int:
-  """``sbatch`` with the script on stdin; its exit status (with ``wait``: the array's)."""
-  return subprocess.run(['sbatch', *(['--wait'] if wait else []), '--parsable'], input=script,
-                        text=True, check=False).returncode
+# SLURM's reasons for a pending job that no wait ends, and what each says of the job.
+NEVER_STARTS = {
+    'PartitionConfig': 'asks for more than its partition has or allows (nodes, CPUs, GPUs, time)',
+    'PartitionNodeLimit': 'asks for more nodes than its partition allows',
+    'PartitionTimeLimit': 'asks for more time than its partition allows: lower --time',
+    'ReqNodeNotAvail': 'needs nodes that are not available (down, drained or reserved): choose '
+                       'another --partition, or other nodes in --sbatch_arg',
+    'BadConstraints': 'has constraints that no node meets: change them in --sbatch_arg',
+}
+RESOURCES = 'Resources'  # Waiting for nodes to free up: for ever where no node is large enough.
+WATCH_INTERVAL_S = 5
+
+
+def oversize_problems(resources: SlurmResources, nodes: list[slurm_cluster.Node]) -> list[str]:
+  """Why no ``resources.nodes`` of ``nodes`` can hold a run's share of each node, with the flag to
+  change; none where they can, or where no node is known."""
+  if not nodes:
+    return []
+  processes = resources.processes_per_node()
+  cpus, gpus = resources.cpus_per_task * processes, resources.gpus_per_node
+  most_cpus, most_gpus = max(n.cpus for n in nodes), max(n.gpus for n in nodes)
+  problems = []
+  if cpus > most_cpus:
+    problems.append(f'{processes} process(es) a node x --cpus_per_task={resources.cpus_per_task} '
+                    f'is {cpus} CPUs a node, but its largest node has {most_cpus}: set '
+                    f'--cpus_per_task={max(1, most_cpus // processes)}'
+                    + (' and fewer processes a node' if processes > most_cpus else ''))
+  if gpus > most_gpus:
+    problems.append(f'--gpus_per_node={gpus}, but its nodes have at most {most_gpus} GPUs: set '
+                    f'--gpus_per_node={most_gpus}')
+  fitting = sum(n.cpus >= cpus and n.gpus >= gpus for n in nodes)
+  if not problems and fitting < resources.nodes:
+    problems.append(f'--nodes={resources.nodes}, but {fitting} of its nodes have {cpus} CPUs and '
+                    f'{gpus} GPUs: ' + (f'set --nodes={fitting}' if fitting else
+                                        'ask for less a node'))
+  return problems
+
+
+def never_starts(job: str, resources: SlurmResources) -> str | None:
+  """Why SLURM will never start ``job`` (its pending reason, with the flags to change), or None
+  while it may."""
+  reasons = slurm_cluster.pending_reasons(job) & (NEVER_STARTS.keys() | {RESOURCES})
+  problems = oversize_problems(resources, slurm_cluster.nodes(resources.partition)) if (
+      reasons) else []
+  if not problems:
+    reasons.discard(RESOURCES)
+  if not reasons:
+    return None
+  why = '; '.join(f'{r}: it {NEVER_STARTS.get(r, "asks for more than any node has")}'
+                  for r in sorted(reasons))
+  partition = f'partition {resources.partition}' if resources.partition else 'default partition'
+  sizes = f' On the {partition}: {"; ".join(problems)}.' if problems else ''
+  return (f'SLURM will never start job {job}: it pends ({why}), so it is cancelled.{sizes} '
+          'Change the request and submit the sweep again (finished runs are skipped).')
+
+
+def submit(script: str, wait: bool, resources: SlurmResources) -> int:
+  """``sbatch`` with the script on stdin, its job id on stdout; returns its exit status (with
+  ``wait``: the array's). A job SLURM will never start is cancelled at once (and, while
+  ``wait``-ing, whenever it comes to that), and the command ends with the reason."""
+  sbatch = subprocess.Popen(['sbatch', *(['--wait'] if wait else []), '--parsable'],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+  sbatch.stdin.write(script)
+  sbatch.stdin.close()
+  job = sbatch.stdout.readline().strip().split(';')[0]  # --parsable: 'job' or 'job;cluster'.
+  if job:
+    print(job, flush=True)
+  while job:
+    reason = never_starts(job, resources)
+    if reason:
+      slurm_cluster.cancel(job)
+      sbatch.wait()
+      sys.exit(reason)
+    if sbatch.poll() is not None:
+      break
+    time.sleep(WATCH_INTERVAL_S)
+  return sbatch.wait()
+
+
+def warn_if_oversized(resources: SlurmResources) -> None:
+  """Warns where ``resources`` ask for more than any node that ``sinfo`` lists here has."""
+  problems = oversize_problems(resources, slurm_cluster.nodes(resources.partition))
+  if problems:
+    logging.warning('SLURM would never start this job: %s.', '; '.join(problems))
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,12 +469,14 @@ def launch_from_flags(sweep: str, runs: list[sweeps.Run], root: str) -> int | No
   launcher saw (a process's or sbatch's non-zero exit)."""
   if FLAGS.launcher == 'slurm':
     log_dir = default_log_dir(root, FLAGS.run_logs_dir)
-    script = sbatch_script(sweep, runs, root, slurm_resources_from_flags(), log_dir)
+    resources = slurm_resources_from_flags()
+    script = sbatch_script(sweep, runs, root, resources, log_dir)
     if FLAGS.dry_run:
       print(script)
+      warn_if_oversized(resources)
       return None
     os.makedirs(log_dir, exist_ok=True)  # SLURM does not create it, and would fail the tasks.
-    returncode = submit(script, FLAGS.wait)
+    returncode = submit(script, FLAGS.wait, resources)
     if FLAGS.wait:
       return int(returncode != 0)
     if returncode:

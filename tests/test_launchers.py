@@ -11,7 +11,7 @@ import sys
 import pytest
 from absl import app
 
-from experiments import launchers, run
+from experiments import launchers, run, slurm_cluster
 from tests.harness import ROOT
 
 RESOURCES = launchers.SlurmResources(
@@ -60,6 +60,82 @@ def test_each_array_task_runs_its_own_run_through_bash(task, name, workdir, seed
 def test_requests_slurm_or_jax_cannot_serve_are_usage_errors(resources, message):
   with pytest.raises(app.UsageError, match=message):
     launchers.sbatch_script('cifar_1202', cifar_runs(), '/runs', resources, '/logs')
+
+
+def test_the_scripts_comment_quotes_the_root():
+  script = launchers.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
+                                   '/shared/logs')
+  assert script.splitlines()[1] == (
+      "# cifar_1202: 4 runs into '/shared/my runs', one array task each.")
+
+
+INJECTED = '\ntouch /tmp/injected #'
+# Each flag's value in a generated script, with a line break and a command after it.
+BAD_VALUES = {
+    '--root': dict(root='/shared/runs' + INJECTED),
+    '--run_logs_dir': dict(log_dir='/shared/logs' + INJECTED),
+    '--time': dict(resources=RESOURCES._replace(time='1:00:00' + INJECTED)),
+    '--partition': dict(resources=RESOURCES._replace(partition='gpu' + INJECTED)),
+    '--account': dict(resources=RESOURCES._replace(account='lab' + INJECTED)),
+    '--sbatch_arg': dict(resources=RESOURCES._replace(extra=('--qos=high\r' + INJECTED,))),
+    '--override': dict(runs=run.with_overrides(cifar_runs(), {'dataset.data_dir': '/d\r'})),
+    '--sweep': dict(sweep='cifar_1202' + INJECTED),
+}
+
+
+@pytest.mark.parametrize('flag', BAD_VALUES)
+def test_a_control_character_in_any_value_of_the_script_is_refused_naming_its_flag(flag):
+  arguments = {**dict(sweep='cifar_1202', runs=cifar_runs(), root='/shared/runs',
+                      resources=RESOURCES, log_dir='/shared/logs'), **BAD_VALUES[flag]}
+  with pytest.raises(app.UsageError, match=f'^{flag}=.* holds a control character'):
+    launchers.sbatch_script(**arguments)
+
+
+def node(cpus, gpus=0):
+  return slurm_cluster.Node('n', cpus, gpus)
+
+
+@pytest.mark.parametrize('resources, nodes, problems', [
+    (launchers.SlurmResources(gpus_per_node=0), [node(2)],
+     ['1 process(es) a node x --cpus_per_task=8 is 8 CPUs a node, but its largest node has 2: '
+      'set --cpus_per_task=2']),
+    (RESOURCES, [node(64, 8)] * 4,
+     ['8 process(es) a node x --cpus_per_task=12 is 96 CPUs a node, but its largest node has 64: '
+      'set --cpus_per_task=8']),
+    (launchers.SlurmResources(gpus_per_node=8, cpus_per_task=4), [node(64, 4), node(32, 2)],
+     ['--gpus_per_node=8, but its nodes have at most 4 GPUs: set --gpus_per_node=4']),
+    (RESOURCES._replace(nodes=3), [node(96, 8), node(96, 8), node(128, 4)],
+     ['--nodes=3, but 2 of its nodes have 96 CPUs and 8 GPUs: set --nodes=2']),
+    (RESOURCES, [node(96, 8), node(96, 8)], []),
+    (RESOURCES, [], []),  # sinfo told nothing: nothing is held against the job.
+])
+def test_a_request_larger_than_the_nodes_names_the_flag_to_change(resources, nodes, problems):
+  assert launchers.oversize_problems(resources, nodes) == problems
+
+
+@pytest.mark.parametrize('reasons, nodes, words', [
+    ({'Priority'}, [node(2)], None),
+    ({'Resources'}, [node(8)], None),  # It fits a node: it waits for one to free up.
+    ({'Resources'}, [node(2)], 'it pends (Resources: it asks for more than any node has)'),
+    ({'PartitionConfig'}, [node(2)], 'On the default partition: 1 process(es) a node x '
+     '--cpus_per_task=8 is 8 CPUs a node, but its largest node has 2: set --cpus_per_task=2.'),
+    ({'ReqNodeNotAvail'}, [node(8)], 'needs nodes that are not available (down, drained or '
+     'reserved): choose another --partition'),
+])
+def test_a_job_is_given_up_only_for_a_reason_no_wait_ends(reasons, nodes, words, monkeypatch):
+  monkeypatch.setattr(slurm_cluster, 'pending_reasons', lambda job: set(reasons))
+  monkeypatch.setattr(slurm_cluster, 'nodes', lambda partition: nodes)
+  message = launchers.never_starts('77', launchers.SlurmResources(gpus_per_node=0))
+  if words is None:
+    assert message is None
+  else:
+    assert message.startswith('SLURM will never start job 77: it pends (') and words in message
+
+
+def test_sinfo_gpus_are_counted_in_every_form_it_prints_them():
+  assert [slurm_cluster.gpus(gres) for gres in (
+      'gpu:8', 'gpu:h100:4(S:0-1),gpu:a100:2', 'gpu:1g.5gb:7(S:0,1)', 'mps:100,gpu:2', '(null)')
+  ] == [8, 6, 7, 2, 0]
 
 
 def test_cpu_nodes_run_one_process_each_unless_asked_for_more():

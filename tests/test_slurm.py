@@ -9,8 +9,11 @@ warning, resumes each time and ends bit for bit where the sweep's uninterrupted 
 import json
 import math
 import os
+import pathlib
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -181,6 +184,67 @@ def test_two_srun_tasks_find_each_other_through_slurm_and_compute_what_one_proce
   assert f'Connecting to JAX distributed service on {node}:{int(job) % 4096 + 61440}' in output
   assert sorted(train_losses(workdir)) == list(range(1, STEPS + 1))
   assert_same_run_to_round_off(workdir, os.path.join(sweep[0], 'resnet20', 'seed0'))
+
+
+def recording_sbatch(tmp_path) -> tuple[str, pathlib.Path]:
+  """A PATH whose sbatch writes its arguments to the returned file, then runs the real one."""
+  calls, bin_dir = tmp_path / 'sbatch_calls', tmp_path / 'bin'
+  bin_dir.mkdir()
+  (bin_dir / 'sbatch').write_text(f'#!/bin/sh\necho "$@" >> {shlex.quote(str(calls))}\n'
+                                  f'exec {shlex.quote(shutil.which("sbatch"))} "$@"\n')
+  (bin_dir / 'sbatch').chmod(0o755)
+  return f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', calls
+
+
+@pytest.mark.parametrize('flag', ['--root', '--partition'])
+def test_a_line_break_in_a_flag_is_refused_before_sbatch_and_nothing_runs(
+    flag, data_dir, jax_env, tmp_path):
+  """A command after a line break, in a script comment (--root) or an #SBATCH line."""
+  marker = tmp_path / 'injected'
+  values = {'--root': str(tmp_path / 'runs'), '--partition': 'debug'}
+  values[flag] += f'\ntouch {marker} #'
+  path, calls = recording_sbatch(tmp_path)
+  result = subprocess.run(
+      runner_argv(data_dir, '--only=resnet20', '--seeds=1',
+                  *(f'{name}={value}' for name, value in values.items())),
+      cwd=ROOT, env=dict(jax_env(1), PATH=path), capture_output=True, text=True, timeout=120,
+      check=False)
+  subprocess.run(['scancel', *result.stdout.split()], check=False)  # Were one submitted.
+  assert result.returncode != 0
+  assert f'{flag}={values[flag]!r} holds a control character' in result.stderr, result.stderr
+  assert not calls.exists()  # sbatch never ran: nothing was submitted.
+  assert not marker.exists()
+
+
+def test_a_job_no_node_can_hold_fails_within_a_minute_with_the_flag_to_change(
+    data_dir, jax_env, tmp_path):
+  """More CPUs a task than the node has: SLURM holds it (PartitionConfig) for ever."""
+  cpus = len(os.sched_getaffinity(0))  # What .ci/slurm gives its one node (nproc).
+  asked = f'--cpus_per_task={4 * cpus}'
+  args = (f'--root={tmp_path}', '--only=resnet20', '--seeds=1', asked)
+  oversized = (f'1 process(es) a node x {asked} is {4 * cpus} CPUs a node, but its largest node '
+               f'has {cpus}: set --cpus_per_task={cpus}')
+  start = time.monotonic()
+  submission = subprocess.Popen(runner_argv(data_dir, *args, '--wait'), cwd=ROOT, env=jax_env(1),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+  try:
+    output, errors = submission.communicate(timeout=120)
+  except subprocess.TimeoutExpired:  # It waits for ever: stop it, and its sbatch.
+    os.killpg(submission.pid, signal.SIGKILL)
+    output, errors = submission.communicate()
+  subprocess.run(['scancel', *output.split()], check=False)  # Were it left in the queue.
+  assert submission.returncode == 1 and time.monotonic() - start < 60, errors[-3000:]
+  job = output.split()[0]
+  assert (f'SLURM will never start job {job}: it pends (PartitionConfig: it asks for more than '
+          f'its partition has or allows (nodes, CPUs, GPUs, time)), so it is cancelled. On the '
+          f'default partition: {oversized}.') in errors
+  queued = subprocess.run(['squeue', '-h', '-j', job], capture_output=True, text=True,
+                          check=False)
+  assert queued.stdout.strip() == ''
+  # --dry_run says so before anything is submitted.
+  dry_run = runner(data_dir, *args, '--dry_run', env=jax_env(1))
+  assert f'SLURM would never start this job: {oversized}.' in dry_run.stderr, dry_run.stderr
 
 
 def wait_for_step(log, marker, step, submission, timeout=600) -> str:
