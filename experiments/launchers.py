@@ -246,8 +246,9 @@ class SlurmResources(NamedTuple):
 
 
 def check_script_values(values) -> None:
-  """Raises app.UsageError for a (flag, value) whose value holds a control character: in a batch
-  script a line break (or a carriage return) ends the line, and bash runs the rest."""
+  """Raises app.UsageError for a pair (flag, value) of ``values`` whose value holds a control
+  character: in a batch script a line break (or a carriage return) ends the line, and bash runs
+  the rest."""
   for flag, value in values:
     if value is not None and any(unicodedata.category(c) == 'Cc' for c in str(value)):
       raise app.UsageError(f'{flag}={value!r} holds a control character (a line break, carriage '
@@ -360,8 +361,9 @@ def never_starts(job: str, resources: SlurmResources) -> str | None:
   """Why SLURM will never start ``job`` (its pending reason, with the flags to change), or None
   while it may."""
   reasons = slurm_cluster.pending_reasons(job) & (NEVER_STARTS.keys() | {RESOURCES})
-  problems = oversize_problems(resources, slurm_cluster.nodes(resources.partition)) if (
-      reasons) else []
+  if not reasons:
+    return None
+  problems = oversize_problems(resources, slurm_cluster.nodes(resources.partition))
   if not problems:
     reasons.discard(RESOURCES)
   if not reasons:

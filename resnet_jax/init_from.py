@@ -27,8 +27,8 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import checkpointing, config_lib, errors, models, torchvision_weights, workdirs
-from resnet_jax.errors import CheckpointError, ConfigError, InitFromError
+from resnet_jax import checkpointing, config_lib, models, torchvision_weights, workdirs
+from resnet_jax.errors import CheckpointError, ConfigError, InitFromError, listed
 
 # What the run writes beside its checkpoints: where its weights came from.
 RECORD = 'init_from.json'
@@ -154,7 +154,7 @@ def _finite(source: Source) -> Source:
   if bad:
     raise InitFromError(
         f'init_from={source.describe()} holds NaN or infinite values in {len(bad)} of its '
-        f'{len(source.variables)} variables ({errors.listed(bad)}); no run can start from them. '
+        f'{len(source.variables)} variables ({listed(bad)}); no run can start from them. '
         'Start from weights saved before they diverged (for a workdir, an earlier checkpoint: '
         'init_from_step) or from other weights.')
   return source

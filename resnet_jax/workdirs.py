@@ -23,8 +23,8 @@ def path(workdir) -> epath.Path:
 
 def check_reachable(location) -> None:
   """Raises ``ConfigError`` where the storage of a remote ``location`` (a workdir, a run to start
-  from) does not answer: no network, no credentials, no such bucket. One message, where the
-  storage client would end the command with its own traceback."""
+  from) does not answer: no network, no credentials. One message, where the storage client
+  would end the command with its own traceback."""
   if not is_remote(location):
     return
   try:
