@@ -9,12 +9,12 @@ import numpy as np
 
 from benchmarks.settings import Settings, bench_config
 from benchmarks.timing import time_steps
-from resnet_jax import config_lib
+from resnet_jax import models
 
 
 def model_convolutions(settings: Settings) -> dict:
   """{(input shape, kernel shape, strides, padding): count} of the model's forward pass."""
-  model = config_lib.build_model(bench_config(settings), settings.num_classes)
+  model = models.from_config(bench_config(settings).model, settings.num_classes)
   x = jnp.zeros((settings.batch_size, *settings.image_shape))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x[:1], train=False))
   closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)

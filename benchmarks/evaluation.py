@@ -44,7 +44,7 @@ def _measure(model_name: str, num_images: int, batch_size: int, rounds: int) -> 
   from PIL import Image
 
   from configs import imagenet
-  from resnet_jax import config_lib
+  from resnet_jax import models
   from resnet_jax.evaluation import protocols
   from resnet_jax.testing import photos
   from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
@@ -56,7 +56,7 @@ def _measure(model_name: str, num_images: int, batch_size: int, rounds: int) -> 
   config.model.dtype = 'float32'
   config.dataset.data_dir = data_dir
   config.eval_batch_size = 10 * batch_size
-  model = config_lib.build_model(config, 1000)
+  model = models.from_config(config.model, 1000)
   variables = jax.jit(model.init, static_argnames='train')(
       jax.random.key(0), jnp.zeros((1, 224, 224, 3)), train=False)
   compilations = []

@@ -13,7 +13,7 @@ Both sides read the same JPEG files (``resnet_jax/testing/photos.py``) from memo
   batch; N worker processes (forked, as PyTorch's DataLoader does on Linux) share each batch.
 
 ``train_pipeline_rows`` times the digits and cifar10 train pipelines
-(``pipeline.train_batches``, with their own prefetching) alone, one after the other.
+(``Dataset.train_batches``, with their own prefetching) alone, one after the other.
 
 In the ImageNet timers nothing runs between calls (no background prefetch), so they share the
 machine fairly. Besides wall time, each timer counts the CPU seconds of what does its work (this
@@ -119,11 +119,11 @@ def timers(threads: list[int], batch_size: int) -> list[Timer]:
 
 def train_pipeline_rows(settings: Settings) -> list[dict]:
   """Images/s of the digits and cifar10 train pipelines (tf.data, this process's batches)."""
-  from resnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from resnet_jax.data import datasets  # pylint: disable=import-outside-toplevel
   results = []
   for config, num_examples in ((digits.get_config(), 0), (cifar10.get_config(), 2048)):
     with dataset(config, num_examples, settings.data_dir) as note:
-      batches = pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
+      batches = datasets.open_config(config).train_batches(start_step=0)
       timing = time_steps(lambda: next(batches), lambda: None, repeats=settings.repeats,
                           steps=settings.steps)
     results.append(row('input', config.dataset.name, timing, config.batch_size,

@@ -66,18 +66,18 @@ def resume_timings(data_dir=None, records=16384, files=128, shuffle_buffer=1024,
       return resume_timings(tmp, records, files, shuffle_buffer, batch_size, positions, repeats,
                             steady_batches)
   # pylint: disable=import-outside-toplevel  (TensorFlow loads only when this part runs)
-  from resnet_jax.data import pipeline
+  from resnet_jax.data import datasets
   from resnet_jax.testing import photos, tfrecord_imagenet
   jpegs = photos.sample_jpegs(64)
   train = ([jpegs[i % 64] for i in range(records)], [i % 1000 for i in range(records)])
   tfrecord_imagenet.prepare(data_dir, {'train': train}, files)
   config = _config(data_dir, shuffle_buffer, batch_size)
-  steps = pipeline.steps_per_epoch(config, process_count=1)
+  steps = datasets.open_config(config).plan.steps_per_epoch
   times = {fraction: [] for fraction in positions}
   for _ in range(repeats):
     for fraction, found in times.items():
-      found.append(_time_resume(lambda step=int(fraction * steps): pipeline.train_batches(
-          config, start_step=step, process_index=0, process_count=1), steady_batches))
+      found.append(_time_resume(lambda step=int(fraction * steps): datasets.open_config(
+          config).train_batches(start_step=step), steady_batches))
   note = (f'{records} records in {files} TFRecord files, shuffle_buffer {shuffle_buffer}, '
           f'batch {batch_size}, {steps} steps an epoch')
   return [{'part': 'resume', 'position': fraction, 'step': int(fraction * steps),

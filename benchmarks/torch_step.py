@@ -9,7 +9,7 @@ import contextlib
 
 from benchmarks.settings import Settings, bench_config, synthetic_batch
 from benchmarks.timing import Timer
-from resnet_jax import config_lib
+from resnet_jax import models
 
 TORCH_VARIANTS = ('eager', 'channels_last', 'compile', 'compile_cl')
 
@@ -34,7 +34,7 @@ def torch_timers(settings: Settings, variants) -> list[Timer]:
                       else contextlib.nullcontext())
   batch = synthetic_batch(settings)
   labels = torch.from_numpy(batch['label']).long().to(device)
-  flax_model = config_lib.build_model(bench_config(settings), settings.num_classes)
+  flax_model = models.from_config(bench_config(settings).model, settings.num_classes)
   timers = []
   for name in variants:
     net = torch_resnet.torch_model_like(flax_model).to(device)

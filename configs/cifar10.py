@@ -3,7 +3,8 @@
 SGD, momentum 0.9, weight decay 1e-4, batch 128, lr 0.1 divided by 10 at 32k and 48k iterations,
 64k iterations; pad-4 random crops and flips; per-pixel mean subtraction. ResNet-110 and -1202
 (and plain-110) warm up at lr 0.01 for the first 400 iterations, as the paper does: the warm-up
-follows the network however it is named (``optimizer.warmup_steps=None``, config_lib.warmup_steps).
+follows the network however it is named (``optimizer.warmup_steps=None``,
+learning_rate.network_warmup_steps).
 
     python main.py --config=configs/cifar10.py:resnet56 --workdir=/tmp/resnet_jax/cifar10_r56
 

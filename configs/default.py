@@ -100,7 +100,8 @@ def get_config() -> ml_collections.ConfigDict:
       end_learning_rate=0.0,
       decay_power=2.0,
       # Hold warmup_learning_rate for these first steps; None: the network's recipe
-      # (config_lib.warmup_steps: 400 for ResNet-110/1202 and plain-110, as the paper; else 0).
+      # (learning_rate.network_warmup_steps: 400 for ResNet-110/1202 and plain-110, as the
+      # paper; else 0).
       # A run has one warm-up: this one, or the ramp to a scaled rate (scaling_warmup_epochs);
       # where both would apply, validation asks to switch one off.
       warmup_steps=config_dict.placeholder(int),
@@ -142,7 +143,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.gradient_allreduce_dtype = 'float32'
 
   # Logging (in steps), evaluation and checkpoints: each in steps or in epochs, exactly one of
-  # the pair (the other 0/None), resolved to steps once (config_lib.intervals).
+  # the pair (the other 0/None), resolved to steps once (run_plan.resolve).
   config.log_every_steps = 100
   config.eval_every_steps = 2_000
   config.eval_every_epochs = config_dict.placeholder(float)

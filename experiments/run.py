@@ -110,7 +110,8 @@ def load_config(run: sweeps.Run):
 def is_finished(run: sweeps.Run, root: str) -> bool:
   """Whether ``root/<run.name>`` holds a checkpoint at the run's last step."""
   # pylint: disable=import-outside-toplevel  (jax, orbax and TensorFlow only when needed)
-  from resnet_jax import checkpointing, config_lib, library_logs
+  from resnet_jax import checkpointing, library_logs, run_plan
+  from resnet_jax.data import datasets
   library_logs.quiet()  # No orbax INFO line per run looked at.
   run_dir = launchers.workdir(run, root)
   if not checkpointing.has_checkpoints(run_dir):
@@ -120,12 +121,11 @@ def is_finished(run: sweeps.Run, root: str) -> bool:
   manager.close()
   if step is None:
     return False
+  # The run's length as it would resume: this config, with the shards its checkpoints record.
   config = load_config(run)
-  steps_per_epoch = 0
-  if config.total_epochs:
-    from resnet_jax.data import pipeline
-    steps_per_epoch = pipeline.steps_per_epoch(config, process_count=1)
-  return step >= config_lib.total_steps(config, steps_per_epoch)
+  plan = run_plan.resolve(config, devices=1, processes=1, facts=datasets.facts(config.dataset),
+                          recorded_shards=checkpointing.recorded_num_shards(run_dir))
+  return step >= plan.total_steps
 
 
 def record_sweep(root: str, name: str) -> None:

@@ -7,7 +7,7 @@ optimizer state, and the training loop restores all three:
 * ``opt_state``: the optax state;
 * ``progress``: JSON ``{'step', 'data_position', 'num_shards'}``: the next global step, the
   index of the next input batch and the number of data shards the train split was read in,
-  from which the input pipeline resumes exactly (``config_lib.resume_data_shards``).
+  from which the input pipeline resumes exactly (``run_plan.resolve`` keeps the shards).
 """
 
 import enum
@@ -45,23 +45,32 @@ def create_manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.
   """A manager of ``workdir/checkpoints`` keeping the last ``keep`` steps.
 
   A writing manager first removes the checkpoints a save left unfinished (a kill, a full disk):
-  call it only while holding the workdir (``workdir_lease``), or it could remove a live run's.
+  call it only while holding the workdir (``guards.workdir_lease``), or it could remove a live
+  run's.
   """
   if not read_only and jax.process_index() == 0 and has_checkpoints(workdir):
     for unfinished in workdirs.path(checkpoint_dir(workdir)).glob(f'*{UNFINISHED_SUFFIX}*'):
       logging.warning('Removing the unfinished checkpoint %s (a save that did not complete).',
                       unfinished)
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
-      create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only)
+      preservation_policy=None if read_only else ocp.checkpoint_managers.LatestN(n=keep),
+      save_interval_steps=0 if read_only else 1, create=not read_only, read_only=read_only,
+      cleanup_tmp_directories=not read_only)
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_handlers=_item_handlers())
+                               handler_registry=_handler_registry())
 
 
-def _item_handlers() -> dict:
-  return {'model': ocp.StandardCheckpointHandler(),
-          'opt_state': ocp.StandardCheckpointHandler(),
-          'progress': ocp.JsonCheckpointHandler()}
+def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+  """The handler of each item, for saving and for restoring it."""
+  registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+  for item, handler, save_args, restore_args in (
+      ('model', ocp.StandardCheckpointHandler(), ocp.args.StandardSave, ocp.args.StandardRestore),
+      ('opt_state', ocp.StandardCheckpointHandler(), ocp.args.StandardSave,
+       ocp.args.StandardRestore),
+      ('progress', ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore)):
+    registry.add(item, save_args, handler)
+    registry.add(item, restore_args, handler)
+  return registry
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState, data_position: int,
@@ -162,7 +171,7 @@ def model_mismatch(saved_model, abstract_model) -> list[str]:
 def _local_reader(directory) -> ocp.CheckpointManager:
   """A read-only manager of this process alone: its reads wait on no other process."""
   here = jax.process_index()
-  return ocp.CheckpointManager(directory, item_handlers=_item_handlers(), options=(
+  return ocp.CheckpointManager(directory, handler_registry=_handler_registry(), options=(
       ocp.CheckpointManagerOptions(read_only=True, multiprocessing_options=(
           ocp.options.MultiprocessingOptions(primary_host=here, active_processes={here})))))
 

@@ -1,5 +1,5 @@
-"""``config.extra_evals``: the evaluation sets a run scores beside its main eval split, parsed
-and checked against the main dataset's label space before anything is read or compiled."""
+"""``config.extra_evals``: the evaluation sets a run scores beside its main eval split, parsed,
+and checked against the main dataset's label space (``run_plan.resolve`` asks both)."""
 
 import dataclasses
 import re
@@ -45,14 +45,22 @@ def _parse_extra_eval(entry) -> ExtraEval:
   return ExtraEval(name=name, dataset=dataset, split=split)
 
 
-def _extra_eval_entries(config) -> tuple:
-  """``config.extra_evals``; none in the config of a run saved before the field existed."""
-  return tuple(config.get('extra_evals', ()))
-
-
-def extra_evals(config) -> tuple[ExtraEval, ...]:
-  """The evaluation sets of ``config.extra_evals``, in their order (``validate`` checks them)."""
-  return tuple(_parse_extra_eval(entry) for entry in _extra_eval_entries(config))
+def parse(config) -> tuple[list[ExtraEval], list[str]]:
+  """The sets of ``config.extra_evals`` in their order (none in the config of a run saved before
+  the field existed), and what is wrong with their entries: unreadable, or a name twice."""
+  sets, problems, names = [], [], {}
+  for entry in tuple(config.get('extra_evals', ())):
+    try:
+      extra = _parse_extra_eval(entry)
+    except ConfigError as error:
+      problems.append(str(error))
+      continue
+    names.setdefault(extra.name, []).append(entry)
+    sets.append(extra)
+  problems += [f'extra_evals names {name!r} {len(entries)} times ({", ".join(map(repr, entries))});'
+               " give each its own summary prefix: 'NAME=DATASET:SPLIT'."
+               for name, entries in names.items() if len(entries) > 1]
+  return sets, problems
 
 
 def _label_space_differences(main: registry.DatasetSpec, other: registry.DatasetSpec):
@@ -63,40 +71,18 @@ def _label_space_differences(main: registry.DatasetSpec, other: registry.Dataset
           for field, what in facts if getattr(other, field) != getattr(main, field)]
 
 
-def set_problems(config, extra: ExtraEval, main: registry.DatasetSpec,
-                 spec: registry.DatasetSpec) -> list[str]:
+def label_space_problem(config, extra: ExtraEval, main: registry.DatasetSpec,
+                        spec: registry.DatasetSpec) -> str | None:
   """What keeps the set ``extra``, of the facts ``spec``, from being scored by the network that
-  ``config`` trains on the dataset of the facts ``main``."""
+  ``config`` trains on the dataset of the facts ``main``; None where nothing does."""
   differences = _label_space_differences(main, spec)
   if differences:
-    return [f"extra_evals entry '{extra}': {extra.dataset} does not share the label space of "
+    return (f"extra_evals entry '{extra}': {extra.dataset} does not share the label space of "
             f'dataset.name={config.dataset.name} ({"; ".join(differences)}): the network trained '
             'on it cannot be evaluated there. Evaluate a dataset of the same classes, channels '
-            'and preprocessing (e.g. imagenet_v2 beside imagenet2012).']
+            'and preprocessing (e.g. imagenet_v2 beside imagenet2012).')
   low, high = spec.image_sizes
   if not low <= config.dataset.image_size <= high:
-    return [f"extra_evals entry '{extra}': dataset.image_size={config.dataset.image_size} does "
-            f'not fit {extra.dataset} (crops between {low} and {high} pixels wide).']
-  return []
-
-
-def extra_eval_problems(config) -> list[str]:
-  """What keeps ``config.extra_evals`` from being evaluated by the network of ``dataset.name``,
-  as far as the registry tells: a set of a dataset without an entry (or beside one) is checked
-  once its builder is read (``data.pipeline.check_extra_evals``)."""
-  problems, names = [], {}
-  main = registry.DATASETS.get(config.dataset.name)
-  for entry in _extra_eval_entries(config):
-    try:
-      extra = _parse_extra_eval(entry)
-    except ConfigError as error:
-      problems.append(str(error))
-      continue
-    names.setdefault(extra.name, []).append(entry)
-    spec = registry.DATASETS.get(extra.dataset)
-    if main and spec and extra.dataset != config.dataset.name:
-      problems += set_problems(config, extra, main, spec)
-  problems += [f'extra_evals names {name!r} {len(entries)} times ({", ".join(map(repr, entries))});'
-               " give each its own summary prefix: 'NAME=DATASET:SPLIT'."
-               for name, entries in names.items() if len(entries) > 1]
-  return problems
+    return (f"extra_evals entry '{extra}': dataset.image_size={config.dataset.image_size} does "
+            f'not fit {extra.dataset} (crops between {low} and {high} pixels wide).')
+  return None

@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import checkpointing, config_lib, models, torchvision_weights, workdirs
+from resnet_jax import checkpointing, models, torchvision_weights, workdirs
 from resnet_jax.errors import CheckpointError, ConfigError, InitFromError, listed
 
 # What the run writes beside its checkpoints: where its weights came from.
@@ -42,10 +42,6 @@ _MEANING_FIELDS = ('model.name', 'model.shortcut', 'model.bottleneck_stride_on')
 def check_config(config) -> None:
   """``ConfigError`` for fine-tuning fields that cannot work, before anything is read."""
   problems = []
-  multiplier = config.optimizer.backbone_lr_multiplier
-  if multiplier < 0:
-    problems.append(f'optimizer.backbone_lr_multiplier={multiplier} must not be negative (1: '
-                    'one rate for every variable, 0: a frozen backbone).')
   if not config.init_from:
     problems += [f'{field}={config[field]!r} needs init_from (the weights to start from).'
                  for field in ('init_from_step', 'init_exclude') if config[field]]
@@ -92,7 +88,7 @@ def _from_workdir(config, source: str):
   except CheckpointError as error:
     raise InitFromError(f'init_from={source!r}: {error}') from error
   if (workdirs.path(source) / 'config.json').exists():
-    differ = config_lib.changed_fields(config_lib.load_config(source), config, _MEANING_FIELDS)
+    differ = workdirs.changed_fields(workdirs.load_config(source), config, _MEANING_FIELDS)
     if differ:
       logging.warning('init_from=%s trained another network (%s): variables that fit by name '
                       'and shape are loaded all the same.', source, '; '.join(differ))

@@ -323,3 +323,38 @@ def create_model(name: str, num_classes: int, **overrides) -> ResNet:
   if isinstance(spec.get('dtype'), str):
     spec['dtype'] = jnp.dtype(spec['dtype'])
   return ResNet(**spec)
+
+
+# --------------------------------------------------------------------------------------------
+# From a config's ``model`` section.
+# --------------------------------------------------------------------------------------------
+
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def from_config(model_config, num_classes: int) -> ResNet:
+  """The network a config's ``model`` section describes (None fields keep the zoo's value)."""
+  overrides = {k: v for k, v in model_config.items() if k != 'name' and v is not None}
+  return create_model(model_config.name, num_classes, **overrides)
+
+
+def config_problems(model_config, per_device_batch: int) -> list[str]:
+  """What keeps a config's ``model`` section from building a network that trains on
+  ``per_device_batch`` examples per device."""
+  problems = []
+  if model_config.name not in MODEL_SPECS:
+    problems.append(f'model.name={model_config.name!r} is not a model. Valid names: '
+                    f'{", ".join(MODEL_NAMES)}.')
+  if model_config.shortcut not in (None, *SHORTCUT_OPTIONS):
+    problems.append(f'model.shortcut={model_config.shortcut!r}; use A, B or C (or None for the '
+                    'family default).')
+  if model_config.bottleneck_stride_on not in BOTTLENECK_STRIDE_ON:
+    problems.append(f'model.bottleneck_stride_on={model_config.bottleneck_stride_on!r}; use '
+                    "'1x1' or '3x3'.")
+  if model_config.dtype not in COMPUTE_DTYPES:
+    problems.append(f"model.dtype={model_config.dtype!r}; use 'float32' or 'bfloat16'.")
+  group = model_config.bn_group_size
+  if group < 0 or (group and per_device_batch % group):
+    problems.append(f'model.bn_group_size={group} must divide the per-device batch '
+                    f'{per_device_batch} (or be 0 for global statistics).')
+  return problems

@@ -28,11 +28,11 @@ from jax.sharding import NamedSharding
 
 from resnet_jax import (
   checkpointing,
-  config_lib,
   errors,
-  eval_sets,
   events,
   library_logs,
+  models,
+  run_plan,
   workdirs,
 )
 from resnet_jax.evaluation import loop as eval_loop
@@ -56,25 +56,31 @@ class _Placement(NamedTuple):
   logits_fn: Callable
 
 
-def _pipeline():
+def _datasets():
   """The tfds input path, imported on first use (it imports TensorFlow)."""
-  return importlib.import_module('resnet_jax.data.pipeline')
+  return importlib.import_module('resnet_jax.data.datasets')
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
-  """One checkpoint of a run: its config, model and variables ``{'params', 'batch_stats'}``."""
+  """One checkpoint of a run: its config, plan, model and variables ``{'params',
+  'batch_stats'}``; the plan is the run's own (``plan.json``), for this one process."""
   workdir: str
   config: ml_collections.ConfigDict
+  plan: run_plan.RunPlan
   model: nn.Module
   variables: dict
   step: int
   _placements: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
+  @functools.cached_property
+  def data(self):
+    """The run's dataset, opened for this process (``data.datasets.open_dataset``)."""
+    return _datasets().open_dataset(self.plan)
+
   @property
-  def info(self):
-    """The dataset's ``DatasetInfo``: classes, label names, split sizes, input shape."""
-    return _pipeline().get_dataset_info(self.config)
+  def label_names(self) -> tuple[str, ...]:
+    return self.data.label_names
 
   @property
   def num_devices(self) -> int:
@@ -92,10 +98,7 @@ class Run:
     Images are one array [N, h, w, C] when they share a shape (digits, cifar10), else a list.
     """
     tfds = importlib.import_module('tensorflow_datasets')
-    specs = importlib.import_module('resnet_jax.data.specs')
-    spec = specs.spec_of(self.config)
-    # Prepares digits, refuses what is not prepared.
-    builder = specs.prepared_builder(spec, self.config.dataset.data_dir)
+    spec, builder = self.plan.dataset, self.data.builder
     records = builder.as_dataset(split=split or self.config.dataset.eval_split,
                                  shuffle_files=False,
                                  read_config=tfds.ReadConfig(try_autocache=False)).take(count)
@@ -105,8 +108,8 @@ class Run:
     return (np.stack(images) if same_shape else list(images)), np.array(labels)
 
   def preprocess(self, images) -> np.ndarray:
-    """Raw uint8 images as the model sees them in evaluation (``preprocess_for_eval_numpy``)."""
-    return _pipeline().preprocess_for_eval_numpy(self.config, images)
+    """Raw uint8 images as the model sees them in evaluation (``preprocess_for_eval``)."""
+    return self.data.preprocess_for_eval(images)
 
   def predict(self, images, top_k: int = 5) -> Predictions:
     """Logits and the ``top_k`` most likely classes of raw uint8 images.
@@ -145,11 +148,15 @@ class Run:
     The training loop's evaluation: the same batches of ``config.eval_batch_size``, padding
     masked out, the same metrics and jitted step.
     """
-    placement = self._placement()
-    batches = _pipeline().eval_batches(self.config, process_index=0, process_count=1,
-                                       split=split, dataset=dataset)
-    metrics = eval_loop.evaluate(placement.eval_fn, placement.variables, batches,
-                                 placement.batch_sharding)
+    placement, data, eval_set = self._placement(), self.data, self.plan.eval_sets[0]
+    if split is not None or dataset is not None:  # Resolved as an entry of extra_evals.
+      config = self.config.copy_and_resolve_references()
+      config.extra_evals = (f'set={dataset or config.dataset.name}:'
+                            f'{split or config.dataset.eval_split}',)
+      plan = _local(_datasets().plan_for(config, training=False))
+      data, eval_set = _datasets().open_dataset(plan), plan.eval_sets[-1]
+    metrics = eval_loop.evaluate(placement.eval_fn, placement.variables,
+                                 data.eval_split(eval_set), placement.batch_sharding)
     return {name.removeprefix('eval_'): value for name, value in metrics.items()}
 
   def export(self, path: str) -> None:
@@ -170,8 +177,7 @@ class Run:
           num_devices=num_devices,
           variables=jax.device_put(self.variables, replicated),
           batch_sharding=batched,
-          eval_fn=eval_loop.jit_eval_step(
-              self.model, mesh, _pipeline().imagenet_mean_correction(self.config)),
+          eval_fn=eval_loop.jit_eval_step(self.model, mesh, self.data.mean_correction()),
           logits_fn=jax.jit(functools.partial(self.model.apply, train=False),
                             in_shardings=(replicated, batched), out_shardings=replicated))
     return self._placements[num_devices]
@@ -209,7 +215,7 @@ def _check_is_run(workdir: str) -> None:
 
 
 def _check_same_model(saved, config, workdir: str) -> None:
-  changed = config_lib.changed_fields(saved, config, MODEL_FIELDS)
+  changed = workdirs.changed_fields(saved, config, MODEL_FIELDS)
   if changed:
     raise errors.ConfigError(
         f'The config given for {workdir!r} describes another network (the run\'s -> the '
@@ -244,20 +250,27 @@ def _num_classes(variables) -> int:
   return int(np.shape(variables['params']['fc']['bias'])[0])
 
 
+def _local(plan: run_plan.RunPlan) -> run_plan.RunPlan:
+  """``plan`` for this process alone: every eval batch is this process's."""
+  return dataclasses.replace(plan, processes=1, devices=1)
+
+
 def load_run(workdir: str, step: int | None = None, *,
              config: ml_collections.ConfigDict | None = None,
              data_dir: str | None = None) -> Run:
   """Opens the checkpoint of ``step`` (default: the latest) of the run in ``workdir``.
 
-  Restores only params and batch_stats, onto this process's first local device. ``config``
-  replaces the saved ``workdir/config.json`` and must describe the same network; ``data_dir``
-  reads the dataset from another tfds data_dir. Raises ``CheckpointError`` naming what exists
-  when ``workdir``, its checkpoints or ``step`` do not.
+  Restores only params and batch_stats, onto this process's first local device. The run's plan
+  (``plan.json``) gives its numbers; ``config`` replaces the saved ``workdir/config.json`` and
+  must describe the same network, and ``data_dir`` reads the dataset from another tfds
+  data_dir (either resolves the plan again). Raises ``CheckpointError`` naming what exists when
+  ``workdir``, its checkpoints or ``step`` do not.
   """
   library_logs.use_cpu_without_accelerators()
   workdir = os.fspath(workdir)
   _check_is_run(workdir)
-  saved = config_lib.load_config(workdir)
+  saved = workdirs.load_config(workdir)
+  plan = run_plan.load(workdir) if config is None and data_dir is None else None
   if config is None:
     config = saved
   else:
@@ -265,13 +278,16 @@ def load_run(workdir: str, step: int | None = None, *,
   if data_dir is not None:
     config = config.copy_and_resolve_references()
     config.dataset.data_dir = data_dir
+  if plan is None:  # Asked for, or a run that wrote no plan.
+    plan = _datasets().plan_for(config, training=False)
   variables, step = checkpointing.restore_variables(workdir, step)
-  model = config_lib.build_model(config, _num_classes(variables))
+  model = models.from_config(config.model, _num_classes(variables))
   problem = _mismatch(_abstract_variables(model, variables), variables)
   if problem:
-    raise errors.CheckpointError(f'The checkpoint at step {step} of {workdir!r} does not fit the model '
-                          f'of its config: {problem}.')
-  return Run(workdir=workdir, config=config, model=model, variables=variables, step=step)
+    raise errors.CheckpointError(f'The checkpoint at step {step} of {workdir!r} does not fit the '
+                                 f'model of its config: {problem}.')
+  return Run(workdir=workdir, config=plan.config, plan=_local(plan), model=model,
+             variables=variables, step=step)
 
 
 def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
@@ -284,7 +300,7 @@ def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
     variables = flax.serialization.msgpack_restore(f.read())
   model = model_or_config
   if not isinstance(model, nn.Module):
-    model = config_lib.build_model(model_or_config, _num_classes(variables))
+    model = models.from_config(model_or_config.model, _num_classes(variables))
   problem = _mismatch(_abstract_variables(model, variables), variables)
   if problem:
     raise ValueError(f'{path} does not fit the model: {problem}.')
@@ -297,11 +313,10 @@ def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = Non
   returns the eval split's metrics."""
   library_logs.quiet()
   run = load_run(workdir, config=config)
-  _pipeline().check_extra_evals(run.config)
   logging.info('Evaluating the checkpoint at step %d of %s.', run.step, workdir)
-  metrics = _print_evaluation(run, eval_sets.EVAL_PREFIX,
-                              f'split={run.config.dataset.eval_split}', run.evaluate())
-  for extra in eval_sets.extra_evals(run.config):
+  main, *extras = run.plan.eval_sets
+  metrics = _print_evaluation(run, main.prefix, f'split={main.split}', run.evaluate())
+  for extra in extras:
     _print_evaluation(run, extra.prefix, f'dataset={extra.dataset} split={extra.split}',
                       run.evaluate(extra.split, extra.dataset))
   return metrics

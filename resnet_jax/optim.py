@@ -1,15 +1,11 @@
-"""The optimiser and its learning rate: the paper's SGD recipe and the large-batch ones beyond it.
+"""The optimizer: the paper's SGD, and LARS for large batches.
 
 ``optimizer.name='sgd'`` is the paper's SGD with momentum and weight decay; ``'lars'`` is You et
-al.'s layer-wise adaptive rates for large batches. The rate (``learning_rate_schedule``) is one
-warm-up, then one decay: a linear ramp from the base rate to the rate scaled for the batch
-(Goyal et al. 2017), or the paper's constant ResNet-110 warm-up; then ``optimizer.schedule``:
-``'steps'`` divides it at fixed boundaries, ``'cosine'`` and ``'polynomial'`` decay it to
-``end_learning_rate`` at the last step, and ``'plateau'`` divides it by 1/``lr_decay_factor``
-when the held-out error has not improved by ``plateau_threshold`` for the patience (the paper's
-ImageNet rule). The plateau state (``optax.contrib.reduce_on_plateau``'s) is the last element of
-the optimizer state, so it is checkpointed with it; the training loop feeds it each
-evaluation's top-1 error (``plateau_update``) and every update is scaled by its ``scale``.
+al.'s layer-wise adaptive rates for large batches. Both take their rate from the run's
+``learning_rate.LearningRate``. With the plateau schedule the last element of the optimizer
+state is ``optax.contrib.reduce_on_plateau``'s, so it is checkpointed with it; the training loop
+feeds it each evaluation's top-1 error (``plateau_update``) and every update is scaled by its
+``scale``.
 """
 
 import flax
@@ -17,61 +13,39 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from resnet_jax import config_lib, models
+from resnet_jax import learning_rate, models
+
+OPTIMIZERS = ('sgd', 'lars')
 
 
-def boundaries_in_steps(config, steps_per_epoch: int) -> list[int]:
-  """The schedule's decay boundaries in steps, whether the config gives steps or epochs."""
+def problems(config) -> list[str]:
+  """What keeps ``config.optimizer`` (with the rest of the recipe it trains) from building."""
   opt = config.optimizer
-  if opt.lr_boundaries_unit == 'epochs':
-    return [int(round(b * steps_per_epoch)) for b in opt.lr_boundaries]
-  return [int(b) for b in opt.lr_boundaries]
-
-
-def _decay_schedule(config, steps_per_epoch: int, begin: int) -> optax.Schedule:
-  """The rate after the warm-up: the scaled rate, decayed as ``optimizer.schedule`` says (the
-  cosine and polynomial decays start at step ``begin``, the end of the warm-up)."""
-  opt = config.optimizer
-  peak = config_lib.scaled_learning_rate(config)
-  if opt.schedule == 'steps':
-    return optax.piecewise_constant_schedule(
-        peak, {b: opt.lr_decay_factor for b in boundaries_in_steps(config, steps_per_epoch)})
-  if opt.schedule == 'plateau':  # The scaled rate, multiplied at run time.
-    return optax.constant_schedule(peak)
-  length = config_lib.total_steps(config, steps_per_epoch) - begin
-  if opt.schedule == 'polynomial':
-    return optax.polynomial_schedule(peak, opt.end_learning_rate, opt.decay_power, length,
-                                     transition_begin=begin)
-  cosine = optax.cosine_decay_schedule(peak, length, alpha=opt.end_learning_rate / peak)
-  return lambda step: cosine(step - begin)
-
-
-def learning_rate_schedule(config, steps_per_epoch: int) -> optax.Schedule:
-  """The rate at each step: a pure function of the step, so a resumed run follows it exactly.
-
-  Where the batch scales the rate above ``learning_rate`` (``lr_reference_batch``), it ramps
-  linearly from ``learning_rate`` at step 0 to the scaled rate at the end of
-  ``scaling_warmup_epochs`` (``config_lib.scaling_warmup_steps``). The paper's warm-up
-  (``config_lib.warmup_steps``: the config's, or the network's recipe) instead holds
-  ``warmup_learning_rate`` for the first steps (ResNet-110: 0.01 for 400 iterations).
-  ``validate`` refuses a config where both apply. After the warm-up the decay continues; step
-  boundaries are absolute steps, as if the warm-up had not been there.
-  """
-  opt = config.optimizer
-  ramp_steps = config_lib.scaling_warmup_steps(config, steps_per_epoch)
-  increase = config_lib.scaled_learning_rate(config) - opt.learning_rate
-  warmup_steps = ramp_steps or config_lib.warmup_steps(config)
-  decay = _decay_schedule(config, steps_per_epoch, begin=warmup_steps)
-  if not warmup_steps:
-    return decay
-
-  def schedule(step):
-    # The ramp is base + (scaled - base) x step / ramp_steps: exactly the base rate at step 0.
-    warmup = (opt.learning_rate + increase * step / ramp_steps if ramp_steps
-              else opt.warmup_learning_rate)
-    return jnp.where(step < warmup_steps, warmup, decay(step))
-
-  return schedule
+  found = learning_rate.problems(config)
+  if opt.name not in OPTIMIZERS:
+    found.append(f'optimizer.name={opt.name!r} is not an optimizer; use one of '
+                 f'{", ".join(map(repr, OPTIMIZERS))}.')
+  elif opt.name == 'lars' and opt.weight_decay_on != 'kernels':
+    found.append('optimizer.name=lars adapts and decays the conv and dense kernels only '
+                 '(BatchNorm parameters and biases take plain momentum SGD, as You et al. and '
+                 'the MLPerf reference do), but optimizer.weight_decay_on='
+                 f"{opt.weight_decay_on!r}: set --config.optimizer.weight_decay_on=kernels.")
+  if not opt.lars_trust_coefficient > 0 or opt.lars_epsilon < 0:
+    found.append(f'optimizer.lars_trust_coefficient={opt.lars_trust_coefficient} must be '
+                 f'positive and optimizer.lars_epsilon={opt.lars_epsilon} not negative.')
+  if not 0 <= config.label_smoothing < 1:
+    found.append(f'label_smoothing={config.label_smoothing} must be in [0, 1) (0: the plain '
+                 'cross-entropy; MLPerf uses 0.1).')
+  if not 0 <= opt.momentum < 1:
+    found.append(f'optimizer.momentum={opt.momentum} must be in [0, 1).')
+  if opt.weight_decay < 0:
+    found.append(f'optimizer.weight_decay={opt.weight_decay} must not be negative.')
+  if opt.weight_decay_on not in ('all', 'kernels'):
+    found.append(f"optimizer.weight_decay_on={opt.weight_decay_on!r}; use 'all' or 'kernels'.")
+  if opt.backbone_lr_multiplier < 0:
+    found.append(f'optimizer.backbone_lr_multiplier={opt.backbone_lr_multiplier} must not be '
+                 'negative (1: one rate for every variable, 0: a frozen backbone).')
+  return found
 
 
 def weight_decay_mask(decay_on: str):
@@ -109,23 +83,15 @@ def _lars_direction(weight_decay: float, trust_coefficient: float,
   return optax.GradientTransformation(optax.init_empty_state, update)
 
 
-def _lars(config, schedule) -> optax.GradientTransformation:
+def _lars(opt, schedule) -> optax.GradientTransformation:
   """LARS (You et al. 2017) as the MLPerf ResNet-50 reference runs it: v = m v + lr x direction,
   w -= v, where the kernels' direction is ``_lars_direction`` and the other parameters' (BatchNorm
   scale and bias, dense bias) their plain gradient, without weight decay."""
-  opt = config.optimizer
   return optax.chain(
       optax.masked(_lars_direction(opt.weight_decay, opt.lars_trust_coefficient,
                                    opt.lars_epsilon), weight_decay_mask('kernels')),
       optax.scale_by_learning_rate(schedule),
       optax.trace(decay=opt.momentum, nesterov=opt.nesterov))
-
-
-def _plateau(config, steps_per_epoch: int) -> optax.GradientTransformationExtraArgs:
-  opt = config.optimizer
-  patience = config_lib.intervals(config, steps_per_epoch).plateau_patience
-  return optax.contrib.reduce_on_plateau(factor=opt.lr_decay_factor, patience=patience,
-                                         rtol=0.0, atol=opt.plateau_threshold)
 
 
 def _scale_by_plateau(plateau) -> optax.GradientTransformation:
@@ -138,24 +104,24 @@ def _scale_by_plateau(plateau) -> optax.GradientTransformation:
   return optax.GradientTransformation(plateau.init, update)
 
 
-def create_optimizer(config, steps_per_epoch: int):
-  """The config's optimizer and its learning-rate schedule: ``(optimizer, schedule)``.
+def create_optimizer(opt, rate: learning_rate.LearningRate):
+  """The optimizer of ``opt`` (a config's ``optimizer``) at the rate ``rate``, and its schedule:
+  ``(optimizer, schedule)``.
 
   SGD: (optionally Nesterov) momentum and L2 weight decay added to the gradient before momentum,
   exactly like Caffe's and PyTorch's SGD. LARS: ``_lars``. With the plateau schedule the updates
   are then scaled, which scales the rate, as Caffe and PyTorch do. With
   ``backbone_lr_multiplier`` (fine-tuning) the updates outside the classifier are scaled by it.
   """
-  opt = config.optimizer
-  schedule = learning_rate_schedule(config, steps_per_epoch)
+  schedule = learning_rate.schedule(rate)
   if opt.name == 'lars':
-    tx = _lars(config, schedule)
+    tx = _lars(opt, schedule)
   else:
     tx = optax.chain(
         optax.add_decayed_weights(opt.weight_decay, weight_decay_mask(opt.weight_decay_on)),
         optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov))
-  if opt.schedule == 'plateau':
-    tx = optax.chain(tx, _scale_by_plateau(_plateau(config, steps_per_epoch)))
+  if rate.decay == 'plateau':
+    tx = optax.chain(tx, _scale_by_plateau(learning_rate.plateau(rate)))
   if opt.backbone_lr_multiplier != 1:
     tx = _scale_backbone(tx, opt.backbone_lr_multiplier)
   return tx, schedule
@@ -184,9 +150,9 @@ def learning_rate_scale(opt_state):
   return last.scale if isinstance(last, optax.contrib.ReduceLROnPlateauState) else 1.0
 
 
-def plateau_update(config, steps_per_epoch: int, opt_state, error):
+def plateau_update(rate: learning_rate.LearningRate, opt_state, error):
   """``opt_state`` after one evaluation's held-out ``error`` (jittable; plateau schedule only)."""
-  _, plateau_state = _plateau(config, steps_per_epoch).update({}, opt_state[-1], value=error)
+  _, plateau_state = learning_rate.plateau(rate).update({}, opt_state[-1], value=error)
   return (*opt_state[:-1], plateau_state)
 
 

@@ -1,8 +1,11 @@
 """Training and evaluation of one run, data-parallel over every device of every host.
 
-Read it top to bottom: the checks (and the dataset's facts), the program (mesh, model, optimizer
-and jitted calls: ``build_program``), the state (restored, from ``init_from`` or fresh), the eval
-splits, logging, the input, then the loop with its logging, evaluation and checkpoints.
+Read it top to bottom: the plan (every number of the run, every problem of its config), the data,
+the program (mesh, model, optimizer and jitted calls: ``build_program``), the state (restored,
+from ``init_from`` or fresh), the evaluation sets, logging, the input, then the loop with its
+logging, evaluation and checkpoints. The run's guards (``guards.run_guards``: the workdir lease,
+a full or read-only disk, a stop every process agrees on, divergence) are asked at its two
+points: before a save, and after every call.
 """
 
 import dataclasses
@@ -11,6 +14,7 @@ from collections.abc import Callable
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from clu import parameter_overview
@@ -18,19 +22,18 @@ from jax.sharding import NamedSharding
 
 from resnet_jax import (
   checkpointing,
-  config_lib,
   eval_sets,
   init_from,
   library_logs,
+  models,
   optim,
-  preemption,
+  run_plan,
   steps,
-  storage_faults,
-  workdir_lease,
+  workdirs,
 )
 from resnet_jax.data import device_resident
-from resnet_jax.errors import DivergenceError
 from resnet_jax.evaluation import loop as eval_loop
+from resnet_jax.guards import run_guards, storage_faults
 from resnet_jax.parallel import cpu_workarounds, multistep, sharding
 
 # --------------------------------------------------------------------------------------------
@@ -57,20 +60,19 @@ class Program:
   eval_fn: Callable
 
 
-def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
-                  devices=None, image_correction=None) -> Program:
-  """The mesh over ``devices`` (default: all), the config's model and optimizer, the jitted calls.
+def build_program(plan: run_plan.RunPlan, devices=None, image_correction=None) -> Program:
+  """The mesh over ``devices`` (default: all), the plan's model and optimizer, the jitted calls.
 
   Platform-dependent choices (XLA:CPU's fusion barriers, scanned or unrolled calls) follow the
-  devices.
-  ``image_correction``: ``pipeline.imagenet_mean_correction``, a constant of the steps.
+  devices. ``image_correction``: the data's ``mean_correction()``, a constant of the steps.
   """
+  config = plan.config
   mesh = sharding.create_mesh(devices)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  model = config_lib.build_model(config, num_classes)
-  tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
-  init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
-                 out_shardings=replicated)
+  model = models.from_config(config.model, plan.num_classes)
+  tx, learning_rate_fn = optim.create_optimizer(config.optimizer, plan.learning_rate)
+  init = jax.jit(functools.partial(steps.init_train_state, model, tx,
+                                   image_shape=plan.image_shape), out_shardings=replicated)
   train_step = functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, mesh=mesh,
       gradient_allreduce_dtype=config.gradient_allreduce_dtype,
@@ -85,67 +87,80 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
                  eval_fn=eval_loop.jit_eval_step(model, mesh, image_correction))
 
 
+# More FLOP/s than a CPU host sustains on these convolutions: a CPU estimate is a lower bound.
+CPU_FLOPS_PER_S = 1e12
+
+
+def warn_if_imagenet_on_cpu(plan: run_plan.RunPlan, platform: str) -> None:
+  """Warns that an ImageNet run on CPU hosts takes more than a day, with a lower bound of its
+  time (its training FLOPs at ``CPU_FLOPS_PER_S`` per host) and the fix (an accelerator's
+  install); nothing for other datasets or platforms, or a run shorter than a day."""
+  if plan.dataset.name != 'imagenet2012' or platform != 'cpu':
+    return
+  image = jax.ShapeDtypeStruct((1, *plan.image_shape), jnp.float32)
+  model = models.from_config(plan.config.model, plan.num_classes)
+  variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
+  forward = jax.jit(functools.partial(model.apply, train=False)).lower(variables, image)
+  flops = 3 * forward.cost_analysis()['flops'] * plan.total_steps * plan.config.batch_size
+  days = flops / (CPU_FLOPS_PER_S * plan.processes) / 86_400
+  if days >= 1:
+    logging.warning(
+        'This run trains %s on ImageNet on the CPU: %.1e FLOPs, at least %.1f days on %d '
+        'host(s) even at %.0e FLOP/s each. JAX uses no GPU or TPU here. On NVIDIA GPUs, '
+        'install the GPU requirements (pip install -r requirements.txt -r requirements-gpu.txt; '
+        'docs/install.md); on a Cloud TPU VM, requirements-tpu.txt.', plan.config.model.name,
+        flops, days, plan.processes, CPU_FLOPS_PER_S)
+
+
 # --------------------------------------------------------------------------------------------
 # The run.
 # --------------------------------------------------------------------------------------------
 
 
 def train_and_evaluate(config, workdir: str) -> steps.TrainState:
-  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one.
-
-  After the checks the run holds the workdir (``workdir_lease``: a second run there is refused)
-  and a full or read-only disk stops it with one message (``storage_faults``).
-  """
+  """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if it has one."""
   library_logs.quiet()
-  # ---- Checks, before reading data or compiling anything.
-  config_lib.validate(config, device_count=jax.device_count(),
-                      process_count=jax.process_count())
-  init_from.check_config(config)
-  config_lib.warn_if_imagenet_on_cpu(config, jax.default_backend(), jax.process_count())
-  config_lib.check_workdir(config, workdir)
-  storage_faults.check_checkpoints_writable(workdir)
-  config = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir),
-                                         jax.process_count())
   # TensorFlow (tfds, tf.data), imported when a run starts, not with the module.
-  from resnet_jax.data import pipeline, specs  # pylint: disable=import-outside-toplevel
-  # The dataset's facts: its registry entry, or its tfds builder's info (metadata only).
-  spec = specs.spec_of(config)
-  config_lib.check_dataset(config, spec)
-  device_resident.check_config(config, spec)
-  info = pipeline.get_dataset_info(config)
-  pipeline.check_extra_evals(config)
-  steps_per_epoch = pipeline.steps_per_epoch(config, process_count=jax.process_count())
+  from resnet_jax.data import datasets  # pylint: disable=import-outside-toplevel
+
+  # ---- The plan: every number of the run and every problem of its config, before anything is
+  # read or compiled; a resume keeps the data shards its checkpoint was written with.
+  workdirs.check_reachable(workdir)
+  plan = run_plan.resolve(config, devices=jax.device_count(), processes=jax.process_count(),
+                          facts=datasets.facts(config.dataset),
+                          recorded_shards=checkpointing.recorded_num_shards(workdir))
+  init_from.check_config(plan.config)
+  workdirs.check_workdir(plan.config, workdir)
+  storage_faults.check_checkpoints_writable(workdir)
+  warn_if_imagenet_on_cpu(plan, jax.default_backend())
+
+  # ---- The data, opened once: prepared where the project prepares it, refused where not.
+  data = datasets.open_dataset(plan, jax.process_index())
   # The weights of init_from, read and matched before the workdir is touched (a run that has
   # checkpoints resumes from them and never reads the source again).
-  plan = None
+  weights = None
   if config.init_from and not checkpointing.has_checkpoints(workdir):
-    plan = init_from.load(config, jax.eval_shape(functools.partial(
-        steps.init_variables, config_lib.build_model(config, info.num_classes),
-        image_shape=info.image_shape), jax.random.key(config.seed)))
-  with storage_faults.stops_the_run(workdir), workdir_lease.hold(workdir) as lease:
-    storage_faults.check_room_for_a_checkpoint(workdir)
-    return _train(config, workdir, lease, spec, info, steps_per_epoch, plan)
+    model = models.from_config(plan.config.model, plan.num_classes)
+    weights = init_from.load(plan.config, jax.eval_shape(functools.partial(
+        steps.init_variables, model, image_shape=plan.image_shape), jax.random.key(config.seed)))
+  with run_guards.RunGuards(workdir) as guards:
+    return _train(plan, data, workdir, guards, weights)
 
 
-def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
-           steps_per_epoch: int, plan: init_from.Plan | None) -> steps.TrainState:
-  """The run, in the workdir it holds: program, state, logging, input and the loop; ``plan``:
-  the weights of ``init_from``, read already where the workdir had no checkpoints."""
+def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGuards,
+           weights: init_from.Plan | None) -> steps.TrainState:
+  """The run, in the workdir it holds: program, state, logging, input and the loop; ``weights``:
+  those of ``init_from``, read already where the workdir had no checkpoints."""
   # TensorFlow (clu's writers), imported when a run starts, not with the module.
   from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
 
   from resnet_jax import reporting  # pylint: disable=import-outside-toplevel
-  from resnet_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  num_steps = config_lib.total_steps(config, steps_per_epoch)
-  every = config_lib.intervals(config, steps_per_epoch)
-  num_shards = config_lib.data_shards(config, jax.process_count())
+  config = plan.config
   is_chief = jax.process_index() == 0
 
   # ---- Mesh, model, optimizer and the jitted calls: replicated state, batch split along 'data'.
-  program = build_program(config, info.image_shape, info.num_classes, steps_per_epoch,
-                          image_correction=pipeline.imagenet_mean_correction(config))
+  program = build_program(plan, image_correction=data.mean_correction())
   mesh, batch_sharding, init = program.mesh, program.batch_sharding, program.init
-  train_step, eval_fn = program.train_step, program.eval_fn
 
   # ---- State: the run's own latest checkpoint; else the weights of init_from, checkpointed as
   # step 0, so a restart never reads them again; else a fresh init.
@@ -153,19 +168,23 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
   abstract = jax.eval_shape(init, rng)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
   restored = checkpointing.restore_latest(manager, abstract)
-  last_checkpoint = None
+
+  def save(state, step) -> Callable[[], None]:
+    """The save of ``state`` at ``step``, for the guards to call where the run may write."""
+    return functools.partial(checkpointing.save, manager, state, data_position=step,
+                             num_shards=plan.num_shards)
+
   if restored is None:
     state, data_position = init(rng), 0
     if config.init_from:
-      plan = plan or init_from.load(config, abstract.variables)
-      state = program.start(init_from.apply(plan, state.variables, program.replicated))
+      weights = weights or init_from.load(config, abstract.variables)
+      state = program.start(init_from.apply(weights, state.variables, program.replicated))
       if is_chief:
-        init_from.record(workdir, plan)
-      checkpointing.save(manager, state, data_position=0, num_shards=num_shards)
-      last_checkpoint = 0
+        init_from.record(workdir, weights)
+      guards.checkpoint(0, save(state, 0))
   else:
     state, progress = restored
-    data_position, last_checkpoint = progress['data_position'], progress['step']
+    data_position, guards.last_checkpoint = progress['data_position'], progress['step']
     logging.info('Resumed from the checkpoint at step %d.', progress['step'])
     if config.init_from:
       logging.info('The run started from init_from=%s (%s); it is not read again.',
@@ -173,76 +192,54 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
   start_step = int(state.step)
   if is_chief:
     parameter_overview.log_parameter_overview(state.params)
-
-  plateau_fn = jax.jit(functools.partial(optim.plateau_update, config, steps_per_epoch),
-                       out_shardings=program.replicated)
-
-  if start_step >= num_steps:
+  if start_step >= plan.total_steps:
     logging.info('The run in %s already finished (%d of %d steps); nothing to train.',
-                 workdir, start_step, num_steps)
+                 workdir, start_step, plan.total_steps)
     manager.close()
     return state
 
   # ---- Evaluation: the eval split (the plateau schedule reads it), then config.extra_evals,
-  # each under its summary prefix; every pipeline is built once and read whole each time.
-  def eval_split(split=None, dataset=None):
-    return pipeline.eval_split(config, split=split, dataset=dataset,
-                               process_index=jax.process_index(),
-                               process_count=jax.process_count())
-
-  eval_splits = {eval_sets.EVAL_PREFIX: eval_split(), **{
-      extra.prefix: eval_split(extra.split, extra.dataset)
-      for extra in eval_sets.extra_evals(config)}}
-
+  # each under its summary prefix; every split is built once and read whole each time.
   def run_eval(variables) -> dict[str, dict[str, float]]:
-    """{prefix: {prefix + metric: value}} for every eval split."""
-    return {prefix: eval_loop.evaluate(eval_fn, variables, batches, batch_sharding, prefix)
-            for prefix, batches in eval_splits.items()}
+    """{prefix: {prefix + metric: value}} for every eval set."""
+    return {s.prefix: eval_loop.evaluate(program.eval_fn, variables, data.eval_split(s),
+                                         batch_sharding, s.prefix) for s in plan.eval_sets}
 
-  # ---- Logging.
+  plateau_fn = jax.jit(functools.partial(optim.plateau_update, plan.learning_rate),
+                       out_shardings=program.replicated)
+
+  # ---- Logging: what the run is (notebooks, reports and resumes read it), then its metrics.
   if is_chief:
-    config_lib.save_config(config, workdir)
+    run_plan.save(plan, workdir)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))
   progress_report = reporting.ReportProgress(  # on_steps: a call may run several steps.
-      num_train_steps=num_steps, writer=writer, batch_size=config.batch_size,
+      num_train_steps=plan.total_steps, writer=writer, batch_size=config.batch_size,
       num_devices=jax.device_count(),
-      on_steps=range(config.log_every_steps, num_steps + 1, config.log_every_steps))
+      on_steps=range(plan.log_every, plan.total_steps + 1, plan.log_every))
 
   def check_and_write(step, train_metrics):
     """Fetches the accumulated metrics (a host sync), stops on divergence, writes summaries."""
     values = train_metrics.compute()
     bad_step = int(values.pop('first_nonfinite_step'))
-    if bad_step != np.iinfo(np.int32).max:
-      manager.wait_until_finished()
-      where = (f'the last good checkpoint, step {last_checkpoint}, is intact in '
-               f'{checkpointing.checkpoint_dir(workdir)}' if last_checkpoint is not None
-               else 'no checkpoint was written yet')
-      raise DivergenceError(
-          f'The training loss or parameters became non-finite at step {bad_step}; {where}. '
-          'Lower optimizer.learning_rate or add warmup (optimizer.warmup_steps), then resume.')
+    guards.check_finite(None if bad_step == np.iinfo(np.int32).max else bad_step,
+                        manager.wait_until_finished)
     writer.write_scalars(step, {f'train_{k}': float(v) for k, v in values.items()})
 
-  def save_checkpoint(step):
-    nonlocal last_checkpoint
-    lease.check(step)
-    storage_faults.check_checkpoints_writable(workdir)  # Before orbax's threads meet it.
-    checkpointing.save(manager, state, data_position=step, num_shards=num_shards)
-    last_checkpoint = step
-
-  # ---- The loop.
+  # ---- The input: a call runs several steps, ending where the loop logs, evaluates or
+  # checkpoints.
   logging.info('Training %s for %d steps (%d per epoch) from step %d on %d devices.',
-               config.model.name, num_steps, steps_per_epoch, start_step, jax.device_count())
-  # A call runs several steps, ending where the loop logs, evaluates or checkpoints.
-  step_ends = multistep.call_ends(start_step, num_steps, config.steps_per_call, (
-      config.log_every_steps, every.eval_steps, every.checkpoint_steps))
+               config.model.name, plan.total_steps, plan.steps_per_epoch, start_step,
+               jax.device_count())
+  step_ends = multistep.call_ends(start_step, plan.total_steps, config.steps_per_call, (
+      plan.log_every, plan.eval_every, plan.checkpoint_every))
   steps_per_call = np.diff([start_step, *step_ends])
   hooks = [progress_report]  # Called after every call with the step it ended at.
   if config.profile_steps and is_chief:
     # From the end of the first call, so the trace holds steps, not their compilation; no more
     # steps than follow it, or the trace would never be written.
-    profile_steps = min(config.profile_steps, num_steps - step_ends[0])
+    profile_steps = min(config.profile_steps, plan.total_steps - step_ends[0])
     if profile_steps < config.profile_steps:
       logging.warning('profile_steps=%d, but only %d steps follow the first call: tracing those.',
                       config.profile_steps, profile_steps)
@@ -251,21 +248,21 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
           logdir=workdir, num_profile_steps=profile_steps, profile_duration_ms=None,
           first_profile=step_ends[0], every_secs=None))
   if config.dataset.device_resident:  # The split on the devices; a call takes a step count.
-    augment = config.dataset.augment
+    augment, spec = config.dataset.augment, plan.dataset
     train_fn = device_resident.make_train_fn(
-        train_step, device_resident.put_on_devices(*pipeline.load_train_arrays(config), mesh),
-        mesh, seed=config.seed, batch_size=config.batch_size, steps_per_epoch=steps_per_epoch,
+        program.train_step, device_resident.put_on_devices(*data.train_arrays(), mesh), mesh,
+        seed=config.seed, batch_size=config.batch_size, steps_per_epoch=plan.steps_per_epoch,
         pad=spec.pad if augment else 0, flip=augment and spec.flip)
     inputs = iter(steps_per_call)
   else:  # tf.data batches, a tuple per call, prefetched to the devices.
     train_fn = program.train_fn
-    batches = pipeline.train_batches(config, start_step=data_position,
-                                           process_index=jax.process_index(),
-                                           process_count=jax.process_count())
-    inputs = sharding.prefetch_to_devices(multistep.group_batches(batches, steps_per_call),
-                                           batch_sharding)
+    inputs = sharding.prefetch_to_devices(
+        multistep.group_batches(data.train_batches(data_position), steps_per_call),
+        batch_sharding)
+
+  # ---- The loop.
+  guards.watch_for_stop_requests(mesh)  # SIGTERM, Ctrl-C: checkpoint, then stop.
   train_metrics = None
-  stop = preemption.StopRequest(mesh)  # SIGTERM, Ctrl-C: checkpoint, then stop.
   try:
     for step in step_ends:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -274,13 +271,12 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
           step_metrics)
       for hook in hooks:
         hook(step)
-      is_last = step == num_steps
-      preempted = stop.after_call()
-      if step % config.log_every_steps == 0 or step % every.checkpoint_steps == 0 or (
-          is_last or preempted):
+      is_last, stop = step == plan.total_steps, guards.stop_requested()
+      checkpoint_now = step % plan.checkpoint_every == 0 or is_last or stop
+      if step % plan.log_every == 0 or checkpoint_now:
         check_and_write(step, train_metrics)
         train_metrics = None
-      if step % every.eval_steps == 0 or is_last:
+      if step % plan.eval_every == 0 or is_last:
         with progress_report.timed('eval'):
           evaluations = run_eval(state.variables)
           for metrics in evaluations.values():
@@ -288,10 +284,10 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
         if config.optimizer.schedule == 'plateau':  # Before the checkpoint that keeps it.
           main_error = evaluations[eval_sets.EVAL_PREFIX]['eval_error_top1']
           state = state.replace(opt_state=plateau_fn(state.opt_state, main_error))
-      if step % every.checkpoint_steps == 0 or is_last or preempted:
+      if checkpoint_now:
         with progress_report.timed('checkpoint'):
-          save_checkpoint(step)
-      if preempted:
+          guards.checkpoint(step, save(state, step))
+      if stop:
         logging.warning('Stopped on request: saved a checkpoint at step %d; the same command '
                         'resumes the run.', step)
         break
@@ -299,5 +295,4 @@ def _train(config, workdir: str, lease: workdir_lease.AgreedLease, spec, info,
   finally:
     manager.wait_until_finished()
     manager.close()
-    stop.restore()
   return state

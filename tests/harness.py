@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from resnet_jax import checkpointing, events
+from resnet_jax import checkpointing, events, learning_rate, run_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -144,3 +144,19 @@ def tiny_step_inputs(channels: int):
   batch = {'image': jax.random.normal(jax.random.key(0), (4, 8, 8, channels)),
            'label': jnp.array([0, 1, 2, 3])}
   return model, tx, steps.init_train_state(model, tx, jax.random.key(1), (8, 8, channels)), batch
+
+
+def rate_of(config, steps_per_epoch: int) -> learning_rate.LearningRate:
+  """The learning rate of ``config`` for an epoch of ``steps_per_epoch`` steps, its durations
+  resolved as ``run_plan.resolve`` resolves them."""
+  in_steps = lambda steps, epochs: run_plan.in_steps(steps, epochs, steps_per_epoch)
+  return learning_rate.resolve(
+      config, steps_per_epoch=steps_per_epoch,
+      total_steps=in_steps(config.total_steps, config.total_epochs),
+      eval_every=in_steps(config.eval_every_steps, config.eval_every_epochs))
+
+
+def plan_of(config, devices: int = 1, processes: int = 1) -> run_plan.RunPlan:
+  """``config``'s plan from the registry's facts, as the TPU planner resolves it."""
+  from resnet_jax.data import registry  # pylint: disable=import-outside-toplevel
+  return run_plan.resolve(config, devices=devices, processes=processes, facts=registry.get)

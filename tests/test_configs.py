@@ -1,5 +1,6 @@
 """configs/imagenet.py:MODEL[,OPTION]: every ImageNet net, its shortcut options and recipes, the
-r50 alias; the warm-up, intervals and optimizer settings every config gets and validate checks."""
+r50 alias; the warm-up, intervals and optimizer settings every config gets and its plan
+(``run_plan.resolve``) checks."""
 
 import functools
 import importlib
@@ -12,7 +13,8 @@ import pytest
 
 import configs
 from configs import cifar10, cifar100, digits, imagenet, imagenet_r50
-from resnet_jax import config_lib, optim
+from resnet_jax import errors, learning_rate, workdirs
+from tests.harness import plan_of, rate_of
 
 
 def test_every_imagenet_net_has_a_valid_config():
@@ -22,7 +24,7 @@ def test_every_imagenet_net_has_a_valid_config():
     config = imagenet.get_config(model)
     assert (config.model.name, config.dataset.name, config.model.shortcut) == (
         model, 'imagenet2012', None)
-    config_lib.validate(config, device_count=8, process_count=1)
+    plan_of(config, devices=8, processes=1)
 
 
 def test_the_option_picks_the_shortcut_of_table_3():
@@ -37,7 +39,7 @@ def test_plateau_option_is_the_papers_schedule():
       'plateau', 120.0, 'C')
   # 60x10^4 iterations of 256 images are 120 epochs of ImageNet's 1,281,167 training images.
   assert round(60e4 * 256 / 1_281_167) == 120
-  config_lib.validate(config, device_count=8, process_count=1)
+  plan_of(config, devices=8, processes=1)
 
 
 def test_imagenet_r50_is_an_alias_of_imagenet_resnet50():
@@ -74,31 +76,31 @@ def test_cifar100_takes_the_cifar10_recipe_unchanged():
     same = cifar10.get_config(arg)
     same.dataset.name = 'cifar100'
     assert config.to_dict() == same.to_dict()
-    config_lib.validate(config, device_count=1, process_count=1)
+    plan_of(config, devices=1, processes=1)
   with pytest.raises(ValueError, match="cifar100.py:resnet50: 'resnet50' is not a net"):
     cifar100.get_config('resnet50')
 
 
 def test_a_workdir_of_the_other_schedule_is_another_experiment():
   steps_config = imagenet.get_config('resnet50')
-  fields = config_lib.IDENTITY_FIELDS
-  assert config_lib.changed_fields(steps_config, imagenet.get_config('resnet50'), fields) == []
-  assert config_lib.changed_fields(steps_config, imagenet.get_config('resnet50,plateau'),
+  fields = workdirs.IDENTITY_FIELDS
+  assert workdirs.changed_fields(steps_config, imagenet.get_config('resnet50'), fields) == []
+  assert workdirs.changed_fields(steps_config, imagenet.get_config('resnet50,plateau'),
                                    fields) == ["optimizer.schedule: 'steps' -> 'plateau'"]
 
 
 def test_lars_option_is_the_mlperf_large_batch_recipe():
   config = imagenet.get_config('resnet50,lars')
-  config_lib.validate(config, device_count=8, process_count=1)
+  plan_of(config, devices=8, processes=1)
   opt = config.optimizer
   assert (config.batch_size, config.total_epochs, config.label_smoothing) == (4096, 42.0, 0.1)
   assert (opt.name, opt.lars_trust_coefficient, opt.weight_decay, opt.weight_decay_on) == (
       'lars', 0.001, 2e-4, 'kernels')
   assert (opt.schedule, opt.decay_power, opt.end_learning_rate) == ('polynomial', 2.0, 1e-4)
   # The reference's 10.0 at batch 4,096, reached over 5 epochs from the base rate.
-  steps_per_epoch = 1_281_167 // 4096
-  assert config_lib.scaled_learning_rate(config) == pytest.approx(10.0)
-  assert config_lib.scaling_warmup_steps(config, steps_per_epoch) == 5 * steps_per_epoch
+  rate = plan_of(config, devices=8).learning_rate
+  assert rate.peak == pytest.approx(10.0)
+  assert (rate.warmup, rate.warmup_steps) == ('ramp', 5 * (1_281_167 // 4096))
 
 
 CONFIG_FILES = sorted(p.stem for p in pathlib.Path(configs.__file__).parent.glob('*.py')
@@ -111,16 +113,15 @@ def test_every_config_ramps_up_to_a_rate_scaled_above_its_base_by_default():
     config = importlib.import_module(f'configs.{name}').get_config()
     config.batch_size = 4096
     steps_per_epoch = 1_281_167 // 4096
-    schedule = optim.learning_rate_schedule(config, steps_per_epoch)
-    warmup = config_lib.scaling_warmup_steps(config, steps_per_epoch)
-    if config_lib.scaled_learning_rate(config) > config.optimizer.learning_rate:
+    rate = rate_of(config, steps_per_epoch)
+    schedule = learning_rate.schedule(rate)
+    if rate.peak > config.optimizer.learning_rate:
       scaled.append(name)
-      assert warmup == round(5 * steps_per_epoch), name
+      assert (rate.warmup, rate.warmup_steps) == ('ramp', round(5 * steps_per_epoch)), name
       assert float(schedule(0)) == pytest.approx(config.optimizer.learning_rate), name
-      assert float(schedule(warmup)) == pytest.approx(
-          config_lib.scaled_learning_rate(config)), name
+      assert float(schedule(rate.warmup_steps)) == pytest.approx(rate.peak), name
     else:
-      assert warmup == 0, name
+      assert rate.warmup != 'ramp', name
   assert scaled == ['imagenet', 'imagenet_r50']  # digits and cifar10 do not scale the rate.
 
 
@@ -129,24 +130,25 @@ def test_plateau_patience_and_evaluations_count_epochs_at_every_batch(batch, ste
   config = imagenet.get_config('resnet50,plateau')
   config.batch_size = batch
   assert 1_281_167 // batch == steps_per_epoch
-  every = config_lib.intervals(config, steps_per_epoch)
+  plan = plan_of(config, devices=8)
   # By hand: an evaluation and a checkpoint each epoch; a patience of 5 epochs is 5 of them.
-  assert (every.eval_steps, every.checkpoint_steps, every.plateau_patience) == (
-      steps_per_epoch, steps_per_epoch, 5)
-  assert every.plateau_patience * every.eval_steps / steps_per_epoch == 5.0
+  assert (plan.steps_per_epoch, plan.eval_every, plan.checkpoint_every,
+          plan.learning_rate.plateau_patience) == (steps_per_epoch, steps_per_epoch,
+                                                   steps_per_epoch, 5)
   # Evaluations every 2 epochs: 3 of them (6 epochs) are the first to cover 5 epochs.
   config.eval_every_epochs = 2.0
-  every = config_lib.intervals(config, steps_per_epoch)
-  assert (every.eval_steps, every.plateau_patience) == (2 * steps_per_epoch, 3)
+  plan = plan_of(config, devices=8)
+  assert (plan.eval_every, plan.learning_rate.plateau_patience) == (2 * steps_per_epoch, 3)
   config.optimizer.plateau_patience_epochs = 0.5  # At least one evaluation.
-  assert config_lib.intervals(config, steps_per_epoch).plateau_patience == 1
+  assert plan_of(config, devices=8).learning_rate.plateau_patience == 1
 
 
 def test_step_intervals_and_patience_stay_as_given():
   config = digits.get_config()
   config.optimizer.plateau_patience = 7
-  assert config_lib.intervals(config, 23) == config_lib.Intervals(
-      eval_steps=92, checkpoint_steps=92, plateau_patience=7)
+  plan = plan_of(config)
+  assert (plan.steps_per_epoch, plan.eval_every, plan.checkpoint_every,
+          plan.learning_rate.plateau_patience) == (1500 // 64, 92, 92, 7)
 
 
 def with_overrides(config, overrides):
@@ -164,10 +166,10 @@ def with_overrides(config, overrides):
      'exactly one of optimizer.plateau_patience and optimizer.plateau_patience_epochs'),
     ({'eval_every_epochs': -1.0}, 'must not be negative'),
 ])
-def test_validate_refuses_an_interval_in_both_or_neither_unit(overrides, message):
+def test_the_plan_refuses_an_interval_in_both_or_neither_unit(overrides, message):
   config = with_overrides(imagenet.get_config('resnet50'), overrides)
-  with pytest.raises(config_lib.ConfigError, match=message):
-    config_lib.validate(config, device_count=8, process_count=1)
+  with pytest.raises(errors.ConfigError, match=message):
+    plan_of(config, devices=8, processes=1)
 
 
 @pytest.mark.parametrize('overrides, message', [
@@ -185,10 +187,10 @@ def test_validate_refuses_an_interval_in_both_or_neither_unit(overrides, message
     # The paper's constant warm-up and the ramp to a scaled rate, both at once.
     ({'optimizer.warmup_steps': 400}, 'Two warm-ups apply'),
 ])
-def test_validate_refuses_bad_optimizer_settings_with_what_to_do(overrides, message):
+def test_the_plan_refuses_bad_optimizer_settings_with_what_to_do(overrides, message):
   config = with_overrides(imagenet.get_config('resnet50'), {'batch_size': 1024, **overrides})
-  with pytest.raises(config_lib.ConfigError, match=message):
-    config_lib.validate(config, device_count=8, process_count=1)
+  with pytest.raises(errors.ConfigError, match=message):
+    plan_of(config, devices=8, processes=1)
 
 
 def float_fields(config) -> list[str]:
@@ -199,21 +201,21 @@ def float_fields(config) -> list[str]:
 
 
 @pytest.mark.parametrize('value', [math.inf, -math.inf, math.nan])
-def test_validate_refuses_a_non_finite_number_in_any_field_by_its_name(value):
+def test_the_plan_refuses_a_non_finite_number_in_any_field_by_its_name(value):
   fields = float_fields(digits.get_config())
   assert {'optimizer.learning_rate', 'total_epochs', 'model.bn_epsilon'} <= set(fields)
   for field in fields:
     config = digits.get_config()
     *parents, name = field.split('.')
     functools.reduce(lambda c, key: c[key], parents, config)[name] = value
-    with pytest.raises(config_lib.ConfigError,
+    with pytest.raises(errors.ConfigError,
                        match=re.escape(f'{field}={value} is not a finite number')):
-      config_lib.validate(config, device_count=1, process_count=1)
+      plan_of(config, devices=1, processes=1)
   config = digits.get_config()  # A tuple of numbers, and a field that is None by default.
   config.optimizer.lr_boundaries = (4.0, value)
   config.checkpoint_every_epochs = value
-  with pytest.raises(config_lib.ConfigError) as refusal:
-    config_lib.validate(config, device_count=1, process_count=1)
+  with pytest.raises(errors.ConfigError) as refusal:
+    plan_of(config, devices=1, processes=1)
   assert f'optimizer.lr_boundaries=(4.0, {value}) is not a finite number' in str(refusal.value)
   assert f'checkpoint_every_epochs={value} is not a finite number' in str(refusal.value)
 
@@ -221,17 +223,17 @@ def test_validate_refuses_a_non_finite_number_in_any_field_by_its_name(value):
 def test_both_warmups_are_fine_where_only_one_applies():
   config = imagenet.get_config('resnet50')  # Batch 256: the rate is not scaled up.
   config.optimizer.warmup_steps = 400
-  config_lib.validate(config, device_count=8, process_count=1)
+  plan_of(config, devices=8, processes=1)
   config.batch_size = 1024
   config.optimizer.scaling_warmup_epochs = 0.0
-  config_lib.validate(config, device_count=8, process_count=1)
+  plan_of(config, devices=8, processes=1)
 
 
 def test_gradients_are_averaged_in_float32_unless_bfloat16_is_asked_for():
   config = imagenet.get_config('resnet50')
   assert (config.model.dtype, config.gradient_allreduce_dtype) == ('bfloat16', 'float32')
   config.gradient_allreduce_dtype = 'bfloat16'
-  config_lib.validate(config, device_count=8, process_count=1)
+  plan_of(config, devices=8, processes=1)
   config.gradient_allreduce_dtype = 'float16'
-  with pytest.raises(config_lib.ConfigError, match="gradient_allreduce_dtype='float16'; use"):
-    config_lib.validate(config, device_count=8, process_count=1)
+  with pytest.raises(errors.ConfigError, match="gradient_allreduce_dtype='float16'; use"):
+    plan_of(config, devices=8, processes=1)

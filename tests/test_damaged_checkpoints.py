@@ -17,7 +17,7 @@ import pytest
 
 from resnet_jax import checkpointing, train
 from resnet_jax.errors import CheckpointError
-from tests.harness import ROOT, run_main, tiny_digits_config, tiny_digits_flags
+from tests.harness import ROOT, plan_of, run_main, tiny_digits_config, tiny_digits_flags
 
 
 @pytest.fixture(scope='module')
@@ -75,7 +75,7 @@ def damaged(request, finished, tmp_path):
 
 def abstract_state(config):
   """The run's state as its loop restores it: shapes, dtypes and the replicated sharding."""
-  program = train.build_program(config, (16, 16, 1), num_classes=10, steps_per_epoch=46)
+  program = train.build_program(plan_of(config))
   return jax.eval_shape(program.init, jax.random.key(0))
 
 

@@ -13,8 +13,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import cifar10, imagenet
-from resnet_jax import checkpointing, config_lib, events, steps, train
-from resnet_jax.data import pipeline, registry, specs
+from resnet_jax import checkpointing, events, steps, train, workdirs
+from resnet_jax.data import datasets, registry, specs
 from resnet_jax.errors import ConfigError, DatasetNotAvailableError
 from resnet_jax.testing import tfrecord_imagenet
 from resnet_jax.testing.mock_tfds import prepared_mock
@@ -67,14 +67,12 @@ def test_small_datasets_train_on_padded_crops_of_their_images(tmp_path, name, cl
   config.dataset.update(name=name, data_dir=str(tmp_path), image_size=shape[0])
   config.batch_size = config.eval_batch_size = 16
   with prepared_mock(name, str(tmp_path), num_examples=16):
-    spec = specs.spec_of(config)
-    config_lib.validate(config, device_count=1, process_count=1)
-    config_lib.check_dataset(config, spec)
-    info = pipeline.get_dataset_info(config)
-    originals, labels = pipeline.load_train_arrays(config)  # Mean subtracted, not augmented.
-    batch = next(pipeline.train_batches(config, start_step=0, process_index=0, process_count=1))
-    evals = list(pipeline.eval_batches(config, process_index=0, process_count=1))
-  assert (info.num_classes, info.image_shape, spec.in_memory) == (classes, shape, True)
+    data = datasets.open_config(config)
+    originals, labels = data.train_arrays()  # Mean subtracted, not augmented.
+    batch = next(data.train_batches(0))
+    evals = list(data.eval_split())
+  plan = data.plan
+  assert (plan.num_classes, plan.image_shape, plan.dataset.in_memory) == (classes, shape, True)
   assert batch['image'].shape == (16, *shape) and batch['label'].dtype == np.int32
   assert set(labels) <= set(range(classes))
   found = [crops_of(image, originals, pad) for image in batch['image']]
@@ -101,6 +99,7 @@ def encoded(images, format_name):
 
 def imagenet_config(tmp_path, name, eval_split):
   config = imagenet.get_config('resnet18')
+  config.model.bn_group_size = 0  # Global BatchNorm: the batches here are small.
   config.dataset.update(name=name, data_dir=str(tmp_path), eval_split=eval_split, image_size=32)
   config.model.bn_group_size = 0
   config.batch_size, config.eval_batch_size = 4, 8
@@ -122,14 +121,10 @@ def test_imagenet_style_datasets_stream_their_records(tmp_path, name, tfds_name,
   tfrecord_imagenet.prepare(str(tmp_path), {s: (encoded(pixels, image_format), written)
                                             for s in splits}, num_files=2, name=tfds_name)
   config = imagenet_config(tmp_path, name, splits[1])
-  spec = specs.spec_of(config)
-  config_lib.validate(config, device_count=1, process_count=1)
-  config_lib.check_dataset(config, spec)
-  assert (spec.family, pipeline.get_dataset_info(config).num_classes) == (registry.IMAGENET,
-                                                                          classes)
-  epoch = list(itertools.islice(pipeline.train_batches(
-      config, start_step=0, process_index=0, process_count=1), 2))
-  evals = list(pipeline.eval_batches(config, process_index=0, process_count=1))
+  data = datasets.open_config(config)
+  assert (data.plan.dataset.family, data.plan.num_classes) == (registry.IMAGENET, classes)
+  epoch = list(itertools.islice(data.train_batches(0), 2))
+  evals = list(data.eval_split())
   assert all(b['image'].shape == (4, 32, 32, 3) and b['image'].dtype == np.uint8 for b in epoch)
   assert sorted(np.concatenate([b['label'] for b in epoch])) == sorted(written)
   np.testing.assert_array_equal(evals[0]['label'], written)  # Stored order, all 8.
@@ -144,7 +139,7 @@ def test_a_png_image_is_cropped_as_a_jpeg_is(tmp_path):
                             num_files=1, name='dtd')
   config = imagenet_config(tmp_path, 'dtd', 'test')
   config.dataset.image_size = 256
-  batch, = pipeline.eval_batches(config, process_index=0, process_count=1)
+  batch, = datasets.open_config(config, training=False).eval_split()
   np.testing.assert_array_equal(batch['image'][:2], pixels)
 
 
@@ -154,10 +149,10 @@ def test_evaluation_only_sets_are_refused_for_training_and_evaluate(tmp_path):
                             name='imagenet_v2/matched-frequency')
   config = imagenet_config(tmp_path, 'imagenet_v2', 'test')
   with pytest.raises(ConfigError, match="'imagenet_v2' is an evaluation-only dataset: it has no "
-                     r'train split, only test \(10,000 images\)'):
+                     r'train split, only test \(6 images\)'):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
-  batch, = pipeline.eval_batches(config, process_index=0, process_count=1)
+  batch, = datasets.open_config(config, training=False).eval_split()
   np.testing.assert_array_equal(batch['label'][:6], [999, 0, 5, 7, 1, 2])
 
 
@@ -175,7 +170,7 @@ def test_real_labels_are_sets_scored_against_their_members(tmp_path):
   tfrecord_imagenet.prepare(str(tmp_path), {'validation': (tfrecord_imagenet.tiny_jpegs(
       4, size=40), sets)}, num_files=1, name='imagenet2012_real')
   config = imagenet_config(tmp_path, 'imagenet2012_real', 'validation')
-  batch, = pipeline.eval_batches(config, process_index=0, process_count=1)
+  batch, = datasets.open_config(config, training=False).eval_split()
   assert [np.flatnonzero(s).tolist() for s in batch['label_set'][:4]] == [
       [3], [3, 7], [], [0, 12, 999]]
   # A linear classifier of ImageNet's 1,000 classes and the training loop's eval step.
@@ -191,7 +186,7 @@ def test_real_labels_are_sets_scored_against_their_members(tmp_path):
     assert float(metrics[key]) == pytest.approx(expected, abs=1e-6)
   with pytest.raises(ValueError, match='labels each image with a set of classes'):
     from resnet_jax.evaluation import protocols  # pylint: disable=import-outside-toplevel
-    protocols.evaluate(config, model, variables, 'center')
+    protocols.evaluate(datasets.plan_for(config, training=False), model, variables, 'center')
 
 
 def brute_force_set_errors(scores, label_set, k):
@@ -238,7 +233,7 @@ def test_a_tfds_dataset_that_cannot_train_is_refused_naming_what_is_missing(tmp_
   config = cifar10.get_config('resnet20')
   config.dataset.update(name=name, data_dir=str(tmp_path))
   with pytest.raises(error, match=message):
-    specs.spec_of(config)
+    specs.spec_of(name, config.dataset)
   assert not list(tmp_path.iterdir())  # Nothing was written.
 
 
@@ -262,13 +257,13 @@ def test_images_of_unknown_channels_are_refused(tmp_path):
   config = cifar10.get_config('resnet20')
   config.dataset.update(name='unknown_channels', data_dir=str(tmp_path))
   with pytest.raises(ConfigError, match=r'its image shape \(None, None, None\) is unknown'):
-    specs.spec_of(config)
+    specs.spec_of('unknown_channels', config.dataset)
 
 
 @pytest.mark.parametrize('name, overrides, message', [
     ('imagenette', {'eval_split': 'test'}, (
-        r"eval_split='test' names no split of imagenette .*train \(9,469 images\), "
-        r'validation \(3,925 images\).*eval_split=validation')),
+        r"eval_split='test' cannot be read from imagenette: it has no split 'test'. Its splits "
+        r'are train \(4 images\), validation \(4 images\).*eval_split=validation')),
     ('fashion_mnist', {'image_size': 32}, (
         'image_size=32 does not fit fashion_mnist: crops must be between 28 and 28')),
 ])
@@ -276,7 +271,10 @@ def test_a_split_or_size_the_dataset_lacks_stops_the_run_first(tmp_path, name, o
                                                                message):
   config = cifar10.get_config('resnet20')
   config.dataset.update(name=name, data_dir=str(tmp_path / 'tfds'), **overrides)
-  with (prepared_mock(name, str(tmp_path / 'tfds'), num_examples=4),
+  # The dataset's own splits, four examples each.
+  splits = tuple(registry.DATASETS[name].splits) if name in registry.DATASETS else ('train',
+                                                                                  'test')
+  with (prepared_mock(name, str(tmp_path / 'tfds'), num_examples=4, splits=splits),
         pytest.raises(ConfigError, match=message)):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
@@ -299,4 +297,4 @@ def test_a_tfds_dataset_without_an_entry_trains_by_its_name(tmp_path):
   assert variables['params']['fc']['kernel'].shape == (64, 47)
   assert variables['params']['stem_conv']['kernel'].shape[2] == 1  # One channel in.
   assert np.isfinite(events.read_scalars(workdir)['eval_error_top1'][1]).all()
-  assert config_lib.load_config(workdir).dataset.name == 'emnist/balanced'
+  assert workdirs.load_config(workdir).dataset.name == 'emnist/balanced'

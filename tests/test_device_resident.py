@@ -14,8 +14,8 @@ import pytest
 
 from configs import digits
 from resnet_jax.data import device_resident as device_data
-from resnet_jax.data import registry
 from resnet_jax.errors import ConfigError
+from tests.harness import plan_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,4 +115,4 @@ def test_config_checks():
   config = digits.get_config()
   config.dataset.update(device_resident=True, name='imagenet2012')
   with pytest.raises(ConfigError, match='held in memory'):
-    device_data.check_config(config, registry.get('imagenet2012'))
+    plan_of(config)

@@ -52,7 +52,7 @@ def test_no_cluster_detected_is_one_process_and_no_distributed_service():
 STOP_LOOP = '''
 import os, signal
 from orbax.checkpoint import utils as orbax_utils
-from resnet_jax import preemption
+from resnet_jax.guards import preemption
 from resnet_jax.parallel import sharding
 stop = preemption.StopRequest(sharding.create_mesh())
 for call in range(1, 9):
@@ -91,7 +91,7 @@ def test_two_processes_stop_at_one_call_whether_one_or_both_are_signalled():
 def test_ctrl_c_asks_for_the_stop_and_a_second_one_exits_at_once():
   code = '''
 import signal
-from resnet_jax import preemption
+from resnet_jax.guards import preemption
 from resnet_jax.parallel import sharding
 stop = preemption.StopRequest(sharding.create_mesh())
 print('BEFORE', stop.after_call(), flush=True)

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from configs import imagenet
 from resnet_jax import models
+from resnet_jax.data import datasets
 from resnet_jax.evaluation import protocols
 from resnet_jax.evaluation import views as eval_views
 from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
@@ -54,6 +55,7 @@ def mock_imagenet(tmp_path):
 
 def config_for(data_dir):
   config = imagenet.imagenet_config('resnet18')
+  config.model.bn_group_size = 0  # Global BatchNorm: the batches here are small.
   config.dataset.data_dir = data_dir
   config.eval_batch_size = 20  # Ten-crop: 2 images per call, so the last call is padded.
   return config
@@ -73,7 +75,7 @@ def init(model):
 
 
 def all_probabilities(config, model, variables, mode):
-  parts = list(protocols.predictions(config, model, variables, mode))
+  parts = list(protocols.predictions(datasets.plan_for(config, training=False), model, variables, mode))
   probabilities = np.concatenate([p[m] for p, _, m in parts])
   assert len(probabilities) == NUM_EXAMPLES  # Each example exactly once.
   return probabilities
@@ -124,7 +126,8 @@ def test_multi_scale_averages_whole_images_at_five_scales(mock_imagenet):
   labels = [0, 0, 3, 4, 9]
   SEEN_SHAPES.clear()
   with mock_imagenet(images, labels) as config:
-    result = protocols.evaluate(config, ScaleRecorder(), {}, 'multi_scale')
+    result = protocols.evaluate(datasets.plan_for(config, training=False), ScaleRecorder(), {},
+                                'multi_scale')
 
   # Shorter side at each scale; longer side rescaled alike, cut to a multiple of 32.
   expected_shapes = set()
@@ -150,13 +153,15 @@ def test_multi_scale_averages_whole_images_at_five_scales(mock_imagenet):
 
 def test_jpeg_modes_refuse_small_image_datasets():
   config = imagenet.imagenet_config('resnet18')
-  config.dataset.name = 'cifar10'
+  config.model.bn_group_size = 0  # Global BatchNorm: the batches here are small.
+  config.dataset.update(name='cifar10', image_size=32, eval_split='test')
   with pytest.raises(ValueError, match="'center'"):
-    next(protocols.predictions(config, None, None, 'ten_crop'))
+    next(protocols.predictions(datasets.plan_for(config, training=False), None, None, 'ten_crop'))
 
 
 def test_every_mode_counts_each_example_of_random_mock_images_once(tmp_path):
   with prepared_mock('imagenet2012', str(tmp_path), 3, splits=('train', 'validation')):
     for mode in protocols.MODES:
-      result = protocols.evaluate(config_for(str(tmp_path)), ScaleRecorder(), {}, mode)
+      result = protocols.evaluate(datasets.plan_for(config_for(str(tmp_path)), training=False),
+                                  ScaleRecorder(), {}, mode)
       assert result['num_examples'] == 3, mode

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from resnet_jax.data import imagenet
+from resnet_jax.data import datasets, imagenet
 from resnet_jax.evaluation import protocols, views
 from resnet_jax.parallel import sharding
 from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
@@ -38,8 +38,8 @@ def serve(data_dir, labels=(0,) * len(SIZES)):
 
 
 def all_predictions(config, mode, batch_size=0):
-  parts = list(protocols.predictions(config, tiny_imagenet_net(), init(tiny_imagenet_net()),
-                                      mode, batch_size))
+  parts = list(protocols.predictions(datasets.plan_for(config, training=False), tiny_imagenet_net(),
+                                     init(tiny_imagenet_net()), mode, batch_size))
   return (np.concatenate([p[m] for p, _, m in parts]),
           np.concatenate([labels[m] for _, labels, m in parts]))
 
@@ -103,7 +103,7 @@ def test_bucketed_multi_scale_equals_one_image_at_a_time(tmp_path):
       if event == '/jax/core/compile/backend_compile_duration' else None)
   try:
     with serve(str(tmp_path), labels) as config:
-      result = protocols.evaluate(config, model, variables, 'multi_scale')
+      result = protocols.evaluate(datasets.plan_for(config, training=False), model, variables, 'multi_scale')
   finally:
     jax.monitoring.clear_event_listeners()
   # One compilation per view shape, counted as it happens, and no other computation compiled.
@@ -123,11 +123,13 @@ import numpy as np
 jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 port, processes, process = map(int, sys.argv[1:4])
 jax.distributed.initialize(f'127.0.0.1:{port}', processes, process)
+from resnet_jax.data import datasets
 from resnet_jax.evaluation import protocols
 from tests.test_evaluation_parallel import all_predictions, init, serve, tiny_imagenet_net
 with serve(sys.argv[4] + f'/data_{process}', eval(sys.argv[5])) as config:
   ten_crop, _ = all_predictions(config, 'ten_crop')
-  results = [protocols.evaluate(config, tiny_imagenet_net(), init(tiny_imagenet_net()), mode)
+  results = [protocols.evaluate(datasets.plan_for(config, training=False), tiny_imagenet_net(),
+                                init(tiny_imagenet_net()), mode)
              for mode in ('ten_crop', 'multi_scale')]
 np.savez(sys.argv[4] + f'/out_{process}.npz', ten_crop=ten_crop, results=[
     [r[k] for k in ('error_top1', 'error_top5', 'num_examples')] for r in results])

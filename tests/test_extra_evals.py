@@ -11,11 +11,11 @@ import pytest
 import tensorflow_datasets as tfds
 
 from configs import cifar10, digits
-from resnet_jax import eval_sets, events, notebook, train
+from resnet_jax import events, notebook, train
 from resnet_jax.data import registry
 from resnet_jax.errors import ConfigError
 from resnet_jax.testing.mock_tfds import prepared_mock
-from tests.harness import run_main, tiny_digits_flags
+from tests.harness import plan_of, run_main, tiny_digits_flags
 
 # 'same' is the eval split itself; 'head' the first 200 training images.
 EXTRA_EVALS = "('same=digits:test', 'head=digits:train[:200]')"
@@ -126,10 +126,11 @@ def test_sets_of_another_label_space_are_refused_with_the_reason(data_dir, tmp_p
     ('a/b=digits:test', "extra_evals entry 'a/b=digits:test' is not 'NAME=DATASET:SPLIT'"),
     ('no_such_set:test', ("extra_evals entry 'no_such_set=no_such_set:test': The dataset "
                           "'no_such_set' is neither a registered dataset")),
-    ('digits:validation', ("extra_evals entry 'digits=digits:validation': Unknown split "
-                           "'validation'. Should be one of ['train', 'test'].")),
-    ('digits:train[1500:]', ("extra_evals entry 'digits=digits:train[1500:]': the split holds "
-                             'no examples.')),
+    ('digits:validation', ("extra_evals entry 'digits=digits:validation' cannot be read from "
+                           "digits: it has no split 'validation'. Its splits are train (1,500 "
+                           'images), test (297 images).')),
+    ('digits:train[1500:]', ("extra_evals entry 'digits=digits:train[1500:]' holds no examples "
+                             'of digits.')),
 ])
 def test_entries_that_name_no_evaluation_set_are_refused(data_dir, tmp_path, entry, reason):
   config = digits.get_config()
@@ -146,8 +147,9 @@ def test_a_set_labelled_with_other_classes_is_refused(tmp_path):
   data_dir = str(tmp_path / 'tfds')
   config = cifar10.get_config()
   config.dataset.update(data_dir=data_dir, train_split='train', eval_split='test')
+  config.batch_size = 8  # The mocked splits' size.
   config.extra_evals = ('svhn=svhn_cropped:test',)
-  assert not eval_sets.extra_eval_problems(config)  # Registry facts alike; the names differ.
+  plan_of(config)  # The registry's facts alike: the class names differ.
   with prepared_mock('cifar10', data_dir, 8), prepared_mock('svhn_cropped', data_dir, 8):
     builder = tfds.builder('cifar10', data_dir=data_dir)
     builder.info.features['label'].names = CIFAR10_CLASSES
@@ -185,7 +187,6 @@ def test_a_tfds_dataset_of_another_label_space_is_refused_from_its_builder(tmp_p
   # EMNIST's balanced set: 47 classes of grey images, its facts read from its builder.
   data_dir = str(tmp_path / 'tfds')
   config = cifar10_run(data_dir, 'letters=emnist/balanced:test')
-  assert not eval_sets.extra_eval_problems(config)  # No entry: the registry cannot tell.
   with prepared_mock('cifar10', data_dir, 8), prepared_mock('emnist/balanced', data_dir, 8):
     message = refusal(config, tmp_path / 'run')
   assert ("extra_evals entry 'letters=emnist/balanced:test': emnist/balanced does not share the "

@@ -41,7 +41,7 @@ def stored_examples(builder, split):
 
 def test_digits_5_to_9_are_stored_exactly_with_sorted_labels(prepared_dir, tmp_path):
   root = image_folders.write_digits(str(tmp_path / 'five_to_nine'), classes=range(5, 10))
-  builder = image_folder.builder(root, image_size=8)  # The files' size: stored unresampled.
+  builder = image_folder.prepare(root, image_size=8)  # The files' size: stored unresampled.
   assert builder.info.features['label'].names == ['5', '6', '7', '8', '9']
   assert builder.info.features['image'].shape == (8, 8, 1)
   assert os.fspath(builder.data_path).startswith(prepared_dir)
@@ -57,7 +57,7 @@ def test_large_images_are_stored_as_their_jpeg_files_and_pngs_as_close_jpegs(pre
                                                                              tmp_path):
   root = image_folders.write_photos(str(tmp_path / 'photos'), image_size=100,
                                     counts=(('train', 2),), extensions=('jpg', 'png'))
-  builder = image_folder.builder(root, image_size=96)
+  builder = image_folder.prepare(root, image_size=96)
   names = builder.info.features['label'].names
   assert names == ['china', 'flower']
   kinds = collections.defaultdict(list)
@@ -92,7 +92,7 @@ def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped(image_size, tolerance, tmp
   gradient, values = sixteen_bit_gradient_png()
   root = str(tmp_path / 'images')
   write(root, {'train/a/0.png': gradient, 'train/b/0.png': png(), 'test/a/0.png': png()})
-  (image, _), = [example for example in tfds.as_numpy(image_folder.builder(
+  (image, _), = [example for example in tfds.as_numpy(image_folder.prepare(
       root, image_size).as_dataset(split='train', as_supervised=True)) if example[1] == 0]
   expected = np.round(values / 257)  # 0..65535 onto 0..255, as the PNG standard scales depths.
   assert (expected.min(), expected.max()) == (0, 255)
@@ -232,6 +232,7 @@ def write(root, files):
 def folder_config(root, **overrides):
   config = digits_config.get_config()
   config.dataset.update({'name': 'image_folder', 'data_dir': root, **overrides})
+  config.batch_size = config.eval_batch_size = 4  # The good folder's train split: 4 images.
   return config
 
 

@@ -24,17 +24,17 @@ from benchmarks.torch_input import import_torchvision
 from configs import transfer
 from resnet_jax import (
   checkpointing,
-  config_lib,
   errors,
   init_from,
   models,
   optim,
   train,
+  workdirs,
 )
 from resnet_jax import torchvision_weights as tv_weights
 from resnet_jax.parallel import sharding
 from resnet_jax.testing import image_folders, weight_files
-from tests.harness import run_main, tiny_digits_config, tiny_digits_flags
+from tests.harness import rate_of, run_main, tiny_digits_config, tiny_digits_flags
 
 # ResNet-20's variables: the stem's kernel and BatchNorm (scale, bias, mean, var), 9 blocks of two
 # kernels and two BatchNorms, the classifier's kernel and bias.
@@ -104,7 +104,7 @@ def test_a_workdir_starts_a_run_bit_for_bit_and_a_restart_never_reads_it_again(
     assert json.load(f) == {'init_from': copy, 'kind': 'workdir', 'step': 2,
                             'loaded': RESNET20_VARIABLES, 'variables': RESNET20_VARIABLES,
                             'fresh': {}, 'classes': None}
-  assert config_lib.load_config(workdir).init_from == copy
+  assert workdirs.load_config(workdir).init_from == copy
 
   shutil.rmtree(copy)  # A restart reads its own checkpoints only.
   caplog.clear()
@@ -128,7 +128,7 @@ def test_another_class_count_reinitialises_only_the_classifier(source, data_dir,
   dataclasses.replace(run, variables=seven_classes).export(exported)
   config = tiny_digits_config(data_dir, init_from=exported)
   # What the run does before its first step, onto fresh variables (zeros here, for speed).
-  abstract = jax.eval_shape(lambda: config_lib.build_model(config, 10).init(
+  abstract = jax.eval_shape(lambda: models.from_config(config.model, 10).init(
       jax.random.key(0), jnp.zeros((1, 16, 16, 1)), train=False))
   fresh = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), abstract)
   with caplog.at_level(logging.INFO):
@@ -333,7 +333,7 @@ def test_the_backbone_learns_at_its_multiple_of_the_rate_weight_decay_and_moment
   lr, wd, momentum = 0.02, config.optimizer.weight_decay, config.optimizer.momentum
   for multiplier in (0.25, 0.0):
     config.optimizer.backbone_lr_multiplier = multiplier
-    tx, _ = optim.create_optimizer(config, steps_per_epoch=10)
+    tx, _ = optim.create_optimizer(config.optimizer, rate_of(config, 10))
     state, current = tx.init(params), params
     trace = jax.tree.map(lambda p: np.zeros(p.shape), params)
     for grad in grads:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from resnet_jax import checkpointing, config_lib, models
-from resnet_jax.data import pipeline
+from resnet_jax import checkpointing, models, workdirs
+from resnet_jax.data import datasets
 from resnet_jax.evaluation import layer_responses
 from tests.harness import run_main, tiny_digits_flags
 
@@ -117,13 +117,13 @@ def trained_workdir(data_dir, tmp_path_factory):
 
 def test_workdir_responses_cover_the_whole_test_split(trained_workdir, data_dir):
   workdir = trained_workdir
-  config = config_lib.load_config(workdir)
+  config = workdirs.load_config(workdir)
   raw_images, _ = tfds.as_numpy(tfds.builder('digits', data_dir=data_dir).as_dataset(
       split='test', batch_size=-1, as_supervised=True))
   assert len(raw_images) == 297
-  images = pipeline.preprocess_for_eval_numpy(config, raw_images)
+  images = datasets.open_config(config).preprocess_for_eval(raw_images)
   variables, _ = checkpointing.restore_variables(workdir)
-  model = config_lib.build_model(config, 10)
+  model = models.from_config(config.model, 10)
 
   responses = layer_responses.workdir_layer_responses(workdir)
 

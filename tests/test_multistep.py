@@ -12,9 +12,10 @@ import pytest
 from clu import metrics
 
 from configs import digits
-from resnet_jax import checkpointing, config_lib, events, models, steps, train
+from resnet_jax import checkpointing, events, models, steps, train
 from resnet_jax.errors import ConfigError
 from resnet_jax.parallel import multistep, sharding
+from tests.harness import plan_of
 
 
 @pytest.mark.parametrize('start, end, per_call, intervals, expected', [
@@ -56,7 +57,7 @@ def test_steps_per_call_below_one_is_refused():
   config = digits.get_config()
   config.steps_per_call = 0
   with pytest.raises(ConfigError, match='steps_per_call=0 must be at least 1'):
-    config_lib.validate(config, device_count=1, process_count=1)
+    plan_of(config, devices=1, processes=1)
 
 
 def short_config(data_dir, total_steps, *, device_resident, steps_per_call=2):

@@ -13,12 +13,12 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import cifar10, default, digits, imagenet_r50
-from resnet_jax import optim, steps, train
-from tests.harness import tiny_step_inputs
+from resnet_jax import learning_rate, optim, steps, train
+from tests.harness import plan_of, rate_of, tiny_step_inputs
 
 
 def schedule_values(config, steps, steps_per_epoch=100):
-  schedule = optim.learning_rate_schedule(config, steps_per_epoch)
+  schedule = learning_rate.schedule(rate_of(config, steps_per_epoch))
   return [float(schedule(jnp.asarray(s))) for s in steps]
 
 
@@ -78,7 +78,7 @@ def test_large_batches_warm_up_linearly_from_the_base_rate_then_decay_in_epochs(
   config.batch_size = batch
   steps_per_epoch = 1_281_167 // batch
   warmup = 5 * steps_per_epoch
-  assert optim.boundaries_in_steps(config, steps_per_epoch) == [
+  assert list(rate_of(config, steps_per_epoch).boundaries) == [
       30 * steps_per_epoch, 60 * steps_per_epoch, 80 * steps_per_epoch]
   steps = [0, 1, warmup // 4, warmup // 2, warmup - 1, warmup, 30 * steps_per_epoch - 1,
            30 * steps_per_epoch, 60 * steps_per_epoch, 80 * steps_per_epoch,
@@ -129,11 +129,12 @@ def test_the_plateau_scale_multiplies_the_warmup_ramp():
   config.batch_size = 1024
   config.optimizer.update(plateau_patience_epochs=1.0, momentum=0.0, weight_decay=0.0)
   steps_per_epoch = 2  # Warm-up 10 steps; an evaluation every 2 steps; patience 1 evaluation.
-  tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
+  tx, learning_rate_fn = optim.create_optimizer(config.optimizer,
+                                                rate_of(config, steps_per_epoch))
   params = {'w': jnp.zeros(())}
   state = tx.init(params)
-  update = jax.jit(lambda state, error: optim.plateau_update(config, steps_per_epoch, state,
-                                                             error))
+  update = jax.jit(lambda state, error: optim.plateau_update(rate_of(config, steps_per_epoch),
+                                                             state, error))
   # Evaluations after steps 2 (best 0.5) and 4 (no better): /10 from step 4 on.
   for step in range(8):
     if step in (2, 4):
@@ -162,7 +163,7 @@ def test_optimizer_matches_hand_sgd_with_momentum_and_weight_decay(nesterov):
   config.optimizer.nesterov = nesterov
   params = {'w': jnp.array([1.0, -2.0, 3.0])}
   grads = [np.array([0.5, 0.1, -0.3]), np.array([-0.2, 0.4, 0.0]), np.array([0.3, 0.3, 0.3])]
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=100)
+  tx, _ = optim.create_optimizer(config.optimizer, rate_of(config, 100))
   state, p = tx.init(params), params
   for g in grads:
     updates, state = tx.update({'w': jnp.asarray(g)}, state, p)
@@ -175,7 +176,7 @@ def test_weight_decay_on_kernels_only_skips_batchnorm_and_biases():
   config = default.get_config()
   config.optimizer.update(weight_decay_on='kernels', weight_decay=0.5, momentum=0.0)
   params = {'conv': {'kernel': jnp.ones(2)}, 'bn': {'scale': jnp.ones(2), 'bias': jnp.ones(2)}}
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=1)
+  tx, _ = optim.create_optimizer(config.optimizer, rate_of(config, 1))
   zero = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zero, tx.init(params), params)
   np.testing.assert_allclose(updates['conv']['kernel'], -0.1 * 0.5 * 1.0)
@@ -188,9 +189,9 @@ def test_plateau_schedule_divides_by_ten_after_patience_evaluations_without_impr
   config.optimizer.update(schedule='plateau', plateau_patience=2, plateau_threshold=0.01,
                           momentum=0.0, weight_decay=0.0)
   params = {'w': jnp.zeros(())}
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=100)
+  tx, _ = optim.create_optimizer(config.optimizer, rate_of(config, 100))
   state = tx.init(params)
-  update = jax.jit(lambda state, error: optim.plateau_update(config, 100, state, error))
+  update = jax.jit(lambda state, error: optim.plateau_update(rate_of(config, 100), state, error))
   # By hand: best 0.5, then 0.4; 0.395 and 0.399 miss 0.4 - 0.01 twice: /10; 0.3 is a new best;
   # 0.31 and 0.305 miss 0.29 twice: /10 again. The lr steps (momentum 0) show the scale.
   errors = [0.5, 0.4, 0.395, 0.399, 0.3, 0.31, 0.305]
@@ -206,7 +207,7 @@ def test_plateau_schedule_divides_by_ten_after_patience_evaluations_without_impr
 
 def test_step_schedule_has_no_plateau_scale():
   config = default.get_config()
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=100)
+  tx, _ = optim.create_optimizer(config.optimizer, rate_of(config, 100))
   assert optim.learning_rate_scale(tx.init({'w': jnp.zeros(())})) == 1.0
 
 
@@ -244,7 +245,7 @@ def test_lars_adapts_and_decays_kernels_and_leaves_batchnorm_and_biases_to_momen
     return flax.traverse_util.unflatten_dict(
         {tuple(k.split('/')): jnp.asarray(v) for k, v in flat.items()})
 
-  tx, _ = optim.create_optimizer(config, steps_per_epoch=100)
+  tx, _ = optim.create_optimizer(config.optimizer, rate_of(config, 100))
   state, p = tx.init(unflatten(params)), unflatten(params)
   for grads in grads_seq:
     updates, state = tx.update(unflatten(grads), state, p)
@@ -278,7 +279,7 @@ def test_label_smoothing_loss_by_hand():
 def test_the_train_step_minimises_and_logs_the_smoothed_loss_of_the_config():
   config = digits.get_config()
   config.label_smoothing = 0.1
-  program = train.build_program(config, (8, 8, 1), 10, steps_per_epoch=10)
+  program = train.build_program(plan_of(config))
   assert inspect.unwrap(program.train_step).keywords['label_smoothing'] == 0.1
   model, tx, state, batch = tiny_step_inputs(channels=1)
   x = batch['image']

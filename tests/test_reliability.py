@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from resnet_jax import checkpointing, config_lib, errors, events
+from resnet_jax import checkpointing, errors, events, workdirs
 from tests.harness import (
   free_port,
   logged_step,
@@ -169,10 +169,10 @@ def test_workdir_check_ignores_how_a_step_executes_but_not_what_it_computes(tmp_
   workdir = str(tmp_path)
   saved = digits.get_config()
   saved.cpu_fusion_barriers = False
-  config_lib.save_config(saved, workdir)
-  config_lib.check_workdir(digits.get_config(), workdir)  # Barriers on: the same run.
+  workdirs.save_config(saved, workdir)
+  workdirs.check_workdir(digits.get_config(), workdir)  # Barriers on: the same run.
   with pytest.raises(errors.ConfigError, match="model.name: 'resnet20' -> 'plain20'"):
-    config_lib.check_workdir(digits.get_config('plain20'), workdir)
+    workdirs.check_workdir(digits.get_config('plain20'), workdir)
 
 
 def test_bad_inputs_stop_with_a_message_and_leave_the_workdir_as_it_was(data_dir, tmp_path):

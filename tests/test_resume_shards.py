@@ -11,8 +11,8 @@ import optax
 import pytest
 
 from configs import digits
-from resnet_jax import checkpointing, config_lib
-from resnet_jax.data import pipeline
+from resnet_jax import checkpointing, errors, run_plan
+from resnet_jax.data import datasets, registry
 from resnet_jax.steps import TrainState
 from tests.harness import free_port, process_args, run_main, tiny_digits_flags
 from tests.test_reliability import snapshot
@@ -36,21 +36,29 @@ def write_checkpoint(workdir, num_shards, step=44):
   manager.close()
 
 
+def resumed_plan(config, recorded, processes, facts=registry.get):
+  return run_plan.resolve(config, devices=processes, processes=processes, facts=facts,
+                          recorded_shards=recorded)
+
+
 def test_num_shards_zero_resumes_with_the_recorded_shards_where_the_processes_divide_them(
     caplog):
   config = digits.get_config()
-  assert config_lib.resume_data_shards(config, None, 3) is config  # A fresh run, or an old one.
-  assert config_lib.resume_data_shards(config, 2, 2) is config  # One shard per process still.
+  config.batch_size = 96  # Divisible by every process count here.
+  for recorded, processes in ((None, 3), (2, 2)):  # A fresh (or old) run; one shard a process.
+    plan = resumed_plan(config, recorded, processes)
+    assert (plan.num_shards, plan.config.dataset.num_shards) == (processes, 0)
   for recorded, processes in ((2, 1), (8, 4), (8, 2)):
-    resumed = config_lib.resume_data_shards(config, recorded, processes)
-    assert resumed.dataset.num_shards == recorded and config.dataset.num_shards == 0
-  with pytest.raises(config_lib.ConfigError) as refused:
-    config_lib.resume_data_shards(config, 2, 3)
+    plan = resumed_plan(config, recorded, processes)
+    assert plan.num_shards == plan.config.dataset.num_shards == recorded
+    assert config.dataset.num_shards == 0
+  with pytest.raises(errors.ConfigError) as refused:
+    resumed_plan(config, 2, 3)
   assert ('written with 2 data shards' in str(refused.value)
           and '--config.dataset.num_shards=3' in str(refused.value))
   config.dataset.num_shards = 4  # Asked for: followed, with a warning.
   with caplog.at_level(logging.WARNING):
-    assert config_lib.resume_data_shards(config, 2, 1) is config
+    assert resumed_plan(config, 2, 1).num_shards == 4
   assert 'not the 2 the checkpoint was written with' in caplog.text
 
 
@@ -58,25 +66,24 @@ def test_two_processes_checkpoint_resumed_on_one_reads_the_same_batches_bit_for_
     data_dir, tmp_path):
   # Steps 44-48 cross the end of the first epoch (46 steps of 2 shards x 16 images).
   workdir, start, count = str(tmp_path), 44, 4
-  write_checkpoint(workdir, num_shards=config_lib.data_shards(digits_config(data_dir), 2))
   config = digits_config(data_dir)
-  resumed = config_lib.resume_data_shards(config, checkpointing.recorded_num_shards(workdir), 1)
+  write_checkpoint(workdir, num_shards=datasets.plan_for(config, processes=2).num_shards)
+  resumed = resumed_plan(config, checkpointing.recorded_num_shards(workdir), 1,
+                         facts=datasets.facts(config.dataset))
 
-  def batches(config, process_index, process_count):
-    stream = pipeline.train_batches(config, start_step=start, process_index=process_index,
-                                          process_count=process_count)
+  def batches(data):
+    stream = data.train_batches(start)
     return [next(stream) for _ in range(count)]
 
-  two = [batches(config, p, 2) for p in range(2)]
-  one = batches(resumed, 0, 1)
+  two = [batches(datasets.open_config(config, processes=2, process_index=p)) for p in range(2)]
+  one = batches(datasets.open_dataset(resumed))
   for step in range(count):
     for field in ('image', 'label'):
       np.testing.assert_array_equal(
           one[step][field], np.concatenate([two[0][step][field], two[1][step][field]]))
-  assert (pipeline.steps_per_epoch(resumed, process_count=1)
-          == pipeline.steps_per_epoch(config, process_count=2))
+  assert resumed.steps_per_epoch == datasets.plan_for(config, processes=2).steps_per_epoch == 46
   # Without the record, one process would cut one shard and read another order.
-  alone = batches(config, 0, 1)
+  alone = batches(datasets.open_config(config))
   assert not np.array_equal(alone[0]['label'], one[0]['label'])
 
 
@@ -101,7 +108,8 @@ def test_main_refuses_shards_its_processes_cannot_share_before_compiling(data_di
   for process in processes:
     output = process.communicate(timeout=300)[0]
     assert process.returncode == 2, output[-3000:]
-    assert ('ConfigError: The checkpoints were written with 3 data shards' in output
+    assert ('ConfigError: Invalid config:' in output
+            and 'The checkpoints were written with 3 data shards' in output
             and '--config.dataset.num_shards=2' in output and 'Traceback' not in output), (
                 output[-3000:])
     assert 'Training resnet20' not in output

@@ -20,8 +20,9 @@ import time
 import pytest
 
 from configs import digits
-from resnet_jax import checkpointing, config_lib, storage_faults, workdir_lease
+from resnet_jax import checkpointing, workdirs
 from resnet_jax.errors import DiskFullError
+from resnet_jax.guards import storage_faults, workdir_lease
 from tests.harness import logged_step, run_main, tiny_digits_flags
 
 
@@ -69,7 +70,7 @@ def test_on_a_full_disk_events_and_config_stop_with_the_message_and_the_lease_st
   with (pytest.raises(DiskFullError, match=re.escape(
       f'Out of disk space in {workdir}: a write failed ([Errno 28] No space left on device)')),
         storage_faults.stops_the_run(str(workdir))):
-    config_lib.save_config(digits.get_config(), str(workdir))
+    workdirs.save_config(digits.get_config(), str(workdir))
   held = workdir / f'lease.held.{lease.token}.json'
   os.utime(held, (0, 0))
   lease.renew()  # Its modification time: no block to allocate.

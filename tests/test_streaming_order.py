@@ -10,9 +10,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import imagenet
-from resnet_jax import config_lib, errors
-from resnet_jax.data import pipeline, streamed_order
+from resnet_jax import errors
+from resnet_jax.data import datasets, streamed_order
 from resnet_jax.testing import tfrecord_imagenet
+from tests.harness import plan_of
 
 NUM_RECORDS, NUM_FILES = 950, 190
 WINDOW = 40  # Records per window: 8 files.
@@ -29,8 +30,9 @@ def data_dir(tmp_path_factory):
 
 def config_for(data_dir, batch_size, num_shards):
   config = imagenet.get_config('resnet18')
-  config.dataset.update(data_dir=data_dir, image_size=8, shuffle_buffer=WINDOW,
-                        num_shards=num_shards)
+  config.model.bn_group_size = 0  # Global BatchNorm: the batches here are small.
+  config.dataset.update(data_dir=data_dir, image_size=32, shuffle_buffer=WINDOW,
+                        num_shards=num_shards, eval_split='train')
   config.batch_size = batch_size
   return config
 
@@ -118,11 +120,11 @@ def test_one_two_and_four_processes_read_the_same_global_batches(data_dir):
   # 950 records in 4 data shards of 238, 238, 237 and 237: shard splits cut files (tfds skips);
   # steps 116..119 cross the end of epoch 0 (237 // 2 = 118 steps).
   config = config_for(data_dir, batch_size=8, num_shards=4)
-  assert pipeline.steps_per_epoch(config, process_count=1) == 118
+  assert datasets.open_config(config).plan.steps_per_epoch == 118
   global_batches = {}
   for count in (1, 2, 4):
-    parts = [pipeline.train_batches(config, start_step=116, process_index=p,
-                                          process_count=count) for p in range(count)]
+    parts = [datasets.open_config(config, processes=count, process_index=p).train_batches(116)
+             for p in range(count)]
     global_batches[count] = [
         {k: np.concatenate([b[k] for b in step]) for k in step[0]}
         for step in zip(*[[next(it) for _ in range(4)] for it in parts])]
@@ -137,9 +139,10 @@ def test_resume_anywhere_equals_the_uninterrupted_run_and_an_epoch_is_a_permutat
   # is 947 steps, every record of the split once.
   config = config_for(data_dir, batch_size=1, num_shards=1)
   config.dataset.train_split = 'train[3:]'
-  steps = pipeline.steps_per_epoch(config, process_count=1)
+  data = datasets.open_config(config)
+  steps = data.plan.steps_per_epoch
   assert steps == NUM_RECORDS - 3
-  run = pipeline.train_batches(config, start_step=0, process_index=0, process_count=1)
+  run = data.train_batches(0)
   uninterrupted = [next(run) for _ in range(steps + 60)]
   epoch = [int(b['label'][0]) for b in uninterrupted[:steps]]
   assert sorted(epoch) == list(range(3, NUM_RECORDS))
@@ -153,8 +156,8 @@ def test_resume_anywhere_equals_the_uninterrupted_run_and_an_epoch_is_a_permutat
   assert 0 < starts[1][1] < 60
   for step in (int(starts[0][5]), int(starts[0][5]) - 1, int(starts[0][5]) + 17, steps - 1,
                steps + int(starts[1][1]), steps + 33):  # Window starts and ends, mid-window,
-    resumed = next(pipeline.train_batches(  # the end of an epoch, a later epoch.
-        config, start_step=step, process_index=0, process_count=1))
+    # ... the end of an epoch, a later epoch.
+    resumed = next(datasets.open_config(config).train_batches(step))
     for k in resumed:
       np.testing.assert_array_equal(resumed[k], uninterrupted[step][k], err_msg=f'step {step}')
 
@@ -163,13 +166,13 @@ def test_a_dataset_not_in_tfrecord_files_is_refused_with_the_conversion_command(
   tfrecord_imagenet.prepare(str(tmp_path), {'train': (tfrecord_imagenet.tiny_jpegs(4), range(4))},
                             num_files=1, file_format='array_record')
   with pytest.raises(ValueError, match='stored as array_record.*tfds convert_format'):
-    # What train_and_evaluate asks first, before it builds the model.
-    pipeline.steps_per_epoch(config_for(str(tmp_path), batch_size=2, num_shards=1),
-                                   process_count=1)
+    # What train_and_evaluate does before it builds the model: it opens the data.
+    datasets.open_config(config_for(str(tmp_path), batch_size=2, num_shards=1))
 
 
 def test_a_window_below_one_record_is_refused():
   config = imagenet.get_config('resnet18')
+  config.model.bn_group_size = 0  # Global BatchNorm: the batches here are small.
   config.dataset.shuffle_buffer = 0
   with pytest.raises(errors.ConfigError, match='shuffle_buffer=0 must be at least 1'):
-    config_lib.validate(config, device_count=1, process_count=1)
+    plan_of(config, devices=1, processes=1)

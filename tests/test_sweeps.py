@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from experiments import launchers, report, run, sweeps
-from resnet_jax import checkpointing, config_lib, events
+from resnet_jax import checkpointing, events, learning_rate
 from tests.harness import ROOT, bucket_at
 
 
@@ -23,7 +23,7 @@ def test_depth_study_cifar10_is_figure_6():
     assert (config.total_steps, config.batch_size) == (64_000, 128)
     assert tuple(config.optimizer.lr_boundaries) == (32_000, 48_000)
     # Only ResNet-110 warms up at 0.01 for 400 iterations.
-    assert config_lib.warmup_steps(config) == (400 if r.name == 'resnet110' else 0)
+    assert learning_rate.network_warmup_steps(config) == (400 if r.name == 'resnet110' else 0)
 
 
 def test_depth_study_cifar100_runs_figure_6s_nets_on_cifar100():

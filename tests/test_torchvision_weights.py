@@ -17,7 +17,7 @@ from absl.flags import FLAGS
 
 from benchmarks.torch_input import import_torchvision
 from resnet_jax import errors, steps, torchvision_weights
-from resnet_jax.data import pipeline
+from resnet_jax.data import datasets
 from resnet_jax.evaluation import protocols
 from resnet_jax.testing import weight_files
 from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
@@ -207,9 +207,11 @@ def test_evaluate_command_scores_a_torchvision_checkpoint_as_torchvision_does(tm
   config = evaluate.torchvision_config('resnet18', str(tmp_path), batch_size=5)
   with prepared_mock('imagenet2012', str(tmp_path), len(photos), splits=('train', 'validation')):
     with serve_jpegs(photos, [0] * len(photos)):
-      batch = next(pipeline.eval_batches(config, process_index=0, process_count=1))
-      (probabilities, _, mask), = protocols.predictions(
-          *evaluate.load_torchvision(path, 'resnet18', str(tmp_path), batch_size=5), 'center')
+      batch = next(iter(datasets.open_config(config).eval_split()))
+      config, model, variables = evaluate.load_torchvision(path, 'resnet18', str(tmp_path),
+                                                           batch_size=5)
+      (probabilities, _, mask), = protocols.predictions(datasets.plan_for(config, training=False), model,
+                                                        variables, 'center')
     assert mask.all()
     images = np.asarray(steps.model_images(batch))  # As the model sees them.
     scores = torch_logits(torch_net, images / np.float32(torchvision_weights.TORCHVISION_INPUT_STD))

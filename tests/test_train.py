@@ -10,10 +10,11 @@ import pytest
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from configs import digits
-from resnet_jax import checkpointing, config_lib, events
+from resnet_jax import checkpointing, errors, events
 from tests.harness import (
   final_params,
   free_port,
+  plan_of,
   process_args,
   run_main,
   tiny_digits_flags,
@@ -78,8 +79,8 @@ def test_profile_steps_traces_that_many_steps_after_the_first_call(single_device
 def test_negative_profile_steps_are_refused():
   config = digits.get_config()
   config.profile_steps = -1
-  with pytest.raises(config_lib.ConfigError, match='profile_steps=-1 must not be negative'):
-    config_lib.validate(config, device_count=1, process_count=1)
+  with pytest.raises(errors.ConfigError, match='profile_steps=-1 must not be negative'):
+    plan_of(config, devices=1, processes=1)
 
 
 def test_finished_run_does_not_retrain(single_device_run, data_dir):

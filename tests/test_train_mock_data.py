@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import cifar10, imagenet
-from resnet_jax import checkpointing, config_lib, events, train
-from resnet_jax.data import pipeline
+from resnet_jax import checkpointing, events, models, train
+from resnet_jax.data import datasets
 from resnet_jax.testing import tfrecord_imagenet
 from resnet_jax.testing.mock_tfds import prepared_mock
 
@@ -54,9 +54,10 @@ def test_train_and_evaluate_on_small_data(tmp_path, name, config, splits, image_
     variables, step = checkpointing.restore_variables(workdir)
     # 20 eval examples in batches of 8: the last batch is padded. Count the mistakes on the real
     # examples alone, outside the training loop's masked metrics.
-    model = config_lib.build_model(config, pipeline.get_dataset_info(config).num_classes)
+    data = datasets.open_config(config)
+    model = models.from_config(config.model, data.plan.num_classes)
     wrong, seen = 0, 0
-    for batch in pipeline.eval_batches(config, process_index=0, process_count=1):
+    for batch in data.eval_split():
       predicted = np.argmax(model.apply(variables, batch['image'], train=False), -1)
       wrong += int(np.sum((predicted != batch['label'])[batch['mask']]))
       seen += int(batch['mask'].sum())

@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from resnet_jax import workdir_lease
 from resnet_jax.errors import WorkdirInUseError
+from resnet_jax.guards import workdir_lease
 from tests.harness import (
   ROOT,
   bucket_at,
@@ -122,7 +122,7 @@ def test_a_stale_lease_elsewhere_is_waited_for_until_it_expires(tmp_path, caplog
 
 HOLDER = '''
 import sys, time
-from resnet_jax import workdir_lease
+from resnet_jax.guards import workdir_lease
 go = sys.argv[2] if len(sys.argv) > 2 else None
 print('READY', flush=True)
 while go and not __import__('os').path.exists(go):
@@ -208,7 +208,8 @@ import os, sys
 from jax.experimental import multihost_utils
 from resnet_jax.parallel import distributed
 distributed.initialize(f'127.0.0.1:{sys.argv[1]}', 2, int(sys.argv[2]))
-from resnet_jax import errors, workdir_lease
+from resnet_jax import errors
+from resnet_jax.guards import workdir_lease
 for workdir in sys.argv[3:]:
   try:
     with workdir_lease.hold(workdir) as lease:

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from etils import epath
 
-from resnet_jax import checkpointing, config_lib, errors, init_from, notebook, workdirs
+from resnet_jax import checkpointing, errors, init_from, notebook, workdirs
 from tests.harness import bucket_at, tiny_digits_config
 
 
@@ -47,7 +47,7 @@ def no_network(monkeypatch):
 
 
 @pytest.mark.parametrize('reader', [
-    lambda: config_lib.check_workdir(tiny_digits_config('/unused'), 'gs://bucket/run'),
+    lambda: workdirs.check_workdir(tiny_digits_config('/unused'), 'gs://bucket/run'),
     lambda: notebook.load_run('gs://bucket/run'),  # tools/evaluate.py, main.py --mode=eval
     lambda: init_from.read(tiny_digits_config('/unused', init_from='gs://bucket/run')),
 ], ids=['training', 'reading', 'init_from'])
@@ -65,5 +65,5 @@ def test_a_reachable_remote_workdir_passes_and_is_only_read(tmp_path, monkeypatc
   monkeypatch.chdir(tmp_path)  # Plain os calls on 'gs://bucket/...' would write a local 'gs:'.
   (tmp_path / 'bucket').mkdir()
   with bucket_at(tmp_path / 'bucket', monkeypatch):
-    config_lib.check_workdir(tiny_digits_config('/unused'), 'gs://bucket/run')
+    workdirs.check_workdir(tiny_digits_config('/unused'), 'gs://bucket/run')
   assert os.listdir(tmp_path / 'bucket') == [] and not (tmp_path / 'gs:').exists()

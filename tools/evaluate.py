@@ -23,7 +23,8 @@ from absl import app, flags
 
 from configs import imagenet
 from experiments import sweeps
-from resnet_jax import config_lib, errors, torchvision_weights
+from resnet_jax import errors, models, run_plan, torchvision_weights
+from resnet_jax.data import datasets
 from resnet_jax.evaluation import protocols
 from resnet_jax.parallel import distributed
 
@@ -67,14 +68,16 @@ def load_torchvision(path: str, name: str, data_dir=None, batch_size: int = 0):
   config = torchvision_config(name, data_dir, batch_size)
   variables = torchvision_weights.from_torchvision(torchvision_weights.read_state_dict(path), name,
                                        input_std=torchvision_weights.TORCHVISION_INPUT_STD)
-  return config, config_lib.build_model(config, torchvision_weights.NUM_CLASSES), variables
+  return config, models.from_config(config.model, torchvision_weights.NUM_CLASSES), variables
 
 
 def evaluate_torchvision(path: str, name: str, mode: str, data_dir=None,
                          batch_size: int = 0) -> dict:
   """``protocols.evaluate`` of a torchvision checkpoint; adds 'mode', 'checkpoint', 'step'."""
   config, model, variables = load_torchvision(path, name, data_dir, batch_size)
-  return dict(protocols.evaluate(config, model, variables, mode, batch_size), mode=mode,
+  plan = run_plan.resolve(config, devices=jax.device_count(), processes=jax.process_count(),
+                          facts=datasets.facts(config.dataset), training=False)
+  return dict(protocols.evaluate(plan, model, variables, mode, batch_size), mode=mode,
               checkpoint=path, step=None)
 
 

@@ -15,8 +15,9 @@ parameter of one step's gradient all-reduce (found by the parameters' shapes), a
 estimate of the step time (the slower of compute at peak FLOP/s and HBM traffic at peak
 bandwidth; collectives' latency and the input pipeline are not in it).
 
-Only the tf.data input path is planned (``dataset.device_resident=False``). The learning-rate
-schedule takes its epoch length from the whole train split; it changes constants, not the cost.
+Only the tf.data input path is planned (``dataset.device_resident=False``). The run's plan is
+resolved as a run resolves it (``run_plan.resolve``, from the registry's facts: no TensorFlow), so
+its steps per epoch and schedule are the run's; they are in the JSON output.
 """
 
 import dataclasses
@@ -40,7 +41,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from resnet_jax import config_lib, errors, train
+from resnet_jax import errors, run_plan, train
 from resnet_jax.data import registry
 
 FLAGS = flags.FLAGS
@@ -154,11 +155,11 @@ def _abstract(tree, sharding):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-def _batch(config, size, image_shape, sharding, mask=False):
-  """Abstract batches as ``data.pipeline`` gives them: float32 images, or (IMAGENET datasets)
+def _batch(plan, size, image_shape, sharding, mask=False):
+  """Abstract batches as the plan's data gives them: float32 images, or (IMAGENET datasets)
   uint8 images with a float32 RGB offset per image."""
   spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-  if not registry.get(config.dataset.name).in_memory:
+  if not plan.dataset.in_memory:
     batch = {'image': spec((size, *image_shape), jnp.uint8),
              'image_offset': spec((size, image_shape[-1]), jnp.float32)}
   else:
@@ -226,6 +227,12 @@ def fit_batches(config, chips: int) -> list[str]:
   return notes
 
 
+def resolve(config, devices) -> run_plan.RunPlan:
+  """The run's plan on the slice's ``devices``, from the registry's facts (no TensorFlow)."""
+  return run_plan.resolve(config, devices=len(devices),
+                          processes=len({d.process_index for d in devices}), facts=registry.get)
+
+
 def plan(config, topology: str, parts=('train', 'eval')) -> dict:
   """Compiles the train call (``steps_per_call`` steps) and/or the eval step for ``topology``.
 
@@ -234,26 +241,20 @@ def plan(config, topology: str, parts=('train', 'eval')) -> dict:
   chip = CHIPS.get(topology.split(':')[0])
   devices = topology_devices(topology)
   notes = fit_batches(config, len(devices))
-  config_lib.validate(config, device_count=len(devices),
-                      process_count=len({d.process_index for d in devices}))
   if config.dataset.device_resident:
     raise PlanError('The plan compiles the tf.data input path; add '
                     '--config.dataset.device_resident=False.')
-  name = config.dataset.name
-  size = config.dataset.image_size
-  spec = registry.get(name)
-  image_shape = (size, size, spec.channels)
-  steps_per_epoch = max(1, spec.splits['train'] // config.batch_size)
+  run = resolve(config, devices)
+  image_shape = run.image_shape
   # The per-pixel mean's values need the data; a stand-in of its shape compiles the same steps.
   correction = (np.full(image_shape, 0.5, np.float32)
                 if config.dataset.imagenet_per_pixel_mean else None)
-  program = train.build_program(config, image_shape, spec.num_classes,
-                                steps_per_epoch, devices=devices, image_correction=correction)
+  program = train.build_program(run, devices=devices, image_correction=correction)
   state = _abstract(jax.eval_shape(program.init, jax.random.key(0)), program.replicated)
   steps = config.steps_per_call
-  batches = tuple(_batch(config, config.batch_size, image_shape, program.batch_sharding)
+  batches = tuple(_batch(run, config.batch_size, image_shape, program.batch_sharding)
                   for _ in range(steps))
-  eval_batch = _batch(config, config.eval_batch_size, image_shape, program.batch_sharding,
+  eval_batch = _batch(run, config.eval_batch_size, image_shape, program.batch_sharding,
                       mask=True)
   param_shapes = [leaf.shape for leaf in jax.tree.leaves(state.params)]
   calls = {
@@ -269,6 +270,7 @@ def plan(config, topology: str, parts=('train', 'eval')) -> dict:
       'params': sum(math.prod(shape) for shape in param_shapes),
       'batch_size': config.batch_size, 'per_chip_batch': config.batch_size // len(devices),
       'steps_per_call': steps, 'chip': dataclasses.asdict(chip), 'notes': notes,
+      'run_plan': run.to_dict(),
       **{part: calls[part]() for part in parts}}
 
 

@@ -2,7 +2,7 @@
 pixels scaled to [0, 1] (digits upsampled bilinearly), and the training augmentation, zero
 padding, a random crop of the original size and (CIFAR-10) a random horizontal flip.
 
-The mean image is subtracted by ``data.pipeline`` (it is computed from the train split);
+The mean image is subtracted by ``data.small`` (it is computed from the train split);
 ``data.device_resident`` applies the same augmentation on the accelerators. How much each
 dataset pads and whether it flips are its ``data.registry`` entry's ``pad`` and ``flip``.
 """

@@ -1,7 +1,7 @@
 """The device-resident input path: the whole train split on the accelerators, augmented in JAX.
 
 For the in-memory datasets (digits, CIFAR-10) the preprocessed train split (mean subtracted, as
-``pipeline.load_train_arrays`` returns it) is copied to every device once. Each jitted call
+``small.SmallDataset.train_arrays`` returns it) is copied to every device once. Each jitted call
 then runs several training steps (``lax.scan``; unrolled on CPU); every step gathers its batch
 on the devices and applies the paper's augmentation there: zero padding, a random crop of the
 original size and (CIFAR) a random horizontal flip. No host work and no host-to-device copy
@@ -15,7 +15,7 @@ are drawn for the whole global batch from ``fold_in(augment_key, t)``, so neithe
 the augmentation depends on the number of devices, and a resumed run continues exactly.
 
 TensorFlow is not imported here; the split is loaded once through tfds by
-``pipeline.load_train_arrays``.
+``small.SmallDataset.train_arrays``.
 """
 
 import functools
@@ -27,22 +27,9 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from resnet_jax.data import registry
-from resnet_jax.errors import ConfigError
 from resnet_jax.parallel import multistep
 
 _DATA_STREAM = 0xDA7A  # Folded into the seed's key, so data keys differ from the model's.
-
-
-def check_config(config, spec: registry.DatasetSpec) -> None:
-  """Raises ``ConfigError`` if ``dataset.device_resident`` is set for a dataset (``spec``) it
-  cannot hold."""
-  if config.dataset.device_resident and not spec.in_memory:
-    held = [name for name, entry in registry.DATASETS.items() if entry.in_memory]
-    raise ConfigError(f'dataset.device_resident=True needs a dataset held in memory '
-                      f'({", ".join(held)}, {registry.IMAGE_FOLDER} at dataset.image_size <= '
-                      f'{registry.SMALL_MAX_SIDE}), not {config.dataset.name!r} at '
-                      f'{config.dataset.image_size}; set dataset.device_resident=False.')
 
 
 def put_on_devices(images: np.ndarray, labels: np.ndarray, mesh: jax.sharding.Mesh) -> dict:

@@ -326,20 +326,40 @@ def _root(root: str) -> str:
   return os.path.abspath(os.path.expanduser(root))
 
 
+def _form_name(image_size: int) -> str:
+  """The stored form's name: small images as PNG at their size, large ones as JPEG."""
+  return f'png{image_size}' if image_size <= registry.SMALL_MAX_SIDE else 'jpeg'
+
+
+def _prepared_path(folder: Folder, image_size: int) -> str:
+  """Where tfds' data directory holds the folder prepared for ``image_size``."""
+  form_name = _form_name(image_size)
+  return os.path.join(tfds.core.constants.get_default_data_dir(), registry.IMAGE_FOLDER,
+                      f'{form_name}-{_fingerprint(folder, form_name)}',
+                      str(_FolderBuilder.VERSION))
+
+
+def _is_prepared(path: str) -> bool:
+  return os.path.exists(os.path.join(path, 'dataset_info.json'))
+
+
+def _channels(folder: Folder, image_size: int) -> int:
+  """The channels of the stored form: small images greyscale if every file is, else RGB."""
+  small = image_size <= registry.SMALL_MAX_SIDE
+  return 1 if small and _modes(folder) <= set(GREYSCALE_MODES) else 3
+
+
 @functools.cache
-def builder(root: str, image_size: int):
-  """The tfds builder of the folder ``root`` prepared for ``image_size``: checked, and written
-  once to tfds' data directory (module docstring)."""
+def prepare(root: str, image_size: int):
+  """The tfds builder of the folder ``root`` prepared for ``image_size``: written once to tfds'
+  data directory (module docstring), read from there after."""
   folder = read(_root(root))
-  size = image_size if image_size <= registry.SMALL_MAX_SIDE else None
-  form_name = f'png{size}' if size else 'jpeg'
-  config = tfds.core.BuilderConfig(name=f'{form_name}-{_fingerprint(folder, form_name)}')
-  data_dir = tfds.core.constants.get_default_data_dir()
-  path = os.path.join(data_dir, registry.IMAGE_FOLDER, config.name, str(_FolderBuilder.VERSION))
-  info = os.path.join(path, 'dataset_info.json')
-  if not os.path.exists(info):
-    modes = _modes(folder)
-    form = _StoredForm(size, 1 if size and modes <= set(GREYSCALE_MODES) else 3)
+  path = _prepared_path(folder, image_size)
+  if not _is_prepared(path):
+    size = image_size if image_size <= registry.SMALL_MAX_SIDE else None
+    form = _StoredForm(size, _channels(folder, image_size))
+    config = tfds.core.BuilderConfig(name=os.path.basename(os.path.dirname(path)))
+    data_dir = tfds.core.constants.get_default_data_dir()
     logging.info('Preparing the image folder %s (%d classes) in %s.', folder.root,
                  len(folder.classes), path)
     made = [path, os.path.dirname(path), os.path.dirname(os.path.dirname(path)), data_dir]
@@ -348,7 +368,7 @@ def builder(root: str, image_size: int):
         _FolderBuilder(folder, form, data_dir=data_dir, config=config).download_and_prepare(
             download_dir=downloads)
     except OSError:
-      if not os.path.exists(info):
+      if not _is_prepared(path):
         raise
       # Another process (of this run, or another run of the folder) finished the same copy first.
   return tfds.builder_from_directory(path)
@@ -369,8 +389,8 @@ def _removed_if_left_empty(directories: list[str]):
 
 
 def spec(dataset) -> registry.DatasetSpec:
-  """The facts of the folder ``dataset.data_dir`` (a ``config.dataset``) at
-  ``dataset.image_size``: its layout and splits checked, then prepared (``builder``)."""
+  """The facts of the folder ``dataset.data_dir`` (a config's ``dataset``) at
+  ``dataset.image_size``: its layout and splits checked, nothing written (``prepare`` writes)."""
   if not dataset.data_dir:
     raise ConfigError(f'dataset.name={registry.IMAGE_FOLDER} reads the folder dataset.data_dir: '
                       f'set --config.dataset.data_dir=ROOT, where {LAYOUT} hold the images.')
@@ -380,10 +400,12 @@ def spec(dataset) -> registry.DatasetSpec:
                       f'use {low} to {high} pixels (up to {registry.SMALL_MAX_SIDE}: CIFAR-10\'s '
                       "recipe; above: ImageNet's).")
   check_splits(dataset.data_dir, dataset.train_split, dataset.eval_split)
-  prepared = builder(dataset.data_dir, dataset.image_size)
-  features = prepared.info.features
+  folder = read(_root(dataset.data_dir))
+  path = _prepared_path(folder, dataset.image_size)
+  channels = (tfds.builder_from_directory(path).info.features['image'].shape[-1]
+              if _is_prepared(path) else _channels(folder, dataset.image_size))
   return registry.folder_spec(
-      dataset.image_size, num_classes=features['label'].num_classes,
-      channels=features['image'].shape[-1],
-      splits={name: split.num_examples for name, split in prepared.info.splits.items()},
-      prepared_dir=os.fspath(prepared.data_dir))
+      dataset.image_size, num_classes=len(folder.classes), channels=channels,
+      splits={split: sum(len(files) for files in classes.values())
+              for split, classes in folder.splits.items()},
+      prepared_dir=path)

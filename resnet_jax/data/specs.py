@@ -1,21 +1,21 @@
-"""The facts of the dataset a config names (its ``DatasetSpec``), and its prepared tfds builder.
+"""The facts of a dataset (its ``DatasetSpec``), and its prepared tfds builder.
 
-``spec_of(config)`` is the one place a spec is obtained: the registry's entry for a registered
-name, else the facts of the tfds dataset of that name, read from its builder's info (no data is
-read): its ``image`` feature (uint8, a known number of channels) and its ``label`` feature (a
-ClassLabel) and the sizes of its prepared splits. A fixed square of at most
-``registry.SMALL_MAX_SIDE`` pixels a side takes the SMALL family (the CIFAR recipe: crops of its
-own size from a padding of an eighth of it, flips), anything else the IMAGENET family, cropped at
-``dataset.image_size``. ``dataset.name=image_folder`` is a folder of one's own images, checked
-and prepared as a tfds dataset (``data.image_folder``). What is missing is refused with a
+``spec_of(name, dataset)`` is the one place a spec is obtained (``datasets.facts`` hands it to
+``run_plan.resolve``): the registry's entry for a registered name, else the facts of the tfds
+dataset of that name, read from its builder's info (no data is read): its ``image`` feature
+(uint8, a known number of channels) and its ``label`` feature (a ClassLabel) and the sizes of its
+prepared splits. A fixed square of at most ``registry.SMALL_MAX_SIDE`` pixels a side takes the
+SMALL family (the CIFAR recipe: crops of its own size from a padding of an eighth of it, flips),
+anything else the IMAGENET family, cropped at ``dataset.image_size``. ``dataset.name=image_folder``
+is a folder of one's own images, read and checked without writing anything
+(``data.image_folder``); ``prepared_builder`` prepares it. What is missing is refused with a
 ``ConfigError`` that names it; an unprepared dataset with a ``DatasetNotAvailableError`` that
 says how to prepare it.
 
-The registry (layer 1) holds facts and imports no TensorFlow, so reading a builder lives here;
-``train`` resolves the spec once and hands it to ``config_lib.check_dataset``
-(docs/ARCHITECTURE.md).
+The registry (layer 1) holds facts and imports no TensorFlow, so reading a builder lives here.
 """
 
+import dataclasses
 import functools
 import os
 
@@ -29,15 +29,24 @@ from resnet_jax.errors import ConfigError, DatasetNotAvailableError
 tf.config.set_visible_devices([], 'GPU')  # TF never takes accelerator memory.
 
 
-def spec_of(config, dataset: str | None = None) -> registry.DatasetSpec:
-  """The facts of ``dataset`` (default: ``config.dataset.name``) in ``config.dataset.data_dir``:
-  its registry entry, else what its tfds builder records."""
-  name = dataset or config.dataset.name
+def spec_of(name: str, dataset) -> registry.DatasetSpec:
+  """The facts of the dataset ``name`` for a config's ``dataset`` section (its ``data_dir``;
+  an image folder's ``image_size`` and splits): its registry entry (with the split sizes of the
+  copy prepared in ``data_dir``, where there is one: a test's or a subset's may differ from the
+  catalog's), else what its tfds builder records, else what the folder holds."""
   if name in registry.DATASETS:
-    return registry.DATASETS[name]
+    return _with_prepared_splits(registry.DATASETS[name], dataset.data_dir)
   if name == registry.IMAGE_FOLDER:
-    return image_folder.spec(config.dataset)
-  return _from_builder_info(name, config.dataset.data_dir)
+    return image_folder.spec(dataset)
+  return _from_builder_info(name, dataset.data_dir)
+
+
+def _with_prepared_splits(spec: registry.DatasetSpec, data_dir) -> registry.DatasetSpec:
+  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+  if not builder.is_prepared():
+    return spec
+  return dataclasses.replace(spec, splits={split: info.num_examples
+                                           for split, info in builder.info.splits.items()})
 
 
 def not_prepared_message(builder) -> str:
@@ -55,17 +64,13 @@ def not_prepared_message(builder) -> str:
           '--config.dataset.data_dir=/path/to/tensorflow_datasets.')
 
 
-def builder_of(tfds_name: str, prepared_dir: str, data_dir: str | None):
-  """tfds' builder of a spec's ``tfds_name`` in ``data_dir``, or of its ``prepared_dir``."""
-  if prepared_dir:
-    return tfds.builder_from_directory(prepared_dir)
-  return tfds.builder(tfds_name, data_dir=data_dir)
-
-
-def prepared_builder(spec: registry.DatasetSpec, data_dir: str | None):
-  """The prepared tfds builder of ``spec``; the bundled digits are prepared on the spot, any
-  other unprepared dataset refused."""
-  builder = builder_of(spec.tfds_name, spec.prepared_dir, data_dir)
+def prepared_builder(spec: registry.DatasetSpec, dataset):
+  """The prepared tfds builder of ``spec`` for a config's ``dataset`` section (its
+  ``data_dir``); the bundled digits and an image folder are prepared on the spot, any other
+  unprepared dataset refused."""
+  if spec.name == registry.IMAGE_FOLDER:
+    return image_folder.prepare(dataset.data_dir, dataset.image_size)
+  builder = tfds.builder(spec.tfds_name, data_dir=dataset.data_dir)
   if not builder.is_prepared():
     if spec.tfds_name != 'digits':
       raise DatasetNotAvailableError(not_prepared_message(builder))

@@ -95,9 +95,8 @@ def workdir_layer_responses(workdir: str, step=None, data_dir=None) -> list[tupl
   """Layer responses of a run's checkpoint (default: the latest) on its eval split."""
   # pylint: disable=import-outside-toplevel  (TensorFlow)
   from resnet_jax import notebook, steps
-  from resnet_jax.data import pipeline
   run = notebook.load_run(workdir, step, data_dir=data_dir)
-  correction = pipeline.imagenet_mean_correction(run.config)
-  batches = ((steps.model_images(b, correction), b['mask']) for b in pipeline.eval_batches(
-      run.config, process_index=0, process_count=1))
-  return responses_of_batches(run.model, run.variables, batches, run.info.image_shape)
+  correction = run.data.mean_correction()
+  batches = ((steps.model_images(b, correction), b['mask'])
+             for b in run.data.eval_split(run.plan.eval_sets[0]))
+  return responses_of_batches(run.model, run.variables, batches, run.plan.image_shape)

@@ -1,5 +1,5 @@
 """The training loop's evaluation, which notebooks run too: the jitted eval step on a mesh and the
-loop over a split's padded, masked batches (``data.pipeline.eval_batches``).
+loop over a split's padded, masked batches (``data.dataset.Dataset.eval_split``).
 
 ``train`` evaluates with it during training and ``notebook.Run.evaluate`` after, so both compute
 the same metrics with the same compiled step; the paper's protocols (``protocols``) build on the
@@ -17,7 +17,7 @@ from resnet_jax.parallel import sharding
 
 def jit_eval_step(model, mesh: jax.sharding.Mesh, image_correction=None) -> Callable:
   """``steps.eval_step`` jitted for ``mesh``: variables replicated, batch split on ``data``;
-  ``image_correction`` (``data.pipeline.imagenet_mean_correction``) a constant of the step."""
+  ``image_correction`` (the data's ``mean_correction()``) a constant of the step."""
   replicated = sharding.replicated(mesh)
   step = functools.partial(steps.eval_step, model=model, image_correction=image_correction)
   return jax.jit(step, in_shardings=(replicated, sharding.batch_sharding(mesh)),

@@ -27,6 +27,7 @@ host's devices would make all processes run the same sequence of calls and shape
 bucketing by the images' shapes cannot promise.
 """
 
+import dataclasses
 import functools
 from collections.abc import Iterator
 
@@ -36,8 +37,8 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-from resnet_jax import notebook, steps
-from resnet_jax.data import pipeline, specs
+from resnet_jax import notebook, run_plan, steps
+from resnet_jax.data import datasets
 from resnet_jax.evaluation import views as eval_views
 from resnet_jax.parallel import sharding
 
@@ -68,14 +69,14 @@ def _jitted_probabilities(model, variables, batch, image_correction):
 
 class _Forward:
   """``mean_probabilities`` on this process's devices, the variables and the per-pixel mean
-  correction (``pipeline.imagenet_mean_correction``) replicated there once; records the
-  input shapes it runs."""
+  correction (the data's ``mean_correction``) replicated there once; records the input shapes
+  it runs."""
 
-  def __init__(self, config, model, variables):
+  def __init__(self, data, model, variables):
     mesh = sharding.local_mesh()
     self.num_devices = mesh.size
     replicated = sharding.replicated(mesh)
-    correction = pipeline.imagenet_mean_correction(config)
+    correction = data.mean_correction()
     self.probabilities = functools.partial(
         _jitted_probabilities, model,
         image_correction=None if correction is None else jax.device_put(correction, replicated))
@@ -106,35 +107,28 @@ def _padded(batches: Iterator[dict], size) -> Iterator[dict]:
     yield {'mask': mask, **padded}  # A batch's own mask, padded with False, comes first.
 
 
-def _jpeg_records(config) -> tuple[tf.data.Dataset, int]:
-  """This process's part of the eval split as (JPEG bytes, label) records, and its size."""
-  return pipeline.eval_jpeg_records(config, process_index=jax.process_index(),
-                                          process_count=jax.process_count())
-
-
-def _center(config, forward, batch_size):
+def _center(data, forward, batch_size):
   del batch_size  # config.eval_batch_size, as in training.
-  batches = pipeline.eval_batches(config, process_index=jax.process_index(),
-                                        process_count=jax.process_count())
-  size = sharding.round_up(config.eval_batch_size // jax.process_count(), forward.num_devices)
-  for probabilities, rest in forward.scores(_padded(batches, size)):
+  size = sharding.round_up(data.plan.eval_process_batch, forward.num_devices)
+  for probabilities, rest in forward.scores(_padded(data.eval_split(data.plan.eval_sets[0]),
+                                                    size)):
     yield probabilities, rest['label'], rest['mask']
 
 
-def _ten_crop(config, forward, batch_size):
-  views = eval_views.ten_crop_views(_jpeg_records(config)[0], config.dataset.image_size,
-                                    pipeline.imagenet_mean_correction(config))
+def _ten_crop(data, forward, batch_size):
+  views = eval_views.ten_crop_views(data.eval_jpeg_records()[0],
+                                    data.plan.config.dataset.image_size, data.mean_correction())
   batches = views.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
   for probabilities, rest in forward.scores(_padded(batches, batch_size)):
     yield probabilities, rest['label'], rest['mask']
 
 
-def _multi_scale(config, forward, batch_size):
+def _multi_scale(data, forward, batch_size):
   """Scores summed per example as the buckets fill, in any order; yielded in order at the end."""
-  records, count = _jpeg_records(config)
-  pixels = batch_size * 10 * config.dataset.image_size ** 2  # As much input as a 10-crop call.
+  records, count = data.eval_jpeg_records()
+  pixels = batch_size * 10 * data.plan.config.dataset.image_size ** 2  # A 10-crop call's input.
   batches = eval_views.multi_scale_views(
-      records, pixels, forward.num_devices, pipeline.imagenet_mean_correction(config)
+      records, pixels, forward.num_devices, data.mean_correction()
   ).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
   bucket_size = lambda batch: int(eval_views.bucket_batch_size(
       *batch['views'].shape[2:4], pixels, forward.num_devices))
@@ -158,47 +152,54 @@ def _multi_scale(config, forward, batch_size):
 PREDICTORS = {'center': _center, 'ten_crop': _ten_crop, 'multi_scale': _multi_scale}
 
 
-def _check(config, mode: str) -> None:
-  """Stops on a mode the dataset does not support, or missing data, before any work."""
+def check_mode(plan: run_plan.RunPlan, mode: str) -> None:
+  """Stops on a mode the plan's dataset does not support, before any work."""
   if mode not in MODES:
     raise ValueError(f'Unknown evaluation mode {mode!r}; use one of {", ".join(MODES)}.')
-  spec = specs.spec_of(config)
+  spec = plan.dataset
   if spec.label_sets:
-    raise ValueError(f'The evaluation modes score one class per image; {config.dataset.name} '
-                     "labels each image with a set of classes, which the training loop's "
-                     'evaluation scores (steps.eval_step): evaluate it beside a training run.')
+    raise ValueError(f'The evaluation modes score one class per image; {spec.name} labels each '
+                     "image with a set of classes, which the training loop's evaluation scores "
+                     '(steps.eval_step): evaluate it beside a training run.')
   if mode != 'center' and not spec.has_views:
     raise ValueError(f'Mode {mode!r} crops and rescales full-size images; evaluate '
-                     f"{config.dataset.name} with 'center', its single original view, as the "
-                     'paper does for CIFAR-10.')
-  pipeline.get_dataset_info(config)  # Stops with a clear message if the data is missing.
+                     f"{spec.name} with 'center', its single original view, as the paper does "
+                     'for CIFAR-10.')
 
 
-def _predictions(config, forward, mode, batch_size):
-  images = batch_size or max(config.eval_batch_size // (10 * jax.process_count()), 1)
-  yield from PREDICTORS[mode](config, forward, sharding.round_up(images, forward.num_devices))
+def open_for_every_process(plan: run_plan.RunPlan):
+  """``plan``'s data as this process reads its part, every process of the job evaluating."""
+  plan = dataclasses.replace(plan, processes=jax.process_count(), devices=jax.device_count())
+  return datasets.open_dataset(plan, jax.process_index())
 
 
-def predictions(config, model, variables, mode: str,
+def _predictions(data, forward, mode, batch_size):
+  images = batch_size or max(data.plan.config.eval_batch_size // (10 * data.plan.processes), 1)
+  yield from PREDICTORS[mode](data, forward, sharding.round_up(images, forward.num_devices))
+
+
+def predictions(plan: run_plan.RunPlan, model, variables, mode: str,
                 batch_size: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
   """(averaged probabilities [B, K], labels [B], mask [B]) over this process's part of the eval
-  split, in order (the whole split in a single process).
+  split of ``plan``, in order (the whole split in a single process).
 
   ``batch_size``: images per call on this process for ``ten_crop`` (0: config.eval_batch_size
   // 10, shared by the processes), rounded up to a multiple of its devices; ``multi_scale``
   puts as many pixels in a call (at least one image per device).
   """
-  _check(config, mode)
-  yield from _predictions(config, _Forward(config, model, variables), mode, batch_size)
+  check_mode(plan, mode)
+  data = open_for_every_process(plan)
+  yield from _predictions(data, _Forward(data, model, variables), mode, batch_size)
 
 
-def evaluate(config, model, variables, mode: str, batch_size: int = 0) -> dict:
+def evaluate(plan: run_plan.RunPlan, model, variables, mode: str, batch_size: int = 0) -> dict:
   """{'error_top1', 'error_top5', 'num_examples', 'compiled_shapes'} of ``mode`` over the whole
-  eval split, every process's part together (call it in every process)."""
-  _check(config, mode)
-  forward = _Forward(config, model, variables)
+  eval split of ``plan``, every process's part together (call it in every process)."""
+  check_mode(plan, mode)
+  data = open_for_every_process(plan)
+  forward = _Forward(data, model, variables)
   totals = np.zeros(3)  # Top-1 errors, top-5 errors, examples.
-  for probabilities, labels, mask in _predictions(config, forward, mode, batch_size):
+  for probabilities, labels, mask in _predictions(data, forward, mode, batch_size):
     # Training's rule on numpy arrays: computed on the host, compiling nothing beside the model.
     errors = steps.top_k_errors(probabilities, labels, (1, 5))
     totals += [*errors[mask].sum(0, dtype=np.float64), np.sum(mask)]
@@ -216,5 +217,5 @@ def evaluate_workdir(workdir: str, mode: str, step=None, data_dir=None,
                      batch_size: int = 0) -> dict:
   """``evaluate`` for a run's checkpoint (default: the latest); adds 'mode' and 'step'."""
   run = notebook.load_run(workdir, step, data_dir=data_dir)
-  return dict(evaluate(run.config, run.model, run.variables, mode, batch_size), mode=mode,
+  return dict(evaluate(run.plan, run.model, run.variables, mode, batch_size), mode=mode,
               step=run.step)

@@ -18,10 +18,10 @@ DATA_AXIS = 'data'
 
 
 def create_mesh(devices=None) -> jax.sharding.Mesh:
-  """A 1-D mesh over ``devices`` (default: all devices of all processes), batch along ``data``."""
-  if devices is None:
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
-  return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+  """A 1-D mesh over ``devices`` (default: all devices of all processes), batch along ``data``,
+  its axis of JAX's default type (explicit) whichever devices it holds."""
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices)
 
 
 def local_mesh() -> jax.sharding.Mesh:
