@@ -3,33 +3,44 @@
     python -m experiments.report --root=/tmp/depth_digits
 
 A run is a workdir directly under ``<root>`` or, for a sweep with seeds, ``<root>/<net>/seed<k>``;
-a net's runs are its seeds. Reads each run's TensorBoard events (``resnet_jax.events``) and
+a net's runs are its seeds. Reads each run's TensorBoard events (``report_runs``) and
 ``config.json``; writes ``<root>/results.json`` (``{"runs": {run: {"net", "seed", "train_error",
 "test_error", "steps"}}, "networks": {net: {"runs", "seeds", "train_error": {"n", "best", "mean",
 "std"}, "test_error": ...}}}``, errors as fractions: the last logged ``train_error_top1`` and
 ``eval_error_top1``; best = lowest, std = the sample standard deviation, ddof=1),
 ``<root>/report.md`` (a table per study: per net n and best (mean ± std), the paper's form,
 beside the paper's numbers, ``experiments.paper_results``, each cited by its table) and PNG
-figures: Figure 6 (training error dashed, test error bold, vs iterations, every seed; plain nets
-left, ResNets right) and, for runs with checkpoints, Figure 7 (std of each 3x3 layer's response,
-in layer order and sorted). A study is a sweep that ``experiments.run`` recorded in
-``<root>/sweeps.json``; other runs form one more.
+figures (``report_figures``): Figure 6 (training error dashed, test error bold, vs iterations,
+every seed; plain nets left, ResNets right) and, for runs with checkpoints, Figure 7 (std of each
+3x3 layer's response, in layer order and sorted). A study is a sweep that ``experiments.run``
+recorded in ``<root>/sweeps.json``; other runs form one more.
 """
 
 import json
 import os
 import re
 
-import matplotlib
+from absl import app, flags
 
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
-from absl import app, flags, logging  # pylint: disable=wrong-import-position
-from etils import epath  # pylint: disable=wrong-import-position
-
-from experiments import paper_results, sweeps  # pylint: disable=wrong-import-position
-from resnet_jax import checkpointing, events, models  # pylint: disable=wrong-import-position
+from experiments import paper_results
+from experiments.report_figures import (
+  layer_responses,
+  layer_responses_figure,
+  save,
+  training_curves_figure,
+)
+from experiments.report_runs import (
+  STD_DDOF,
+  depth,
+  is_imagenet,
+  is_plain,
+  label,
+  networks,
+  read_runs,
+  shortcut,
+  spread,
+  studies,
+)
 
 FLAGS = flags.FLAGS
 
@@ -41,126 +52,6 @@ def define_flags():
   flags.mark_flag_as_required('root')
 
 
-EVAL_MODES = ('ten_crop', 'multi_scale')
-SEED_DIR = re.compile(r'seed(\d+)')
-# The standard deviation over a net's seeds: the sample one (n - 1 in the denominator).
-STD_DDOF = 1
-
-
-# --------------------------------------------------------------------------------------------
-# Reading runs.
-# --------------------------------------------------------------------------------------------
-
-
-def read_run(root: str, name: str, net: str, seed: int | None = None) -> dict | None:
-  """Run ``root/name``'s curves, final errors and config, or None if it logged nothing yet.
-
-  ``net`` names the net whose seeds it is one of; ``seed`` is the one its directory names, used
-  where its config records none.
-  """
-  workdir = os.path.join(root, name)
-  scalars = events.read_scalars(workdir)
-  if 'train_error_top1' not in scalars:
-    return None
-  config_path = os.path.join(workdir, 'config.json')
-  config = {}
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      config = json.load(f)
-  run = {'name': name, 'workdir': workdir, 'scalars': scalars, 'config': config, 'net': net,
-         'seed': config.get('seed', seed),
-         'model': config.get('model', {}).get('name', net),
-         'train_error': float(scalars['train_error_top1'][1][-1]),
-         'steps': int(scalars['train_error_top1'][0][-1])}
-  for key, tag in (('test_error', 'eval_error_top1'), ('test_error_top5', 'eval_error_top5')):
-    run[key] = float(scalars[tag][1][-1]) if tag in scalars else None
-  for mode in EVAL_MODES:
-    result = {}
-    if os.path.exists(sweeps.eval_result_path(workdir, mode)):
-      with open(sweeps.eval_result_path(workdir, mode)) as f:
-        result = json.load(f)
-    run[f'{mode}_error'] = result.get('error_top1')
-    run[f'{mode}_error_top5'] = result.get('error_top5')
-  return run
-
-
-def read_runs(root: str) -> dict[str, dict]:
-  """{run name: run}: each workdir under ``root`` that logged, and each ``<net>/seed<k>``."""
-  runs = {}
-  for net in sorted(os.listdir(root)):
-    workdir = os.path.join(root, net)
-    if not os.path.isdir(workdir):
-      continue
-    run = read_run(root, net, net)
-    if run is not None:
-      runs[net] = run
-      continue
-    seeds = sorted(int(m[1]) for m in map(SEED_DIR.fullmatch, os.listdir(workdir)) if m)
-    for seed in seeds:
-      name = sweeps.seed_run_name(net, seed)
-      run = read_run(root, name, net, seed)
-      if run is not None:
-        runs[name] = run
-  return runs
-
-
-def networks(runs: dict) -> dict[str, list[dict]]:
-  """{net: its runs}, in the order of ``runs``."""
-  grouped = {}
-  for run in runs.values():
-    grouped.setdefault(run['net'], []).append(run)
-  return grouped
-
-
-def studies(root: str, nets: dict) -> dict[str, list[str]]:
-  """{study title: net names}: each recorded sweep in sweep order, then any other nets."""
-  recorded_file = epath.Path(root) / sweeps.SWEEPS_FILE
-  recorded = json.loads(recorded_file.read_text()) if recorded_file.exists() else []
-  grouped, seen = {}, set()
-  for sweep in recorded:
-    if sweep not in sweeps.SWEEPS:
-      continue  # A sweep that no longer exists: its nets count as other nets.
-    names = [run.name for run in sweeps.get_sweep(sweep) if run.name in nets]
-    if names:
-      grouped[sweep] = names
-      seen.update(names)
-  others = [name for name in nets if name not in seen]
-  if others:
-    grouped['other runs' if grouped else os.path.basename(os.path.normpath(root))] = others
-  return grouped
-
-
-def spread(values: list) -> dict | None:
-  """n, best (the lowest), mean and sample std (None for n = 1) of the known errors, or None."""
-  known = np.array([v for v in values if v is not None], np.float64)
-  if not known.size:
-    return None
-  return {'n': int(known.size), 'best': float(known.min()), 'mean': float(known.mean()),
-          'std': float(known.std(ddof=STD_DDOF)) if known.size > 1 else None}
-
-
-def is_plain(run: dict) -> bool:
-  return run['model'].startswith('plain')
-
-
-def depth(run: dict) -> int:
-  return int(re.sub(r'\D', '', run['model']) or 0)
-
-
-def label(run: dict) -> str:
-  return f'{"plain" if is_plain(run) else "ResNet"}-{depth(run)}'
-
-
-def shortcut(run: dict) -> str | None:
-  """The run's shortcut option (None for plain nets)."""
-  if is_plain(run) or run['model'] not in models.MODEL_SPECS:
-    return None
-  return run['config'].get('model', {}).get('shortcut') or models.MODEL_SPECS[
-      run['model']]['shortcut']
-
-
-def is_imagenet(run: dict) -> bool:
-  return run['config'].get('dataset', {}).get('name') == 'imagenet2012'
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,106 +153,6 @@ def depth_findings(names: list[str], nets: dict) -> list[str]:
                    f'{label(nets[members[0]][0])} at {100 * shallow["mean"]:.2f}%'
                    f'{over(shallow)} ({100 * (deep["mean"] - shallow["mean"]):+.2f} points).')
   return lines
-
-
-# --------------------------------------------------------------------------------------------
-# Figures.
-# --------------------------------------------------------------------------------------------
-
-
-def _ordered(names: list[str], nets: dict) -> list[str]:
-  """The nets plain first, each family by depth."""
-  return sorted(names, key=lambda n: (not is_plain(nets[n][0]), depth(nets[n][0])))
-
-
-def _panels(names, nets):
-  """[(title, net names)]: plain nets left, ResNets right (only the families present)."""
-  ordered = _ordered(names, nets)
-  families = [('plain', [n for n in ordered if is_plain(nets[n][0])]),
-              ('residual', [n for n in ordered if not is_plain(nets[n][0])])]
-  return [(title, members) for title, members in families if members]
-
-
-def _colour(index):
-  return plt.get_cmap('tab10')(index % 10)
-
-
-def _legend(members: list[dict]) -> str:
-  """A net's legend entry: its label, and how many seeds its lines are."""
-  return label(members[0]) + ('' if len(members) == 1 else f' ({len(members)} seeds)')
-
-
-def training_curves_figure(names: list[str], nets: dict) -> plt.Figure:
-  """Figure 6: training error dashed, test error bold, against iterations; one line per seed."""
-  panels = _panels(names, nets)
-  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False,
-                           sharey=True)
-  for ax, (title, members) in zip(axes[0], panels):
-    for index, name in enumerate(members):
-      colour = _colour(index)
-      for seed_index, run in enumerate(nets[name]):
-        legend = _legend(nets[name]) if seed_index == 0 else None
-        train_steps, train_errors = run['scalars']['train_error_top1']
-        ax.plot(train_steps, 100 * train_errors, '--', color=colour, linewidth=1)
-        if 'eval_error_top1' in run['scalars']:
-          test_steps, test_errors = run['scalars']['eval_error_top1']
-          ax.plot(test_steps, 100 * test_errors, '-', color=colour, linewidth=2, alpha=0.8,
-                  label=legend)
-    ax.set_title(f'{title} nets (dashed: training error, bold: test error)', fontsize=10)
-    ax.set_xlabel('iterations')
-    ax.grid(alpha=0.3)
-    ax.legend()
-  axes[0][0].set_ylabel('error (%)')
-  return fig
-
-
-def layer_responses_figure(responses: dict[str, list[float]], names: list[str],
-                           nets: dict) -> plt.Figure:
-  """Figure 7: std of each 3x3 layer's response, in layer order (top) and sorted (bottom).
-
-  ``responses`` holds the stds per run name; every seed of a net is drawn in the net's colour.
-  """
-  fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5))
-  drawn = [n for n in _ordered(names, nets) if any(r['name'] in responses for r in nets[n])]
-  for index, name in enumerate(drawn):
-    members = [run for run in nets[name] if run['name'] in responses]
-    for seed_index, run in enumerate(members):
-      style = {'color': _colour(index), 'linestyle': '--' if is_plain(run) else '-',
-               'marker': '.', 'linewidth': 1,
-               'label': _legend(members) if seed_index == 0 else None}
-      stds = responses[run['name']]
-      top.plot(range(1, len(stds) + 1), stds, **style)
-      bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
-  top.set_xlabel('layer index (original)')
-  bottom.set_xlabel('layer index (sorted by magnitude)')
-  for ax in (top, bottom):
-    ax.set_ylabel('std')
-    ax.grid(alpha=0.3)
-  top.legend(fontsize=8, ncol=2)
-  return fig
-
-
-def save(fig: plt.Figure, path: str) -> None:
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def layer_responses(runs: list[dict]) -> dict[str, list[float]]:
-  """{run name: response stds} for the runs that have a checkpoint and a readable test split."""
-  # pylint: disable=import-outside-toplevel  (TensorFlow and compilation only when needed)
-  from resnet_jax import errors
-  from resnet_jax.evaluation import layer_responses as analysis
-  responses = {}
-  for run in runs:
-    if not checkpointing.has_checkpoints(run['workdir']):
-      continue
-    try:
-      responses[run['name']] = [std for _, std in
-                                analysis.workdir_layer_responses(run['workdir'])]
-    except (errors.DatasetNotAvailableError, errors.CheckpointError) as error:
-      logging.warning('No layer responses for %s: %s', run['name'], error)
-  return responses
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import sys
 from absl import app, flags, logging
 from etils import epath
 
-from experiments import launchers, sweeps
+from experiments import launchers, run_commands, sweeps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,7 +113,7 @@ def is_finished(run: sweeps.Run, root: str) -> bool:
   from resnet_jax import checkpointing, library_logs, run_plan
   from resnet_jax.data import datasets
   library_logs.quiet()  # No orbax INFO line per run looked at.
-  run_dir = launchers.workdir(run, root)
+  run_dir = run_commands.workdir(run, root)
   if not checkpointing.has_checkpoints(run_dir):
     return False
   manager = checkpointing.create_manager(run_dir, read_only=True)
@@ -161,7 +161,7 @@ def main(argv):
   launchers.check_flags(FLAGS.root)
   if FLAGS.print_commands:
     for run in runs:
-      print(shlex.join(launchers.command(run, FLAGS.root)))
+      print(shlex.join(run_commands.command(run, FLAGS.root)))
     return
   pending = unfinished(runs, FLAGS.root)
   if not pending:

@@ -75,7 +75,8 @@ def init(model):
 
 
 def all_probabilities(config, model, variables, mode):
-  parts = list(protocols.predictions(datasets.plan_for(config, training=False), model, variables, mode))
+  parts = list(protocols.predictions(datasets.plan_for(config, training=False), model,
+                                     variables, mode))
   probabilities = np.concatenate([p[m] for p, _, m in parts])
   assert len(probabilities) == NUM_EXAMPLES  # Each example exactly once.
   return probabilities

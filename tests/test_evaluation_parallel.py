@@ -103,7 +103,8 @@ def test_bucketed_multi_scale_equals_one_image_at_a_time(tmp_path):
       if event == '/jax/core/compile/backend_compile_duration' else None)
   try:
     with serve(str(tmp_path), labels) as config:
-      result = protocols.evaluate(datasets.plan_for(config, training=False), model, variables, 'multi_scale')
+      result = protocols.evaluate(datasets.plan_for(config, training=False), model, variables,
+                                  'multi_scale')
   finally:
     jax.monitoring.clear_event_listeners()
   # One compilation per view shape, counted as it happens, and no other computation compiled.

@@ -11,10 +11,10 @@ import sys
 import pytest
 from absl import app
 
-from experiments import launchers, run, slurm_cluster
+from experiments import launchers, run, slurm_cluster, slurm_launcher
 from tests.harness import ROOT
 
-RESOURCES = launchers.SlurmResources(
+RESOURCES = slurm_launcher.SlurmResources(
     nodes=2, gpus_per_node=8, cpus_per_task=12, time='1-00:00:00', time_limit_margin=600,
     partition='gpu', account='lab', max_running_tasks=3, extra=('--constraint=h100',))
 
@@ -24,7 +24,7 @@ def cifar_runs():
 
 
 def test_batch_script_asks_for_the_nodes_and_one_process_per_gpu():
-  script = launchers.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
+  script = slurm_launcher.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
                                    '/shared/logs')
   assert [line for line in script.splitlines() if line.startswith('#SBATCH')] == [
       '#SBATCH --job-name=cifar_1202', '#SBATCH --array=0-3%3', '#SBATCH --nodes=2',
@@ -39,7 +39,7 @@ def test_batch_script_asks_for_the_nodes_and_one_process_per_gpu():
     (3, 'resnet1202/seed1', '/shared/my runs/resnet1202/seed1', 1),
 ])
 def test_each_array_task_runs_its_own_run_through_bash(task, name, workdir, seed, tmp_path):
-  script = launchers.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
+  script = slurm_launcher.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
                                    '/shared/logs')
   # bash reads the whole script; the part up to the case statement picks the task's run.
   assert subprocess.run(['bash', '-n'], input=script, text=True, check=False).returncode == 0
@@ -53,17 +53,17 @@ def test_each_array_task_runs_its_own_run_through_bash(task, name, workdir, seed
 
 
 @pytest.mark.parametrize('resources, message', [
-    (launchers.SlurmResources(gpus_per_node=8, tasks_per_node=1), 'one process per GPU'),
-    (launchers.SlurmResources(nodes=0), '--nodes=0 must be at least 1'),
-    (launchers.SlurmResources(max_running_tasks=-1), 'must not be negative'),
+    (slurm_launcher.SlurmResources(gpus_per_node=8, tasks_per_node=1), 'one process per GPU'),
+    (slurm_launcher.SlurmResources(nodes=0), '--nodes=0 must be at least 1'),
+    (slurm_launcher.SlurmResources(max_running_tasks=-1), 'must not be negative'),
 ])
 def test_requests_slurm_or_jax_cannot_serve_are_usage_errors(resources, message):
   with pytest.raises(app.UsageError, match=message):
-    launchers.sbatch_script('cifar_1202', cifar_runs(), '/runs', resources, '/logs')
+    slurm_launcher.sbatch_script('cifar_1202', cifar_runs(), '/runs', resources, '/logs')
 
 
 def test_the_scripts_comment_quotes_the_root():
-  script = launchers.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
+  script = slurm_launcher.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
                                    '/shared/logs')
   assert script.splitlines()[1] == (
       "# cifar_1202: 4 runs into '/shared/my runs', one array task each.")
@@ -88,7 +88,7 @@ def test_a_control_character_in_any_value_of_the_script_is_refused_naming_its_fl
   arguments = {**dict(sweep='cifar_1202', runs=cifar_runs(), root='/shared/runs',
                       resources=RESOURCES, log_dir='/shared/logs'), **BAD_VALUES[flag]}
   with pytest.raises(app.UsageError, match=f'^{flag}=.* holds a control character'):
-    launchers.sbatch_script(**arguments)
+    slurm_launcher.sbatch_script(**arguments)
 
 
 def node(cpus, gpus=0):
@@ -96,13 +96,13 @@ def node(cpus, gpus=0):
 
 
 @pytest.mark.parametrize('resources, nodes, problems', [
-    (launchers.SlurmResources(gpus_per_node=0), [node(2)],
+    (slurm_launcher.SlurmResources(gpus_per_node=0), [node(2)],
      ['1 process(es) a node x --cpus_per_task=8 is 8 CPUs a node, but its largest node has 2: '
       'set --cpus_per_task=2']),
     (RESOURCES, [node(64, 8)] * 4,
      ['8 process(es) a node x --cpus_per_task=12 is 96 CPUs a node, but its largest node has 64: '
       'set --cpus_per_task=8']),
-    (launchers.SlurmResources(gpus_per_node=8, cpus_per_task=4), [node(64, 4), node(32, 2)],
+    (slurm_launcher.SlurmResources(gpus_per_node=8, cpus_per_task=4), [node(64, 4), node(32, 2)],
      ['--gpus_per_node=8, but its nodes have at most 4 GPUs: set --gpus_per_node=4']),
     (RESOURCES._replace(nodes=3), [node(96, 8), node(96, 8), node(128, 4)],
      ['--nodes=3, but 2 of its nodes have 96 CPUs and 8 GPUs: set --nodes=2']),
@@ -110,7 +110,7 @@ def node(cpus, gpus=0):
     (RESOURCES, [], []),  # sinfo told nothing: nothing is held against the job.
 ])
 def test_a_request_larger_than_the_nodes_names_the_flag_to_change(resources, nodes, problems):
-  assert launchers.oversize_problems(resources, nodes) == problems
+  assert slurm_launcher.oversize_problems(resources, nodes) == problems
 
 
 @pytest.mark.parametrize('reasons, nodes, words', [
@@ -125,7 +125,7 @@ def test_a_request_larger_than_the_nodes_names_the_flag_to_change(resources, nod
 def test_a_job_is_given_up_only_for_a_reason_no_wait_ends(reasons, nodes, words, monkeypatch):
   monkeypatch.setattr(slurm_cluster, 'pending_reasons', lambda job: set(reasons))
   monkeypatch.setattr(slurm_cluster, 'nodes', lambda partition: nodes)
-  message = launchers.never_starts('77', launchers.SlurmResources(gpus_per_node=0))
+  message = slurm_launcher.never_starts('77', slurm_launcher.SlurmResources(gpus_per_node=0))
   if words is None:
     assert message is None
   else:
@@ -139,9 +139,9 @@ def test_sinfo_gpus_are_counted_in_every_form_it_prints_them():
 
 
 def test_cpu_nodes_run_one_process_each_unless_asked_for_more():
-  assert launchers.SlurmResources(gpus_per_node=0).processes_per_node() == 1
-  assert launchers.SlurmResources(gpus_per_node=0, tasks_per_node=2).processes_per_node() == 2
-  assert launchers.SlurmResources(gpus_per_node=4).processes_per_node() == 4
+  assert slurm_launcher.SlurmResources(gpus_per_node=0).processes_per_node() == 1
+  assert slurm_launcher.SlurmResources(gpus_per_node=0, tasks_per_node=2).processes_per_node() == 2
+  assert slurm_launcher.SlurmResources(gpus_per_node=4).processes_per_node() == 4
 
 
 def test_gpus_split_evenly_over_the_runs_at_once(monkeypatch):

@@ -7,7 +7,7 @@ import statistics
 import pytest
 from clu import metric_writers
 
-from experiments import report
+from experiments import report, report_figures, report_runs
 
 # run -> (model, seed, train error at steps 10/20/30, test error at steps 20/30). Nets with seeds
 # are <net>/seed<k>; resnet20 and scratch are single runs directly under the root.
@@ -120,9 +120,9 @@ def test_report_tables_best_mean_std_per_net_beside_the_paper(digits_root):
 
 
 def test_figure_6_draws_every_seed_in_its_nets_colour(digits_root):
-  nets = report.networks(report.read_runs(digits_root))
+  nets = report_runs.networks(report_runs.read_runs(digits_root))
   names = ['plain20', 'plain56', 'resnet20', 'resnet56']
-  fig = report.training_curves_figure(names, nets)
+  fig = report_figures.training_curves_figure(names, nets)
   plain, residual = fig.axes
   # A training (dashed) and a test (solid) line per run: 3 + 3 plain runs, 1 + 2 ResNet runs.
   assert len(plain.lines) == 2 * 6 and len(residual.lines) == 2 * 3
@@ -134,7 +134,7 @@ def test_figure_6_draws_every_seed_in_its_nets_colour(digits_root):
   assert len(set(colours[:6])) == 1 and len(set(colours[6:])) == 1 and colours[0] != colours[6]
   # The last test point of plain-56's seed 1 (75 % at step 30).
   assert list(plain.lines[9].get_xydata()[-1]) == pytest.approx([30, 75])
-  report.plt.close(fig)
+  report_figures.plt.close(fig)
 
 
 def test_imagenet_table_shows_evaluation_modes_and_tables_3_and_4(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from configs import cifar10, digits, imagenet
 from resnet_jax import errors, run_plan
-from resnet_jax.data import datasets, registry
+from resnet_jax.data import datasets
 from tests.harness import plan_of, run_main, tiny_digits_config, tiny_digits_flags
 
 
@@ -115,6 +115,7 @@ def test_a_run_writes_its_plan_and_reads_it_back(data_dir, tmp_path):
 def test_the_tpu_planner_plans_the_run_that_main_py_would_train(tmp_path):
   # CIFAR-10's metadata as tfds writes it when it prepares the dataset: the run's facts.
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
   from tools import tpu_plan  # pylint: disable=import-outside-toplevel
   builder = tfds.builder('cifar10', data_dir=str(tmp_path))
   builder.info.set_splits(tfds.core.SplitDict([

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from experiments import launchers, report, run, sweeps
+from experiments import launchers, report, report_runs, run, sweeps
 from resnet_jax import checkpointing, events, learning_rate
 from tests.harness import ROOT, bucket_at
 
@@ -175,7 +175,7 @@ def test_sweep_root_in_a_bucket_is_written_and_read_through_epath(tmp_path, monk
       run.record_sweep(root, name)
     assert not run.is_finished(tiny_run('/unused'), root)  # No workdir in the bucket yet.
     digits_runs = {r.name: None for r in sweeps.get_sweep('depth_study:digits')}
-    studies = report.studies(root, digits_runs)
+    studies = report_runs.studies(root, digits_runs)
   assert json.loads((bucket / 'studies' / sweeps.SWEEPS_FILE).read_text()) == [
       'depth_study:digits', 'cifar_1202']
   assert not (tmp_path / 'gs:').exists()

@@ -210,8 +210,8 @@ def test_evaluate_command_scores_a_torchvision_checkpoint_as_torchvision_does(tm
       batch = next(iter(datasets.open_config(config).eval_split()))
       config, model, variables = evaluate.load_torchvision(path, 'resnet18', str(tmp_path),
                                                            batch_size=5)
-      (probabilities, _, mask), = protocols.predictions(datasets.plan_for(config, training=False), model,
-                                                        variables, 'center')
+      (probabilities, _, mask), = protocols.predictions(
+          datasets.plan_for(config, training=False), model, variables, 'center')
     assert mask.all()
     images = np.asarray(steps.model_images(batch))  # As the model sees them.
     scores = torch_logits(torch_net, images / np.float32(torchvision_weights.TORCHVISION_INPUT_STD))

@@ -131,7 +131,8 @@ class Dataset:
 
   def eval_split(self, eval_set=None) -> EvalSplit:
     """This process's part of ``eval_set`` (one of ``plan.eval_sets``; default the main eval
-    split), each example exactly once per iteration, preprocessed as the main dataset's eval split with its training mean.
+    split), each example exactly once per iteration, preprocessed as the main dataset's eval
+    split with its training mean.
 
     Batches are {'image', 'label', 'mask': bool [B]} and the family's extras (datasets whose
     labels are sets of classes: 'label_set', bool [B, classes], instead of 'label'). Built once

@@ -2,8 +2,8 @@
 
 ``facts(config.dataset)`` gives ``run_plan.resolve`` the ``DatasetSpec`` of any dataset name
 (``specs.spec_of``: registry entries, tfds builders' info, image folders), reading metadata only.
-``open_dataset(plan, process_index)`` then opens the data once, in the family the plan's dataset takes:
-``small.SmallDataset`` (held in memory, the CIFAR recipe) or ``streamed.StreamedDataset``
+``open_dataset(plan, process_index)`` then opens the data once, in the family the plan's dataset
+takes: ``small.SmallDataset`` (held in memory, the CIFAR recipe) or ``streamed.StreamedDataset``
 (streamed records, the ImageNet recipe). Opening prepares what the project prepares itself (the
 bundled digits, an image folder), refuses a dataset that is not prepared, and checks that extra
 eval sets share the main dataset's class names.

@@ -25,11 +25,11 @@ instructions nor sub-splits nor one image shape.) The stored form:
 * small (SMALL): the centre square of each image resized to ``image_size`` (bilinear,
   antialiased; none where it already is that size), as PNG; greyscale if every image is, else RGB.
 * large (IMAGENET): JPEG, RGB. RGB and greyscale JPEG files are kept byte for byte; others (PNG,
-  CMYK) are converted to RGB and encoded at quality ``JPEG_QUALITY`` without chroma subsampling,
-  as tfds' ImageNet builder converts its few PNG and CMYK files.
+  CMYK) are converted to RGB and encoded at quality ``folder_builder.JPEG_QUALITY`` without
+  chroma subsampling, as tfds' ImageNet builder converts its few PNG and CMYK files.
 
-Both store 8 bits a sample: a 16-bit greyscale PNG is scaled to them (v / 257, rounded), where
-PIL's own conversion would clip every value above 255.
+``folder_builder`` writes them. Both store 8 bits a sample: a 16-bit greyscale PNG is scaled to
+them (v / 257, rounded), where PIL's own conversion would clip every value above 255.
 
 The folder is read once per process; a change to it shows in the next run.
 """
@@ -38,32 +38,24 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import io
 import os
 import re
 import tempfile
 import unicodedata
-from typing import ClassVar
 
-import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from PIL import Image
 
-from resnet_jax.data import registry
+from resnet_jax.data import folder_builder, registry
 from resnet_jax.errors import ConfigError, DataError
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png')  # Those of tfds.folder_dataset.ImageFolder.
-JPEG_QUALITY = 95
 GREYSCALE_MODES = ('1', 'L', 'LA', 'I', 'I;16', 'F')
-# How PIL reads a 16-bit greyscale PNG (Pillow 10 on: 'I;16'; before: 'I'), the one kind of file
-# here with more than 8 bits a sample; 16-bit colour PNGs PIL reads at 8 bits itself.
-SIXTEEN_BIT_MODES = ('I;16', 'I')
 # Characters a class name cannot hold: tfds writes the names one a line (label.labels.txt), so a
 # line break splits one in two; other control characters are refused with them.
 CONTROL_CATEGORIES = ('Cc', 'Zl', 'Zp')
 SPLIT_NAME = re.compile(r'[\w-]+')  # What a tfds split name may hold.
-LISTED_PROBLEMS = 10  # Files named in one message; the rest are counted.
 LAYOUT = 'ROOT/train/<class>/*.jpg|*.png and ROOT/test/<class>/...'
 
 
@@ -199,14 +191,6 @@ def _split_names(expression: str) -> list[str]:
   return [part.split('[')[0].strip() for part in expression.split('+')]
 
 
-def _refuse_undecodable(problems: list[str], check: str) -> None:
-  if problems:
-    listed = '\n  '.join(problems[:LISTED_PROBLEMS])
-    more = len(problems) - LISTED_PROBLEMS
-    raise DataError(f'{len(problems)} file(s) are not decodable images ({check}); replace or '
-                    f'remove them:\n  {listed}' + (f'\n  ... and {more} more' if more > 0 else ''))
-
-
 def _modes(folder: Folder) -> set[str]:
   """The PIL modes of every file, read from their headers; refuses a file that is not an image."""
   modes, problems = set(), []
@@ -215,101 +199,10 @@ def _modes(folder: Folder) -> set[str]:
       try:
         with Image.open(path) as image:
           modes.add(image.mode)
-      except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+      except folder_builder.UNDECODABLE as error:
         problems.append(f'{path}: {error}')
-  _refuse_undecodable(problems, 'their headers')
+  folder_builder.refuse_undecodable(problems, 'their headers')
   return modes
-
-
-def _decoded(path: str) -> tuple[Image.Image, bytes]:
-  """The image of a file, fully decoded, and the file's bytes."""
-  with open(path, 'rb') as f:
-    data = f.read()
-  image = Image.open(io.BytesIO(data))
-  image.load()
-  return image, data
-
-
-def _eight_bits(image: Image.Image) -> Image.Image:
-  """``image`` at 8 bits a sample: a 16-bit greyscale one scaled from 0..65535 to 0..255 (v / 257,
-  rounded; PNG stores every bit depth scaled to the full 16 bits), where PIL's ``convert``
-  would clip it at 255."""
-  if image.mode not in SIXTEEN_BIT_MODES:
-    return image
-  values = np.asarray(image, np.uint32)
-  return Image.fromarray(((values + 128) // 257).astype(np.uint8), 'L')
-
-
-def _encoded(image: Image.Image, image_format: str, **options) -> bytes:
-  buffer = io.BytesIO()
-  image.save(buffer, format=image_format, **options)
-  return buffer.getvalue()
-
-
-@dataclasses.dataclass(frozen=True)
-class _StoredForm:
-  """How a prepared folder stores its images: ``size`` None keeps them whole, as JPEG."""
-  size: int | None
-  channels: int
-
-  def feature(self) -> tfds.features.Image:
-    if self.size:
-      return tfds.features.Image(shape=(self.size, self.size, self.channels),
-                                 encoding_format='png')
-    return tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg')
-
-  def encode(self, path: str) -> bytes:
-    """A file's image in this form; OSError and the like where it does not decode."""
-    image, data = _decoded(path)
-    if not self.size and image.format == 'JPEG' and image.mode in ('RGB', 'L'):
-      return data
-    image = _eight_bits(image)
-    if not self.size:
-      return _encoded(image.convert('RGB'), 'JPEG', quality=JPEG_QUALITY, subsampling='4:4:4')
-    image = image.convert('L' if self.channels == 1 else 'RGB')
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side))
-    if side != self.size:
-      image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
-    return _encoded(image, 'PNG')
-
-
-class _FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Writes the splits of a checked folder in a stored form (see the module docstring)."""
-
-  name = registry.IMAGE_FOLDER
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES: ClassVar[dict[str, str]] = {'1.0.0': 'Initial release.'}
-
-  def __init__(self, folder: Folder, form: _StoredForm, **kwargs):
-    self._folder, self._form = folder, form
-    super().__init__(**kwargs)
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self, description=f'The images of {self._folder.root}.',
-        features=tfds.features.FeaturesDict({
-            'image': self._form.feature(),
-            'label': tfds.features.ClassLabel(names=self._folder.classes),
-        }),
-        supervised_keys=('image', 'label'))
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    return {split: self._generate_examples(split) for split in self._folder.splits}
-
-  def _generate_examples(self, split):
-    problems = []
-    for path, name in self._folder.paths(split):
-      try:
-        image = self._form.encode(path)
-      except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        problems.append(f'{path}: {error}')
-        continue
-      yield os.path.relpath(path, self._folder.root), {'image': image, 'label': name}
-    _refuse_undecodable(problems, 'a full decode')
 
 
 def _fingerprint(folder: Folder, form_name: str) -> str:
@@ -336,7 +229,7 @@ def _prepared_path(folder: Folder, image_size: int) -> str:
   form_name = _form_name(image_size)
   return os.path.join(tfds.core.constants.get_default_data_dir(), registry.IMAGE_FOLDER,
                       f'{form_name}-{_fingerprint(folder, form_name)}',
-                      str(_FolderBuilder.VERSION))
+                      str(folder_builder.FolderBuilder.VERSION))
 
 
 def _is_prepared(path: str) -> bool:
@@ -357,7 +250,7 @@ def prepare(root: str, image_size: int):
   path = _prepared_path(folder, image_size)
   if not _is_prepared(path):
     size = image_size if image_size <= registry.SMALL_MAX_SIDE else None
-    form = _StoredForm(size, _channels(folder, image_size))
+    form = folder_builder.StoredForm(size, _channels(folder, image_size))
     config = tfds.core.BuilderConfig(name=os.path.basename(os.path.dirname(path)))
     data_dir = tfds.core.constants.get_default_data_dir()
     logging.info('Preparing the image folder %s (%d classes) in %s.', folder.root,
@@ -365,8 +258,8 @@ def prepare(root: str, image_size: int):
     made = [path, os.path.dirname(path), os.path.dirname(os.path.dirname(path)), data_dir]
     try:
       with _removed_if_left_empty(made), tempfile.TemporaryDirectory() as downloads:
-        _FolderBuilder(folder, form, data_dir=data_dir, config=config).download_and_prepare(
-            download_dir=downloads)
+        folder_builder.FolderBuilder(folder, form, data_dir=data_dir,
+                                     config=config).download_and_prepare(download_dir=downloads)
     except OSError:
       if not _is_prepared(path):
         raise
