@@ -39,8 +39,12 @@ def build_model(config, num_classes: int):
 
 
 # The paper's warm-up (Sec. 4.2): its deepest CIFAR nets start at lr 0.01 for about 400
-# iterations (until training error is below 80%), then go back to the schedule.
-NETWORK_WARMUP_STEPS = {'resnet110': 400, 'resnet1202': 400, 'plain110': 400}
+# iterations (until training error is below 80%), then go back to the schedule; "Identity
+# Mappings" warms up every CIFAR net of its comparison so.
+NETWORK_WARMUP_STEPS = {
+    'resnet110': 400, 'resnet1202': 400, 'plain110': 400,
+    **dict.fromkeys(('resnet164', 'resnet1001', 'preact_resnet110', 'preact_resnet164',
+                     'preact_resnet1001'), 400)}
 
 
 def warmup_steps(config) -> int:
@@ -205,15 +209,16 @@ def validate(config, *, device_count: int, process_count: int) -> None:
   TensorFlow.
   """
   problems = []
-  if config.model.name not in models.MODEL_NAMES:
+  if not models.is_model_name(config.model.name):
     problems.append(f'model.name={config.model.name!r} is not a model. Valid names: '
-                    f'{", ".join(models.MODEL_NAMES)}.')
+                    f'{", ".join(models.MODEL_NAMES)}, wrn{{6n+4}}_{{k}}.')
   if config.model.shortcut not in (None, *models.SHORTCUT_OPTIONS):
     problems.append(f'model.shortcut={config.model.shortcut!r}; use A, B or C (or None for the '
                     'family default).')
   if config.model.bottleneck_stride_on not in models.BOTTLENECK_STRIDE_ON:
     problems.append(f'model.bottleneck_stride_on={config.model.bottleneck_stride_on!r}; use '
                     "'1x1' or '3x3'.")
+  problems += models.config_problems(config.model)
   for field, value in (('model.dtype', config.model.dtype),
                        ('gradient_allreduce_dtype', config.gradient_allreduce_dtype)):
     if value not in ('float32', 'bfloat16'):

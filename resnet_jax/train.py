@@ -63,20 +63,23 @@ def build_program(config, image_shape, num_classes: int, steps_per_epoch: int,
                   devices=None, image_correction=None) -> Program:
   """The mesh over ``devices`` (default: all), the config's model and optimizer, the jitted calls.
 
-  Platform-dependent choices (XLA:CPU's fusion barriers, scanned or unrolled calls) follow the
-  devices.
+  Platform-dependent choices (XLA:CPU's fusion barriers and loop-friendly convolutions, scanned or
+  unrolled calls) follow the devices.
   ``image_correction``: ``pipeline.imagenet_mean_correction``, a constant of the steps.
   """
   mesh = sharding.create_mesh(devices)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   model = config_lib.build_model(config, num_classes)
+  if mesh.devices.flat[0].platform == 'cpu':
+    model = cpu_workarounds.with_loop_friendly_convs(model)
   tx, learning_rate_fn = optim.create_optimizer(config, steps_per_epoch)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
                  out_shardings=replicated)
   train_step = functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, mesh=mesh,
       gradient_allreduce_dtype=config.gradient_allreduce_dtype,
-      label_smoothing=config.label_smoothing, image_correction=image_correction)
+      label_smoothing=config.label_smoothing, image_correction=image_correction,
+      rng=jax.random.key(config.seed))
   if config.cpu_fusion_barriers and mesh.devices.flat[0].platform == 'cpu':
     train_step = cpu_workarounds.with_block_barriers(train_step)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
