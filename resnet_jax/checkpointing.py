@@ -8,6 +8,10 @@ optimizer state, and the training loop restores all three:
 * ``progress``: JSON ``{'step', 'data_position', 'num_shards'}``: the next global step, the
   index of the next input batch and the number of data shards the train split was read in,
   from which the input pipeline resumes exactly (``config_lib.resume_data_shards``).
+
+A checkpoint holds the net's variables in the layout it was trained with (a stage's blocks one
+module each, or stacked: ``models.layouts``); it is read in that layout and handed over in the
+run's.
 """
 
 import enum
@@ -23,7 +27,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import workdirs
+from resnet_jax import models, workdirs
 from resnet_jax.errors import CheckpointError
 from resnet_jax.steps import TrainState
 
@@ -144,6 +148,8 @@ def read_step(reader: ocp.CheckpointManager, step: int, abstract_state: TrainSta
   The seam where tests inject a fault for one process.
   """
   saved_model = reader.item_metadata(step)['model']
+  run_layout = models.stacked_stages(abstract_state.variables)
+  abstract_state = models.to_layout(abstract_state, models.stacked_stages(saved_model))
   mismatch = model_mismatch(saved_model, abstract_state.variables)
   if mismatch:
     raise _ModelMismatch(mismatch)
@@ -157,7 +163,7 @@ def read_step(reader: ocp.CheckpointManager, step: int, abstract_state: TrainSta
   model, progress = restored['model'], restored['progress']
   state = TrainState(step=np.int32(progress['step']), params=model['params'],
                      batch_stats=model['batch_stats'], opt_state=restored['opt_state'])
-  return state, progress
+  return models.to_layout(state, run_layout), progress
 
 
 def _try_read(reader, step: int, abstract_state: TrainState):
@@ -314,7 +320,9 @@ def restore_variables(workdir: str, step: int | None = None,
 
   Arrays land on this process's default device unless ``abstract_variables`` (a pytree of
   ``jax.ShapeDtypeStruct`` with shardings) says otherwise, so a run trained on many
-  accelerators loads on one CPU. The read is this process's own (no other process waits on it).
+  accelerators loads on one CPU; they come in the checkpoint's layout, or in that of
+  ``abstract_variables`` where given. The read is this process's own (no other process waits on
+  it).
   """
   if not has_checkpoints(workdir):
     raise CheckpointError(f'No checkpoints in {workdir!r}: {checkpoint_dir(workdir)} does not '
@@ -328,15 +336,16 @@ def restore_variables(workdir: str, step: int | None = None,
     if step not in steps:
       raise CheckpointError(f'No checkpoint at step {step} in {workdir!r}; it has steps '
                             f'{sorted(steps)}.')
+    metadata = manager.item_metadata(step)['model']
     if abstract_variables is None:
-      metadata = manager.item_metadata(step)['model']
       device = jax.local_devices()[0]
       abstract_variables = jax.tree.map(
           lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype,
                                          sharding=jax.sharding.SingleDeviceSharding(device)),
           metadata)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        model=ocp.args.StandardRestore(abstract_variables)))
+    run_layout = models.stacked_stages(abstract_variables)
+    restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(
+        models.to_layout(abstract_variables, models.stacked_stages(metadata)))))
   finally:
     manager.close()
-  return restored['model'], step
+  return models.to_layout(restored['model'], run_layout), step
