@@ -143,12 +143,22 @@ def is_plain(run: dict) -> bool:
   return run['model'].startswith('plain')
 
 
+def is_preact(run: dict) -> bool:
+  return run['model'].startswith('preact_')
+
+
 def depth(run: dict) -> int:
-  return int(re.sub(r'\D', '', run['model']) or 0)
+  """The net's depth: the first number of its name (wrn28_10: 28)."""
+  found = re.search(r'\d+', run['model'])
+  return int(found[0]) if found else 0
+
+
+def family(run: dict) -> str:
+  return 'plain' if is_plain(run) else 'pre-act ResNet' if is_preact(run) else 'ResNet'
 
 
 def label(run: dict) -> str:
-  return f'{"plain" if is_plain(run) else "ResNet"}-{depth(run)}'
+  return f'{family(run)}-{depth(run)}'
 
 
 def shortcut(run: dict) -> str | None:
@@ -193,8 +203,11 @@ def paper(errors) -> str:
   return ' / '.join(f'{e:.2f}' for e in errors if e is not None)
 
 
-def paper_cifar10(model: str) -> str:
-  """Table 6's test error of ``model``: best, or 'best (mean ± std)' where it gives them."""
+def paper_cifar10(model: str, preact_study: bool = False) -> str:
+  """Table 6's test error of ``model``: best, or 'best (mean ± std)' where it gives them; in
+  the pre-activation study, that paper's comparison."""
+  if preact_study:
+    return paper(paper_results.PREACT_CIFAR10_TEST_ERROR.get(model))
   best = paper_results.CIFAR10_TEST_ERROR.get(model)
   if model not in paper_results.CIFAR10_TEST_ERROR_MEAN_STD:
     return paper(best)
@@ -217,8 +230,10 @@ def table(names: list[str], nets: dict) -> list[str]:
               "paper's Table 4, multi-scale (%)"]
   else:
     dataset = nets[names[0]][0]['config'].get('dataset', {}).get('name', '?')
+    preact_study = any(is_preact(nets[n][0]) for n in names)
     header = ['net', 'n', 'steps', 'train error (%)', f'test error, {dataset} (%)',
-              "paper's Table 6, CIFAR-10 test error (%)"]
+              "Identity Mappings' Tables 3-4, CIFAR-10 test error (%)" if preact_study
+              else "paper's Table 6, CIFAR-10 test error (%)"]
   rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for name in names:
     members = nets[name]
@@ -232,7 +247,7 @@ def table(names: list[str], nets: dict) -> list[str]:
                 ours(members, 'multi_scale_error', top5=True),
                 paper(paper_results.IMAGENET_MULTI_SCALE.get(key))]
     else:
-      cells += [ours(members, 'test_error'), paper_cifar10(first['model'])]
+      cells += [ours(members, 'test_error'), paper_cifar10(first['model'], preact_study)]
     rows.append('| ' + ' | '.join(cells) + ' |')
   return rows
 
@@ -248,19 +263,43 @@ def run_table(names: list[str], nets: dict) -> list[str]:
 
 
 def depth_findings(names: list[str], nets: dict) -> list[str]:
-  """The paper's Figure 6 claim on our mean errors: deeper plain nets train worse, ResNets not."""
+  """The paper's Figure 6 claim on our mean errors: deeper plain nets train worse, ResNets not
+  (pre-activation ResNets apart)."""
   lines = []
-  for plain, family in ((True, 'plain'), (False, 'residual')):
-    members = sorted((n for n in names if is_plain(nets[n][0]) == plain),
+  for kind, words in (('plain', 'plain'), ('ResNet', 'residual'),
+                      ('pre-act ResNet', 'pre-activation')):
+    members = sorted((n for n in names if family(nets[n][0]) == kind),
                      key=lambda n: depth(nets[n][0]))
     if len(members) >= 2:
       shallow, deep = (spread([run['train_error'] for run in nets[n]])
                        for n in (members[0], members[-1]))
       over = lambda summary: '' if summary['n'] == 1 else f' (mean of {summary["n"]} seeds)'
-      lines.append(f'- Deeper {family} net: {label(nets[members[-1]][0])} ends at '
+      lines.append(f'- Deeper {words} net: {label(nets[members[-1]][0])} ends at '
                    f'{100 * deep["mean"]:.2f}% training error{over(deep)}, '
                    f'{label(nets[members[0]][0])} at {100 * shallow["mean"]:.2f}%'
                    f'{over(shallow)} ({100 * (deep["mean"] - shallow["mean"]):+.2f} points).')
+  return lines
+
+
+def unit_findings(names: list[str], nets: dict) -> list[str]:
+  """"Identity Mappings"' claim on our mean errors: at each depth, the pre-activation unit
+  against the original."""
+  by_depth = {}
+  for name in names:
+    by_depth.setdefault(depth(nets[name][0]), {})[family(nets[name][0])] = nets[name]
+  lines = []
+  for layers, pair in sorted(by_depth.items()):
+    if {'ResNet', 'pre-act ResNet'} <= pair.keys():
+      cells = []
+      for key, what in (('test_error', 'test'), ('train_error', 'training')):
+        preact, original = (spread([run[key] for run in pair[kind]])
+                            for kind in ('pre-act ResNet', 'ResNet'))
+        cells.append(f'{what} error {100 * preact["mean"]:.2f}% against '
+                     f'{100 * original["mean"]:.2f}% '
+                     f'({100 * (preact["mean"] - original["mean"]):+.2f} points)')
+      seeds = len(pair['pre-act ResNet'])
+      lines.append(f'- {layers} layers, pre-activation vs original (means over {seeds} '
+                   f'seed{"s" if seeds > 1 else ""}): ' + '; '.join(cells) + '.')
   return lines
 
 
@@ -275,10 +314,11 @@ def _ordered(names: list[str], nets: dict) -> list[str]:
 
 
 def _panels(names, nets):
-  """[(title, net names)]: plain nets left, ResNets right (only the families present)."""
+  """[(title, net names)]: plain nets left, ResNets right, pre-activation ResNets beside them
+  (only the families present)."""
   ordered = _ordered(names, nets)
-  families = [('plain', [n for n in ordered if is_plain(nets[n][0])]),
-              ('residual', [n for n in ordered if not is_plain(nets[n][0])])]
+  families = [(title, [n for n in ordered if family(nets[n][0]) == kind]) for title, kind in (
+      ('plain', 'plain'), ('residual', 'ResNet'), ('pre-activation', 'pre-act ResNet'))]
   return [(title, members) for title, members in families if members]
 
 
@@ -408,6 +448,11 @@ def write_report(root: str, with_layer_responses: bool = True) -> dict:
     if findings:
       lines += [('Paper (Figure 6): the deeper plain net has the higher training error; the '
                  'deeper ResNet does not.'), '', *findings, '']
+    units = unit_findings(names, nets)
+    if units:
+      lines += [(f'{paper_results.PREACT_CITATION}, Tables 3-4: on CIFAR-10 the pre-activation '
+                 'unit has the lower test error at every depth, by more the deeper the net.'),
+                '', *units, '']
     if any(len(nets[n]) > 1 for n in names):
       lines += ['Every run:', '', *run_table(names, nets), '']
     figure6 = f'figure6_{slug}.png'
