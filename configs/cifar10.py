@@ -21,8 +21,8 @@ Append ``,validation`` (``configs/cifar10.py:resnet110,validation``) to train on
 images and evaluate on the held-out 5k. Prepare the data once with
 ``tfds build cifar10`` (see the README). Expected runtime: 64k steps of 128 images, 8.2M images;
 ResNet-20 trains at ~350 images/s on a 2-core CPU (benchmarks/RESULTS.md), about 6.5 hours.
-The deeper and wider nets cost their multiply-adds (docs/models.md): pre-activation ResNet-164
-about 2x ResNet-110's, ResNet-1001 about 12x, WRN-28-10 about 21x over 200 epochs (10M images).
+The other nets cost as their multiply-adds per image (docs/models.md): ResNet-164 about what
+ResNet-110 does, ResNet-1001 about 6x, WRN-28-10 about 21x, over 200 epochs (10M images).
 No GPU figure is measured yet; ``--config.dataset.device_resident=True`` is the fast path there.
 """
 

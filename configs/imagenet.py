@@ -69,6 +69,12 @@ bounds the run.
 | resnet50 | 3.86e9 | 2.5 | 19 minutes |
 | resnet101 | 7.57e9 | 4.8 | 36 minutes |
 | resnet152 | 11.28e9 | 7.2 | 54 minutes |
+| preact_resnet18, preact_resnet34 | as resnet18, resnet34 | | |
+| preact_resnet50 / 101 / 152 / 200 | 4.09e9 / 7.80e9 / 11.5e9 / 15.0e9 | 2.6 / 5.1 / 7.4 / 9.7 | 20 / 38 / 56 / 73 minutes |
+| wide_resnet50_2, wide_resnet101_2 | 11.4e9, 22.8e9 | 7.4, 14.8 | 55, 111 minutes |
+| resnext50_32x4d | 4.23e9 | 2.7 | 21 minutes |
+| resnext101_32x8d, resnext101_64x4d | 16.4e9, 15.5e9 | 10.6, 10.0 | 80, 75 minutes |
+| resnet50d | 4.33e9 | 2.8 | 21 minutes |
 """
 
 from configs import arguments, default

@@ -2,7 +2,6 @@
 the step: the same state and key give the same step, another step other masks; and each device
 draws its own (two devices given the same examples do not drop the same branches)."""
 
-import functools
 import json
 import os
 import subprocess
@@ -19,22 +18,20 @@ from resnet_jax.parallel import sharding
 from tests.harness import ROOT
 
 
-def step_fn(model, rng):
-  return jax.jit(functools.partial(steps.train_step, model=model, tx=optax.sgd(0.1),
-                                   learning_rate_fn=lambda s: 0.1, mesh=sharding.create_mesh(),
-                                   rng=rng))
-
-
 def test_the_masks_are_a_function_of_the_key_and_the_step():
   model = models.create_model('resnet20', 10, stage_sizes=(2, 2), widths=(4, 8),
                               drop_path_rate=0.5)
-  state = steps.init_train_state(model, optax.sgd(0.1), jax.random.key(0), (8, 8, 3))
+  tx = optax.sgd(0.1)
+  state = steps.init_train_state(model, tx, jax.random.key(0), (8, 8, 3))
   batch = {'image': jax.random.normal(jax.random.key(1), (16, 8, 8, 3)),
            'label': np.arange(16) % 10}
-  run = lambda rng, state: step_fn(model, rng)(state, batch)[0].params
-  same = run(jax.random.key(7), state)
-  jax.tree.map(np.testing.assert_array_equal, run(jax.random.key(7), state), same)
-  for other in (run(jax.random.key(8), state), run(jax.random.key(7), state.replace(step=5))):
+  step = jax.jit(lambda state, rng: steps.train_step(
+      state, batch, model=model, tx=tx, learning_rate_fn=lambda s: 0.1,
+      mesh=sharding.create_mesh(), rng=rng)[0].params)
+  same = step(state, jax.random.key(7))
+  jax.tree.map(np.testing.assert_array_equal, step(state, jax.random.key(7)), same)
+  later = state.replace(step=state.step + 5)
+  for other in (step(state, jax.random.key(8)), step(later, jax.random.key(7))):
     assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, other, same)))
 
 
