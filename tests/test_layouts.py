@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+import resnet_jax
 from resnet_jax import checkpointing, init_from, models
 from resnet_jax.parallel import cpu_workarounds
 from resnet_jax.steps import TrainState, start_train_state
@@ -131,5 +132,17 @@ def test_init_from_loads_an_unrolled_source_into_a_scanned_run():
   assert len(plan.loaded) == plan.total and not plan.fresh
   fresh = scanned.init(jax.random.key(1), x, train=False)
   loaded = init_from.apply(plan, fresh, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  jax.tree.map(np.testing.assert_array_equal, loaded,
+               models.to_layout(variables, scanned.stacked_stages()))
+
+
+def test_an_unrolled_export_loads_into_a_scanned_net(tmp_path):
+  unrolled, scanned = small('resnet20', False), small('resnet20', True)
+  x = inputs('resnet20')
+  variables = jax.device_get(unrolled.init(jax.random.key(0), x, train=False))
+  path = tmp_path / 'export.msgpack'
+  path.write_bytes(flax.serialization.msgpack_serialize(variables))
+  model, loaded = resnet_jax.load_exported(str(path), scanned)
+  assert model is scanned
   jax.tree.map(np.testing.assert_array_equal, loaded,
                models.to_layout(variables, scanned.stacked_stages()))
