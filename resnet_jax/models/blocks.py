@@ -90,26 +90,33 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, drop_rate=0.0):
     """The block's output; ``drop_rate`` is its branch's stochastic-depth rate."""
-    out_channels = self.width * self.expansion
-    if self.preact:
-      # The shortcut takes the pre-activated input wherever it is more than the identity.
-      identity = self.strides == 1 and x.shape[-1] == out_channels and self.shortcut != 'C'
-      y = nn.relu(self._norm(1)(x)) if self.preactivate else x
-      skip = None
-      if self.residual:
-        skip = x if identity else self._shortcut(out_channels, None)(y)
-      for index, conv in enumerate(self.convs(), 1):
-        if index > 1:
-          y = self._dropout(nn.relu(self._norm(index)(y)))
-        y = self._conv(index, conv)(y)
-      return self._add(y, skip, drop_rate)
+    unit = self._preactivation_unit if self.preact else self._original_unit
+    return unit(x, drop_rate)
+
+  def _original_unit(self, x, drop_rate):
+    """relu(branch(x) + shortcut(x)), BatchNorm after each of the branch's convolutions."""
     y = x
     for index, conv in enumerate(self.convs(), 1):
       if index > 1:
         y = self._dropout(nn.relu(y))
       y = self._norm(index)(self._conv(index, conv)(y))
-    skip = self._shortcut(out_channels, self.norm)(x) if self.residual else None
+    skip = self._shortcut(self.norm)(x) if self.residual else None
     return nn.relu(self._add(y, skip, drop_rate))
+
+  def _preactivation_unit(self, x, drop_rate):
+    """branch(x) + shortcut, BN-ReLU before each of the branch's convolutions; the shortcut is
+    the input itself, or where it is more than the identity, of the pre-activated input."""
+    out_channels = self.width * self.expansion
+    identity = self.strides == 1 and x.shape[-1] == out_channels and self.shortcut != 'C'
+    y = nn.relu(self._norm(1)(x)) if self.preactivate else x
+    skip = None
+    if self.residual:
+      skip = x if identity else self._shortcut(None)(y)
+    for index, conv in enumerate(self.convs(), 1):
+      if index > 1:
+        y = self._dropout(nn.relu(self._norm(index)(y)))
+      y = self._conv(index, conv)(y)
+    return self._add(y, skip, drop_rate)
 
   def _conv(self, index: int, conv: Conv):
     return self.conv(conv.features, (conv.kernel, conv.kernel), strides=conv.strides,
@@ -121,8 +128,8 @@ class Block(nn.Module):
     last = index == len(self.convs())
     return (self.last_norm if last else self.norm)(name=f'bn{index}')
 
-  def _shortcut(self, out_channels: int, norm):
-    return Shortcut(out_channels, self.strides, self.shortcut, self.conv, norm,
+  def _shortcut(self, norm):
+    return Shortcut(self.width * self.expansion, self.strides, self.shortcut, self.conv, norm,
                     avg_down=self.avg_down, name='shortcut')
 
   def _dropout(self, y):
