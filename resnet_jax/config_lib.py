@@ -142,7 +142,8 @@ def warn_if_imagenet_on_cpu(config, platform: str, process_count: int) -> None:
   size = config.dataset.image_size
   spec = registry.get(config.dataset.name)
   image = jax.ShapeDtypeStruct((1, size, size, spec.channels), jnp.float32)
-  model = build_model(config, spec.num_classes)
+  # Unrolled: XLA's cost analysis counts the body of a scanned stage's loop once.
+  model = build_model(config, spec.num_classes).clone(scan_blocks=False)
   variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
   forward = jax.jit(functools.partial(model.apply, train=False)).lower(variables, image)
   steps = total_steps(config, spec.splits['train'] // config.batch_size)
