@@ -105,6 +105,10 @@ class ResNet(nn.Module):
     if spec.bn_group_size:
       raise ValueError('The torch reference has no grouped ("virtual batch") BatchNorm; '
                        'use bn_group_size=0.')
+    beyond = [f for f in ('preact', 'deep_stem', 'avg_down', 'stem_width') if getattr(spec, f)]
+    if beyond or (spec.groups, spec.base_width) != (1, 64):
+      raise ValueError('The torch reference builds the paper\'s nets only, not the options '
+                       f'{beyond or ["groups", "base_width"]}.')
     norm = lambda c: BatchNorm(c, spec.bn_momentum, spec.bn_epsilon)
     imagenet = spec.stem == 'imagenet'
     channels = 64 if imagenet else spec.widths[0]
@@ -160,10 +164,10 @@ def flax_to_torch_state(tree) -> dict:
   """A Flax variables (or gradients) tree as ``{torch state_dict key: torch.Tensor}``.
 
   Accepts variable collections (``{'params': ..., 'batch_stats': ...}``, either or both) or a
-  bare params tree.
+  bare params tree, in either layout (``models.layouts``).
   """
   is_collections = set(tree) <= {'params', 'batch_stats'}
-  collections = tree if is_collections else {'params': tree}
+  collections = models.unrolled(tree if is_collections else {'params': tree})
   flat = {}
   for collection in collections.values():
     for path, value in flax.traverse_util.flatten_dict(collection).items():

@@ -29,6 +29,16 @@ def get_config() -> ml_collections.ConfigDict:
       # BatchNorm normalises with its running averages in training too and keeps them (for
       # fine-tuning on small batches; docs/training.md); the paper: False.
       freeze_bn_stats=False,
+      # The options of the nets after the paper (docs/models.md); None keeps the net's own.
+      # Stochastic depth: the last block's branch is dropped per example with this probability,
+      # earlier ones linearly less (Huang et al. 2016); residual nets only.
+      drop_path_rate=config_dict.placeholder(float),
+      dropout_rate=config_dict.placeholder(float),  # Between a branch's convolutions (WRN).
+      deep_stem=config_dict.placeholder(bool),  # ResNet-C's three 3x3 stem convolutions.
+      avg_down=config_dict.placeholder(bool),   # ResNet-D's average pool before projections.
+      # Run a stage's blocks after its first as one scan (stacked variables): compiles in
+      # seconds at any depth. None: in the stages of at least models.SCAN_MIN_BLOCKS blocks.
+      scan_blocks=config_dict.placeholder(bool),
   ))
 
   # The data: a tensorflow-datasets name and how to read it.

@@ -18,11 +18,18 @@ which trains at 256; ``--config.optimizer.scaling_warmup_epochs=0`` starts at th
     python main.py --config=configs/imagenet.py:resnet50,plateau --workdir=/tmp/resnet_jax/r50_plateau
     python main.py --config=configs/imagenet.py:resnet50,lars --workdir=/tmp/resnet_jax/r50_lars
 
-MODEL: resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34. OPTIONs: A, B or C,
+MODEL: resnet18, resnet34, resnet50, resnet101, resnet152, plain18, plain34, and the nets that
+followed the paper (docs/models.md): preact_resnet18 ... preact_resnet200, wide_resnet50_2,
+wide_resnet101_2, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, resnet50d; each with its
+own stride placement (``model.bottleneck_stride_on``: the paper's 1x1 for its nets, the 3x3 for
+those of torchvision, timm and fb.resnet.torch). They train with this recipe, which is
+torchvision's for its wide ResNets and ResNeXts (docs/deviations.md). OPTIONs: A, B or C,
 the shortcut option of Table 3 (default B); ``plateau``, the paper's schedule (lr /10 when the
 validation error has not improved for 5 epochs, 120 epochs); ``pixel_mean``, the paper's
-per-pixel mean subtraction; ``lars``, the MLPerf large-batch recipe (below). Options apply in
-the order given. ``configs/imagenet_r50.py`` is an alias of ``configs/imagenet.py:resnet50``.
+per-pixel mean subtraction; ``lars``, the MLPerf large-batch recipe (below); ``deep_stem`` and
+``avg_down``, ResNet-D's stem and shortcut on any net (He et al. 2019, "Bag of Tricks"). Options
+apply in the order given. ``configs/imagenet_r50.py`` is an alias of
+``configs/imagenet.py:resnet50``.
 
 ``lars``: the MLPerf ResNet-50 reference's recipe for batch 4,096 (mlcommons/training,
 image_classification/README_tensorflow2.md and lars_optimizer.py, lars_util.py; LARS from You,
@@ -62,6 +69,12 @@ bounds the run.
 | resnet50 | 3.86e9 | 2.5 | 19 minutes |
 | resnet101 | 7.57e9 | 4.8 | 36 minutes |
 | resnet152 | 11.28e9 | 7.2 | 54 minutes |
+| preact_resnet18, preact_resnet34 | as resnet18, resnet34 | | |
+| preact_resnet50 / 101 / 152 / 200 | 4.09e9 / 7.80e9 / 11.5e9 / 15.0e9 | 2.6 / 5.1 / 7.4 / 9.7 | 20 / 38 / 56 / 73 minutes |
+| wide_resnet50_2, wide_resnet101_2 | 11.4e9, 22.8e9 | 7.4, 14.8 | 55, 111 minutes |
+| resnext50_32x4d | 4.23e9 | 2.7 | 21 minutes |
+| resnext101_32x8d, resnext101_64x4d | 16.4e9, 15.5e9 | 10.6, 10.0 | 80, 75 minutes |
+| resnet50d | 4.33e9 | 2.8 | 21 minutes |
 """
 
 from configs import arguments, default
@@ -72,7 +85,8 @@ MODELS = arguments.family_models('imagenet')
 
 def imagenet_config(model: str):
   config = default.get_config()
-  config.model.update(name=model, dtype='bfloat16', bn_group_size=32)
+  config.model.update(name=model, dtype='bfloat16', bn_group_size=32,
+                      bottleneck_stride_on=models.create_model(model, 1).bottleneck_stride_on)
   config.dataset.update(name='imagenet2012', train_split='train', eval_split='validation',
                         image_size=224, augment=True)
   config.batch_size = 256
@@ -120,8 +134,19 @@ def shortcut(option: str):
   return lambda config: config.model.update(shortcut=option)
 
 
+def deep_stem(config):
+  """ResNet-C's stem: three 3x3 convolutions (32, 32, 64 filters) instead of the 7x7."""
+  config.model.deep_stem = True
+
+
+def avg_down(config):
+  """ResNet-D's shortcut: 2x2 average pooling before each strided projection."""
+  config.model.avg_down = True
+
+
 OPTIONS = {**{s: shortcut(s) for s in models.SHORTCUT_OPTIONS},
-           'plateau': plateau, 'pixel_mean': pixel_mean, 'lars': lars}
+           'plateau': plateau, 'pixel_mean': pixel_mean, 'lars': lars,
+           'deep_stem': deep_stem, 'avg_down': avg_down}
 
 
 def get_config(arg: str = 'resnet50'):

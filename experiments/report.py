@@ -32,8 +32,9 @@ from experiments.report_figures import (
 from experiments.report_runs import (
   STD_DDOF,
   depth,
+  family,
   is_imagenet,
-  is_plain,
+  is_preact,
   label,
   networks,
   read_runs,
@@ -84,8 +85,11 @@ def paper(errors) -> str:
   return ' / '.join(f'{e:.2f}' for e in errors if e is not None)
 
 
-def paper_cifar10(model: str) -> str:
-  """Table 6's test error of ``model``: best, or 'best (mean ± std)' where it gives them."""
+def paper_cifar10(model: str, preact_study: bool = False) -> str:
+  """Table 6's test error of ``model``: best, or 'best (mean ± std)' where it gives them; in
+  the pre-activation study, that paper's comparison."""
+  if preact_study:
+    return paper(paper_results.PREACT_CIFAR10_TEST_ERROR.get(model))
   best = paper_results.CIFAR10_TEST_ERROR.get(model)
   if model not in paper_results.CIFAR10_TEST_ERROR_MEAN_STD:
     return paper(best)
@@ -108,8 +112,10 @@ def table(names: list[str], nets: dict) -> list[str]:
               "paper's Table 4, multi-scale (%)"]
   else:
     dataset = nets[names[0]][0]['config'].get('dataset', {}).get('name', '?')
+    preact_study = any(is_preact(nets[n][0]) for n in names)
     header = ['net', 'n', 'steps', 'train error (%)', f'test error, {dataset} (%)',
-              "paper's Table 6, CIFAR-10 test error (%)"]
+              "Identity Mappings' Tables 3-4, CIFAR-10 test error (%)" if preact_study
+              else "paper's Table 6, CIFAR-10 test error (%)"]
   rows = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for name in names:
     members = nets[name]
@@ -123,7 +129,7 @@ def table(names: list[str], nets: dict) -> list[str]:
                 ours(members, 'multi_scale_error', top5=True),
                 paper(paper_results.IMAGENET_MULTI_SCALE.get(key))]
     else:
-      cells += [ours(members, 'test_error'), paper_cifar10(first['model'])]
+      cells += [ours(members, 'test_error'), paper_cifar10(first['model'], preact_study)]
     rows.append('| ' + ' | '.join(cells) + ' |')
   return rows
 
@@ -139,19 +145,43 @@ def run_table(names: list[str], nets: dict) -> list[str]:
 
 
 def depth_findings(names: list[str], nets: dict) -> list[str]:
-  """The paper's Figure 6 claim on our mean errors: deeper plain nets train worse, ResNets not."""
+  """The paper's Figure 6 claim on our mean errors: deeper plain nets train worse, ResNets not
+  (pre-activation ResNets apart)."""
   lines = []
-  for plain, family in ((True, 'plain'), (False, 'residual')):
-    members = sorted((n for n in names if is_plain(nets[n][0]) == plain),
+  for kind, words in (('plain', 'plain'), ('ResNet', 'residual'),
+                      ('pre-act ResNet', 'pre-activation')):
+    members = sorted((n for n in names if family(nets[n][0]) == kind),
                      key=lambda n: depth(nets[n][0]))
     if len(members) >= 2:
       shallow, deep = (spread([run['train_error'] for run in nets[n]])
                        for n in (members[0], members[-1]))
       over = lambda summary: '' if summary['n'] == 1 else f' (mean of {summary["n"]} seeds)'
-      lines.append(f'- Deeper {family} net: {label(nets[members[-1]][0])} ends at '
+      lines.append(f'- Deeper {words} net: {label(nets[members[-1]][0])} ends at '
                    f'{100 * deep["mean"]:.2f}% training error{over(deep)}, '
                    f'{label(nets[members[0]][0])} at {100 * shallow["mean"]:.2f}%'
                    f'{over(shallow)} ({100 * (deep["mean"] - shallow["mean"]):+.2f} points).')
+  return lines
+
+
+def unit_findings(names: list[str], nets: dict) -> list[str]:
+  """"Identity Mappings"' claim on our mean errors: at each depth, the pre-activation unit
+  against the original."""
+  by_depth = {}
+  for name in names:
+    by_depth.setdefault(depth(nets[name][0]), {})[family(nets[name][0])] = nets[name]
+  lines = []
+  for layers, pair in sorted(by_depth.items()):
+    if {'ResNet', 'pre-act ResNet'} <= pair.keys():
+      cells = []
+      for key, what in (('test_error', 'test'), ('train_error', 'training')):
+        preact, original = (spread([run[key] for run in pair[kind]])
+                            for kind in ('pre-act ResNet', 'ResNet'))
+        cells.append(f'{what} error {100 * preact["mean"]:.2f}% against '
+                     f'{100 * original["mean"]:.2f}% '
+                     f'({100 * (preact["mean"] - original["mean"]):+.2f} points)')
+      seeds = len(pair['pre-act ResNet'])
+      lines.append(f'- {layers} layers, pre-activation vs original (means over {seeds} '
+                   f'seed{"s" if seeds > 1 else ""}): ' + '; '.join(cells) + '.')
   return lines
 
 
@@ -195,8 +225,13 @@ def write_report(root: str, with_layer_responses: bool = True) -> dict:
   for title, names in studies(root, nets).items():
     slug = re.sub(r'[^A-Za-z0-9]+', '_', title).strip('_')
     lines += [f'## {title}', '', *table(names, nets), '']
-    findings = depth_findings(names, nets)
-    if findings:
+    findings, units = depth_findings(names, nets), unit_findings(names, nets)
+    if units:
+      lines += [(f'{paper_results.PREACT_CITATION}, Tables 3-4: on CIFAR-10 the pre-activation '
+                 'unit has the lower test error at every depth, by more the deeper the net, and '
+                 'the original ResNet-1001 tests worse than the original ResNet-164.'), '',
+                *units, *findings, '']
+    elif findings:
       lines += [('Paper (Figure 6): the deeper plain net has the higher training error; the '
                  'deeper ResNet does not.'), '', *findings, '']
     if any(len(nets[n]) > 1 for n in names):

@@ -7,7 +7,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 from absl import logging  # pylint: disable=wrong-import-position
 
-from experiments.report_runs import depth, is_plain, label  # pylint: disable=wrong-import-position
+from experiments.report_runs import depth, family, is_plain, label  # pylint: disable=wrong-import-position
 from resnet_jax import checkpointing  # pylint: disable=wrong-import-position
 
 
@@ -17,10 +17,11 @@ def _ordered(names: list[str], nets: dict) -> list[str]:
 
 
 def _panels(names, nets):
-  """[(title, net names)]: plain nets left, ResNets right (only the families present)."""
+  """[(title, net names)]: plain nets left, ResNets right, pre-activation ResNets beside them
+  (only the families present)."""
   ordered = _ordered(names, nets)
-  families = [('plain', [n for n in ordered if is_plain(nets[n][0])]),
-              ('residual', [n for n in ordered if not is_plain(nets[n][0])])]
+  families = [(title, [n for n in ordered if family(nets[n][0]) == kind]) for title, kind in (
+      ('plain', 'plain'), ('residual', 'ResNet'), ('pre-activation', 'pre-act ResNet'))]
   return [(title, members) for title, members in families if members]
 
 

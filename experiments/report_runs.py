@@ -115,12 +115,22 @@ def is_plain(run: dict) -> bool:
   return run['model'].startswith('plain')
 
 
+def is_preact(run: dict) -> bool:
+  return run['model'].startswith('preact_')
+
+
 def depth(run: dict) -> int:
-  return int(re.sub(r'\D', '', run['model']) or 0)
+  """The net's depth: the first number of its name (wrn28_10: 28)."""
+  found = re.search(r'\d+', run['model'])
+  return int(found[0]) if found else 0
+
+
+def family(run: dict) -> str:
+  return 'plain' if is_plain(run) else 'pre-act ResNet' if is_preact(run) else 'ResNet'
 
 
 def label(run: dict) -> str:
-  return f'{"plain" if is_plain(run) else "ResNet"}-{depth(run)}'
+  return f'{family(run)}-{depth(run)}'
 
 
 def shortcut(run: dict) -> str | None:

@@ -42,6 +42,12 @@ def _digits(models):
   return [Run(m, f'configs/digits.py:{m}', dict(DIGITS_DEPTH_OVERRIDES)) for m in models]
 
 
+# "Identity Mappings", Tables 3 and 4: the original unit against the pre-activation unit at 110
+# (basic blocks), 164 and 1001 layers (bottleneck blocks).
+PREACT_STUDY = ['resnet110', 'preact_resnet110', 'resnet164', 'preact_resnet164', 'resnet1001',
+                'preact_resnet1001']
+
+
 SWEEPS = {
     # Figure 6 and Table 6: plain vs residual on CIFAR-10 with the paper's recipe.
     'depth_study:cifar10': _cifar(CIFAR_DEPTH_STUDY),
@@ -63,6 +69,10 @@ SWEEPS = {
                       for d in (50, 101, 152)],
     # Table 6: ResNet-110 vs the overfitting ResNet-1202.
     'cifar_1202': _cifar(['resnet110', 'resnet1202']),
+    # "Identity Mappings": original vs pre-activation units on CIFAR-10 with its recipe.
+    'preact_study:cifar10': _cifar(PREACT_STUDY),
+    # The same comparison on the bundled digits (docs/preact_study_digits.md).
+    'preact_study:digits': _digits(PREACT_STUDY),
 }
 
 
@@ -71,7 +81,7 @@ SWEEPS = {
 # sized for 3 seeds on a 2-core CPU.
 DEFAULT_SEEDS = {'depth_study:cifar10': 5, 'depth_study:cifar100': 5, 'depth_study:digits': 3,
                  'imagenet_plain_vs_residual': 1, 'shortcuts': 1, 'imagenet_deep': 1,
-                 'cifar_1202': 5}
+                 'cifar_1202': 5, 'preact_study:cifar10': 5, 'preact_study:digits': 3}
 
 
 def seed_run_name(net: str, seed: int) -> str:

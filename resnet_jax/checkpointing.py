@@ -8,6 +8,10 @@ optimizer state, and the training loop restores all three:
 * ``progress``: JSON ``{'step', 'data_position', 'num_shards'}``: the next global step, the
   index of the next input batch and the number of data shards the train split was read in,
   from which the input pipeline resumes exactly (``run_plan.resolve`` keeps the shards).
+
+A checkpoint holds the net's variables in the layout it was trained with (a stage's blocks one
+module each, or stacked: ``models.layouts``); it is read in that layout and handed over in the
+run's.
 """
 
 import enum
@@ -23,7 +27,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import workdirs
+from resnet_jax import models, workdirs
 from resnet_jax.errors import CheckpointError
 from resnet_jax.steps import TrainState
 
@@ -182,6 +186,8 @@ def read_step(reader: ocp.CheckpointManager, step: int, abstract_state: TrainSta
   The seam where tests inject a fault for one process.
   """
   saved_model = reader.item_metadata(step)['model']
+  run_layout = models.stacked_stages(abstract_state.variables)
+  abstract_state = models.to_layout(abstract_state, models.stacked_stages(saved_model))
   mismatch = model_mismatch(saved_model, abstract_state.variables)
   if mismatch:
     raise _ModelMismatch(mismatch)
@@ -195,7 +201,7 @@ def read_step(reader: ocp.CheckpointManager, step: int, abstract_state: TrainSta
   model, progress = restored['model'], restored['progress']
   state = TrainState(step=np.int32(progress['step']), params=model['params'],
                      batch_stats=model['batch_stats'], opt_state=restored['opt_state'])
-  return state, progress
+  return models.to_layout(state, run_layout), progress
 
 
 def _try_read(reader, step: int, abstract_state: TrainState):
@@ -352,9 +358,10 @@ def restore_variables(workdir: str, step: int | None = None,
 
   Arrays land on this process's default device unless ``abstract_variables`` (a pytree of
   ``jax.ShapeDtypeStruct`` with shardings) says otherwise, so a run trained on many
-  accelerators loads on one CPU. The read is this process's own (no other process waits on it)
-  and moves nothing: without ``step``, a damaged newest checkpoint gives way, with a warning that
-  names it, to the newest one that reads; a damaged ``step`` asked for is an error.
+  accelerators loads on one CPU; they come in the checkpoint's layout, or in that of
+  ``abstract_variables`` where given. The read is this process's own (no other process waits on
+  it) and moves nothing: without ``step``, a damaged newest checkpoint gives way, with a warning
+  that names it, to the newest one that reads; a damaged ``step`` asked for is an error.
   """
   if not has_checkpoints(workdir):
     raise CheckpointError(f'No checkpoints in {workdir!r}: {checkpoint_dir(workdir)} does not '
@@ -390,11 +397,13 @@ def restore_variables(workdir: str, step: int | None = None,
 
 
 def _read_variables(manager: ocp.CheckpointManager, step: int, abstract_variables: Any) -> dict:
-  """``{'params', 'batch_stats'}`` of ``step``, on this process's first device by default."""
+  """``{'params', 'batch_stats'}`` of ``step``, on this process's first device by default, in
+  the layout of ``abstract_variables`` where given, else the checkpoint's."""
+  metadata = manager.item_metadata(step)['model']
   if abstract_variables is None:
-    metadata = manager.item_metadata(step)['model']
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract_variables = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-  return manager.restore(step, args=ocp.args.Composite(
-      model=ocp.args.StandardRestore(abstract_variables)))['model']
+  restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(
+      models.to_layout(abstract_variables, models.stacked_stages(metadata)))))['model']
+  return models.to_layout(restored, models.stacked_stages(abstract_variables))

@@ -36,7 +36,7 @@ TORCHVISION_SUFFIXES = ('.pth', '.pt', '.npz')
 MSGPACK_SUFFIX = '.msgpack'
 _CLASSES = f'params/{models.CLASSIFIER}/bias'  # Its length is the number of classes.
 # The model fields that change what a variable means without changing its shape.
-_MEANING_FIELDS = ('model.name', 'model.shortcut', 'model.bottleneck_stride_on')
+_MEANING_FIELDS = ('model.name', 'model.shortcut', 'model.bottleneck_stride_on', 'model.avg_down')
 
 
 def check_config(config) -> None:
@@ -131,7 +131,7 @@ def _from_torchvision(config, source: str):
     raise InitFromError(f'init_from={source!r} is a torchvision state dict, but model.name='
                         f'{name!r} has no torchvision counterpart; use one of '
                         f'{", ".join(torchvision_weights.TORCHVISION_NAMES)}.')
-  if models.MODEL_SPECS[name]['block'] is models.BottleneckBlock and (
+  if models.model_spec(name)['block'] is models.BottleneckBlock and (
       config.model.bottleneck_stride_on != '3x3'):
     raise InitFromError(f"torchvision's {name} strides on the bottleneck's 3x3 convolution: set "
                         '--config.model.bottleneck_stride_on=3x3 to load init_from='
@@ -222,13 +222,24 @@ def _exclude_hint(keys) -> str:
   return ', '.join(repr(f'{re.escape(m)}/.*') for m in modules[:5])
 
 
+def _in_layout_of(source: Source, abstract_variables) -> Source:
+  """``source`` with each stage's blocks stacked or one module each, as the run has them."""
+  nested = flax.traverse_util.unflatten_dict(source.variables, sep='/')
+  laid_out = models.to_layout(nested, models.stacked_stages(abstract_variables))
+  return dataclasses.replace(source, variables=flax.traverse_util.flatten_dict(laid_out,
+                                                                               sep='/'))
+
+
 def match(source: Source, abstract_variables, exclude=()) -> Plan:
   """The plan that loads ``source`` into variables shaped as ``abstract_variables``.
 
-  ``InitFromError`` lists every variable that is missing on either side or of another shape,
-  except the classifier where the class count differs and what ``exclude`` (regular
-  expressions, matched in full against paths without their collection) names.
+  The source's blocks are laid out as the run's first (``models.layouts``: a scanned and an
+  unrolled net load each other's weights). ``InitFromError`` lists every variable that is
+  missing on either side or of another shape, except the classifier where the class count
+  differs and what ``exclude`` (regular expressions, matched in full against paths without
+  their collection) names.
   """
+  source = _in_layout_of(source, abstract_variables)
   run = {k: tuple(v.shape) for k, v in _flat(abstract_variables).items()}
   given = {k: tuple(np.shape(v)) for k, v in source.variables.items()}
   patterns = [re.compile(p) for p in exclude]

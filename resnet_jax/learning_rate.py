@@ -17,8 +17,12 @@ import optax
 
 SCHEDULES = ('steps', 'plateau', 'cosine', 'polynomial')
 # The paper's warm-up (Sec. 4.2): its deepest CIFAR nets start at lr 0.01 for about 400
-# iterations (until training error is below 80%), then go back to the schedule.
-NETWORK_WARMUP_STEPS = {'resnet110': 400, 'resnet1202': 400, 'plain110': 400}
+# iterations (until training error is below 80%), then go back to the schedule; "Identity
+# Mappings" warms up every CIFAR net of its comparison so.
+NETWORK_WARMUP_STEPS = {
+    'resnet110': 400, 'resnet1202': 400, 'plain110': 400,
+    **dict.fromkeys(('resnet164', 'resnet1001', 'preact_resnet110', 'preact_resnet164',
+                     'preact_resnet1001'), 400)}
 
 
 @dataclasses.dataclass(frozen=True)

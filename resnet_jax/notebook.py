@@ -240,10 +240,19 @@ def _mismatch(expected, actual) -> str | None:
 
 def _abstract_variables(model: nn.Module, variables) -> Any:
   """The shapes ``model`` gives its variables, for the input channels of ``variables``."""
-  channels = np.shape(variables['params']['stem_conv']['kernel'])[2]
+  params = variables['params']
+  channels = np.shape(params.get('stem_conv', params.get('stem_conv1'))['kernel'])[2]
   # Parameter shapes do not depend on the image size (global average pooling).
   image = jax.ShapeDtypeStruct((1, 32, 32, channels), jnp.float32)
   return jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
+
+
+def _in_layout_of(model: nn.Module, variables) -> tuple[Any, str | None]:
+  """``variables`` laid out as ``model`` has them (``models.layouts``), and what else does not
+  fit it (None if nothing)."""
+  abstract = _abstract_variables(model, variables)
+  variables = models.to_layout(variables, models.stacked_stages(abstract))
+  return variables, _mismatch(abstract, variables)
 
 
 def _num_classes(variables) -> int:
@@ -282,7 +291,7 @@ def load_run(workdir: str, step: int | None = None, *,
     plan = _datasets().plan_for(config, training=False)
   variables, step = checkpointing.restore_variables(workdir, step)
   model = models.from_config(config.model, _num_classes(variables))
-  problem = _mismatch(_abstract_variables(model, variables), variables)
+  variables, problem = _in_layout_of(model, variables)
   if problem:
     raise errors.CheckpointError(f'The checkpoint at step {step} of {workdir!r} does not fit the '
                                  f'model of its config: {problem}.')
@@ -301,7 +310,7 @@ def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
   model = model_or_config
   if not isinstance(model, nn.Module):
     model = models.from_config(model_or_config.model, _num_classes(variables))
-  problem = _mismatch(_abstract_variables(model, variables), variables)
+  variables, problem = _in_layout_of(model, variables)
   if problem:
     raise ValueError(f'{path} does not fit the model: {problem}.')
   return model, jax.device_put(variables)

@@ -195,8 +195,8 @@ def model_images(batch, image_correction=None):
 
 def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callable,
                mesh: jax.sharding.Mesh, gradient_allreduce_dtype=jnp.float32,
-               label_smoothing: float = 0.0,
-               image_correction=None) -> tuple[TrainState, TrainMetrics]:
+               label_smoothing: float = 0.0, image_correction=None,
+               rng: jax.Array | None = None) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step on a global batch split along the ``data`` axis of ``mesh``.
 
   Each device differentiates the loss of its slice of the batch (``jax.shard_map``), and the
@@ -207,20 +207,24 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
   ``freeze_bn_stats`` normalises with its running averages and keeps them); the optimizer then
   updates the replicated state with the averaged gradients. With ``label_smoothing`` the loss
   minimised (and logged) is against smoothed targets. ``image_correction``: see
-  ``model_images``.
+  ``model_images``. ``rng``: the run's key, for a model that draws random masks in training
+  (dropout, stochastic depth): step k draws from ``fold_in(rng, k)`` folded with the device's
+  index, so the masks are a function of (seed, step) and every device draws its own.
   """
   axis = sharding.DATA_AXIS
   model = model.clone(bn_axis_name=axis)
 
-  def local_gradients(params, batch_stats, batch):
+  def local_gradients(params, batch_stats, batch, step_rng):
     # Per-device copies: their gradients stay local until the mean below (JAX would otherwise
     # sum the gradients of a replicated input itself, in the compute dtype).
     params, batch_stats = jax.lax.pcast((params, batch_stats), axis, to='varying')
+    rngs = {} if step_rng is None else {
+        'dropout': jax.random.fold_in(step_rng, jax.lax.axis_index(axis))}
 
     def loss_fn(params):
       logits, updates = model.apply({'params': params, 'batch_stats': batch_stats},
                                     model_images(batch, image_correction), train=True,
-                                    mutable=['batch_stats'])
+                                    mutable=['batch_stats'], rngs=rngs)
       outputs = classification_outputs(logits, batch['label'])
       if label_smoothing:
         outputs['loss'] = optim.smoothed_cross_entropy(logits, batch['label'], label_smoothing)
@@ -232,10 +236,12 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
     grads = jax.tree.map(lambda r, g: r.astype(g.dtype), reduced, grads)
     return grads, jax.lax.pmean(new_stats, axis), outputs
 
+  step_rng = None if rng is None else jax.random.fold_in(rng, state.step)
   grads, batch_stats, outputs = jax.shard_map(
-      local_gradients, mesh=mesh, in_specs=(P(), P(), P(axis)), out_specs=(P(), P(), P(axis)))(
+      local_gradients, mesh=mesh, in_specs=(P(), P(), P(axis), P()),
+      out_specs=(P(), P(), P(axis)))(
           state.params, state.batch_stats,
-          jax.device_put(batch, sharding.batch_sharding(mesh)))
+          jax.device_put(batch, sharding.batch_sharding(mesh)), step_rng)
   if model.freeze_bn_stats:  # The running averages normalised the batch and stay as they were.
     batch_stats = state.batch_stats
   updates, opt_state = tx.update(grads, state.opt_state, state.params)

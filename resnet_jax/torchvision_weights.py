@@ -1,8 +1,10 @@
 """Weights in and out: torchvision's ResNet state dicts <-> this project's Flax variables.
 
-torchvision's ``resnet18/34/50/101/152`` are the project's ImageNet nets with shortcut option B
-and, for the bottleneck nets, the stride on the 3x3 convolution ("v1.5"):
-``create_model(name, 1000, bottleneck_stride_on='3x3')``.
+torchvision's ``resnet18/34/50/101/152``, ``wide_resnet50_2/101_2`` and ``resnext50_32x4d``,
+``resnext101_32x8d``, ``resnext101_64x4d`` are the project's ImageNet nets of those names with
+shortcut option B and, for the bottleneck nets, the stride on the 3x3 convolution ("v1.5"):
+``create_model(name, 1000, bottleneck_stride_on='3x3')``. The variables come in that net's
+layout (a deep stage's blocks stacked, ``models.layouts``); either layout goes out.
 
     variables = convert.from_torchvision(torch.load('resnet50.pth'), 'resnet50')
     state_dict = convert.to_torchvision(variables, 'resnet50')  # numpy arrays
@@ -33,7 +35,9 @@ import numpy as np
 from resnet_jax import errors, models
 from resnet_jax.data import registry
 
-TORCHVISION_NAMES = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152')
+TORCHVISION_NAMES = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
+                     'wide_resnet50_2', 'wide_resnet101_2', 'resnext50_32x4d',
+                     'resnext101_32x8d', 'resnext101_64x4d')
 TORCHVISION_INPUT_STD = (0.229, 0.224, 0.225)
 NUM_CLASSES = registry.get('imagenet2012').num_classes  # torchvision's ImageNet classifiers.
 _UNTRACKED = 'num_batches_tracked'
@@ -73,8 +77,8 @@ def _torch_module(path: Sequence[str]) -> str:
 @functools.cache
 def _layout(name: str) -> dict:
   """{torch key: (Flax (collection, *path), Flax shape)} for every tensor of ``name``."""
-  shapes = jax.eval_shape(lambda: create_model(name).init(
-      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  shapes = models.unrolled(jax.eval_shape(lambda: create_model(name).init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)))
   layout = {}
   for path, leaf in flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes)).items():
     collection, *modules, leaf_name = path
@@ -156,7 +160,8 @@ def from_torchvision(state_dict: Mapping, name: str,
   if std is not None:
     stem = ('params', 'stem_conv', 'kernel')
     flat[stem] = flat[stem] / std[:, None]
-  return flax.traverse_util.unflatten_dict(flat)
+  return models.to_layout(flax.traverse_util.unflatten_dict(flat),
+                          create_model(name).stacked_stages())
 
 
 def to_torchvision(variables: Mapping, name: str,
@@ -167,8 +172,8 @@ def to_torchvision(variables: Mapping, name: str,
   """
   _check_name(name)
   layout = _layout(name)
-  flat = flax.traverse_util.flatten_dict(
-      {c: flax.core.unfreeze(variables[c]) for c in ('params', 'batch_stats') if c in variables})
+  flat = flax.traverse_util.flatten_dict(models.unrolled(
+      {c: flax.core.unfreeze(variables[c]) for c in ('params', 'batch_stats') if c in variables}))
   by_path = {'/'.join(path): key for key, (path, _) in layout.items()}
   given = {'/'.join(path) for path in flat} | {c for c in variables
                                                if c not in ('params', 'batch_stats')}

@@ -63,20 +63,24 @@ class Program:
 def build_program(plan: run_plan.RunPlan, devices=None, image_correction=None) -> Program:
   """The mesh over ``devices`` (default: all), the plan's model and optimizer, the jitted calls.
 
-  Platform-dependent choices (XLA:CPU's fusion barriers, scanned or unrolled calls) follow the
-  devices. ``image_correction``: the data's ``mean_correction()``, a constant of the steps.
+  Platform-dependent choices (XLA:CPU's fusion barriers and loop-friendly convolutions, scanned or
+  unrolled calls) follow the devices. ``image_correction``: the data's ``mean_correction()``, a
+  constant of the steps.
   """
   config = plan.config
   mesh = sharding.create_mesh(devices)
   replicated, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   model = models.from_config(config.model, plan.num_classes)
+  if mesh.devices.flat[0].platform == 'cpu':
+    model = cpu_workarounds.with_loop_friendly_convs(model)
   tx, learning_rate_fn = optim.create_optimizer(config.optimizer, plan.learning_rate)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx,
                                    image_shape=plan.image_shape), out_shardings=replicated)
   train_step = functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, mesh=mesh,
       gradient_allreduce_dtype=config.gradient_allreduce_dtype,
-      label_smoothing=config.label_smoothing, image_correction=image_correction)
+      label_smoothing=config.label_smoothing, image_correction=image_correction,
+      rng=jax.random.key(config.seed))
   if config.cpu_fusion_barriers and mesh.devices.flat[0].platform == 'cpu':
     train_step = cpu_workarounds.with_block_barriers(train_step)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
@@ -98,7 +102,8 @@ def warn_if_imagenet_on_cpu(plan: run_plan.RunPlan, platform: str) -> None:
   if plan.dataset.name != 'imagenet2012' or platform != 'cpu':
     return
   image = jax.ShapeDtypeStruct((1, *plan.image_shape), jnp.float32)
-  model = models.from_config(plan.config.model, plan.num_classes)
+  # Unrolled: XLA's cost analysis counts the body of a scanned stage's loop once.
+  model = models.from_config(plan.config.model, plan.num_classes).clone(scan_blocks=False)
   variables = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), image)
   forward = jax.jit(functools.partial(model.apply, train=False)).lower(variables, image)
   flops = 3 * forward.cost_analysis()['flops'] * plan.total_steps * plan.config.batch_size

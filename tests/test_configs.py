@@ -18,13 +18,51 @@ from tests.harness import plan_of, rate_of
 
 
 def test_every_imagenet_net_has_a_valid_config():
+  followers = {'wide_resnet50_2', 'wide_resnet101_2', 'resnext50_32x4d', 'resnext101_32x8d',
+               'resnext101_64x4d', 'resnet50d',
+               *(f'preact_resnet{depth}' for depth in (18, 34, 50, 101, 152, 200))}
   assert set(imagenet.MODELS) == {'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
-                                  'plain18', 'plain34'}
+                                  'plain18', 'plain34'} | followers
   for model in imagenet.MODELS:
     config = imagenet.get_config(model)
     assert (config.model.name, config.dataset.name, config.model.shortcut) == (
         model, 'imagenet2012', None)
+    # Each net strides where its source does: the paper's on the 1x1, the others' on the 3x3.
+    assert config.model.bottleneck_stride_on == ('3x3' if model in followers else '1x1')
     plan_of(config, devices=8, processes=1)
+
+
+def test_resnet_d_options_apply_to_any_imagenet_net():
+  config = imagenet.get_config('resnext50_32x4d,deep_stem,avg_down')
+  assert (config.model.deep_stem, config.model.avg_down) == (True, True)
+  plan_of(config, devices=8, processes=1)
+  config = imagenet.get_config('resnet34,A,avg_down')
+  with pytest.raises(errors.ConfigError, match=r'model.avg_down=True pools before a projection '
+                     r"shortcut.*\(model.name='resnet34'\)"):
+    plan_of(config, devices=8, processes=1)
+
+
+def test_cifar_configs_give_each_net_its_papers_recipe():
+  # "Identity Mappings" trains with the paper's recipe, warming up every net of its comparison.
+  for model in ('resnet164', 'resnet1001', 'preact_resnet110', 'preact_resnet164',
+                'preact_resnet1001'):
+    config = cifar10.get_config(model)
+    assert (learning_rate.network_warmup_steps(config), config.total_steps) == (400, 64_000), model
+    assert config.optimizer.lr_boundaries == (32_000, 48_000)
+  # Wide ResNets: 200 epochs, Nesterov, weight decay 5e-4, lr x0.2 at 60, 120 and 160.
+  for dataset in (cifar10, cifar100):
+    config = dataset.get_config('wrn28_10,dropout')
+    opt = config.optimizer
+    assert (config.total_epochs, config.total_steps, config.batch_size) == (200.0, 0, 128)
+    assert (opt.nesterov, opt.momentum, opt.weight_decay, opt.learning_rate) == (
+        True, 0.9, 5e-4, 0.1)
+    assert (opt.lr_boundaries, opt.lr_boundaries_unit, opt.lr_decay_factor) == (
+        (60, 120, 160), 'epochs', 0.2)
+    assert learning_rate.network_warmup_steps(config) == 0 and config.model.dropout_rate == 0.3
+    plan_of(config, devices=1, processes=1)
+  assert cifar10.get_config('wrn16_8').model.dropout_rate is None  # The net's own: none.
+  with pytest.raises(ValueError, match="dropout is the wide ResNets' option; resnet56 is not"):
+    cifar10.get_config('resnet56,dropout')
 
 
 def test_the_option_picks_the_shortcut_of_table_3():

@@ -1,5 +1,7 @@
-"""The XLA:CPU fusion barrier: the identity (values and gradients), applied from outside the
-model to every block's input, and changing no output or gradient of a train step."""
+"""The XLA:CPU workarounds: the fusion barrier, the identity (values and gradients), applied from
+outside the model to every block's input and changing no output or gradient of a train step; and
+the convolution whose gradients XLA:CPU runs fast inside a loop, the same gradients bit for
+bit."""
 
 import functools
 
@@ -7,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from resnet_jax import models
 from resnet_jax.parallel import cpu_workarounds
@@ -47,3 +50,37 @@ def test_barriers_sit_on_every_block_input_and_change_no_output_or_gradient(name
   assert inputs == [(4, 32, 32, 16)] * 4 + [(4, 16, 16, 32)] * 3 + [(4, 8, 8, 64)] * 2
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-6, atol=1e-7),
                jax.jit(barred)(variables, x, labels), jax.jit(step)(variables, x, labels))
+
+
+@pytest.mark.parametrize('kernel, padding', [(3, ((1, 1), (1, 1))), (1, ((0, 0), (0, 0))),
+                                             (3, ((0, 2), (2, 0)))])
+def test_canonical_gradients_are_laxs_bit_for_bit_in_and_out_of_a_loop(kernel, padding):
+  x = jax.random.normal(jax.random.key(0), (4, 9, 9, 6))
+  kernels = jax.random.normal(jax.random.key(1), (2, kernel, kernel, 6, 6)) / kernel
+  conv = lambda fn: lambda h, k: fn(h, k, (1, 1), padding, dimension_numbers=(
+      lax.conv_dimension_numbers(h.shape, k.shape, ('NHWC', 'HWIO', 'NHWC'))))
+  reference, canonical = conv(lax.conv_general_dilated), conv(
+      cpu_workarounds.conv_with_canonical_gradients)
+
+  def looped(fn):  # Two convolutions in a scan, as a scanned stage runs its blocks.
+    return lambda ks, h: jnp.sum(jax.lax.scan(lambda c, k: (jnp.tanh(fn(c, k)), None), h,
+                                              ks)[0] ** 2)
+
+  def unrolled(fn):
+    return lambda ks, h: jnp.sum(jnp.tanh(fn(jnp.tanh(fn(h, ks[0])), ks[1])) ** 2)
+
+  want = jax.jit(jax.grad(unrolled(reference), (0, 1)))(kernels, x)
+  for got in (jax.grad(looped(canonical), (0, 1)), jax.grad(unrolled(canonical), (0, 1))):
+    jax.tree.map(np.testing.assert_array_equal, jax.jit(got)(kernels, x), want)
+
+
+@pytest.mark.parametrize('strides, groups', [((2, 2), 1), ((1, 1), 2)])
+def test_strided_and_grouped_convolutions_go_to_lax_as_they_are(strides, groups):
+  x = jax.random.normal(jax.random.key(2), (2, 8, 8, 4))
+  kernel = jax.random.normal(jax.random.key(3), (3, 3, 4 // groups, 4))
+  numbers = lax.conv_dimension_numbers(x.shape, kernel.shape, ('NHWC', 'HWIO', 'NHWC'))
+  conv = lambda fn: lambda h, k: fn(h, k, strides, ((1, 1), (1, 1)), dimension_numbers=numbers,
+                                    feature_group_count=groups)
+  canonical = conv(cpu_workarounds.conv_with_canonical_gradients)
+  assert 'custom_vjp' not in str(jax.make_jaxpr(canonical)(x, kernel))
+  np.testing.assert_array_equal(canonical(x, kernel), conv(lax.conv_general_dilated)(x, kernel))

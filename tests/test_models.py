@@ -10,6 +10,7 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from resnet_jax import models
+from tools.model_table import multiply_adds  # Conv and dense layers: positions x kernel size.
 
 # PAPER.md: option A for CIFAR (10 classes), option B for ImageNet (1000 classes), torchvision's
 # counting (BN scale and bias included, running statistics excluded).
@@ -47,24 +48,6 @@ def count(tree):
 def projection_params(in_ch, out_ch):
   """A 1x1 projection conv and its BN scale and bias."""
   return in_ch * out_ch + 2 * out_ch
-
-
-def multiply_adds(model, x):
-  """Hand count: every conv and dense layer costs (output positions) x (kernel size)."""
-  def run():
-    variables = model.init(jax.random.key(0), x, train=False)
-    _, state = model.apply(
-        variables, x, train=False, mutable=['intermediates'],
-        capture_intermediates=lambda mdl, _: isinstance(mdl, (nn.Conv, nn.Dense)))
-    return variables['params'], state['intermediates']
-  params, intermediates = jax.eval_shape(run)
-  params = flatten_dict(params)
-  total = 0
-  for path, (output,) in flatten_dict(intermediates).items():
-    kernel = params[path[:-1] + ('kernel',)]
-    positions = int(np.prod(output.shape[1:-1]))
-    total += positions * int(np.prod(kernel.shape))
-  return total
 
 
 @pytest.mark.parametrize('name', sorted(PAPER_PARAMS))
@@ -161,7 +144,8 @@ def test_deepest_nets_build_abstractly():
   logits = jax.eval_shape(lambda: resnet1202.init_with_output(
       jax.random.key(0), input_for('resnet1202', 2), train=False)[0])
   assert logits.shape == (2, 10)
-  params = abstract_variables(resnet1202, input_for('resnet1202'))['params']
+  # Counted one module per block (its stages' blocks are stacked: models.layouts).
+  params = models.unrolled(abstract_variables(resnet1202, input_for('resnet1202'))['params'])
   assert len([k for k in params if 'block' in k]) == 3 * 200
   weighted_layers = [k for k in flatten_dict(params) if k[-1] == 'kernel']
   assert len(weighted_layers) == 1202  # 2 convs per block, the stem conv and the classifier.
@@ -342,5 +326,12 @@ def test_unknown_names_and_arguments_are_rejected_clearly():
 
 
 def test_every_named_model_has_a_family():
-  assert set(models.MODEL_NAMES) == set(PAPER_PARAMS) | {
+  # The paper's nets, and those that followed it (tests/test_model_zoo.py).
+  followers = {
+      'resnet164', 'resnet1001', 'preact_resnet110', 'preact_resnet164', 'preact_resnet1001',
+      'wrn16_8', 'wrn28_10', 'wrn40_4', 'wide_resnet50_2', 'wide_resnet101_2',
+      'resnext50_32x4d', 'resnext101_32x8d', 'resnext101_64x4d', 'resnet50d',
+      *(f'preact_resnet{depth}' for depth in (18, 34, 50, 101, 152, 200))}
+  assert set(models.MODEL_NAMES) == set(PAPER_PARAMS) | followers | {
       'plain20', 'plain32', 'plain44', 'plain56', 'plain110', 'plain18', 'plain34'}
+  assert {models.model_family(name) for name in models.MODEL_NAMES} == {'cifar', 'imagenet'}

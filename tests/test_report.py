@@ -163,3 +163,33 @@ def test_imagenet_table_shows_evaluation_modes_and_tables_3_and_4(tmp_path):
 def test_a_root_without_runs_is_an_error(tmp_path):
   with pytest.raises(FileNotFoundError, match='No run'):
     report.write_report(str(tmp_path))
+
+
+def test_the_preactivation_study_sets_each_unit_beside_the_other_at_each_depth(tmp_path):
+  # (model, seed) -> (final train error, final test error).
+  runs = {('resnet110', 0): (0.02, 0.10), ('resnet110', 1): (0.04, 0.12),
+          ('preact_resnet110', 0): (0.01, 0.07), ('preact_resnet110', 1): (0.01, 0.09),
+          ('resnet1001', 0): (0.30, 0.40), ('preact_resnet1001', 0): (0.00, 0.05)}
+  root = str(tmp_path)
+  for (model, seed), (train, test) in runs.items():
+    write_run(root, f'{model}/seed{seed}', {'model': {'name': model},
+                                            'dataset': {'name': 'digits'}, 'seed': seed},
+              {5: {'train_error_top1': train, 'eval_error_top1': test}})
+  with open(os.path.join(root, 'sweeps.json'), 'w') as f:
+    json.dump(['preact_study:digits'], f)
+  report.write_report(root, with_layer_responses=False)
+  with open(os.path.join(root, 'report.md')) as f:
+    text = f.read()
+  assert "Identity Mappings' Tables 3-4, CIFAR-10 test error (%) |" in text
+  assert '| preact_resnet110 | 2 | 5 | 1.00 (1.00 ± 0.00) | 7.00 (8.00 ± 1.41) | 6.37 |' in text
+  assert '| resnet1001 | 1 | 5 | 30.00 | 40.00 | 7.61 |' in text
+  assert ('- 110 layers, pre-activation vs original (means over 2 seeds): test error 8.00% '
+          'against 11.00% (-3.00 points); training error 1.00% against 3.00% (-2.00 points).'
+          in text)
+  assert '- 1001 layers, pre-activation vs original (means over 1 seed): test error 5.00%' in text
+  assert ('- Deeper pre-activation net: pre-act ResNet-1001 ends at 0.00% training error, '
+          'pre-act ResNet-110 at 1.00% (mean of 2 seeds) (-1.00 points).') in text
+  nets = report_runs.networks(report_runs.read_runs(root))
+  fig = report_figures.training_curves_figure(list(nets), nets)
+  assert [ax.get_title().split(' nets')[0] for ax in fig.axes] == ['residual', 'pre-activation']
+  report_figures.plt.close(fig)

@@ -144,3 +144,15 @@ def test_batches_a_slice_cannot_split_are_raised_and_said():
   assert any('--config.batch_size=512' in note for note in notes)
   assert any('--config.eval_batch_size=1008' in note for note in notes)
   assert tpu_plan.fit_batches(config, chips=16) == []  # Already fitting: unchanged.
+
+
+def test_a_scanned_preactivation_net_plans_with_float32_gradient_all_reduces():
+  """configs/cifar10.py:preact_resnet164, whose three stages of 18 blocks run as scans (their
+  variables stacked): XLA:TPU compiles its train call for the slice, it fits, and the gradients,
+  stacked ones included, cross the chips in float32 (PAPER.md's independent count)."""
+  config = cifar10.get_config('preact_resnet164')
+  config.batch_size = config.eval_batch_size = CHIPS * PER_CHIP
+  plan = tpu_plan.plan(config, TOPOLOGY, parts=('train',))
+  assert plan['params'] == 1_703_258 and plan['train']['fits']
+  assert plan['train']['gradient_allreduce'] == {
+      'bytes': 4 * 1_703_258, 'bytes_per_param': 4.0, 'unmatched_params': 0}

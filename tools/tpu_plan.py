@@ -41,7 +41,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from resnet_jax import errors, run_plan, train
+from resnet_jax import errors, models, run_plan, train
 from resnet_jax.data import registry
 
 FLAGS = flags.FLAGS
@@ -257,6 +257,11 @@ def plan(config, topology: str, parts=('train', 'eval')) -> dict:
   eval_batch = _batch(run, config.eval_batch_size, image_shape, program.batch_sharding,
                       mask=True)
   param_shapes = [leaf.shape for leaf in jax.tree.leaves(state.params)]
+  if models.stacked_stages(state.params):
+    notes.append("The net's deep stages run as scans (model.scan_blocks): XLA's cost analysis "
+                 "counts a loop's body once, so the FLOPs, bytes and step estimate below are "
+                 'too low (memory is not); --config.model.scan_blocks=False counts every block '
+                 'and compiles longer.')
   calls = {
       'train': lambda: _compile(program.train_fn, state, batches, chip=chip, steps=steps,
                                 images_per_step=config.batch_size, param_shapes=param_shapes),

@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax.models import GroupedBatchNorm
+from resnet_jax import models
 from resnet_jax.parallel import sharding
 
-NORMS = (nn.BatchNorm, GroupedBatchNorm)
+NORMS = (nn.BatchNorm, models.GroupedBatchNorm)
 
 
 def _capture_responses(model, variables, images):
@@ -65,7 +65,12 @@ def _layer_names(model, variables, image_shape):
 
 def responses_of_batches(model, variables, batches: Iterator[tuple[np.ndarray, np.ndarray]],
                          image_shape) -> list[tuple[str, float]]:
-  """Layer responses over (images, mask) batches; examples whose mask is False do not count."""
+  """Layer responses over (images, mask) batches; examples whose mask is False do not count.
+
+  The net runs unrolled (one module per block): inside a scanned stage the blocks' outputs
+  would be values of the scan's body, not of each block.
+  """
+  model, variables = model.clone(scan_blocks=False), models.unrolled(variables)
   totals = None
   for images, mask in batches:
     moments = [tuple(np.float64(m) for m in layer)
