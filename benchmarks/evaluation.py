@@ -45,6 +45,7 @@ def _measure(model_name: str, num_images: int, batch_size: int, rounds: int) -> 
 
   from configs import imagenet
   from resnet_jax import models
+  from resnet_jax.data import datasets
   from resnet_jax.evaluation import protocols
   from resnet_jax.testing import photos
   from resnet_jax.testing.mock_tfds import jpeg_dataset, prepared_mock
@@ -65,7 +66,8 @@ def _measure(model_name: str, num_images: int, batch_size: int, rounds: int) -> 
 
   def timed(mode):
     start = time.perf_counter()
-    result = protocols.evaluate(config, model, variables, mode, batch_size)
+    plan = datasets.plan_for(config, processes=jax.process_count(), training=False)
+    result = protocols.evaluate(plan, model, variables, mode, batch_size)
     assert result['num_examples'] == num_images, result
     return time.perf_counter() - start, result
 

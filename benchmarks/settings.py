@@ -7,7 +7,9 @@ import tempfile
 import numpy as np
 
 from configs import default
-from resnet_jax import models, train
+import jax
+
+from resnet_jax import models, run_plan, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +40,12 @@ class Settings:
 
 
 def bench_config(settings: Settings, cpu_fusion_barriers=True, **model_overrides):
-  """The default config with the benchmark's model, dtype and batch."""
+  """The default config with the benchmark's model, dtype and batch, on CIFAR-10 or ImageNet
+  (the model's family)."""
   config = default.get_config()
+  if models.model_family(settings.model) == 'imagenet':
+    config.dataset.update(name='imagenet2012', train_split='train', eval_split='validation',
+                          image_size=224)
   config.cpu_fusion_barriers = cpu_fusion_barriers
   config.model.update(name=settings.model, dtype=settings.dtype, **model_overrides)
   config.batch_size = settings.batch_size
@@ -53,10 +59,12 @@ def synthetic_batch(settings: Settings, seed=0):
           'label': rng.integers(0, settings.num_classes, settings.batch_size).astype(np.int32)}
 
 
-def program(settings: Settings, steps_per_epoch=390, **overrides) -> train.Program:
-  """The training run's own mesh, model, optimizer and jitted calls for the settings."""
-  return train.build_program(bench_config(settings, **overrides), settings.image_shape,
-                             settings.num_classes, steps_per_epoch)
+def program(settings: Settings, **overrides) -> train.Program:
+  """The training run's own mesh, model, optimizer and jitted calls for the settings, on every
+  local device; its schedule is the dataset's (from the registry's facts: no data is read)."""
+  plan = run_plan.resolve(bench_config(settings, **overrides), devices=jax.device_count(),
+                          processes=1)
+  return train.build_program(plan)
 
 
 @contextlib.contextmanager

@@ -65,7 +65,7 @@ def device_step_timer(settings: Settings) -> Timer:
   """The device-resident path on a synthetic CIFAR-sized split (50,000 images)."""
   num_examples = 50_000
   steps_per_epoch = num_examples // settings.batch_size
-  run_program = program(settings, steps_per_epoch)
+  run_program = program(settings)
   rng = np.random.default_rng(0)
   data = device_resident.put_on_devices(
       rng.standard_normal((num_examples, *settings.image_shape), np.float32),

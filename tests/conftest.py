@@ -1,7 +1,15 @@
-"""Fixtures shared by the tests that train; every test process runs JAX on the CPU."""
+"""Fixtures shared by the tests that train; every test process runs JAX on the CPU.
 
+Two tiers: the fast tier (``pytest -m "not e2e"``) runs in this process only; a test that
+starts a process (main.py, tools, SLURM, pods), or compiles for minutes, is marked ``e2e``, and
+one that is not marked and starts a process fails, naming the mark.
+"""
+
+import logging
 import os
+import subprocess
 import tempfile
+from unittest import mock
 
 # With libtpu installed (requirements-tpu.txt, for tests/test_tpu_plan.py), JAX would try a TPU
 # backend in every process and libtpu would ask for a metadata server: the tests use the CPU, and
@@ -25,3 +33,32 @@ def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp('tfds'))
   tfds.builder('digits', data_dir=path).download_and_prepare()
   return path
+
+
+class _InProcessOnly(subprocess.Popen):
+  """``subprocess.Popen`` for the fast tier: refuses to start anything."""
+
+  def __init__(self, args, *unused_args, **unused_kwargs):  # pylint: disable=super-init-not-called
+    self._child_created = False  # What Popen.__del__ reads.
+    raise AssertionError(
+        f'This test starts a process ({args!r}); the fast tier runs in process only. Mark the '
+        'test @pytest.mark.e2e, or test the rule in process.')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):  # pylint: disable=unused-argument
+  """Holds every test not marked ``e2e``, and the fixtures it sets up, to this process."""
+  if item.get_closest_marker('e2e') is None:
+    with mock.patch.object(subprocess, 'Popen', _InProcessOnly):
+      yield
+  else:
+    yield
+
+
+@pytest.fixture(autouse=True)
+def absl_level_restored():
+  """An in-process command's flags (absl's --verbosity) set the level of absl's logger; the
+  next test starts from the level before."""
+  level = logging.getLogger('absl').level
+  yield
+  logging.getLogger('absl').setLevel(level)

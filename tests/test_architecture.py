@@ -131,3 +131,29 @@ def test_the_readme_is_read_in_five_minutes():
   assert len(lines) <= 150, f'README.md has {len(lines)} lines; move detail to docs/'
   long = [n for n, line in enumerate(lines, 1) if len(line) > 120]
   assert not long, f'README.md lines over 120 characters: {long}'
+
+
+def references(path: pathlib.Path, name: str) -> int:
+  """How many times ``path``'s code uses ``name`` (``x.name`` or a bare ``name``)."""
+  return sum(1 for node in ast.walk(ast.parse(path.read_text()))
+             if (isinstance(node, ast.Attribute) and node.attr == name)
+             or (isinstance(node, ast.Name) and node.id == name))
+
+
+CODE = [p for folder in ('resnet_jax', 'tools', 'experiments', 'benchmarks')
+        for p in (ROOT / folder).rglob('*.py')] + [ROOT / 'main.py']
+
+
+def test_a_dataset_is_looked_up_in_one_place():
+  """Its facts come from ``specs.spec_of`` through ``datasets.facts`` only; everything else
+  reads them from the run's plan."""
+  lookups = {str(p.relative_to(ROOT)): references(p, 'spec_of') for p in CODE
+             if references(p, 'spec_of')}
+  assert lookups == {'resnet_jax/data/datasets.py': 1}, lookups
+
+
+def test_steps_per_epoch_has_one_formula():
+  """Only ``run_plan.resolve`` divides a split by the batch; the rest read ``plan.steps_per_epoch``."""
+  assigning = {str(p.relative_to(ROOT)) for p in CODE
+               if re.search(r'^\s*steps_per_epoch\s*=\s*\S+\s*//', p.read_text(), re.M)}
+  assert assigning <= {'resnet_jax/run_plan.py', 'benchmarks/step.py'}, assigning

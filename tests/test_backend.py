@@ -16,9 +16,9 @@ from tests.harness import ROOT, tiny_digits_flags
 PYTHON_LOG_LINE = re.compile(r'^[IWEF]\d{4} [\d:.]+ +\d+ \S+\.py:\d+\] (.*)$', re.MULTILINE)
 LIBTPU_ERRORS = ('INVALID_ARGUMENT', 'TPU_WORKER_HOSTNAMES', "Unable to initialize backend 'tpu'")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
     any(glob.glob(p) for p in library_logs.ACCELERATOR_DEVICES),
-    reason='an accelerator is present: JAX chooses it, not the CPU these tests expect')
+    reason='an accelerator is present: JAX chooses it, not the CPU these tests expect')]
 
 
 def python(args, devices=1):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow  # Benchmark runs: `python -m pytest -m slow`.
+pytestmark = pytest.mark.e2e
 
 RESNET20_MULTIPLY_ADDS = 40.6e6  # One 32x32 forward pass, counted by hand in test_models.py.
 BATCH = 8

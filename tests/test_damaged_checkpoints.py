@@ -108,6 +108,7 @@ def test_a_reader_reads_the_step_before_names_the_damaged_one_and_moves_nothing(
       checkpointing.restore_variables(workdir, step=4)
 
 
+@pytest.mark.e2e
 def test_main_resumes_past_one_damaged_data_file_and_evaluate_reads_around_it(
     finished, data_dir, tmp_path):
   workdir = str(tmp_path / 'run')

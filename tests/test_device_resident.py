@@ -93,6 +93,7 @@ SHARDED_BATCHES = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.e2e
 def test_same_batches_on_one_and_eight_devices(tmp_path):
   path = str(tmp_path / 'eight.npz')
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',

@@ -7,7 +7,11 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from tests.harness import ROOT, free_port
+
+pytestmark = pytest.mark.e2e  # Every test starts processes.
 
 START = '''
 from absl import logging

@@ -137,6 +137,7 @@ np.savez(sys.argv[4] + f'/out_{process}.npz', ten_crop=ten_crop, results=[
 '''
 
 
+@pytest.mark.e2e
 def test_two_processes_of_four_devices_give_the_one_device_result(tmp_path):
   assert jax.local_device_count() == 1
   with serve(str(tmp_path / 'single')) as config:

@@ -42,6 +42,7 @@ def console_steps(output, tag):
           if match and tag in (field.split('=')[0] for field in match[2].split(', '))]
 
 
+@pytest.mark.e2e
 def test_each_set_is_summarised_under_its_prefix_once_per_evaluation_across_a_restart(restarted):
   workdir, (first, second) = restarted
   assert 'Resumed from the checkpoint at step 3' in second
@@ -54,12 +55,14 @@ def test_each_set_is_summarised_under_its_prefix_once_per_evaluation_across_a_re
       assert console_steps(second, prefix + metric) == [5], prefix + metric
 
 
+@pytest.mark.e2e
 def test_a_set_identical_to_the_eval_split_records_the_same_numbers(restarted):
   scalars = events.read_scalars(restarted[0])
   for metric in METRICS:
     np.testing.assert_array_equal(scalars[f'same/{metric}'][1], scalars[f'eval_{metric}'][1])
 
 
+@pytest.mark.e2e
 def test_another_split_records_the_metrics_of_its_own_examples(restarted):
   # The network of each evaluated checkpoint on the raw first 200 training images, preprocessed
   # by the numpy path, with the metrics computed here in numpy.
@@ -81,6 +84,7 @@ def test_another_split_records_the_metrics_of_its_own_examples(restarted):
     assert recorded['loss'] != scalars['eval_loss'][1][index]  # Not the eval split's numbers.
 
 
+@pytest.mark.e2e
 def test_eval_mode_prints_every_set_named_as_its_summaries(restarted, capsys):
   workdir = restarted[0]
   returned = notebook.evaluate_latest(workdir)

@@ -105,6 +105,7 @@ def final_eval(workdir):
   return float(values[np.argmax(steps)])
 
 
+@pytest.mark.e2e
 def test_digits_folder_trains_through_main(prepared_dir, tmp_path):
   """The quickstart recipe on the digits folder at 16x16 for 60 steps: a test error under 10%
   (the measured one: docs/datasets.md)."""
@@ -120,6 +121,7 @@ def test_digits_folder_trains_through_main(prepared_dir, tmp_path):
   assert glob.glob(os.path.join(prepared_dir, 'image_folder', 'png16-*', '*', 'dataset_info.json'))
 
 
+@pytest.mark.e2e
 def test_photo_folder_trains_through_main(prepared_dir, tmp_path):
   """Large images (the ImageNet recipe: streamed JPEG records, the train split's per-pixel mean)
   at 72x72 for 40 steps: crops of the two photographs, a quarter of them PNG files, told apart
@@ -251,6 +253,7 @@ def test_bad_folder_is_refused_before_the_workdir_is_touched(case, tmp_path, mon
   assert not os.path.exists(prepared)  # No prepared copy, not even an empty folder.
 
 
+@pytest.mark.e2e
 def test_a_name_that_is_not_utf8_ends_main_with_its_message_and_status_2(tmp_path):
   root, workdir = str(tmp_path / 'images'), str(tmp_path / 'run')
   write(root, {**GOOD, 'train/a/\udcff.png': png()})

@@ -250,6 +250,7 @@ def test_a_msgpack_of_another_structure_is_refused_with_what_to_give(content, wo
   assert words in str(refused.value) and 'load_run(workdir).export(path)' in str(refused.value)
 
 
+@pytest.mark.e2e
 def test_a_pth_of_other_objects_ends_main_with_one_message_and_status_2(data_dir, tmp_path):
   """A pickle that torch.load(weights_only=True) refuses: the file named, what to give instead,
   never the unsafe way to read it; nothing runs, nothing is written."""

@@ -38,6 +38,7 @@ def test_batch_script_asks_for_the_nodes_and_one_process_per_gpu():
     (0, 'resnet110/seed0', '/shared/my runs/resnet110/seed0', 0),
     (3, 'resnet1202/seed1', '/shared/my runs/resnet1202/seed1', 1),
 ])
+@pytest.mark.e2e
 def test_each_array_task_runs_its_own_run_through_bash(task, name, workdir, seed, tmp_path):
   script = slurm_launcher.sbatch_script('cifar_1202', cifar_runs(), '/shared/my runs', RESOURCES,
                                    '/shared/logs')
@@ -174,6 +175,7 @@ sys.exit(int(status))
 '''
 
 
+@pytest.mark.e2e
 def test_local_runs_at_once_each_on_its_own_gpus(tmp_path):
   processes = [launchers.Process(name, [sys.executable, '-c', PEER, str(tmp_path), name, peer,
                                         status], None)
@@ -207,6 +209,7 @@ def cli(*args):
     (['--launcher=slurm', '--gpus_per_node=8', '--tasks_per_node=2'], 'one process per GPU'),
     (['--only=resnet56'], '--only=resnet56: no such net or run in this sweep'),
 ])
+@pytest.mark.e2e
 def test_bad_launcher_flags_are_refused_before_any_run_is_looked_at(args, message):
   result = cli('--sweep=cifar_1202', '--root=/nonexistent/runs', *args)
   assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]

@@ -115,6 +115,7 @@ def trained_workdir(data_dir, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.e2e
 def test_workdir_responses_cover_the_whole_test_split(trained_workdir, data_dir):
   workdir = trained_workdir
   config = workdirs.load_config(workdir)

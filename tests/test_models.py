@@ -10,7 +10,9 @@ import pytest
 from flax.traverse_util import flatten_dict
 
 from resnet_jax import models
-from tools.model_table import multiply_adds  # Conv and dense layers: positions x kernel size.
+from tools.model_table import (
+  multiply_adds,  # Conv and dense layers: positions x kernel size.
+)
 
 # PAPER.md: option A for CIFAR (10 classes), option B for ImageNet (1000 classes), torchvision's
 # counting (BN scale and bias included, running statistics excluded).

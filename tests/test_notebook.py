@@ -33,6 +33,7 @@ def workdir(data_dir, tmp_path_factory):
   return path
 
 
+@pytest.mark.e2e
 def test_inspect_run_executes_on_a_run_and_reproduces_its_accuracy(workdir, monkeypatch):
   monkeypatch.setenv('RUN_DIR', workdir)
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')

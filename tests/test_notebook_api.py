@@ -18,6 +18,8 @@ from resnet_jax import checkpointing, errors, events
 from resnet_jax.data import digits as digits_dataset
 from tests.harness import ROOT, run_main, tiny_digits_flags
 
+pytestmark = pytest.mark.e2e  # Every test starts processes.
+
 
 @pytest.fixture(scope='module')
 def workdir(data_dir, tmp_path_factory):

@@ -2,9 +2,12 @@
 
 import jax
 import numpy as np
+import pytest
 
 from resnet_jax import events
 from tests.harness import final_params, run_main, tiny_digits_flags, train_losses
+
+pytestmark = pytest.mark.e2e  # Every test starts processes.
 
 
 def plateau_flags(data_dir, **overrides):

@@ -27,6 +27,8 @@ from tests.harness import (
   train_losses,
 )
 
+pytestmark = pytest.mark.e2e  # Every test starts processes.
+
 PROCESSES, DEVICES_PER_PROCESS, STEPS = 4, 2, 12
 
 
@@ -163,7 +165,6 @@ def test_a_checkpoint_one_host_cannot_reach_stops_every_host_and_moves_nothing(
   assert not os.path.exists(os.path.join(workdir, 'unreadable_checkpoints'))
 
 
-@pytest.mark.slow  # Two more pod launches, ~2 minutes: `python -m pytest -m slow`.
 def test_damaged_for_one_host_then_killed_then_resumed_gives_the_uninterrupted_params(
     pod_preempted, pod_uninterrupted, data_dir, tmp_path):
   workdir = str(tmp_path / 'run')

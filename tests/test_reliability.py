@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from configs import digits
-from resnet_jax import checkpointing, errors, events, workdirs
+from resnet_jax import checkpointing, errors, events, run_plan, workdirs
+from resnet_jax.data import datasets
 from tests.harness import (
   free_port,
   logged_step,
   process_args,
   run_main,
+  tiny_digits_config,
   tiny_digits_flags,
 )
 
@@ -73,6 +75,7 @@ def uninterrupted(data_dir, tmp_path_factory):
   return final_leaves(workdir)
 
 
+@pytest.mark.e2e
 def test_sigkill_twice_then_restart_gives_the_same_params_bit_for_bit(
     data_dir, uninterrupted, tmp_path):
   rng = random.Random()
@@ -89,6 +92,7 @@ def test_sigkill_twice_then_restart_gives_the_same_params_bit_for_bit(
     np.testing.assert_array_equal(got, want, err_msg=f'killed at steps {kill_steps}')
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_or_ctrl_c_saves_a_checkpoint_at_the_current_step(data_dir, tmp_path, sig):
   code, output = run_until_step(str(tmp_path), long_flags(data_dir, checkpoint_every_steps=100),
@@ -102,6 +106,7 @@ def test_sigterm_or_ctrl_c_saves_a_checkpoint_at_the_current_step(data_dir, tmp_
   assert events.read_scalars(str(tmp_path))['train_loss'][0].max() == saved
 
 
+@pytest.mark.e2e
 def test_a_resumed_two_host_run_stops_all_hosts_at_one_step_whoever_is_signalled(
     data_dir, tmp_path):
   # Resumed runs, two steps per call and a checkpoint at every call: orbax reports each save's
@@ -133,6 +138,7 @@ def test_a_resumed_two_host_run_stops_all_hosts_at_one_step_whoever_is_signalled
   assert first < second < resumed
 
 
+@pytest.mark.e2e
 def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
   # A learning rate of 1e30 makes the parameters overflow on the first update.
   flags = long_flags(data_dir, **{'optimizer.learning_rate': 1e30, 'optimizer.warmup_steps': 2,
@@ -146,14 +152,15 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(data_dir, 
   assert step == 2 and all(np.isfinite(x).all() for x in leaves)
 
 
-BAD_INPUTS = {
+# Refused by the run's plan (``run_plan.resolve``) or when its data is opened, before anything
+# is compiled or written.
+PLAN_PROBLEMS = {
     'unknown model': ({'model.name': 'resnet21'},
                       "'resnet21' is not a model. Valid names: resnet20"),
-    'mistyped field': ({'optimiser.learning_rate': 0.1}, 'Did you mean "optimizer"'),
     'batch vs devices': ({'batch_size': 30}, 'batch_size=30 is not divisible by the 4 devices'),
     'negative lr': ({'optimizer.learning_rate': -0.1}, 'learning_rate=-0.1 must be positive'),
     'zero lr': ({'optimizer.learning_rate': 0.0}, 'learning_rate=0.0 must be positive'),
-    'unsorted boundaries': ({'optimizer.lr_boundaries': '(4,2)'}, 'strictly increasing'),
+    'unsorted boundaries': ({'optimizer.lr_boundaries': (4, 2)}, 'strictly increasing'),
     'crop too large': ({'dataset.name': 'cifar10', 'dataset.image_size': 40},
                        'image_size=40 does not fit cifar10'),
     'dataset offline': ({'dataset.name': 'cifar10', 'dataset.image_size': 32},
@@ -163,6 +170,19 @@ BAD_INPUTS = {
     'negative lr scaling': ({'optimizer.lr_reference_batch': -256},
                             'lr_reference_batch=-256 must be 0'),
 }
+
+
+@pytest.mark.parametrize('case', sorted(PLAN_PROBLEMS))
+def test_the_plan_refuses_a_bad_config_with_a_message_that_says_what_to_do(case, data_dir,
+                                                                           tmp_path):
+  overrides, message = PLAN_PROBLEMS[case]
+  config = tiny_digits_config(data_dir, **overrides)
+  if case == 'dataset offline':
+    config.dataset.data_dir = str(tmp_path / 'empty_tfds')
+  with pytest.raises((errors.ConfigError, errors.DatasetNotAvailableError)) as refused:
+    plan = run_plan.resolve(config, devices=4, processes=1, facts=datasets.facts(config.dataset))
+    datasets.open_dataset(plan)  # An unprepared dataset is refused here, before any compile.
+  assert message in str(refused.value)
 
 
 def test_workdir_check_ignores_how_a_step_executes_but_not_what_it_computes(tmp_path):
@@ -175,22 +195,25 @@ def test_workdir_check_ignores_how_a_step_executes_but_not_what_it_computes(tmp_
     workdirs.check_workdir(digits.get_config('plain20'), workdir)
 
 
-def test_bad_inputs_stop_with_a_message_and_leave_the_workdir_as_it_was(data_dir, tmp_path):
+@pytest.mark.e2e
+def test_bad_inputs_stop_main_with_a_message_and_leave_the_workdir_as_it_was(data_dir, tmp_path):
   existing = str(tmp_path / 'existing')
   run_main(existing, 'configs/digits.py', long_flags(data_dir, total_steps=2))
-  cases = {name: (tmp_path / name.replace(' ', '_'), flags, message)
-           for name, (flags, message) in BAD_INPUTS.items()}
-  cases['different model'] = (existing, {'model.name': 'plain20'},
-                              'holds a run of a different experiment')
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
-  cases['unwritable workdir'] = (blocker / 'run', {}, 'cannot be written')
-  cases['dataset offline'][1]['dataset.data_dir'] = str(tmp_path / 'empty_tfds')
+  cases = {  # A flag, the workdir, the plan: each stage's refusal once.
+      'mistyped field': (tmp_path / 'mistyped', {'optimiser.learning_rate': 0.1},
+                         'Did you mean "optimizer"'),
+      'different model': (existing, {'model.name': 'plain20'},
+                          'holds a run of a different experiment'),
+      'unwritable workdir': (blocker / 'run', {}, 'cannot be written'),
+      'unknown model': (tmp_path / 'unknown', {'model.name': 'resnet21'},
+                        "'resnet21' is not a model"),
+  }
   before = {name: snapshot(str(workdir)) for name, (workdir, _, _) in cases.items()}
   processes = {
       name: run_main(str(workdir), 'configs/digits.py',
-                     long_flags(data_dir, **{'total_steps': 2, **flags}), devices=4,
-                     background=True)
+                     long_flags(data_dir, **{'total_steps': 2, **flags}), background=True)
       for name, (workdir, flags, _) in cases.items()}
   for name, process in processes.items():
     output = process.communicate(timeout=300)[0]

@@ -87,6 +87,7 @@ def test_two_processes_checkpoint_resumed_on_one_reads_the_same_batches_bit_for_
   assert not np.array_equal(alone[0]['label'], one[0]['label'])
 
 
+@pytest.mark.e2e
 def test_main_resumes_with_the_recorded_shards_and_keeps_them(data_dir, tmp_path):
   workdir = str(tmp_path)
   run_main(workdir, 'configs/digits.py', tiny_digits_flags(
@@ -98,6 +99,7 @@ def test_main_resumes_with_the_recorded_shards_and_keeps_them(data_dir, tmp_path
     assert json.load(f)['dataset']['num_shards'] == 2
 
 
+@pytest.mark.e2e
 def test_main_refuses_shards_its_processes_cannot_share_before_compiling(data_dir, tmp_path):
   workdir = str(tmp_path)
   write_checkpoint(workdir, num_shards=3)

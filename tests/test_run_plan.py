@@ -96,6 +96,7 @@ def test_the_plan_of_a_dataset_comes_from_its_prepared_copy(data_dir, tmp_path):
   assert plan_of(config).steps_per_epoch == 1_281_167 // 4  # The registry's: the catalog's.
 
 
+@pytest.mark.e2e
 def test_a_run_writes_its_plan_and_reads_it_back(data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
   run_main(workdir, 'configs/digits.py', tiny_digits_flags(data_dir, total_steps=2))

@@ -54,7 +54,7 @@ def slurm_unavailable() -> str | None:
 
 
 UNAVAILABLE = slurm_unavailable()
-pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))]
 
 
 def overrides(data_dir) -> list[str]:

@@ -63,6 +63,7 @@ TWO_DEVICES = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.e2e
 def test_every_device_draws_its_own_masks():
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
   result = subprocess.run([sys.executable, '-c', TWO_DEVICES], cwd=ROOT, env=env, check=True,

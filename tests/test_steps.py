@@ -300,6 +300,7 @@ def _variables(run, group, name):
   return {k.split('/', 2)[2]: v for k, v in run.items() if k.startswith(f'{group}/{name}/')}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('group', [0, 2], ids=['global_bn', 'grouped_bn'])
 @pytest.mark.parametrize('devices', [1, 8])
 def test_float32_steps_match_jit_partitioning_of_the_global_batch(data_parallel_runs, devices,
@@ -314,6 +315,7 @@ def test_float32_steps_match_jit_partitioning_of_the_global_batch(data_parallel_
   assert any(not np.allclose(new[k], start[k], rtol=1e-3) for k in new)  # They trained.
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('group', [0, 2], ids=['global_bn', 'grouped_bn'])
 def test_eight_devices_match_one(data_parallel_runs, group):
   one = _variables(data_parallel_runs[1], group, 'shard_map')

@@ -25,6 +25,8 @@ from resnet_jax.errors import DiskFullError
 from resnet_jax.guards import storage_faults, workdir_lease
 from tests.harness import logged_step, run_main, tiny_digits_flags
 
+pytestmark = pytest.mark.e2e  # Every test starts processes.
+
 
 def mounted_tmpfs(mount_point, size):
   """Mounts a tmpfs of ``size`` at ``mount_point``; skips the test where that is not allowed."""

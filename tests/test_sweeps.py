@@ -82,6 +82,7 @@ def test_with_seeds_gives_each_net_a_run_per_seed_seed_by_seed():
     sweeps.with_seeds(nets, 0)
 
 
+@pytest.mark.e2e
 def test_print_commands():
   result = cli('--sweep=shortcuts', '--root=gs://bucket/my runs', '--print_commands',
                '--override=dataset.data_dir=gs://bucket/tfds',
@@ -94,6 +95,7 @@ def test_print_commands():
       f"'--workdir=gs://bucket/my runs/resnet34_{o}/seed0' {flags}" for o in 'ABC']
 
 
+@pytest.mark.e2e
 def test_print_commands_with_seeds():
   result = cli('--sweep=cifar_1202', '--root=/runs', '--print_commands', '--seeds=2')
   assert result.returncode == 0, result.stderr
@@ -106,11 +108,13 @@ def test_print_commands_with_seeds():
     (['--seeds=0'], 'at least 1'),
     (['--override=seed=3'], 'use --seeds=N'),
 ])
+@pytest.mark.e2e
 def test_bad_seeds_are_usage_errors(args, message):
   result = cli('--sweep=cifar_1202', '--root=/runs', '--print_commands', *args)
   assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
+@pytest.mark.e2e
 def test_unknown_sweep_is_a_usage_error():
   result = cli('--sweep=nope', '--root=/tmp/unused')
   assert result.returncode != 0
@@ -125,6 +129,7 @@ def tiny_run(data_dir, **overrides):
   return sweeps.Run('tiny', 'configs/digits.py:resnet20', {**flags, **overrides})
 
 
+@pytest.mark.e2e
 def test_runner_resumes_unfinished_and_skips_finished_runs_seed_by_seed(data_dir, tmp_path,
                                                                         monkeypatch, capfd):
   monkeypatch.setenv('JAX_PLATFORMS', 'cpu')

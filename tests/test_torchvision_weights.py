@@ -155,6 +155,7 @@ def test_every_key_is_accounted_for():
     torchvision_weights.to_torchvision(variables, 'resnet18')
 
 
+@pytest.mark.e2e
 def test_the_converter_does_not_import_torch():
   code = "import sys; from resnet_jax import torchvision_weights; assert 'torch' not in sys.modules"
   subprocess.run([sys.executable, '-c', code], check=True)
@@ -222,7 +223,7 @@ def test_evaluate_command_scores_a_torchvision_checkpoint_as_torchvision_does(tm
   config = evaluate.torchvision_config('resnet18', str(tmp_path), batch_size=5)
   with prepared_mock('imagenet2012', str(tmp_path), len(photos), splits=('train', 'validation')):
     with serve_jpegs(photos, [0] * len(photos)):
-      batch = next(iter(datasets.open_config(config).eval_split()))
+      batch = next(iter(datasets.open_config(config, training=False).eval_split()))
       config, model, variables = evaluate.load_torchvision(path, 'resnet18', str(tmp_path),
                                                            batch_size=5)
       (probabilities, _, mask), = protocols.predictions(

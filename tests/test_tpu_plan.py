@@ -6,7 +6,7 @@ Its figures are checked against facts counted by hand from the network: ResNet-2
 
 import pytest
 
-pytestmark = pytest.mark.slow  # Five XLA:TPU compiles, minutes: `python -m pytest -m slow`.
+pytestmark = pytest.mark.e2e
 
 pytest.importorskip('libtpu', reason='compiling for TPUs needs libtpu: pip install -r '
                     'requirements-tpu.txt')

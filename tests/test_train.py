@@ -29,6 +29,7 @@ def single_device_run(data_dir, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.e2e
 def test_run_writes_events_checkpoints_and_config(single_device_run):
   scalars = events.read_scalars(single_device_run)
   assert sorted(scalars['train_loss'][0].tolist()) == [1, 2, 3, 4, 5]
@@ -65,10 +66,12 @@ def profiled_steps(workdir):
   return traces
 
 
+@pytest.mark.e2e
 def test_progress_reports_images_per_second(single_device_run):
   assert_images_per_second(single_device_run, batch_size=32, devices=1)
 
 
+@pytest.mark.e2e
 def test_profile_steps_traces_that_many_steps_after_the_first_call(single_device_run, data_dir,
                                                                    tmp_path):
   run_main(str(tmp_path), 'configs/digits.py', tiny_digits_flags(data_dir, profile_steps=2))
@@ -83,6 +86,7 @@ def test_negative_profile_steps_are_refused():
     plan_of(config, devices=1, processes=1)
 
 
+@pytest.mark.e2e
 def test_finished_run_does_not_retrain(single_device_run, data_dir):
   before = {f: os.path.getmtime(os.path.join(single_device_run, f))
             for f in os.listdir(single_device_run)}
@@ -93,6 +97,7 @@ def test_finished_run_does_not_retrain(single_device_run, data_dir):
   assert before == after
 
 
+@pytest.mark.e2e
 def test_eight_devices_match_one_device(single_device_run, data_dir, tmp_path):
   run_main(str(tmp_path), 'configs/digits.py', tiny_digits_flags(data_dir), devices=8)
   one, eight = train_losses(single_device_run), train_losses(str(tmp_path))
@@ -102,6 +107,7 @@ def test_eight_devices_match_one_device(single_device_run, data_dir, tmp_path):
     assert abs(one[step] - eight[step]) <= 1e-4 * abs(one[step]), (step, one[step], eight[step])
 
 
+@pytest.mark.e2e
 def test_resume_continues_the_same_schedule_bit_for_bit(single_device_run, data_dir, tmp_path):
   # Stop after 3 steps (a checkpoint), then run the full 5 steps on the same workdir.
   run_main(str(tmp_path), 'configs/digits.py', tiny_digits_flags(data_dir, total_steps=3))
@@ -115,6 +121,7 @@ def test_resume_continues_the_same_schedule_bit_for_bit(single_device_run, data_
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.e2e
 def test_two_processes_match_one_process(data_dir, tmp_path):
   # Two hosts of 2 CPU devices each, each reading its own data shard, against one host of
   # 4 devices reading both shards: the same global batches, so the same losses and params.
@@ -139,6 +146,7 @@ def test_two_processes_match_one_process(data_dir, tmp_path):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.e2e
 def test_virtual_batch_norm_does_not_depend_on_device_count(data_dir, tmp_path):
   flags = tiny_digits_flags(data_dir, **{'model.bn_group_size': 4, 'total_steps': 3,
                                          'eval_every_steps': 3})

@@ -10,6 +10,8 @@ from resnet_jax import checkpointing, events
 from resnet_jax.testing import tfrecord_imagenet
 from tests.harness import run_main, tiny_digits_flags
 
+pytestmark = pytest.mark.e2e  # Every test starts processes.
+
 STEPS = 3
 
 

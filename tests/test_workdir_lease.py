@@ -144,6 +144,7 @@ def holder_process(*args):
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
+@pytest.mark.e2e
 def test_a_process_of_this_host_keeps_the_workdir_while_it_exists_and_loses_it_when_killed(
     tmp_path, caplog):
   holder = holder_process(str(tmp_path))
@@ -164,6 +165,7 @@ def test_a_process_of_this_host_keeps_the_workdir_while_it_exists_and_loses_it_w
              for m in caplog.messages), caplog.messages
 
 
+@pytest.mark.e2e
 def test_of_two_runs_started_together_exactly_one_holds_the_workdir(tmp_path):
   go = str(tmp_path / 'go')
   workdir = str(tmp_path / 'run')
@@ -221,6 +223,7 @@ for workdir in sys.argv[3:]:
 '''
 
 
+@pytest.mark.e2e
 def test_every_process_of_a_run_shares_its_workdir_and_all_are_refused_together(tmp_path):
   busy, free = tmp_path / 'busy', tmp_path / 'free'
   busy.mkdir()
@@ -241,6 +244,7 @@ def test_every_process_of_a_run_shares_its_workdir_and_all_are_refused_together(
   assert lease_files(str(free)) == []
 
 
+@pytest.mark.e2e
 def test_a_second_main_py_on_a_live_workdir_is_refused_and_the_first_finishes(
     data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
