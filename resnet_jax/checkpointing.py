@@ -15,9 +15,7 @@ run's.
 """
 
 import enum
-import json
 import os
-import re
 import time
 from typing import Any
 
@@ -27,7 +25,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import models, workdirs
+from resnet_jax import models, read_errors, workdirs
 from resnet_jax.errors import CheckpointError
 from resnet_jax.steps import TrainState
 
@@ -99,61 +97,12 @@ def save(manager: ocp.CheckpointManager, state: TrainState, data_position: int,
 
 # Waits before the retries of a transient read error (a GCS 503, a timeout): 4 tries in all.
 RETRY_DELAYS_S = (1.0, 2.0, 4.0)
-# tensorstore / gRPC status codes in an error's message, as orbax passes them on. A file whose
-# bytes are not what its reader expects (truncated, emptied, overwritten) is damage.
-_DAMAGE_CODES = ('DATA_LOSS', 'NOT_FOUND', 'OUT_OF_RANGE', 'FAILED_PRECONDITION')
-_TRANSIENT_CODES = ('UNAVAILABLE', 'DEADLINE_EXCEEDED', 'RESOURCE_EXHAUSTED', 'ABORTED')
-_STATUS_CODE = re.compile(r'\b(' + '|'.join(_DAMAGE_CODES + _TRANSIENT_CODES) + r')\b')
-
-
 class Outcome(enum.IntEnum):
   """What one process found when it read a checkpoint (larger values take precedence)."""
   READ = 0
   DAMAGED = 1      # Files truncated, missing or unparsable: set it aside, try the one before.
   MISMATCH = 2     # Readable, but another network's: a user error; move nothing.
   UNREADABLE = 3   # Transient errors past every retry, or an error of unknown meaning.
-
-
-def _kind_of(error: BaseException) -> str:
-  """'damaged', 'transient' or 'unknown': what one error, read alone, says."""
-  if isinstance(error, (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError)):
-    return 'damaged'
-  if isinstance(error, (TimeoutError, ConnectionError)):
-    return 'transient'
-  found = _STATUS_CODE.search(str(error))
-  if found:
-    return 'damaged' if found.group(1) in _DAMAGE_CODES else 'transient'
-  if 'incomplete checkpoint' in str(error):  # orbax: a step without its commit marker.
-    return 'damaged'
-  return 'unknown'
-
-
-def _deciding_error(error: BaseException) -> tuple[str, BaseException]:
-  """The kind of a read error and the error in its chain that tells it.
-
-  Orbax wraps tensorstore's errors (``Exception('Encountered error while reading array
-  index...')`` raised from the ``ValueError`` that holds the status code), so the error and
-  every error it was raised from are read, outermost first.
-  """
-  chain = error
-  while chain is not None:
-    kind = _kind_of(chain)
-    if kind != 'unknown':
-      return kind, chain
-    chain = chain.__cause__ or chain.__context__
-  return 'unknown', error
-
-
-def classify_read_error(error: BaseException) -> str:
-  """'damaged', 'transient' or 'unknown': what a read error says about the checkpoint."""
-  return _deciding_error(error)[0]
-
-
-def describe_read_error(error: BaseException) -> str:
-  """The error that tells what went wrong, in one line: its type and its first line."""
-  error = _deciding_error(error)[1]
-  text = str(error).splitlines()[0][:300] if str(error) else ''
-  return f'{type(error).__name__}: {text}'
 
 
 class _ModelMismatch(ValueError):
@@ -213,7 +162,7 @@ def _try_read(reader, step: int, abstract_state: TrainState):
       return Outcome.MISMATCH, 'the checkpoint holds a different network:\n    ' + '\n    '.join(
           error.args[0])
     except Exception as error:  # pylint: disable=broad-except
-      kind, why = classify_read_error(error), describe_read_error(error)
+      kind, why = read_errors.classify(error), read_errors.describe(error)
       if kind == 'damaged':
         return Outcome.DAMAGED, why
       if kind == 'unknown' or delay is None:
@@ -310,10 +259,10 @@ def recorded_num_shards(workdir: str) -> int | None:
         progress = reader.restore(step, args=ocp.args.Composite(
             progress=ocp.args.JsonRestore()))['progress']
       except Exception as error:  # pylint: disable=broad-except
-        if classify_read_error(error) != 'damaged':
+        if read_errors.classify(error) != 'damaged':
           raise CheckpointError(
               f'Reading the progress of the checkpoint at step {step} in {reader.directory} '
-              f'failed ({describe_read_error(error)}). If the storage is unavailable, run '
+              f'failed ({read_errors.describe(error)}). If the storage is unavailable, run '
               'again later; otherwise inspect the files.') from error
         logging.warning('The progress of the checkpoint at step %d is damaged; reading the '
                         'one before.', step)
@@ -379,9 +328,9 @@ def restore_variables(workdir: str, step: int | None = None,
       try:
         variables = _read_variables(manager, candidate, abstract_variables)
       except Exception as error:  # pylint: disable=broad-except
-        if classify_read_error(error) != 'damaged':
+        if read_errors.classify(error) != 'damaged':
           raise
-        damaged.append(f'step {candidate}: {describe_read_error(error)}')
+        damaged.append(f'step {candidate}: {read_errors.describe(error)}')
         continue
       if damaged:
         logging.warning('Read the checkpoint at step %d of %s; newer ones are damaged (%s).',

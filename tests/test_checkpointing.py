@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from resnet_jax import checkpointing, errors
+from resnet_jax import checkpointing, errors, read_errors
 from resnet_jax.steps import TrainState
 
 
@@ -143,4 +143,4 @@ def test_the_data_shards_are_read_from_the_newest_readable_progress(workdir, tmp
     (RuntimeError('something else'), 'unknown'),
 ])
 def test_read_errors_are_classified_by_what_they_say_about_the_files(error, meaning):
-  assert checkpointing.classify_read_error(error) == meaning
+  assert read_errors.classify(error) == meaning
