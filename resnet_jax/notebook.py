@@ -92,6 +92,11 @@ class Run:
     """``{tag: (steps, values)}`` of every scalar in the TensorBoard events, e.g. 'train_loss'."""
     return events.read_scalars(self.workdir)
 
+  def results(self) -> list[dict]:
+    """Every evaluation of the run (``results.jsonl``): its step, seconds since the launch that
+    made it, and every metric of every evaluation set, e.g. 'eval_error_top1'."""
+    return events.read_results(self.workdir)
+
   def examples(self, count: int, split: str | None = None):
     """The first ``count`` raw (uint8 images, int labels) of a split (default: the eval split).
 

@@ -10,6 +10,7 @@ points: before a save, and after every call.
 
 import dataclasses
 import functools
+import time
 from collections.abc import Callable
 
 import flax
@@ -159,9 +160,10 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   # TensorFlow (clu's writers), imported when a run starts, not with the module.
   from clu import metric_writers, periodic_actions  # pylint: disable=import-outside-toplevel
 
-  from resnet_jax import reporting  # pylint: disable=import-outside-toplevel
+  from resnet_jax import events, reporting  # pylint: disable=import-outside-toplevel
   config = plan.config
   is_chief = jax.process_index() == 0
+  started = time.perf_counter()
 
   # ---- Mesh, model, optimizer and the jitted calls: replicated state, batch split along 'data'.
   program = build_program(plan, image_correction=data.mean_correction())
@@ -286,6 +288,10 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
           evaluations = run_eval(state.variables)
           for metrics in evaluations.values():
             writer.write_scalars(step, metrics)
+        if is_chief:
+          result = {'step': step, 'seconds': round(time.perf_counter() - started, 3),
+                    **{k: v for metrics in evaluations.values() for k, v in metrics.items()}}
+          events.append_result(workdir, result)
         if config.optimizer.schedule == 'plateau':  # Before the checkpoint that keeps it.
           main_error = evaluations[eval_sets.EVAL_PREFIX]['eval_error_top1']
           state = state.replace(opt_state=plateau_fn(state.opt_state, main_error))
@@ -300,4 +306,36 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   finally:
     manager.wait_until_finished()
     manager.close()
+  if is_chief and step == plan.total_steps:
+    finish(plan, workdir, result, start_step, time.perf_counter() - started)
   return state
+
+
+def finish(plan: run_plan.RunPlan, workdir: str, result: dict, start_step: int,
+           seconds: float) -> None:
+  """Writes a finished run's result (``results.json``: its last evaluation and what it was)
+  and logs it in one line."""
+  from resnet_jax import events  # pylint: disable=import-outside-toplevel
+  main = plan.eval_sets[0]
+  workdirs.save_json({'model': plan.config.model.name, 'dataset': main.dataset,
+                      'eval_split': main.split, 'eval_examples': main.num_examples,
+                      'total_steps': plan.total_steps, **result}, workdir,
+                     events.FINAL_RESULT_FILE)
+  logging.info('%s', result_line(plan, workdir, result, start_step, seconds))
+
+
+def result_line(plan: run_plan.RunPlan, workdir: str, result: dict, start_step: int,
+                seconds: float) -> str:
+  """'Finished resnet20 on digits: test error 0.67 % (2/297), top-5 0.00 %, 368 steps in 95 s
+  -> WORKDIR': the main eval split's errors (a count where it is a whole number: ties count in
+  fractions), the steps this launch trained."""
+  main, prefix = plan.eval_sets[0], eval_sets.EVAL_PREFIX
+  top1, top5 = result[f'{prefix}error_top1'], result[f'{prefix}error_top5']
+  wrong = top1 * main.num_examples
+  count = (f' ({round(wrong)}/{main.num_examples})' if abs(wrong - round(wrong)) < 1e-3
+           else '')
+  steps_done = (f'{plan.total_steps} steps' if start_step == 0 else
+                f'steps {start_step + 1}-{plan.total_steps}')
+  return (f'Finished {plan.config.model.name} on {main.dataset}: {main.split} error '
+          f'{100 * top1:.2f} %{count}, top-5 {100 * top5:.2f} %, {steps_done} in {seconds:.0f} s '
+          f'-> {workdir}')

@@ -168,6 +168,10 @@ def test_curves_are_the_logged_scalars(run):
   curves = run.curves()
   assert curves['train_loss'][0].tolist() == [1, 2, 3, 4, 5]
   assert curves['eval_error_top1'][0].tolist() == [3, 5]
+  results = run.results()
+  assert [r['step'] for r in results] == [3, 5]
+  assert [r['eval_error_top1'] for r in results] == pytest.approx(
+      curves['eval_error_top1'][1].tolist())
 
 
 def test_export_writes_plain_flax_msgpack_that_loads_back(run, tmp_path):

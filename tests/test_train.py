@@ -25,8 +25,32 @@ from tests.harness import (
 @pytest.fixture(scope='module')
 def single_device_run(data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('one_device'))
-  run_main(workdir, 'configs/digits.py', tiny_digits_flags(data_dir))
+  OUTPUT[workdir] = run_main(workdir, 'configs/digits.py', tiny_digits_flags(data_dir)).stderr
   return workdir
+
+
+OUTPUT = {}  # What main.py printed, by workdir.
+
+
+@pytest.mark.e2e
+def test_every_evaluation_is_a_line_of_results_and_the_run_ends_with_its_result(
+    single_device_run):
+  # Against the TensorBoard events clu wrote: the same steps and errors.
+  results = events.read_results(single_device_run)
+  eval_steps, eval_errors = events.read_scalars(single_device_run)['eval_error_top1']
+  assert [r['step'] for r in results] == eval_steps.tolist() == [3, 5]
+  assert [r['eval_error_top1'] for r in results] == pytest.approx(eval_errors.tolist())
+  assert results[0]['seconds'] < results[1]['seconds']
+  with open(os.path.join(single_device_run, 'results.json')) as f:
+    final = json.load(f)
+  assert final == {**results[-1], 'model': 'resnet20', 'dataset': 'digits', 'eval_split': 'test',
+                   'eval_examples': 297, 'total_steps': 5}
+  last_line = OUTPUT[single_device_run].strip().splitlines()[-1]
+  wrong = round(final['eval_error_top1'] * 297)
+  assert last_line.endswith(
+      f'Finished resnet20 on digits: test error {100 * wrong / 297:.2f} % ({wrong}/297), top-5 '
+      f'{100 * final["eval_error_top5"]:.2f} %, 5 steps in {last_line.split(" in ")[-1]}')
+  assert last_line.endswith(f' s -> {single_device_run}')
 
 
 @pytest.mark.e2e
