@@ -7,7 +7,7 @@ On a TPU pod or a SLURM / Open MPI GPU cluster, run the same command on every ho
 ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -37,7 +37,6 @@ def main(argv):
       notebook.evaluate_latest(FLAGS.workdir, FLAGS.config)
       return
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    logging.info('Config:\n%s', FLAGS.config)
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
@@ -46,7 +45,10 @@ def parse_flags(argv):
   try:
     return app.parse_flags_with_usage(argv)
   except (KeyError, AttributeError) as error:
-    raise SystemExit(f'Invalid --config override: {error.args[0]}') from None
+    message = error.args[0]
+    while isinstance(message, BaseException):  # absl wraps ml_collections' KeyError.
+      message = message.args[0]
+    raise SystemExit(f'Invalid --config override: {message}') from None
 
 
 if __name__ == '__main__':

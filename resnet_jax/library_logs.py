@@ -1,5 +1,6 @@
 """Keeps a run's console readable: orbax's and tfds' INFO records (one per checkpoint save and
-dataset read) are dropped from absl's log, their warnings and errors still show; a full or
+dataset read) and orbax's notices about the project's read-only readers are dropped from absl's
+log, their other warnings and errors still show; a full or
 read-only disk is reported once, by the run (``storage_faults``), not in every library thread
 that met it; and libtpu
 is not started where there is no TPU."""
@@ -26,6 +27,11 @@ ACCELERATOR_DEVICES = ('/dev/accel*', '/dev/vfio/[0-9]*', '/dev/nvidia[0-9]*', '
 _WRITERS = ('/orbax/', '/clu/', '/asyncio/')
 
 
+# What orbax warns of each reader the project opens read-only on purpose (to read a workdir
+# without writing to it).
+_READ_ONLY_NOTICES = ('CheckpointManagerOptions.read_only=True', 'Given directory is read only')
+
+
 class _LibraryInfoFilter(std_logging.Filter):
   """Drops the INFO records orbax and tfds log for every save and read, and the records of
   orbax's, clu's and asyncio's about a full or read-only disk; other warnings and errors still
@@ -36,6 +42,8 @@ class _LibraryInfoFilter(std_logging.Filter):
         storage_fault(record.exc_info[1] if record.exc_info else None)
         or any(text in record.getMessage()
                for texts in STORAGE_FAULT_TEXTS.values() for text in texts)):
+      return False
+    if '/orbax/' in record.pathname and record.getMessage().startswith(_READ_ONLY_NOTICES):
       return False
     return record.levelno >= std_logging.WARNING or not any(
         library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))

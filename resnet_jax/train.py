@@ -197,8 +197,6 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
       logging.info('The run started from init_from=%s (%s); it is not read again.',
                    config.init_from, init_from.RECORD)
   start_step = int(state.step)
-  if is_chief:
-    parameter_overview.log_parameter_overview(state.params)
   if start_step >= plan.total_steps:
     logging.info('The run in %s already finished (%d of %d steps); nothing to train.',
                  workdir, start_step, plan.total_steps)
@@ -218,6 +216,7 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   # ---- Logging: what the run is (notebooks, reports and resumes read it), then its metrics.
   if is_chief:
     run_plan.save(plan, workdir)
+    describe(plan, workdir, state.params)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))
@@ -309,6 +308,22 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   if is_chief and step == plan.total_steps:
     finish(plan, workdir, result, start_step, time.perf_counter() - started)
   return state
+
+
+PARAMETERS_FILE = 'parameters.txt'
+
+
+def describe(plan: run_plan.RunPlan, workdir: str, params) -> None:
+  """Writes the parameter table to ``workdir/parameters.txt`` and logs the run in two lines
+  (the config is ``workdir/config.json``)."""
+  workdirs.save_text(parameter_overview.get_parameter_overview(params), workdir, PARAMETERS_FILE)
+  config, main = plan.config, plan.eval_sets[0]
+  logging.info('Config: %s on %s, batch %d, eval split %s -> %s', config.model.name,
+               main.dataset, config.batch_size, main.split,
+               workdirs.path(workdir) / workdirs.CONFIG_FILE)
+  logging.info('Parameters: %s in %d arrays -> %s',
+               f'{parameter_overview.count_parameters(params):,}', len(jax.tree.leaves(params)),
+               workdirs.path(workdir) / PARAMETERS_FILE)
 
 
 def finish(plan: run_plan.RunPlan, workdir: str, result: dict, start_step: int,

@@ -203,7 +203,7 @@ def test_bad_inputs_stop_main_with_a_message_and_leave_the_workdir_as_it_was(dat
   blocker.write_text('not a directory')
   cases = {  # A flag, the workdir, the plan: each stage's refusal once.
       'mistyped field': (tmp_path / 'mistyped', {'optimiser.learning_rate': 0.1},
-                         'Did you mean "optimizer"'),
+                         "Invalid --config override: 'optimiser'\nDid you mean \"optimizer\""),
       'different model': (existing, {'model.name': 'plain20'},
                           'holds a run of a different experiment'),
       'unwritable workdir': (blocker / 'run', {}, 'cannot be written'),

@@ -1,0 +1,28 @@
+"""What the run's console keeps of the libraries' records (library_logs.quiet's filter)."""
+
+import logging
+
+import pytest
+
+from resnet_jax import library_logs
+
+ORBAX = '/venv/site-packages/orbax/checkpoint/checkpoint_manager.py'
+TFDS = '/venv/site-packages/tensorflow_datasets/core/dataset_builder.py'
+
+
+def record(pathname, level, message):
+  return logging.LogRecord('absl', level, pathname, 1, message, None, None)
+
+
+@pytest.mark.parametrize('pathname, level, message, shown', [
+    (ORBAX, logging.INFO, 'Saving checkpoint at step 3', False),
+    (TFDS, logging.INFO, 'Reusing dataset digits', False),
+    (ORBAX, logging.WARNING, 'CheckpointManagerOptions.read_only=True, setting create=False.', False),
+    (ORBAX, logging.WARNING, 'Given directory is read only=/tmp/run/checkpoints', False),
+    (ORBAX, logging.WARNING, 'Could not remove an old checkpoint', True),
+    ('/repo/resnet_jax/train.py', logging.INFO, 'Given directory is read only', True),
+])
+def test_the_console_drops_library_chatter_and_keeps_their_warnings(pathname, level, message,
+                                                                    shown):
+  console_filter = library_logs._LibraryInfoFilter()  # pylint: disable=protected-access
+  assert console_filter.filter(record(pathname, level, message)) == shown
