@@ -42,6 +42,7 @@ from experiments.report_runs import (
   spread,
   studies,
 )
+from resnet_jax import library_logs
 
 FLAGS = flags.FLAGS
 
@@ -256,6 +257,7 @@ def write_report(root: str, with_layer_responses: bool = True) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  library_logs.quiet()  # No INFO line per event file read.
   write_report(FLAGS.root, FLAGS.layer_responses)
   print(f'Wrote {os.path.join(FLAGS.root, "report.md")} and results.json.')
 

@@ -1,9 +1,8 @@
-"""Keeps a run's console readable: orbax's and tfds' INFO records (one per checkpoint save and
-dataset read) and orbax's notices about the project's read-only readers are dropped from absl's
-log, their other warnings and errors still show; a full or
-read-only disk is reported once, by the run (``storage_faults``), not in every library thread
-that met it; and libtpu
-is not started where there is no TPU."""
+"""Keeps a run's console readable: orbax's, tfds' and tensorboard's INFO records (one per
+checkpoint save, dataset read and event file read back) and orbax's notices about the project's
+read-only readers are dropped from absl's log, their other warnings and errors still show; a full
+or read-only disk is reported once, by the run (``storage_faults``), not in every library thread
+that met it; and libtpu is not started where there is no TPU."""
 
 import glob
 import logging as std_logging
@@ -46,7 +45,8 @@ class _LibraryInfoFilter(std_logging.Filter):
     if '/orbax/' in record.pathname and record.getMessage().startswith(_READ_ONLY_NOTICES):
       return False
     return record.levelno >= std_logging.WARNING or not any(
-        library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/'))
+        library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/',
+                                                   '/tensorboard/'))
 
 
 def _drop_closed_loop_callbacks(unraisable):

@@ -217,9 +217,13 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   if is_chief:
     run_plan.save(plan, workdir)
     describe(plan, workdir, state.params)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  # Metrics to the console, and on the chief to TensorBoard; the hyperparameters to TensorBoard
+  # only (config.json holds them too; on the console they were one line of kilobytes).
+  summaries = [metric_writers.SummaryWriter(str(workdir))] if is_chief else []
+  writer = metric_writers.AsyncMultiWriter([metric_writers.LoggingWriter(), *summaries])
   if start_step == 0:
-    writer.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))
+    for summary in summaries:
+      summary.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))
   progress_report = reporting.ReportProgress(  # on_steps: a call may run several steps.
       num_train_steps=plan.total_steps, writer=writer, batch_size=config.batch_size,
       num_devices=jax.device_count(),

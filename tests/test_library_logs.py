@@ -8,6 +8,7 @@ from resnet_jax import library_logs
 
 ORBAX = '/venv/site-packages/orbax/checkpoint/checkpoint_manager.py'
 TFDS = '/venv/site-packages/tensorflow_datasets/core/dataset_builder.py'
+TENSORBOARD = '/venv/site-packages/tensorboard/backend/event_processing/directory_watcher.py'
 
 
 def record(pathname, level, message):
@@ -17,6 +18,7 @@ def record(pathname, level, message):
 @pytest.mark.parametrize('pathname, level, message, shown', [
     (ORBAX, logging.INFO, 'Saving checkpoint at step 3', False),
     (TFDS, logging.INFO, 'Reusing dataset digits', False),
+    (TENSORBOARD, logging.INFO, 'No path found after /tmp/run/events.out.tfevents.1', False),
     (ORBAX, logging.WARNING, 'CheckpointManagerOptions.read_only=True, setting create=False.', False),
     (ORBAX, logging.WARNING, 'Given directory is read only=/tmp/run/checkpoints', False),
     (ORBAX, logging.WARNING, 'Could not remove an old checkpoint', True),
