@@ -174,10 +174,6 @@ def _compile(jitted, *args, chip: Chip, steps: int, images_per_step: int,
              param_shapes=None) -> dict:
   """Compiles ``jitted`` for ``args``; its memory, cost, collectives and roofline per chip, and
   with ``param_shapes`` the all-reduce of the gradients (``gradient_allreduce``)."""
-  # JAX's persistent compilation cache cannot load an executable compiled without a TPU (it
-  # needs a TPU client): compile every time, reading and writing no cache entry.
-  cached = jax.config.jax_enable_compilation_cache
-  jax.config.update('jax_enable_compilation_cache', False)
   start = time.perf_counter()
   try:
     compiled = jitted.lower(*args).compile()
@@ -185,8 +181,6 @@ def _compile(jitted, *args, chip: Chip, steps: int, images_per_step: int,
     if 'RESOURCE_EXHAUSTED' not in str(error):
       raise
     return {'fits': False, 'compile_error': str(error).splitlines()[0]}
-  finally:
-    jax.config.update('jax_enable_compilation_cache', cached)
   compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
   hbm = {'arguments': memory.argument_size_in_bytes, 'outputs': memory.output_size_in_bytes,
