@@ -110,7 +110,7 @@ def load_config(run: sweeps.Run):
 def is_finished(run: sweeps.Run, root: str) -> bool:
   """Whether ``root/<run.name>`` holds a checkpoint at the run's last step."""
   # pylint: disable=import-outside-toplevel  (jax, orbax and TensorFlow only when needed)
-  from resnet_jax import checkpointing, library_logs, run_plan
+  from resnet_jax import checkpointing, library_logs
   from resnet_jax.data import datasets
   library_logs.quiet()  # No orbax INFO line per run looked at.
   run_dir = run_commands.workdir(run, root)
@@ -123,8 +123,7 @@ def is_finished(run: sweeps.Run, root: str) -> bool:
     return False
   # The run's length as it would resume: this config, with the shards its checkpoints record.
   config = load_config(run)
-  plan = run_plan.resolve(config, devices=1, processes=1, facts=datasets.facts(config.dataset),
-                          recorded_shards=checkpointing.recorded_num_shards(run_dir))
+  plan = datasets.plan_for(config, recorded_shards=checkpointing.recorded_num_shards(run_dir))
   return step >= plan.total_steps
 
 

@@ -132,9 +132,8 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   # ---- The plan: every number of the run and every problem of its config, before anything is
   # read or compiled; a resume keeps the data shards its checkpoint was written with.
   workdirs.check_reachable(workdir)
-  plan = run_plan.resolve(config, devices=jax.device_count(), processes=jax.process_count(),
-                          facts=datasets.facts(config.dataset),
-                          recorded_shards=checkpointing.recorded_num_shards(workdir))
+  plan = datasets.plan_for(config, processes=jax.process_count(), devices=jax.device_count(),
+                           recorded_shards=checkpointing.recorded_num_shards(workdir))
   init_from.check_config(plan.config)
   workdirs.check_workdir(plan.config, workdir)
   storage_faults.check_checkpoints_writable(workdir)

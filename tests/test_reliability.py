@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from resnet_jax import checkpointing, errors, events, run_plan, workdirs
+from resnet_jax import checkpointing, errors, events, workdirs
 from resnet_jax.data import datasets
 from tests.harness import (
   free_port,
@@ -180,7 +180,7 @@ def test_the_plan_refuses_a_bad_config_with_a_message_that_says_what_to_do(case,
   if case == 'dataset offline':
     config.dataset.data_dir = str(tmp_path / 'empty_tfds')
   with pytest.raises((errors.ConfigError, errors.DatasetNotAvailableError)) as refused:
-    plan = run_plan.resolve(config, devices=4, processes=1, facts=datasets.facts(config.dataset))
+    plan = datasets.plan_for(config, devices=4)
     datasets.open_dataset(plan)  # An unprepared dataset is refused here, before any compile.
   assert message in str(refused.value)
 

@@ -23,7 +23,7 @@ from absl import app, flags
 
 from configs import imagenet
 from experiments import sweeps
-from resnet_jax import errors, models, run_plan, torchvision_weights
+from resnet_jax import errors, models, torchvision_weights
 from resnet_jax.data import datasets
 from resnet_jax.evaluation import protocols
 from resnet_jax.parallel import distributed
@@ -75,8 +75,8 @@ def evaluate_torchvision(path: str, name: str, mode: str, data_dir=None,
                          batch_size: int = 0) -> dict:
   """``protocols.evaluate`` of a torchvision checkpoint; adds 'mode', 'checkpoint', 'step'."""
   config, model, variables = load_torchvision(path, name, data_dir, batch_size)
-  plan = run_plan.resolve(config, devices=jax.device_count(), processes=jax.process_count(),
-                          facts=datasets.facts(config.dataset), training=False)
+  plan = datasets.plan_for(config, processes=jax.process_count(), devices=jax.device_count(),
+                           training=False)
   return dict(protocols.evaluate(plan, model, variables, mode, batch_size), mode=mode,
               checkpoint=path, step=None)
 

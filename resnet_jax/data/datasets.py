@@ -27,12 +27,14 @@ def open_dataset(plan, process_index: int = 0) -> dataset.Dataset:
   return family(plan, process_index)
 
 
-def plan_for(config, *, processes: int = 1, training: bool = True) -> 'run_plan.RunPlan':
-  """``config``'s plan for ``processes`` processes of one device each, from the facts of its
-  data (tests, benchmarks and tools that read data without training; ``training=False``:
-  ``run_plan.resolve``'s plan of an evaluation)."""
-  return run_plan.resolve(config, devices=processes, processes=processes,
-                          facts=facts(config.dataset), training=training)
+def plan_for(config, *, processes: int = 1, devices: int | None = None,
+             recorded_shards: int | None = None, training: bool = True) -> 'run_plan.RunPlan':
+  """``run_plan.resolve``'s plan of ``config`` on ``devices`` devices (default: one per process)
+  over ``processes`` processes, from the facts of its data (``training=False``: the plan of an
+  evaluation; ``recorded_shards``: those of the checkpoint a run resumes from)."""
+  return run_plan.resolve(config, devices=devices or processes, processes=processes,
+                          facts=facts(config.dataset), recorded_shards=recorded_shards,
+                          training=training)
 
 
 def open_config(config, *, processes: int = 1, process_index: int = 0,
