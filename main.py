@@ -10,6 +10,8 @@ On a TPU pod or a SLURM / Open MPI GPU cluster, run the same command on every ho
 from absl import app, flags
 from ml_collections import config_flags
 
+from resnet_jax import library_logs
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard events and config.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train: train the run in --workdir (or '
@@ -21,6 +23,7 @@ flags.DEFINE_integer('process_id', None, 'This process (with --coordinator_addre
 config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
                                 'configs/cifar10.py:resnet56; optional with --mode=eval.',
                                 lock_config=True)
+library_logs.define_verbose_flag()
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -30,6 +33,7 @@ def main(argv):
   if FLAGS.mode == 'train' and FLAGS.config is None:
     raise app.UsageError('--config is required to train.')
   # pylint: disable=import-outside-toplevel
+  library_logs.configure(FLAGS.verbose)
   from resnet_jax import errors, notebook, train
   from resnet_jax.parallel import distributed
   with errors.exit_on_user_error():

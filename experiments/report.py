@@ -51,6 +51,7 @@ def define_flags():
   """The command line flags (defined on demand, so that tests can import this module)."""
   flags.DEFINE_string('root', None, 'Directory that holds one workdir per run.')
   flags.DEFINE_bool('layer_responses', True, 'Compute Figure 7 for runs that have checkpoints.')
+  library_logs.define_verbose_flag()
   flags.mark_flag_as_required('root')
 
 
@@ -257,9 +258,10 @@ def write_report(root: str, with_layer_responses: bool = True) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  library_logs.quiet()  # No INFO line per event file read.
-  write_report(FLAGS.root, FLAGS.layer_responses)
-  print(f'Wrote {os.path.join(FLAGS.root, "report.md")} and results.json.')
+  library_logs.configure(FLAGS.verbose)  # No INFO line per event file read.
+  summary = write_report(FLAGS.root, FLAGS.layer_responses)
+  print(f'Report of {len(summary["runs"])} runs of {len(summary["networks"])} nets -> '
+        f'{os.path.join(FLAGS.root, "report.md")} (results.json beside it).')
 
 
 if __name__ == '__main__':

@@ -2,8 +2,8 @@
 and by study, and the facts a report sorts and labels them by (plain or residual, depth, shortcut).
 
 A run is a workdir directly under ``<root>`` or, for a sweep with seeds, ``<root>/<net>/seed<k>``;
-a net's runs are its seeds. Each run's TensorBoard events (``resnet_jax.events``) and
-``config.json`` are read.
+a net's runs are its seeds. Each run's TensorBoard events (``resnet_jax.events``: the curves),
+its ``results.jsonl`` (the final errors) and ``config.json`` are read.
 """
 
 import json
@@ -44,8 +44,13 @@ def read_run(root: str, name: str, net: str, seed: int | None = None) -> dict | 
          'model': config.get('model', {}).get('name', net),
          'train_error': float(scalars['train_error_top1'][1][-1]),
          'steps': int(scalars['train_error_top1'][0][-1])}
+  # The last evaluation: its line of results.jsonl; the event files of a run without one.
+  results = events.read_results(workdir)
   for key, tag in (('test_error', 'eval_error_top1'), ('test_error_top5', 'eval_error_top5')):
-    run[key] = float(scalars[tag][1][-1]) if tag in scalars else None
+    if results and tag in results[-1]:
+      run[key] = float(results[-1][tag])
+    else:
+      run[key] = float(scalars[tag][1][-1]) if tag in scalars else None
   for mode in EVAL_MODES:
     result = {}
     if os.path.exists(sweeps.eval_result_path(workdir, mode)):

@@ -30,6 +30,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = flags.FLAGS
 
 
+def _library_logs():
+  """``resnet_jax.library_logs``, imported (with jax) only when a command runs."""
+  from resnet_jax import library_logs as module  # pylint: disable=import-outside-toplevel
+  return module
+
+
 def define_flags():
   """The command line flags (defined on demand, so that tests can import this module)."""
   flags.DEFINE_string('sweep', None, f'One of: {", ".join(sweeps.SWEEPS)}.')
@@ -39,6 +45,7 @@ def define_flags():
   flags.DEFINE_bool('print_commands', False, 'Print one main.py command per run; run nothing.')
   flags.DEFINE_multi_string('override', [], 'key=value added to every run, e.g. '
                             'dataset.data_dir=/data/tfds.')
+  _library_logs().define_verbose_flag()
   flags.DEFINE_list('only', [], 'Only these nets (every seed) or runs of the sweep, e.g. '
                     'plain20,resnet20/seed0.')
   flags.mark_flags_as_required(['sweep', 'root'])
@@ -156,6 +163,7 @@ def run_sweep(name: str, runs: list[sweeps.Run], root: str) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  _library_logs().configure(FLAGS.verbose)
   runs = only(sweep_runs(FLAGS.sweep, FLAGS.seeds, FLAGS.override), FLAGS.only)
   launchers.check_flags(FLAGS.root)
   if FLAGS.print_commands:
@@ -164,7 +172,8 @@ def main(argv):
     return
   pending = unfinished(runs, FLAGS.root)
   if not pending:
-    logging.info('Every run of %s is finished.', FLAGS.sweep)
+    logging.info('Finished sweep %s: all %d runs had finished already -> %s', FLAGS.sweep,
+                 len(runs), FLAGS.root)
     return
   if not FLAGS.dry_run:
     record_sweep(FLAGS.root, FLAGS.sweep)
@@ -178,6 +187,9 @@ def main(argv):
   if failures:
     sys.exit(f'Every run finished, but the {FLAGS.launcher} launcher reported {failures} '
              'failure(s): see the runs\' logs.')
+  logging.info('Finished sweep %s: %d runs (%d trained now) -> %s; the report: python -m '
+               'experiments.report --root=%s', FLAGS.sweep, len(runs), len(pending), FLAGS.root,
+               FLAGS.root)
 
 
 if __name__ == '__main__':

@@ -66,3 +66,9 @@ def read_results(workdir: str) -> list[dict]:
       continue
     by_step[record['step']] = record
   return [by_step[step] for step in sorted(by_step)]
+
+
+def read_final_result(workdir: str) -> dict | None:
+  """A finished run's ``results.json`` (None where the run has not finished)."""
+  path = workdirs.path(workdir) / FINAL_RESULT_FILE
+  return json.loads(path.read_text()) if path.exists() else None

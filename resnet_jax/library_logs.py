@@ -5,9 +5,11 @@ or read-only disk is reported once, by the run (``storage_faults``), not in ever
 that met it; and libtpu is not started where there is no TPU."""
 
 import glob
+import importlib
 import logging as std_logging
 import os
 import sys
+import tempfile
 
 import jax
 from absl import logging
@@ -59,7 +61,10 @@ def _drop_closed_loop_callbacks(unraisable):
 
 
 def quiet() -> None:
-  """Installs the filter on absl's handler, and the hook of unraisable errors, once."""
+  """Installs the filter on absl's handler, and the hook of unraisable errors, once; nothing
+  where the command line asked for every record (``configure(verbose=True)``)."""
+  if _verbose:
+    return
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
     handler.addFilter(_LibraryInfoFilter())
@@ -81,3 +86,43 @@ def use_cpu_without_accelerators() -> None:
       or any(glob.glob(pattern) for pattern in ACCELERATOR_DEVICES)):
     return
   jax.config.update('jax_platforms', 'cpu')
+
+
+# What TensorFlow's native libraries print to stderr when they load, before any Python logging
+# can filter it: absl's notice about its own start, oneDNN's and the CPU features' notices.
+_NATIVE_NOTICES = ('All log messages before absl::InitializeLog()', 'oneDNN custom operations',
+                   'cpu_feature_guard', 'To enable the following instructions')
+_verbose = False
+
+
+def define_verbose_flag() -> None:
+  """The ``--verbose`` flag of the project's commands."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_bool('verbose', False, "Show the libraries' own records (TensorFlow, orbax, "
+                    'tfds, tensorboard, absl INFO) besides the command\'s lines.')
+
+
+def configure(verbose: bool) -> None:
+  """A command's console: with ``verbose``, every library's records; else ``quiet``, and
+  TensorFlow imported here with its start-up notices dropped (other native output passes)."""
+  global _verbose
+  _verbose = verbose
+  if verbose:
+    return
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')  # TensorFlow's later native INFO lines.
+  quiet()
+  if 'tensorflow' in sys.modules:
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      importlib.import_module('tensorflow')
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      kept = [line for line in captured.read().decode(errors='replace').splitlines(True)
+              if not any(notice in line for notice in _NATIVE_NOTICES)]
+      os.write(2, ''.join(kept).encode())

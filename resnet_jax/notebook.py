@@ -23,12 +23,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from jax.sharding import NamedSharding
 
 from resnet_jax import (
   checkpointing,
+  console,
   errors,
+  eval_sets,
   events,
   library_logs,
   models,
@@ -327,16 +328,21 @@ def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = Non
   returns the eval split's metrics."""
   library_logs.quiet()
   run = load_run(workdir, config=config)
-  logging.info('Evaluating the checkpoint at step %d of %s.', run.step, workdir)
   main, *extras = run.plan.eval_sets
-  metrics = _print_evaluation(run, main.prefix, f'split={main.split}', run.evaluate())
+  metrics = _print_evaluation(run, workdir, main, run.evaluate())
   for extra in extras:
-    _print_evaluation(run, extra.prefix, f'dataset={extra.dataset} split={extra.split}',
-                      run.evaluate(extra.split, extra.dataset))
+    _print_evaluation(run, workdir, extra, run.evaluate(extra.split, extra.dataset))
   return metrics
 
 
-def _print_evaluation(run: Run, prefix: str, where: str, metrics: dict) -> dict:
-  line = ' '.join(f'{prefix}{name}={value!r}' for name, value in sorted(metrics.items()))
-  print(f'step={run.step} {where} devices={run.num_devices} {line}', flush=True)
+def _print_evaluation(run: Run, workdir: str, eval_set: run_plan.EvalSet, metrics: dict) -> dict:
+  """'Evaluated step 368 of WORKDIR on 1 device: test error 0.67 % (2/297), top-5 0.00 %,
+  loss 0.01663'; an extra set is named with its dataset and split."""
+  name = eval_set.name if eval_set.prefix == eval_sets.EVAL_PREFIX else (
+      f'{eval_set.name} ({eval_set.dataset}:{eval_set.split})')
+  devices = run.num_devices
+  errors_text = console.errors(name, metrics['error_top1'], metrics['error_top5'],
+                               eval_set.num_examples)
+  print(f'Evaluated step {run.step} of {workdir} on {devices} device{"" if devices == 1 else "s"}'
+        f': {errors_text}, loss {metrics["loss"]:.4g}', flush=True)
   return metrics

@@ -45,6 +45,11 @@ class EvalSet:
   spec: registry.DatasetSpec
   num_examples: int
 
+  @property
+  def name(self) -> str:
+    """What the console calls it: the main eval split's name ('test'), else its NAME."""
+    return self.split if self.prefix == eval_sets.EVAL_PREFIX else self.prefix.rstrip('/')
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class RunPlan:

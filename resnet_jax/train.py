@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding
 
 from resnet_jax import (
   checkpointing,
+  console,
   eval_sets,
   init_from,
   library_logs,
@@ -197,9 +198,9 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
                    config.init_from, init_from.RECORD)
   start_step = int(state.step)
   if start_step >= plan.total_steps:
-    logging.info('The run in %s already finished (%d of %d steps); nothing to train.',
-                 workdir, start_step, plan.total_steps)
     manager.close()
+    if is_chief:
+      log_finished(plan, workdir, start_step)
     return state
 
   # ---- Evaluation: the eval split (the plateau schedule reads it), then config.extra_evals,
@@ -216,10 +217,12 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   if is_chief:
     run_plan.save(plan, workdir)
     describe(plan, workdir, state.params)
-  # Metrics to the console, and on the chief to TensorBoard; the hyperparameters to TensorBoard
-  # only (config.json holds them too; on the console they were one line of kilobytes).
+  # Metrics to the console (a line per interval and per evaluated set), and on the chief to
+  # TensorBoard; the hyperparameters to TensorBoard only (config.json holds them too).
   summaries = [metric_writers.SummaryWriter(str(workdir))] if is_chief else []
-  writer = metric_writers.AsyncMultiWriter([metric_writers.LoggingWriter(), *summaries])
+  console_writer = reporting.ConsoleWriter(plan.total_steps,
+                                           {s.prefix: s.name for s in plan.eval_sets})
+  writer = metric_writers.AsyncMultiWriter([console_writer, *summaries])
   if start_step == 0:
     for summary in summaries:
       summary.write_hparams(dict(flax.traverse_util.flatten_dict(config.to_dict(), sep='.')))
@@ -238,9 +241,9 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
 
   # ---- The input: a call runs several steps, ending where the loop logs, evaluates or
   # checkpoints.
-  logging.info('Training %s for %d steps (%d per epoch) from step %d on %d devices.',
+  logging.info('Training %s for %d steps (%d per epoch) from step %d on %d device%s.',
                config.model.name, plan.total_steps, plan.steps_per_epoch, start_step,
-               jax.device_count())
+               jax.device_count(), '' if jax.device_count() == 1 else 's')
   step_ends = multistep.call_ends(start_step, plan.total_steps, config.steps_per_call, (
       plan.log_every, plan.eval_every, plan.checkpoint_every))
   steps_per_call = np.diff([start_step, *step_ends])
@@ -272,6 +275,8 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   # ---- The loop.
   guards.watch_for_stop_requests(mesh)  # SIGTERM, Ctrl-C: checkpoint, then stop.
   train_metrics = None
+  progress_bar = console.ProgressBar(plan.total_steps, start_step, enabled=is_chief)
+  hooks.append(progress_bar)
   try:
     for step in step_ends:
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -286,10 +291,9 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
         check_and_write(step, train_metrics)
         train_metrics = None
       if step % plan.eval_every == 0 or is_last:
-        with progress_report.timed('eval'):
-          evaluations = run_eval(state.variables)
-          for metrics in evaluations.values():
-            writer.write_scalars(step, metrics)
+        evaluations = run_eval(state.variables)
+        for metrics in evaluations.values():
+          writer.write_scalars(step, metrics)
         if is_chief:
           result = {'step': step, 'seconds': round(time.perf_counter() - started, 3),
                     **{k: v for metrics in evaluations.values() for k, v in metrics.items()}}
@@ -298,14 +302,14 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
           main_error = evaluations[eval_sets.EVAL_PREFIX]['eval_error_top1']
           state = state.replace(opt_state=plateau_fn(state.opt_state, main_error))
       if checkpoint_now:
-        with progress_report.timed('checkpoint'):
-          guards.checkpoint(step, save(state, step))
+        guards.checkpoint(step, save(state, step))
       if stop:
         logging.warning('Stopped on request: saved a checkpoint at step %d; the same command '
                         'resumes the run.', step)
         break
     writer.flush()
   finally:
+    progress_bar.close()
     manager.wait_until_finished()
     manager.close()
   if is_chief and step == plan.total_steps:
@@ -345,15 +349,24 @@ def finish(plan: run_plan.RunPlan, workdir: str, result: dict, start_step: int,
 def result_line(plan: run_plan.RunPlan, workdir: str, result: dict, start_step: int,
                 seconds: float) -> str:
   """'Finished resnet20 on digits: test error 0.67 % (2/297), top-5 0.00 %, 368 steps in 95 s
-  -> WORKDIR': the main eval split's errors (a count where it is a whole number: ties count in
-  fractions), the steps this launch trained."""
-  main, prefix = plan.eval_sets[0], eval_sets.EVAL_PREFIX
-  top1, top5 = result[f'{prefix}error_top1'], result[f'{prefix}error_top5']
-  wrong = top1 * main.num_examples
-  count = (f' ({round(wrong)}/{main.num_examples})' if abs(wrong - round(wrong)) < 1e-3
-           else '')
+  -> WORKDIR': the main eval split's errors, the steps this launch trained."""
   steps_done = (f'{plan.total_steps} steps' if start_step == 0 else
                 f'steps {start_step + 1}-{plan.total_steps}')
-  return (f'Finished {plan.config.model.name} on {main.dataset}: {main.split} error '
-          f'{100 * top1:.2f} %{count}, top-5 {100 * top5:.2f} %, {steps_done} in {seconds:.0f} s '
+  return (f'Finished {plan.config.model.name} on {plan.eval_sets[0].dataset}: '
+          f'{_main_errors(plan, result)}, {steps_done} in {console.duration(seconds)} '
           f'-> {workdir}')
+
+
+def _main_errors(plan: run_plan.RunPlan, result: dict) -> str:
+  main, prefix = plan.eval_sets[0], eval_sets.EVAL_PREFIX
+  return console.errors(main.split, result[f'{prefix}error_top1'],
+                        result[f'{prefix}error_top5'], main.num_examples)
+
+
+def log_finished(plan: run_plan.RunPlan, workdir: str, step: int) -> None:
+  """The line of a run started again after it finished: its result, where it has one."""
+  from resnet_jax import events  # pylint: disable=import-outside-toplevel
+  final = events.read_final_result(workdir)
+  result = f': {_main_errors(plan, final)}' if final else ''
+  logging.info('Already finished: %s on %s, %d of %d steps%s -> %s', plan.config.model.name,
+               plan.eval_sets[0].dataset, step, plan.total_steps, result, workdir)

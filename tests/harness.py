@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -91,10 +92,10 @@ def run_main(workdir, config, flags, devices=1, extra_args=(), check=True, env=N
 
 
 def logged_step(line):
-  """The step of a console line that logs training metrics, else None."""
-  if '] train_error_top1=' not in line:
-    return None
-  return int(line.split('[')[-1].split(']')[0])
+  """The step of a console line that logs training metrics ('] step 23/368 (6 %): loss ...'),
+  else None."""
+  found = re.search(r'\] step (\d+)/\d+ \(', line)
+  return int(found.group(1)) if found else None
 
 
 def train_losses(workdir):
@@ -160,3 +161,21 @@ def plan_of(config, devices: int = 1, processes: int = 1) -> run_plan.RunPlan:
   """``config``'s plan from the registry's facts, as the TPU planner resolves it."""
   from resnet_jax.data import registry  # pylint: disable=import-outside-toplevel
   return run_plan.resolve(config, devices=devices, processes=processes, facts=registry.get)
+
+
+EVALUATED = re.compile(r'Evaluated step (\d+) of (\S+) on (\d+) devices?: (.+?) error ([\d.]+) %'
+                       r'(?: \((\d+)/(\d+)\))?, top-5 ([\d.]+) %, loss (\S+)$')
+
+
+def evaluated_lines(output: str) -> list[dict]:
+  """The lines of ``main.py --mode=eval``, one dict per evaluated set: step, devices, set (its
+  name as printed), error_top1 / error_top5 (percentages), wrong (a count, or None), loss."""
+  lines = []
+  for line in output.splitlines():
+    found = EVALUATED.search(line)
+    if found:
+      step, _, devices, name, top1, wrong, _, top5, loss = found.groups()
+      lines.append({'step': int(step), 'devices': int(devices), 'set': name,
+                    'error_top1': float(top1), 'error_top5': float(top5),
+                    'wrong': None if wrong is None else int(wrong), 'loss': float(loss)})
+  return lines

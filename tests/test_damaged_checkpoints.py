@@ -119,7 +119,7 @@ def test_main_resumes_past_one_damaged_data_file_and_evaluate_reads_around_it(
       [sys.executable, '-m', 'tools.evaluate', f'--workdir={workdir}', '--mode=center'],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
       env=dict(os.environ, JAX_PLATFORMS='cpu'))
-  assert 'center at step 2:' in evaluated.stdout, evaluated.stdout + evaluated.stderr[-3000:]
+  assert f'Evaluated {workdir} at step 2: center error' in evaluated.stdout, evaluated.stdout + evaluated.stderr[-3000:]
   assert 'newer ones are damaged (step 4: ValueError: ' in evaluated.stderr
   flags = tiny_digits_flags(data_dir, total_steps=6, checkpoint_every_steps=2,
                             eval_every_steps=6)

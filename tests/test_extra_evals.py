@@ -15,7 +15,7 @@ from resnet_jax import events, notebook, train
 from resnet_jax.data import registry
 from resnet_jax.errors import ConfigError
 from resnet_jax.testing.mock_tfds import prepared_mock
-from tests.harness import plan_of, run_main, tiny_digits_flags
+from tests.harness import evaluated_lines, plan_of, run_main, tiny_digits_flags
 
 # 'same' is the eval split itself; 'head' the first 200 training images.
 EXTRA_EVALS = "('same=digits:test', 'head=digits:train[:200]')"
@@ -88,18 +88,16 @@ def test_another_split_records_the_metrics_of_its_own_examples(restarted):
 def test_eval_mode_prints_every_set_named_as_its_summaries(restarted, capsys):
   workdir = restarted[0]
   returned = notebook.evaluate_latest(workdir)
-  lines = [dict(field.split('=', 1) for field in line.split())
-           for line in capsys.readouterr().out.splitlines()]
-  assert [(line.pop('step'), line.pop('dataset', None), line.pop('split'), line.pop('devices'))
-          for line in lines] == [('5', None, 'test', '1'), ('5', 'digits', 'test', '1'),
-                                 ('5', 'digits', 'train[:200]', '1')]
+  lines = evaluated_lines(capsys.readouterr().out)
+  assert [(line['step'], line['set'], line['devices']) for line in lines] == [
+      (5, 'test', 1), (5, 'same (digits:test)', 1), (5, 'head (digits:train[:200])', 1)]
   scalars = events.read_scalars(workdir)
   for line, prefix in zip(lines, ('eval_', 'same/', 'head/')):
-    assert sorted(line) == sorted(prefix + metric for metric in METRICS)
-    for metric in METRICS:
-      assert float(line[prefix + metric]) == pytest.approx(scalars[prefix + metric][1][-1],
-                                                           rel=1e-5)
-  assert returned == {metric: float(lines[0][f'eval_{metric}']) for metric in METRICS}
+    assert line['error_top1'] == round(100 * scalars[f'{prefix}error_top1'][1][-1], 2)
+    assert line['error_top5'] == round(100 * scalars[f'{prefix}error_top5'][1][-1], 2)
+    assert line['loss'] == pytest.approx(scalars[f'{prefix}loss'][1][-1], rel=1e-3)
+  assert returned == pytest.approx(
+      {metric: scalars[f'eval_{metric}'][1][-1] for metric in METRICS}, rel=1e-5)
 
 
 def refusal(config, workdir):

@@ -193,3 +193,15 @@ def test_the_preactivation_study_sets_each_unit_beside_the_other_at_each_depth(t
   fig = report_figures.training_curves_figure(list(nets), nets)
   assert [ax.get_title().split(' nets')[0] for ax in fig.axes] == ['residual', 'pre-activation']
   report_figures.plt.close(fig)
+
+
+def test_a_runs_final_errors_come_from_its_results_file_where_it_has_one(tmp_path):
+  from resnet_jax import events  # pylint: disable=import-outside-toplevel
+  scalars = {10: {'train_error_top1': 0.5, 'eval_error_top1': 0.25, 'eval_error_top5': 0.0625}}
+  write_run(str(tmp_path), 'resnet20', {'model': {'name': 'resnet20'}, 'seed': 0}, scalars)
+  assert report_runs.read_run(str(tmp_path), 'resnet20', 'resnet20')['test_error'] == 0.25
+  # The evaluations' own record (written at full precision, beside the event files) wins.
+  events.append_result(str(tmp_path / 'resnet20'), {'step': 10, 'eval_error_top1': 0.125,
+                                                     'eval_error_top5': 0.03125})
+  run = report_runs.read_run(str(tmp_path), 'resnet20', 'resnet20')
+  assert (run['test_error'], run['test_error_top5']) == (0.125, 0.03125)

@@ -97,14 +97,16 @@ def task_log(root, job, task=0) -> str:
     return f.read()
 
 
-def console_scalars(output: str) -> dict[str, dict[int, float]]:
-  """{tag: {step: value}} from the metric lines a run printed (clu's logging writer)."""
-  scalars = {}
-  for step, values in re.findall(r'logging_writer\.py:\d+\] \[(\d+)\] (.*)', output):
-    for pair in values.split(', '):
-      tag, _, value = pair.partition('=')
-      scalars.setdefault(tag, {})[int(step)] = float(value)
-  return scalars
+def console_errors(output: str) -> dict[str, dict[int, float]]:
+  """{'train' or an eval set's name: {step: top-1 error}} from the console lines a run printed
+  ('step 8/8 (100 %): loss 2.1, error 87.50 %, ...', 'step 8: test error 90.24 %, ...')."""
+  errors = {}
+  for step, error in re.findall(r'\] step (\d+)/\d+ \([^)]*\): loss [^,]*, error ([\d.]+) %',
+                                output):
+    errors.setdefault('train', {})[int(step)] = float(error) / 100
+  for step, name, error in re.findall(r'\] step (\d+): (\S+) error ([\d.]+) %', output):
+    errors.setdefault(name, {})[int(step)] = float(error) / 100
+  return errors
 
 
 @pytest.fixture(scope='module')
@@ -120,6 +122,9 @@ def test_a_sweep_is_one_array_job_of_finished_runs_that_the_report_reads(
     sweep, data_dir, jax_env):
   root, result = sweep
   assert result.returncode == 0, result.stderr[-5000:]
+  assert result.stderr.strip().splitlines()[-1].endswith(
+      f'Finished sweep {SWEEP}: 4 runs (4 trained now) -> {root}; the report: python -m '
+      f'experiments.report --root={root}')
   job = int(result.stdout.split()[0])  # sbatch --parsable: the array's job id.
   outputs = [task_log(root, job, task) for task in range(len(SWEEP_RUNS))]
   for task, (name, output) in enumerate(zip(SWEEP_RUNS, outputs)):
@@ -137,11 +142,12 @@ def test_a_sweep_is_one_array_job_of_finished_runs_that_the_report_reads(
     results = json.load(f)
   assert sorted(results['runs']) == sorted(SWEEP_RUNS)
   for name, output in zip(SWEEP_RUNS, outputs):  # The report's numbers are what each run printed.
-    printed = console_scalars(output)
+    printed = console_errors(output)  # Percentages with two decimals.
     assert results['runs'][name]['steps'] == STEPS
-    assert results['runs'][name]['train_error'] == printed['train_error_top1'][STEPS]
-    assert results['runs'][name]['test_error'] == pytest.approx(
-        printed['eval_error_top1'][STEPS], abs=1e-6)
+    assert results['runs'][name]['train_error'] == pytest.approx(printed['train'][STEPS],
+                                                                 abs=5e-5)
+    assert results['runs'][name]['test_error'] == pytest.approx(printed['test'][STEPS],
+                                                                abs=5e-5)
   for net in ('plain20', 'resnet20'):
     errors = [results['runs'][f'{net}/seed{k}']['train_error'] for k in (0, 1)]
     summary = results['networks'][net]['train_error']
@@ -155,7 +161,10 @@ def test_a_sweep_is_one_array_job_of_finished_runs_that_the_report_reads(
   again = runner(data_dir, f'--root={root}', '--only=plain20,resnet20', '--seeds=2',
                  env=jax_env(2))
   assert again.returncode == 0 and again.stdout == '', again.stderr[-3000:]
-  assert f'Every run of {SWEEP} is finished.' in again.stderr
+  assert again.stderr.strip().endswith(
+      f'Finished sweep {SWEEP}: all 4 runs had finished already -> {root}'), again.stderr[-3000:]
+  assert report.stdout.strip() == (f'Report of 4 runs of 2 nets -> {root}/report.md '
+                                   '(results.json beside it).')
   # A third seed: the array holds the two new runs only.
   script = runner(data_dir, f'--root={root}', '--only=plain20,resnet20', '--seeds=3',
                   '--dry_run', env=jax_env(2)).stdout

@@ -59,6 +59,17 @@ def test_the_slice_is_described(global_bn):
   assert global_bn['device_kind'] == 'TPU v5 lite'
 
 
+def test_the_command_ends_with_whether_each_part_fits(global_bn):
+  train, evaluation, chip = global_bn['train'], global_bn['eval'], global_bn['chip']
+  assert train['fits'] and evaluation['fits']
+  assert tpu_plan.report(global_bn).splitlines()[-1] == (
+      f"Planned resnet20 on {TOPOLOGY}: train fits ({tpu_plan._gb(train['hbm_bytes']['total'])} "
+      f"of {tpu_plan._gb(chip['hbm_bytes'])} per chip), "
+      f"~{train['estimate']['images_per_s']:,.0f} images/s at peak; eval fits "
+      f"({tpu_plan._gb(evaluation['hbm_bytes']['total'])} of {tpu_plan._gb(chip['hbm_bytes'])} "
+      'per chip).')
+
+
 def test_flops_match_the_hand_count(global_bn):
   """2 FLOPs per multiply-add; a train step ~3 forward passes. XLA's count is a few % low (here
   ~6.5%), as XLA:CPU's is (tests/test_benchmark.py)."""

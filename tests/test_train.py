@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import re
 
 import jax
 import numpy as np
@@ -51,6 +52,20 @@ def test_every_evaluation_is_a_line_of_results_and_the_run_ends_with_its_result(
       f'Finished resnet20 on digits: test error {100 * wrong / 297:.2f} % ({wrong}/297), top-5 '
       f'{100 * final["eval_error_top5"]:.2f} %, 5 steps in {last_line.split(" in ")[-1]}')
   assert last_line.endswith(f' s -> {single_device_run}')
+
+
+@pytest.mark.e2e
+def test_the_quickstart_console_fits_on_a_screen_and_ends_with_its_result(data_dir, tmp_path):
+  workdir = str(tmp_path / 'quickstart')  # The README's first command, on the prepared digits.
+  run = run_main(workdir, 'configs/digits.py', [f'--config.dataset.data_dir={data_dir}'])
+  lines = (run.stdout + run.stderr).strip().splitlines()
+  assert len(lines) <= 40, '\n'.join(lines)
+  assert not [line for line in lines if any(
+      chatter in line for chatter in ('oneDNN', 'InitializeLog', 'logging_writer', 'orbax'))]
+  # 2 to 3 of the 297 test digits over seeds 0-4 on an AMD EPYC (README): at most 4 here.
+  wrong = re.search(r'Finished resnet20 on digits: test error [\d.]+ % \((\d)/297\), top-5 '
+                    r'[\d.]+ %, 368 steps in .* -> ' + re.escape(workdir) + '$', lines[-1])
+  assert wrong and int(wrong.group(1)) <= 4, lines[-1]
 
 
 @pytest.mark.e2e
@@ -115,7 +130,10 @@ def test_finished_run_does_not_retrain(single_device_run, data_dir):
   before = {f: os.path.getmtime(os.path.join(single_device_run, f))
             for f in os.listdir(single_device_run)}
   result = run_main(single_device_run, 'configs/digits.py', tiny_digits_flags(data_dir))
-  assert 'already finished' in result.stderr
+  # Its result again, as the last line.
+  assert re.search(r'Already finished: resnet20 on digits, 5 of 5 steps: test error [\d.]+ % '
+                   rf'\(\d+/297\), top-5 [\d.]+ % -> {re.escape(single_device_run)}$',
+                   result.stderr.strip().splitlines()[-1])
   after = {f: os.path.getmtime(os.path.join(single_device_run, f))
            for f in os.listdir(single_device_run)}
   assert before == after

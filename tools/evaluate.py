@@ -23,9 +23,7 @@ from absl import app, flags
 
 from configs import imagenet
 from experiments import sweeps
-from resnet_jax import errors, models, torchvision_weights
-from resnet_jax.data import datasets
-from resnet_jax.evaluation import protocols
+from resnet_jax import console, errors, evaluation, library_logs, models, torchvision_weights
 from resnet_jax.parallel import distributed
 
 FLAGS = flags.FLAGS
@@ -38,7 +36,7 @@ def define_flags():
                       'A torchvision ResNet state dict (.pth or .npz) to evaluate instead of a run.')
   flags.DEFINE_enum('model', None, torchvision_weights.TORCHVISION_NAMES,
                     'The torchvision net of --torchvision_checkpoint.')
-  flags.DEFINE_enum('mode', 'center', protocols.MODES, 'Evaluation mode.')
+  flags.DEFINE_enum('mode', 'center', evaluation.MODES, 'Evaluation mode.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
   flags.DEFINE_string('data_dir', None, 'tfds data_dir, if not the one the run was trained with.')
   flags.DEFINE_integer('batch_size', 0, 'Images per call and host for ten_crop (0: '
@@ -50,6 +48,7 @@ def define_flags():
   flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
   flags.DEFINE_integer('process_id', None, 'This process (with --coordinator_address).')
   flags.DEFINE_string('output', None, 'JSON result path; default <workdir>/eval_<mode>.json.')
+  library_logs.define_verbose_flag()
   flags.mark_flags_as_mutual_exclusive(['workdir', 'torchvision_checkpoint'], required=True)
 
 
@@ -74,6 +73,8 @@ def load_torchvision(path: str, name: str, data_dir=None, batch_size: int = 0):
 def evaluate_torchvision(path: str, name: str, mode: str, data_dir=None,
                          batch_size: int = 0) -> dict:
   """``protocols.evaluate`` of a torchvision checkpoint; adds 'mode', 'checkpoint', 'step'."""
+  from resnet_jax.data import datasets  # pylint: disable=import-outside-toplevel
+  from resnet_jax.evaluation import protocols  # pylint: disable=import-outside-toplevel
   config, model, variables = load_torchvision(path, name, data_dir, batch_size)
   plan = datasets.plan_for(config, processes=jax.process_count(), devices=jax.device_count(),
                            training=False)
@@ -87,6 +88,8 @@ def main(argv):
   if FLAGS.torchvision_checkpoint and not FLAGS.model:
     raise app.UsageError('--torchvision_checkpoint needs --model (one of '
                          f'{", ".join(torchvision_weights.TORCHVISION_NAMES)}).')
+  library_logs.configure(FLAGS.verbose)
+  from resnet_jax.evaluation import protocols  # pylint: disable=import-outside-toplevel
   with errors.exit_on_user_error():
     try:
       if FLAGS.workdir:
@@ -106,10 +109,13 @@ def main(argv):
   if output:
     with open(output, 'w') as f:
       json.dump(result, f, indent=2)
-  at = f'step {result["step"]}' if FLAGS.workdir else FLAGS.torchvision_checkpoint
-  print(f'{FLAGS.mode} at {at}: top-1 error {100 * result["error_top1"]:.2f}%, '
-        f'top-5 error {100 * result["error_top5"]:.2f}% over {result["num_examples"]} examples '
-        f'({result["compiled_shapes"]} input shapes compiled).')
+  what = (f'{FLAGS.workdir} at step {result["step"]}' if FLAGS.workdir
+          else FLAGS.torchvision_checkpoint)
+  errors_text = console.errors(FLAGS.mode, result['error_top1'], result['error_top5'],
+                               result['num_examples'])
+  print(f'Evaluated {what}: {errors_text} of {result["num_examples"]} examples '
+        f'({result["compiled_shapes"]} input shapes compiled)'
+        + (f' -> {output}' if output else '') + '.', flush=True)
 
 
 def run(argv):

@@ -10,6 +10,8 @@ kernel's size, at 32x32 for the CIFAR family (10 classes) and 224x224 for the Im
 ``jax.eval_shape``.
 """
 
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -63,8 +65,10 @@ def main(argv):
   del argv
   print('| net | input | parameters | multiply-adds |')
   print('|---|---|---|---|')
-  for name in FLAGS.nets or models.MODEL_NAMES:
+  names = FLAGS.nets or models.MODEL_NAMES
+  for name in names:
     print(row(name), flush=True)
+  print(f'Tabulated {len(names)} nets.', file=sys.stderr)  # Below the table, not in it.
 
 
 if __name__ == '__main__':

@@ -295,8 +295,9 @@ def _gradient_lines(reduce: dict | None, params: int) -> list[str]:
 
 
 def report(result: dict) -> str:
-  """The plan as text."""
-  chip = result['chip']
+  """The plan as text, ending with one line: 'Planned resnet50 on v5e:4x4: train fits (9.10 GB
+  of 16.00 GB per chip), ~N images/s at peak; eval fits (...).'"""
+  chip, summary = result['chip'], []
   lines = [(f"{result['model']} ({result['dtype']}, bn_group_size={result['bn_group_size']}, "
             f"gradients all-reduced in {result['gradient_allreduce_dtype']}) on "
             f"{result['topology']}: {result['chips']} x {result['device_kind']} over "
@@ -309,8 +310,12 @@ def report(result: dict) -> str:
       continue
     if 'compile_error' in r:
       lines.append(f"{part}: does not fit: {r['compile_error']}")
+      summary.append(f'{part} does not fit')
       continue
     hbm, est = r['hbm_bytes'], r['estimate']
+    summary.append(f"{part} {'fits' if r['fits'] else 'DOES NOT FIT'} ({_gb(hbm['total'])} of "
+                   f"{_gb(chip['hbm_bytes'])} per chip)"
+                   + (f", ~{est['images_per_s']:,.0f} images/s at peak" if part == 'train' else ''))
     lines += [
         f"{part}: compiled in {r['compile_s']:.1f} s",
         (f"  HBM per chip: {_gb(hbm['total'])} of {_gb(chip['hbm_bytes'])} "
@@ -327,6 +332,7 @@ def report(result: dict) -> str:
          f"{chip['hbm_bytes_per_s'] / 1e9:.0f} GB/s; no collective latency, no input): "
          f"{est['step_s'] * 1e3:.1f} ms per step ({est['bound']}-bound), "
          f"{est['images_per_s']:,.0f} images/s")]
+  lines.append(f"Planned {result['model']} on {result['topology']}: {'; '.join(summary)}.")
   return '\n'.join(lines)
 
 

@@ -39,10 +39,10 @@ from jax.experimental import multihost_utils
 
 from resnet_jax import notebook, run_plan, steps
 from resnet_jax.data import datasets
+from resnet_jax.evaluation import MODES
 from resnet_jax.evaluation import views as eval_views
 from resnet_jax.parallel import sharding
 
-MODES = ('center', 'ten_crop', 'multi_scale')
 MODEL_INPUTS = ('views', 'image', 'image_offset')  # What the model reads of a batch.
 OUTPUT_CHUNK = 1024  # Examples per multi-scale result chunk.
 
