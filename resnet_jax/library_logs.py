@@ -31,6 +31,8 @@ _WRITERS = ('/orbax/', '/clu/', '/asyncio/')
 # What orbax warns of each reader the project opens read-only on purpose (to read a workdir
 # without writing to it).
 _READ_ONLY_NOTICES = ('CheckpointManagerOptions.read_only=True', 'Given directory is read only')
+# What tfds warns of the project's own builder configs (a prepared image folder's stored form).
+_TFDS_BUILDER_NOTICE = 'Using custom data configuration'
 
 
 class _LibraryInfoFilter(std_logging.Filter):
@@ -45,6 +47,9 @@ class _LibraryInfoFilter(std_logging.Filter):
                for texts in STORAGE_FAULT_TEXTS.values() for text in texts)):
       return False
     if '/orbax/' in record.pathname and record.getMessage().startswith(_READ_ONLY_NOTICES):
+      return False
+    if ('/tensorflow_datasets/' in record.pathname
+        and record.getMessage().startswith(_TFDS_BUILDER_NOTICE)):
       return False
     return record.levelno >= std_logging.WARNING or not any(
         library in record.pathname for library in ('/orbax/', '/tensorflow_datasets/',

@@ -119,6 +119,23 @@ def warn_if_imagenet_on_cpu(plan: run_plan.RunPlan, platform: str) -> None:
         flops, days, plan.processes, CPU_FLOPS_PER_S)
 
 
+# An epoch may leave out at most this fraction of the train split (the last partial batch of
+# each data shard) without a warning.
+MAX_SILENT_DROP = 0.1
+
+
+def warn_if_epochs_drop_examples(plan: run_plan.RunPlan) -> None:
+  """Warns where each epoch leaves out more than ``MAX_SILENT_DROP`` of the train split."""
+  dropped = plan.train_examples - plan.steps_per_epoch * plan.config.batch_size
+  if dropped > MAX_SILENT_DROP * plan.train_examples:
+    logging.warning(
+        'Each epoch trains on %d of the %d examples of %s: the last %d (%.0f %%) do not fill a '
+        'batch of %d (per data shard, of %d). Lower batch_size, or fewer data shards, to use '
+        'them.', plan.steps_per_epoch * plan.config.batch_size, plan.train_examples,
+        plan.config.dataset.train_split, dropped, 100 * dropped / plan.train_examples,
+        plan.config.batch_size // plan.num_shards, plan.num_shards)
+
+
 # --------------------------------------------------------------------------------------------
 # The run.
 # --------------------------------------------------------------------------------------------
@@ -139,6 +156,7 @@ def train_and_evaluate(config, workdir: str) -> steps.TrainState:
   workdirs.check_workdir(plan.config, workdir)
   storage_faults.check_checkpoints_writable(workdir)
   warn_if_imagenet_on_cpu(plan, jax.default_backend())
+  warn_if_epochs_drop_examples(plan)
 
   # ---- The data, opened once: prepared where the project prepares it, refused where not.
   data = datasets.open_dataset(plan, jax.process_index())

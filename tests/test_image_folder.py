@@ -53,6 +53,20 @@ def test_digits_5_to_9_are_stored_exactly_with_sorted_labels(prepared_dir, tmp_p
     assert stored_examples(builder, split) == expected
 
 
+@pytest.mark.parametrize('image_size, warned', [(16, True), (32, False), (96, False)])
+def test_photographs_shrunk_more_than_4x_draw_a_warning_naming_image_size(
+    image_size, warned, prepared_dir, tmp_path, caplog):
+  # 100x100 photographs: 16 pixels shrinks them 6x, 32 pixels 3x; 96 keeps the JPEGs.
+  root = image_folders.write_photos(str(tmp_path / 'photos'), image_size=100,
+                                    counts=(('train', 3),))
+  image_folder.prepare(root, image_size=image_size)
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelname == 'WARNING' and r.pathname.endswith('image_folder.py')]
+  expected = (f'The images of {root} are 100 pixels on their shorter side (median), and '
+              'dataset.image_size=16 shrinks them 6x to 16x16: set --config.dataset.image_size')
+  assert [w.startswith(expected) for w in warnings] == ([True] if warned else [])
+
+
 def test_large_images_are_stored_as_their_jpeg_files_and_pngs_as_close_jpegs(prepared_dir,
                                                                              tmp_path):
   root = image_folders.write_photos(str(tmp_path / 'photos'), image_size=100,

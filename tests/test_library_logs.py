@@ -22,6 +22,8 @@ def record(pathname, level, message):
     (ORBAX, logging.WARNING, 'CheckpointManagerOptions.read_only=True, setting create=False.', False),
     (ORBAX, logging.WARNING, 'Given directory is read only=/tmp/run/checkpoints', False),
     (ORBAX, logging.WARNING, 'Could not remove an old checkpoint', True),
+    (TFDS, logging.WARNING, "Using custom data configuration: BuilderConfig(name='png16-1f')", False),
+    (TFDS, logging.WARNING, 'Dataset digits is corrupted', True),
     ('/repo/resnet_jax/train.py', logging.INFO, 'Given directory is read only', True),
 ])
 def test_the_console_drops_library_chatter_and_keeps_their_warnings(pathname, level, message,

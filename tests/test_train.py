@@ -11,13 +11,14 @@ import pytest
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from configs import digits
-from resnet_jax import checkpointing, errors, events
+from resnet_jax import checkpointing, errors, events, train
 from tests.harness import (
   final_params,
   free_port,
   plan_of,
   process_args,
   run_main,
+  tiny_digits_config,
   tiny_digits_flags,
   train_losses,
 )
@@ -123,6 +124,20 @@ def test_negative_profile_steps_are_refused():
   config.profile_steps = -1
   with pytest.raises(errors.ConfigError, match='profile_steps=-1 must not be negative'):
     plan_of(config, devices=1, processes=1)
+
+
+@pytest.mark.parametrize('batch_size, warned', [(64, False), (512, True)])
+def test_an_epoch_that_leaves_out_more_than_a_tenth_of_the_split_draws_a_warning(
+    batch_size, warned, data_dir, caplog):
+  # 1,500 training digits: batch 64 trains 23 x 64 = 1,472 a epoch (28 left out, 1.9 %); batch
+  # 512 trains 2 x 512 = 1,024 (476 left out, 31.7 %).
+  plan = plan_of(tiny_digits_config(data_dir, batch_size=batch_size))
+  train.warn_if_epochs_drop_examples(plan)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+  assert warnings == ([
+      "Each epoch trains on 1024 of the 1500 examples of train: the last 476 (32 %) do not fill a "
+      'batch of 512 (per data shard, of 1). Lower batch_size, or fewer data shards, to use them.']
+                      if warned else [])
 
 
 @pytest.mark.e2e

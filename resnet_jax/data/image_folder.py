@@ -191,18 +191,37 @@ def _split_names(expression: str) -> list[str]:
   return [part.split('[')[0].strip() for part in expression.split('+')]
 
 
-def _modes(folder: Folder) -> set[str]:
-  """The PIL modes of every file, read from their headers; refuses a file that is not an image."""
-  modes, problems = set(), []
+def _headers(folder: Folder) -> tuple[set[str], list[int]]:
+  """The PIL modes of every file and each one's shorter side, read from their headers; refuses a
+  file that is not an image."""
+  modes, sides, problems = set(), [], []
   for split in folder.splits:
     for path, _ in folder.paths(split):
       try:
         with Image.open(path) as image:
           modes.add(image.mode)
+          sides.append(min(image.size))
       except folder_builder.UNDECODABLE as error:
         problems.append(f'{path}: {error}')
   folder_builder.refuse_undecodable(problems, 'their headers')
-  return modes
+  return modes, sides
+
+
+# Shrinking a folder's images by more than this (their median shorter side over image_size)
+# draws a warning: photographs trained as thumbnails, most likely a forgotten image_size.
+MAX_SILENT_SHRINK = 4
+
+
+def _warn_if_shrunk(folder: Folder, image_size: int, sides: list[int]) -> None:
+  """Warns where the stored copy shrinks the median image more than ``MAX_SILENT_SHRINK`` times."""
+  median = sorted(sides)[len(sides) // 2]
+  if image_size <= registry.SMALL_MAX_SIDE and median > MAX_SILENT_SHRINK * image_size:
+    logging.warning(
+        'The images of %s are %d pixels on their shorter side (median), and '
+        'dataset.image_size=%d shrinks them %.0fx to %dx%d: set --config.dataset.image_size to '
+        "the size to train at (up to %d: CIFAR-10's recipe, on a copy stored at that size; "
+        "above: ImageNet's, on the original JPEGs).", folder.root, median, image_size,
+        median / image_size, image_size, image_size, registry.SMALL_MAX_SIDE)
 
 
 def _fingerprint(folder: Folder, form_name: str) -> str:
@@ -236,10 +255,10 @@ def _is_prepared(path: str) -> bool:
   return os.path.exists(os.path.join(path, 'dataset_info.json'))
 
 
-def _channels(folder: Folder, image_size: int) -> int:
+def _channels(modes: set[str], image_size: int) -> int:
   """The channels of the stored form: small images greyscale if every file is, else RGB."""
   small = image_size <= registry.SMALL_MAX_SIDE
-  return 1 if small and _modes(folder) <= set(GREYSCALE_MODES) else 3
+  return 1 if small and modes <= set(GREYSCALE_MODES) else 3
 
 
 @functools.cache
@@ -250,7 +269,9 @@ def prepare(root: str, image_size: int):
   path = _prepared_path(folder, image_size)
   if not _is_prepared(path):
     size = image_size if image_size <= registry.SMALL_MAX_SIDE else None
-    form = folder_builder.StoredForm(size, _channels(folder, image_size))
+    modes, sides = _headers(folder)
+    _warn_if_shrunk(folder, image_size, sides)
+    form = folder_builder.StoredForm(size, _channels(modes, image_size))
     config = tfds.core.BuilderConfig(name=os.path.basename(os.path.dirname(path)))
     data_dir = tfds.core.constants.get_default_data_dir()
     logging.info('Preparing the image folder %s (%d classes) in %s.', folder.root,
@@ -296,7 +317,7 @@ def spec(dataset) -> registry.DatasetSpec:
   folder = read(_root(dataset.data_dir))
   path = _prepared_path(folder, dataset.image_size)
   channels = (tfds.builder_from_directory(path).info.features['image'].shape[-1]
-              if _is_prepared(path) else _channels(folder, dataset.image_size))
+              if _is_prepared(path) else _channels(_headers(folder)[0], dataset.image_size))
   return registry.folder_spec(
       dataset.image_size, num_classes=len(folder.classes), channels=channels,
       splits={split: sum(len(files) for files in classes.values())
