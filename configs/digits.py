@@ -7,7 +7,9 @@ weight decay 1e-4, batch 64, lr 0.1 divided by 10 at 50% and 75% of 16 epochs.
     python main.py --config=configs/digits.py --workdir=/tmp/resnet_jax/digits
 
 Any CIFAR-family net: ``--config=configs/digits.py:plain56``. Expected runtime on a 2-core CPU:
-1-2 minutes for a 20-layer net (test error 0 of 297), 2-3 minutes for a 56-layer one.
+about a minute for a 20-layer net (test error 2 or 3 of 297 over seeds on an AMD EPYC; another
+CPU rounds differently), 2-3 minutes for a 56-layer one; twice that where other work shares the
+cores.
 """
 
 from configs import arguments, default
