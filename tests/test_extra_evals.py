@@ -35,11 +35,10 @@ def restarted(data_dir, tmp_path_factory):
   return workdir, outputs
 
 
-def console_steps(output, tag):
-  """The steps of the console lines that log ``tag`` (clu's '[step] tag=value, ...')."""
-  logged = (re.search(r'\] \[(\d+)\] (.*)$', line) for line in output.splitlines())
-  return [int(match[1]) for match in logged
-          if match and tag in (field.split('=')[0] for field in match[2].split(', '))]
+def console_steps(output, name):
+  """The steps of the console lines that give set ``name``'s evaluation ('step 3: same error
+  ...')."""
+  return [int(step) for step in re.findall(rf'\] step (\d+): {re.escape(name)} error ', output)]
 
 
 @pytest.mark.e2e
@@ -47,12 +46,12 @@ def test_each_set_is_summarised_under_its_prefix_once_per_evaluation_across_a_re
   workdir, (first, second) = restarted
   assert 'Resumed from the checkpoint at step 3' in second
   scalars = events.read_scalars(workdir)
-  for prefix in ('eval_', 'same/', 'head/'):
+  for prefix, name in (('eval_', 'test'), ('same/', 'same'), ('head/', 'head')):
     for metric in METRICS:
       assert scalars[prefix + metric][0].tolist() == [3, 5], prefix + metric
-      # Evaluated once at each step, by the run that reached it: none twice, none lost.
-      assert console_steps(first, prefix + metric) == [3], prefix + metric
-      assert console_steps(second, prefix + metric) == [5], prefix + metric
+    # Evaluated once at each step, by the run that reached it: none twice, none lost.
+    assert console_steps(first, name) == [3], name
+    assert console_steps(second, name) == [5], name
 
 
 @pytest.mark.e2e

@@ -21,8 +21,8 @@ def test_the_result_line_counts_the_errors_of_the_main_eval_split(data_dir):
   assert plan.eval_sets[0].num_examples == 297  # 1,797 digits, the last 297 for testing.
   result = {'eval_error_top1': 2 / 297, 'eval_error_top5': 0.0}
   assert train.result_line(plan, '/runs/quick', result, 0, 95.4) == (
-      'Finished resnet20 on digits: test error 0.67 % (2/297), top-5 0.00 %, 368 steps in 95 s '
-      '-> /runs/quick')
+      'Finished resnet20 on digits: test error 0.67 % (2/297), top-5 0.00 %, 368 steps in 1 min '
+      '35 s -> /runs/quick')
   # Ties count in fractions: no count where the errors are not a whole number; a resumed run
   # names the steps it trained.
   result['eval_error_top1'] = 2.5 / 297
