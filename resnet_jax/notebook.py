@@ -5,7 +5,9 @@
     run.evaluate()  # {'loss', 'error_top1', 'error_top5'}: what training recorded, exactly.
 
 ``load_run`` restores only ``{'params', 'batch_stats'}`` of a checkpoint (no optimizer state) onto
-this process's devices, whatever topology trained the run. Evaluation runs the training loop's own
+this process's devices, whatever topology trained the run: the trained weights, or with
+``weights='ema'`` their moving average (``config.ema``), which ``evaluate``, ``predict`` and
+``export`` then use. Evaluation runs the training loop's own
 jitted eval step over the same padded, masked batches, so on the same devices it reproduces the
 recorded numbers bit for bit. Everything runs in this process on its local devices.
 """
@@ -65,13 +67,15 @@ def _datasets():
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
   """One checkpoint of a run: its config, plan, model and variables ``{'params',
-  'batch_stats'}``; the plan is the run's own (``plan.json``), for this one process."""
+  'batch_stats'}`` (``weights``: 'raw', the trained ones, or 'ema', their moving average); the
+  plan is the run's own (``plan.json``), for this one process."""
   workdir: str
   config: ml_collections.ConfigDict
   plan: run_plan.RunPlan
   model: nn.Module
   variables: dict
   step: int
+  weights: str = 'raw'
   _placements: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
   @functools.cached_property
@@ -272,10 +276,12 @@ def _local(plan: run_plan.RunPlan) -> run_plan.RunPlan:
 
 def load_run(workdir: str, step: int | None = None, *,
              config: ml_collections.ConfigDict | None = None,
-             data_dir: str | None = None) -> Run:
+             data_dir: str | None = None, weights: str = 'raw') -> Run:
   """Opens the checkpoint of ``step`` (default: the latest) of the run in ``workdir``.
 
-  Restores only params and batch_stats, onto this process's first local device. The run's plan
+  Restores only params and batch_stats, onto this process's first local device: the trained
+  ones (``weights='raw'``) or their moving average (``'ema'``; a ``CheckpointError`` where the
+  run kept none). The run's plan
   (``plan.json``) gives its numbers; ``config`` replaces the saved ``workdir/config.json`` and
   must describe the same network, and ``data_dir`` reads the dataset from another tfds
   data_dir (either resolves the plan again). Raises ``CheckpointError`` naming what exists when
@@ -295,14 +301,14 @@ def load_run(workdir: str, step: int | None = None, *,
     config.dataset.data_dir = data_dir
   if plan is None:  # Asked for, or a run that wrote no plan.
     plan = _datasets().plan_for(config, training=False)
-  variables, step = checkpointing.restore_variables(workdir, step)
+  variables, step = checkpointing.restore_variables(workdir, step, weights=weights)
   model = models.from_config(config.model, _num_classes(variables))
   variables, problem = _in_layout_of(model, variables)
   if problem:
     raise errors.CheckpointError(f'The checkpoint at step {step} of {workdir!r} does not fit the '
                                  f'model of its config: {problem}.')
   return Run(workdir=workdir, config=plan.config, plan=_local(plan), model=model,
-             variables=variables, step=step)
+             variables=variables, step=step, weights=weights)
 
 
 def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
