@@ -30,6 +30,7 @@ from jax.sharding import NamedSharding
 from resnet_jax import (
   checkpointing,
   console,
+  ema,
   errors,
   eval_sets,
   events,
@@ -330,10 +331,19 @@ def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
 
 def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
   """``main.py --mode=eval``: evaluates the latest checkpoint on the eval split and on each set
-  of ``config.extra_evals``, printing one line for each with the metrics named as its summaries;
-  returns the eval split's metrics."""
+  of ``config.extra_evals``, printing one line for each, then the same for the weights' moving
+  average where the run kept one (``config.ema``); returns the eval split's metrics of the
+  weights."""
   library_logs.quiet()
   run = load_run(workdir, config=config)
+  metrics = _evaluate_every_set(run, workdir)
+  if ema.from_config(run.config) is not None:
+    _evaluate_every_set(load_run(workdir, run.step, config=config, weights='ema'), workdir)
+  return metrics
+
+
+def _evaluate_every_set(run: Run, workdir: str) -> dict:
+  """Prints the evaluation of ``run`` on each of its sets; returns the eval split's metrics."""
   main, *extras = run.plan.eval_sets
   metrics = _print_evaluation(run, workdir, main, run.evaluate())
   for extra in extras:
@@ -343,9 +353,12 @@ def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = Non
 
 def _print_evaluation(run: Run, workdir: str, eval_set: run_plan.EvalSet, metrics: dict) -> dict:
   """'Evaluated step 368 of WORKDIR on 1 device: test error 0.67 % (2/297), top-5 0.00 %,
-  loss 0.01663'; an extra set is named with its dataset and split."""
+  loss 0.01663'; an extra set is named with its dataset and split, the weights' average with
+  '(EMA)'."""
   name = eval_set.name if eval_set.prefix == eval_sets.EVAL_PREFIX else (
       f'{eval_set.name} ({eval_set.dataset}:{eval_set.split})')
+  if run.weights == 'ema':
+    name += ' (EMA)'
   devices = run.num_devices
   errors_text = console.errors(name, metrics['error_top1'], metrics['error_top5'],
                                eval_set.num_examples)

@@ -3,7 +3,10 @@ checkpoints and resume, its evaluations, and the choice of it by load_run, tools
 exports."""
 
 import functools
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -14,7 +17,9 @@ from resnet_jax import checkpointing, ema, events, models, notebook, steps, trai
 from resnet_jax.errors import CheckpointError, ConfigError
 from resnet_jax.evaluation import protocols
 from resnet_jax.parallel import sharding
-from tests.harness import plan_of, tiny_step_inputs
+from tests.harness import ROOT, evaluated_lines, plan_of, tiny_step_inputs
+
+METRICS = ('loss', 'error_top1', 'error_top5')
 
 
 def numpy_average(history, decay, every, warmup):
@@ -95,8 +100,9 @@ def test_bad_fields_are_refused_with_the_plans_other_problems(fields, message):
 # ---- Runs in this process: 6 steps of ResNet-20 on digits, evaluated and checkpointed at 4, 6.
 
 
-def short_config(data_dir, total_steps, decay):
+def short_config(data_dir, total_steps, decay, extra_evals=()):
   config = digits.get_config()
+  config.extra_evals = extra_evals
   config.dataset.update(data_dir=data_dir, augment=True)
   config.update(batch_size=32, eval_batch_size=100, total_epochs=None, total_steps=total_steps,
                 steps_per_call=2, log_every_steps=2, eval_every_steps=4,
@@ -108,15 +114,17 @@ def short_config(data_dir, total_steps, decay):
 
 @pytest.fixture(scope='module')
 def runs(data_dir, tmp_path_factory):
-  """{name: (workdir, final state)}: averaged straight through, averaged and resumed at step 4,
-  and not averaged."""
+  """{name: (workdir, final state)}: averaged straight through (with an extra eval set),
+  averaged and resumed at step 4, and not averaged."""
   root = tmp_path_factory.mktemp('ema_runs')
   found = {}
-  for name, decay, stops in (('averaged', 0.9, (6,)), ('resumed', 0.9, (4, 6)),
-                             ('plain', 0.0, (6,))):
+  for name, decay, stops, extra_evals in (('averaged', 0.9, (6,), ('head=digits:train[:100]',)),
+                                          ('resumed', 0.9, (4, 6), ()),
+                                          ('plain', 0.0, (6,), ())):
     workdir = str(root / name)
     for total_steps in stops:
-      state = train.train_and_evaluate(short_config(data_dir, total_steps, decay), workdir)
+      state = train.train_and_evaluate(
+          short_config(data_dir, total_steps, decay, extra_evals), workdir)
     found[name] = workdir, state
   return found
 
@@ -151,8 +159,9 @@ def test_every_evaluation_scores_the_average_beside_the_weights(runs):
   results = events.read_results(runs['averaged'][0])
   assert [r['step'] for r in results] == [4, 6]
   for result in results:
-    for metric in ('loss', 'error_top1', 'error_top5'):
-      assert f'eval_{metric}' in result and f'ema_eval_{metric}' in result
+    assert sorted(result) == sorted(['step', 'seconds'] + [
+        f'{weights}{prefix}{metric}' for weights in ('', 'ema_') for prefix in ('eval_', 'head/')
+        for metric in ('loss', 'error_top1', 'error_top5')])
   assert results[-1]['ema_eval_loss'] != results[-1]['eval_loss']
   scalars = events.read_scalars(runs['averaged'][0])
   assert scalars['ema_eval_error_top1'][0].tolist() == [4, 6]
@@ -202,3 +211,40 @@ def test_a_run_without_an_average_says_so_when_asked_for_one(runs, data_dir):
   # Resuming it with averaging switched on would start an average from nowhere: refused.
   with pytest.raises(CheckpointError, match='this run averages its weights .* but the checkpoint holds no average'):
     train.train_and_evaluate(short_config(data_dir, 8, 0.9), workdir)
+
+
+def test_eval_mode_prints_the_average_beside_the_weights(runs, capsys):
+  workdir = runs['averaged'][0]
+  returned = notebook.evaluate_latest(workdir)
+  lines = evaluated_lines(capsys.readouterr().out)
+  assert [line['set'] for line in lines] == [
+      'test', 'head (digits:train[:100])', 'test (EMA)', 'head (digits:train[:100]) (EMA)']
+  recorded = events.read_results(workdir)[-1]
+  for line, prefix in zip(lines, ('eval_', 'head/', 'ema_eval_', 'ema_head/')):
+    assert line['step'] == 6
+    assert line['error_top1'] == round(100 * recorded[f'{prefix}error_top1'], 2)
+    assert line['error_top5'] == round(100 * recorded[f'{prefix}error_top5'], 2)
+    assert line['loss'] == pytest.approx(recorded[f'{prefix}loss'], rel=1e-3)
+  assert returned == pytest.approx({m: recorded[f'eval_{m}'] for m in METRICS}, rel=1e-5)
+
+
+@pytest.mark.e2e
+def test_evaluate_command_chooses_the_average_with_one_flag(runs):
+  (workdir, _), plain = runs['averaged'], runs['plain'][0]
+  evaluate = lambda *flags: subprocess.run(
+      [sys.executable, '-m', 'tools.evaluate', '--mode=center', *flags], cwd=ROOT,
+      capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  result = evaluate(f'--workdir={workdir}', '--weights=ema')
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Evaluated the weights' moving average (EMA) of {workdir} at step 6: center error" in (
+      result.stdout)
+  with open(os.path.join(workdir, 'eval_center_ema.json')) as f:
+    written = json.load(f)
+  assert not os.path.exists(os.path.join(workdir, 'eval_center.json'))
+  assert written['weights'] == 'ema' and written['step'] == 6
+  assert written['error_top1'] == pytest.approx(
+      events.read_results(workdir)[-1]['ema_eval_error_top1'], abs=1e-6)
+  refused = evaluate(f'--workdir={plain}', '--weights=ema')
+  assert refused.returncode == 2
+  assert 'holds no weight average (EMA)' in refused.stderr
