@@ -13,10 +13,10 @@ The result, {"mode", "step", "weights", "error_top1", "error_top5", "num_example
 moving average of its weights (``config.ema``) instead of the trained weights, and writes
 ``<workdir>/eval_<mode>_ema.json``. On several hosts (a TPU pod, a SLURM or Open MPI job;
 elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``), run the same
-command on every host: each evaluates its part of the split on its own devices, and process 0 writes the
-result for all. A torchvision checkpoint (a state dict saved with ``torch.save``, or an ``.npz`` of
-the same keys) is converted by ``resnet_jax.torchvision_weights`` and evaluated on ImageNet's validation split
-with this project's preprocessing; reading ``.pth`` files needs torch.
+command on every host: each evaluates its part of the split on its own devices, and process 0
+writes the result for all. A torchvision checkpoint (a state dict saved with ``torch.save``, or
+an ``.npz`` of the same keys) is converted by ``resnet_jax.torchvision_weights`` and evaluated on
+ImageNet's validation split with this project's preprocessing; reading ``.pth`` files needs torch.
 """
 
 import json
