@@ -16,7 +16,7 @@ from configs import digits
 from resnet_jax import checkpointing, ema, events, models, notebook, steps, train
 from resnet_jax.errors import CheckpointError, ConfigError
 from resnet_jax.evaluation import protocols
-from resnet_jax.parallel import sharding
+from resnet_jax.parallel import multistep, sharding
 from tests.harness import ROOT, evaluated_lines, plan_of, tiny_step_inputs
 
 METRICS = ('loss', 'error_top1', 'error_top5')
@@ -54,6 +54,20 @@ def test_average_of_params_and_batch_stats_follows_the_formula(decay, every, war
   assert jax.tree.structure(state.ema) == jax.tree.structure(state.variables)
   for got, want in zip(jax.tree.leaves(state.ema), numpy_average(history, decay, every, warmup)):
     np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+
+
+def test_steps_looped_in_one_call_average_as_steps_called_one_by_one():
+  # Accelerators loop a call's steps in lax.scan (parallel/multistep.py); the CPU unrolls them.
+  model, tx, state, batch = tiny_step_inputs(channels=3)
+  state = steps.start_train_state(tx, state.variables, averaged=True)
+  step = functools.partial(
+      steps.train_step, model=model, tx=tx, learning_rate_fn=lambda s: 0.1,
+      mesh=sharding.create_mesh(), averaging=ema.Averaging(decay=0.2, warmup=True, every=2))
+  finals = [jax.jit(functools.partial(multistep.run_steps, step, unroll=unroll))(
+      state, [batch] * 5)[0] for unroll in (False, True)]
+  assert [int(f.step) for f in finals] == [5, 5]
+  for x, y in zip(jax.tree.leaves(finals[0].ema), jax.tree.leaves(finals[1].ema)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
 
 
 def test_without_averaging_the_state_has_no_average_and_no_more_leaves():
