@@ -142,6 +142,20 @@ def get_config() -> ml_collections.ConfigDict:
   # stays the plain cross-entropy.
   config.label_smoothing = 0.0
 
+  # Weight averaging (docs/training.md, 'Weight averaging (EMA)'): an exponential moving average
+  # of the parameters and BatchNorm statistics, kept in the checkpoints and evaluated beside the
+  # trained weights at every evaluation, its summaries under 'ema_' + the set's prefix
+  # (ema_eval_error_top1, ema_NAME/error_top1). Chosen with load_run(workdir, weights='ema'),
+  # tools/evaluate.py --weights=ema, and so Run.export. After every `every`-th step:
+  # average <- d * average + (1 - d) * weights, starting from the weights of step 0.
+  config.ema = ml_collections.ConfigDict(dict(
+      decay=0.0,     # d per averaging update, in [0, 1); 0: no averaging (the paper).
+      # TensorFlow's warm-up (tf.train.ExponentialMovingAverage with num_updates):
+      # d = min(decay, (1 + n) / (10 + n)), n the averaging updates made before.
+      warmup=False,
+      every=1,       # Average every this many steps (torchvision's model_ema_steps).
+  ))
+
   # Train steps per jitted call (lax.scan), on both input paths (tf.data: that many batches
   # per call; device-resident: the batches are drawn inside the call). Calls end at every
   # logging, evaluation and checkpoint step, so make it divide those intervals.

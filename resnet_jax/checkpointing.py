@@ -1,10 +1,13 @@
-"""Orbax checkpoints of a run: ``workdir/checkpoints/<step>/{model, opt_state, progress}``.
+"""Orbax checkpoints of a run: ``workdir/checkpoints/<step>/{model, opt_state, progress}``, and
+``ema`` where the run averages its weights.
 
-Three items per step, so a notebook restores ``model`` (params and batch_stats) without building
-optimizer state, and the training loop restores all three:
+Items per step, so a notebook restores ``model`` (params and batch_stats) without building
+optimizer state, and the training loop restores them all:
 
 * ``model``: ``{'params', 'batch_stats'}``;
 * ``opt_state``: the optax state;
+* ``ema``: the weights' moving average ``{'params', 'batch_stats'}`` (``resnet_jax.ema``), only
+  in the checkpoints of a run with ``ema.decay`` > 0;
 * ``progress``: JSON ``{'step', 'data_position', 'num_shards'}``: the next global step, the
   index of the next input batch and the number of data shards the train split was read in,
   from which the input pipeline resumes exactly (``run_plan.resolve`` keeps the shards).
@@ -25,7 +28,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import models, read_errors, workdirs
+from resnet_jax import ema, models, read_errors, workdirs
 from resnet_jax.errors import CheckpointError
 from resnet_jax.steps import TrainState
 
@@ -62,12 +65,19 @@ def create_manager(workdir: str, keep: int = 3, read_only: bool = False) -> ocp.
                                handler_registry=_handler_registry())
 
 
+# The item of each choice of weights (``ema.WEIGHTS``).
+EMA_ITEM = 'ema'
+WEIGHTS_ITEMS = dict(zip(ema.WEIGHTS, ('model', EMA_ITEM)))
+
+
 def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
   """The handler of each item, for saving and for restoring it."""
   registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
   for item, handler, save_args, restore_args in (
       ('model', ocp.StandardCheckpointHandler(), ocp.args.StandardSave, ocp.args.StandardRestore),
       ('opt_state', ocp.StandardCheckpointHandler(), ocp.args.StandardSave,
+       ocp.args.StandardRestore),
+      (EMA_ITEM, ocp.StandardCheckpointHandler(), ocp.args.StandardSave,
        ocp.args.StandardRestore),
       ('progress', ocp.JsonCheckpointHandler(), ocp.args.JsonSave, ocp.args.JsonRestore)):
     registry.add(item, save_args, handler)
@@ -79,11 +89,13 @@ def save(manager: ocp.CheckpointManager, state: TrainState, data_position: int,
          num_shards: int) -> None:
   """Saves ``state`` at its step (asynchronously; ``manager.wait_until_finished`` to block)."""
   step = int(state.step)
+  averaged = {} if state.ema is None else {EMA_ITEM: ocp.args.StandardSave(state.ema)}
   manager.save(step, args=ocp.args.Composite(
       model=ocp.args.StandardSave(state.variables),
       opt_state=ocp.args.StandardSave(state.opt_state),
       progress=ocp.args.JsonSave({'step': step, 'data_position': int(data_position),
                                   'num_shards': int(num_shards)}),
+      **averaged,
   ), force=True)
 
 
@@ -106,7 +118,7 @@ class Outcome(enum.IntEnum):
 
 
 class _ModelMismatch(ValueError):
-  """The checkpoint holds another network's variables."""
+  """The checkpoint holds another network's variables, or lacks the run's weight average."""
 
 
 def model_mismatch(saved_model, abstract_model) -> list[str]:
@@ -134,22 +146,34 @@ def read_step(reader: ocp.CheckpointManager, step: int, abstract_state: TrainSta
 
   The seam where tests inject a fault for one process.
   """
-  saved_model = reader.item_metadata(step)['model']
+  metadata = reader.item_metadata(step)
+  saved_model = metadata['model']
   run_layout = models.stacked_stages(abstract_state.variables)
   abstract_state = models.to_layout(abstract_state, models.stacked_stages(saved_model))
   mismatch = model_mismatch(saved_model, abstract_state.variables)
   if mismatch:
-    raise _ModelMismatch(mismatch)
+    raise _ModelMismatch('the checkpoint holds a different network:\n    '
+                         + '\n    '.join(mismatch))
+  if abstract_state.ema is not None and EMA_ITEM not in metadata:
+    raise _ModelMismatch('this run averages its weights (ema.decay > 0), but the checkpoint '
+                         'holds no average (its run had ema.decay=0)')
+  if abstract_state.ema is None and EMA_ITEM in metadata:
+    logging.warning('The checkpoint at step %d holds a weight average, which this run '
+                    '(ema.decay=0) neither restores nor keeps.', step)
   local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   to_local = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=local)
+  averaged = {} if abstract_state.ema is None else {
+      EMA_ITEM: ocp.args.StandardRestore(jax.tree.map(to_local, abstract_state.ema))}
   restored = reader.restore(step, args=ocp.args.Composite(
       model=ocp.args.StandardRestore(jax.tree.map(to_local, abstract_state.variables)),
       opt_state=ocp.args.StandardRestore(jax.tree.map(to_local, abstract_state.opt_state)),
       progress=ocp.args.JsonRestore(),
+      **averaged,
   ))
   model, progress = restored['model'], restored['progress']
   state = TrainState(step=np.int32(progress['step']), params=model['params'],
-                     batch_stats=model['batch_stats'], opt_state=restored['opt_state'])
+                     batch_stats=model['batch_stats'], opt_state=restored['opt_state'],
+                     ema=restored[EMA_ITEM] if averaged else None)
   return models.to_layout(state, run_layout), progress
 
 
@@ -159,8 +183,7 @@ def _try_read(reader, step: int, abstract_state: TrainState):
     try:
       return Outcome.READ, read_step(reader, step, abstract_state)
     except _ModelMismatch as error:
-      return Outcome.MISMATCH, 'the checkpoint holds a different network:\n    ' + '\n    '.join(
-          error.args[0])
+      return Outcome.MISMATCH, str(error)
     except Exception as error:  # pylint: disable=broad-except
       kind, why = read_errors.classify(error), read_errors.describe(error)
       if kind == 'damaged':
@@ -301,9 +324,11 @@ def _set_aside(manager: ocp.CheckpointManager, steps) -> None:
   manager.reload()
 
 
-def restore_variables(workdir: str, step: int | None = None,
-                      abstract_variables: Any = None) -> tuple[dict, int]:
-  """Restores only ``{'params', 'batch_stats'}`` of ``step`` (default: the newest readable one).
+def restore_variables(workdir: str, step: int | None = None, abstract_variables: Any = None,
+                      weights: str = 'raw') -> tuple[dict, int]:
+  """Restores only ``{'params', 'batch_stats'}`` of ``step`` (default: the newest readable one):
+  the trained weights (``weights='raw'``) or their moving average (``'ema'``, ``resnet_jax.ema``;
+  an error where the run kept none).
 
   Arrays land on this process's default device unless ``abstract_variables`` (a pytree of
   ``jax.ShapeDtypeStruct`` with shardings) says otherwise, so a run trained on many
@@ -323,10 +348,13 @@ def restore_variables(workdir: str, step: int | None = None,
     if step is not None and step not in steps:
       raise CheckpointError(f'No checkpoint at step {step} in {workdir!r}; it has steps '
                             f'{sorted(steps)}.')
+    if weights not in WEIGHTS_ITEMS:
+      raise ValueError(f'weights={weights!r}: choose one of {", ".join(map(repr, ema.WEIGHTS))}.')
     damaged = []
     for candidate in [step] if step is not None else steps:
       try:
-        variables = _read_variables(manager, candidate, abstract_variables)
+        variables = _read_variables(manager, candidate, abstract_variables,
+                                    WEIGHTS_ITEMS[weights])
       except Exception as error:  # pylint: disable=broad-except
         if read_errors.classify(error) != 'damaged':
           raise
@@ -345,14 +373,22 @@ def restore_variables(workdir: str, step: int | None = None,
       'checkpoints aside in unreadable_checkpoints/ and resumes from an intact one.')
 
 
-def _read_variables(manager: ocp.CheckpointManager, step: int, abstract_variables: Any) -> dict:
-  """``{'params', 'batch_stats'}`` of ``step``, on this process's first device by default, in
-  the layout of ``abstract_variables`` where given, else the checkpoint's."""
-  metadata = manager.item_metadata(step)['model']
+def _read_variables(manager: ocp.CheckpointManager, step: int, abstract_variables: Any,
+                    item: str) -> dict:
+  """``{'params', 'batch_stats'}`` of ``item`` at ``step``, on this process's first device by
+  default, in the layout of ``abstract_variables`` where given, else the checkpoint's."""
+  items = manager.item_metadata(step)
+  if item == EMA_ITEM and item not in items:
+    raise CheckpointError(
+        f'The checkpoint at step {step} in {manager.directory} holds no weight average (EMA): '
+        'its run trained with ema.decay=0. Choose its trained weights (weights=\'raw\', '
+        'tools/evaluate.py --weights=raw), or train with weight averaging (e.g. '
+        '--config.ema.decay=0.9999).')
+  metadata = items[item]
   if abstract_variables is None:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract_variables = jax.tree.map(
         lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-  restored = manager.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(
-      models.to_layout(abstract_variables, models.stacked_stages(metadata)))))['model']
+  restored = manager.restore(step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(
+      models.to_layout(abstract_variables, models.stacked_stages(metadata)))}))[item]
   return models.to_layout(restored, models.stacked_stages(abstract_variables))

@@ -5,7 +5,9 @@
     run.evaluate()  # {'loss', 'error_top1', 'error_top5'}: what training recorded, exactly.
 
 ``load_run`` restores only ``{'params', 'batch_stats'}`` of a checkpoint (no optimizer state) onto
-this process's devices, whatever topology trained the run. Evaluation runs the training loop's own
+this process's devices, whatever topology trained the run: the trained weights, or with
+``weights='ema'`` their moving average (``config.ema``), which ``evaluate``, ``predict`` and
+``export`` then use. Evaluation runs the training loop's own
 jitted eval step over the same padded, masked batches, so on the same devices it reproduces the
 recorded numbers bit for bit. Everything runs in this process on its local devices.
 """
@@ -28,6 +30,7 @@ from jax.sharding import NamedSharding
 from resnet_jax import (
   checkpointing,
   console,
+  ema,
   errors,
   eval_sets,
   events,
@@ -65,13 +68,15 @@ def _datasets():
 @dataclasses.dataclass(frozen=True, eq=False)
 class Run:
   """One checkpoint of a run: its config, plan, model and variables ``{'params',
-  'batch_stats'}``; the plan is the run's own (``plan.json``), for this one process."""
+  'batch_stats'}`` (``weights``: 'raw', the trained ones, or 'ema', their moving average); the
+  plan is the run's own (``plan.json``), for this one process."""
   workdir: str
   config: ml_collections.ConfigDict
   plan: run_plan.RunPlan
   model: nn.Module
   variables: dict
   step: int
+  weights: str = 'raw'
   _placements: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
   @functools.cached_property
@@ -272,10 +277,12 @@ def _local(plan: run_plan.RunPlan) -> run_plan.RunPlan:
 
 def load_run(workdir: str, step: int | None = None, *,
              config: ml_collections.ConfigDict | None = None,
-             data_dir: str | None = None) -> Run:
+             data_dir: str | None = None, weights: str = 'raw') -> Run:
   """Opens the checkpoint of ``step`` (default: the latest) of the run in ``workdir``.
 
-  Restores only params and batch_stats, onto this process's first local device. The run's plan
+  Restores only params and batch_stats, onto this process's first local device: the trained
+  ones (``weights='raw'``) or their moving average (``'ema'``; a ``CheckpointError`` where the
+  run kept none). The run's plan
   (``plan.json``) gives its numbers; ``config`` replaces the saved ``workdir/config.json`` and
   must describe the same network, and ``data_dir`` reads the dataset from another tfds
   data_dir (either resolves the plan again). Raises ``CheckpointError`` naming what exists when
@@ -295,14 +302,14 @@ def load_run(workdir: str, step: int | None = None, *,
     config.dataset.data_dir = data_dir
   if plan is None:  # Asked for, or a run that wrote no plan.
     plan = _datasets().plan_for(config, training=False)
-  variables, step = checkpointing.restore_variables(workdir, step)
+  variables, step = checkpointing.restore_variables(workdir, step, weights=weights)
   model = models.from_config(config.model, _num_classes(variables))
   variables, problem = _in_layout_of(model, variables)
   if problem:
     raise errors.CheckpointError(f'The checkpoint at step {step} of {workdir!r} does not fit the '
                                  f'model of its config: {problem}.')
   return Run(workdir=workdir, config=plan.config, plan=_local(plan), model=model,
-             variables=variables, step=step)
+             variables=variables, step=step, weights=weights)
 
 
 def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
@@ -324,10 +331,19 @@ def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
 
 def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:
   """``main.py --mode=eval``: evaluates the latest checkpoint on the eval split and on each set
-  of ``config.extra_evals``, printing one line for each with the metrics named as its summaries;
-  returns the eval split's metrics."""
+  of ``config.extra_evals``, printing one line for each, then the same for the weights' moving
+  average where the run kept one (``config.ema``); returns the eval split's metrics of the
+  weights."""
   library_logs.quiet()
   run = load_run(workdir, config=config)
+  metrics = _evaluate_every_set(run, workdir)
+  if ema.from_config(run.config) is not None:
+    _evaluate_every_set(load_run(workdir, run.step, config=config, weights='ema'), workdir)
+  return metrics
+
+
+def _evaluate_every_set(run: Run, workdir: str) -> dict:
+  """Prints the evaluation of ``run`` on each of its sets; returns the eval split's metrics."""
   main, *extras = run.plan.eval_sets
   metrics = _print_evaluation(run, workdir, main, run.evaluate())
   for extra in extras:
@@ -337,9 +353,12 @@ def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = Non
 
 def _print_evaluation(run: Run, workdir: str, eval_set: run_plan.EvalSet, metrics: dict) -> dict:
   """'Evaluated step 368 of WORKDIR on 1 device: test error 0.67 % (2/297), top-5 0.00 %,
-  loss 0.01663'; an extra set is named with its dataset and split."""
+  loss 0.01663'; an extra set is named with its dataset and split, the weights' average with
+  '(EMA)'."""
   name = eval_set.name if eval_set.prefix == eval_sets.EVAL_PREFIX else (
       f'{eval_set.name} ({eval_set.dataset}:{eval_set.split})')
+  if run.weights == 'ema':
+    name += ' (EMA)'
   devices = run.num_devices
   errors_text = console.errors(name, metrics['error_top1'], metrics['error_top5'],
                                eval_set.num_examples)

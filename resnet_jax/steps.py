@@ -27,6 +27,9 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
+  # The weights' moving average ``{'params', 'batch_stats'}`` (``resnet_jax.ema``); None, no
+  # leaves, where the run averages nothing.
+  ema: Any = None
 
   @property
   def variables(self):
@@ -38,16 +41,19 @@ def init_variables(model, rng, image_shape) -> dict:
   return model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
 
 
-def init_train_state(model, tx, rng, image_shape) -> TrainState:
+def init_train_state(model, tx, rng, image_shape, averaged: bool = False) -> TrainState:
   """Initialises params and batch_stats from ``rng`` and the optimizer state from them."""
-  return start_train_state(tx, init_variables(model, rng, image_shape))
+  return start_train_state(tx, init_variables(model, rng, image_shape), averaged)
 
 
-def start_train_state(tx, variables) -> TrainState:
-  """Step 0 from ``variables`` (``{'params', 'batch_stats'}``) and a fresh optimizer state."""
+def start_train_state(tx, variables, averaged: bool = False) -> TrainState:
+  """Step 0 from ``variables`` (``{'params', 'batch_stats'}``) and a fresh optimizer state;
+  ``averaged``: with their moving average, which starts as a copy of them (its own buffers, so
+  that a step may donate both)."""
   return TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                     batch_stats=variables['batch_stats'],
-                    opt_state=tx.init(variables['params']))
+                    opt_state=tx.init(variables['params']),
+                    ema=jax.tree.map(jnp.copy, dict(variables)) if averaged else None)
 
 
 def first_nonfinite(values, steps):
@@ -196,7 +202,8 @@ def model_images(batch, image_correction=None):
 def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callable,
                mesh: jax.sharding.Mesh, gradient_allreduce_dtype=jnp.float32,
                label_smoothing: float = 0.0, image_correction=None,
-               rng: jax.Array | None = None) -> tuple[TrainState, TrainMetrics]:
+               rng: jax.Array | None = None,
+               averaging=None) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step on a global batch split along the ``data`` axis of ``mesh``.
 
   Each device differentiates the loss of its slice of the batch (``jax.shard_map``), and the
@@ -210,6 +217,7 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
   ``model_images``. ``rng``: the run's key, for a model that draws random masks in training
   (dropout, stochastic depth): step k draws from ``fold_in(rng, k)`` folded with the device's
   index, so the masks are a function of (seed, step) and every device draws its own.
+  ``averaging``: the run's ``ema.Averaging``, which moves ``state.ema`` after the update.
   """
   axis = sharding.DATA_AXIS
   model = model.clone(bn_axis_name=axis)
@@ -254,6 +262,9 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
       health=outputs['loss'].sum() + optax.tree.norm(params), step=state.step + 1)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
+  if averaging is not None:
+    new_state = new_state.replace(
+        ema=averaging.update(state.ema, new_state.variables, new_state.step))
   return new_state, step_metrics
 
 

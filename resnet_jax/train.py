@@ -24,6 +24,7 @@ from jax.sharding import NamedSharding
 from resnet_jax import (
   checkpointing,
   console,
+  ema,
   eval_sets,
   init_from,
   library_logs,
@@ -76,18 +77,22 @@ def build_program(plan: run_plan.RunPlan, devices=None, image_correction=None) -
   if mesh.devices.flat[0].platform == 'cpu':
     model = cpu_workarounds.with_loop_friendly_convs(model)
   tx, learning_rate_fn = optim.create_optimizer(config.optimizer, plan.learning_rate)
+  averaging = ema.from_config(config)
   init = jax.jit(functools.partial(steps.init_train_state, model, tx,
-                                   image_shape=plan.image_shape), out_shardings=replicated)
+                                   image_shape=plan.image_shape, averaged=averaging is not None),
+                 out_shardings=replicated)
   train_step = functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, mesh=mesh,
       gradient_allreduce_dtype=config.gradient_allreduce_dtype,
       label_smoothing=config.label_smoothing, image_correction=image_correction,
-      rng=jax.random.key(config.seed))
+      rng=jax.random.key(config.seed), averaging=averaging)
   if config.cpu_fusion_barriers and mesh.devices.flat[0].platform == 'cpu':
     train_step = cpu_workarounds.with_block_barriers(train_step)
   return Program(mesh=mesh, model=model, replicated=replicated, batch_sharding=batch_sharding,
-                 init=init, start=jax.jit(functools.partial(steps.start_train_state, tx),
-                                          out_shardings=replicated),
+                 init=init,
+                 start=jax.jit(functools.partial(steps.start_train_state, tx,
+                                                 averaged=averaging is not None),
+                               out_shardings=replicated),
                  train_step=train_step,
                  train_fn=multistep.make_train_fn(train_step, mesh),
                  eval_fn=eval_loop.jit_eval_step(model, mesh, image_correction))
@@ -222,11 +227,14 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
     return state
 
   # ---- Evaluation: the eval split (the plateau schedule reads it), then config.extra_evals,
-  # each under its summary prefix; every split is built once and read whole each time.
-  def run_eval(variables) -> dict[str, dict[str, float]]:
-    """{prefix: {prefix + metric: value}} for every eval set."""
-    return {s.prefix: eval_loop.evaluate(program.eval_fn, variables, data.eval_split(s),
-                                         batch_sharding, s.prefix) for s in plan.eval_sets}
+  # each under its summary prefix; every split is built once and read whole each time. The
+  # weights' average (config.ema) is evaluated on each after them, under 'ema_' + its prefix.
+  def run_eval(state) -> dict[str, dict[str, float]]:
+    """{prefix: {prefix + metric: value}} for every eval set and weights."""
+    weights = [('', state.variables)] + ([] if state.ema is None else [(ema.PREFIX, state.ema)])
+    return {w + s.prefix: eval_loop.evaluate(program.eval_fn, variables, data.eval_split(s),
+                                             batch_sharding, w + s.prefix)
+            for w, variables in weights for s in plan.eval_sets}
 
   plateau_fn = jax.jit(functools.partial(optim.plateau_update, plan.learning_rate),
                        out_shardings=program.replicated)
@@ -238,8 +246,10 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   # Metrics to the console (a line per interval and per evaluated set), and on the chief to
   # TensorBoard; the hyperparameters to TensorBoard only (config.json holds them too).
   summaries = [metric_writers.SummaryWriter(str(workdir))] if is_chief else []
-  console_writer = reporting.ConsoleWriter(plan.total_steps,
-                                           {s.prefix: s.name for s in plan.eval_sets})
+  eval_names = {s.prefix: s.name for s in plan.eval_sets}
+  if state.ema is not None:  # The weights' average: 'step 92: test (EMA) error ...'.
+    eval_names.update({ema.PREFIX + s.prefix: f'{s.name} (EMA)' for s in plan.eval_sets})
+  console_writer = reporting.ConsoleWriter(plan.total_steps, eval_names)
   writer = metric_writers.AsyncMultiWriter([console_writer, *summaries])
   if start_step == 0:
     for summary in summaries:
@@ -309,7 +319,7 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
         check_and_write(step, train_metrics)
         train_metrics = None
       if step % plan.eval_every == 0 or is_last:
-        evaluations = run_eval(state.variables)
+        evaluations = run_eval(state)
         for metrics in evaluations.values():
           writer.write_scalars(step, metrics)
         if is_chief:

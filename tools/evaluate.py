@@ -3,17 +3,20 @@
     python -m tools.evaluate --workdir=/runs/resnet50 --mode=ten_crop
     python -m tools.evaluate --workdir=/runs/resnet50 --mode=multi_scale
     python -m tools.evaluate --workdir=/runs/resnet56 --mode=center
+    python -m tools.evaluate --workdir=/runs/resnet56 --mode=center --weights=ema
     python -m tools.evaluate --torchvision_checkpoint=resnet50.pth --model=resnet50 \
         --mode=ten_crop --data_dir=~/tensorflow_datasets
 
-The result, {"mode", "step", "error_top1", "error_top5", "num_examples", "compiled_shapes"}
-(errors as fractions), goes to ``<workdir>/eval_<mode>.json``, where ``experiments.report`` picks
-it up, or to ``--output``. On several hosts (a TPU pod, a SLURM or Open MPI job; elsewhere add
-``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``), run the same command on
-every host: each evaluates its part of the split on its own devices, and process 0 writes the
-result for all. A torchvision checkpoint (a state dict saved with ``torch.save``, or an ``.npz`` of
-the same keys) is converted by ``resnet_jax.torchvision_weights`` and evaluated on ImageNet's validation split
-with this project's preprocessing; reading ``.pth`` files needs torch.
+The result, {"mode", "step", "weights", "error_top1", "error_top5", "num_examples",
+"compiled_shapes"} (errors as fractions), goes to ``<workdir>/eval_<mode>.json``, where
+``experiments.report`` picks it up, or to ``--output``. ``--weights=ema`` evaluates the run's
+moving average of its weights (``config.ema``) instead of the trained weights, and writes
+``<workdir>/eval_<mode>_ema.json``. On several hosts (a TPU pod, a SLURM or Open MPI job;
+elsewhere add ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``), run the same
+command on every host: each evaluates its part of the split on its own devices, and process 0
+writes the result for all. A torchvision checkpoint (a state dict saved with ``torch.save``, or
+an ``.npz`` of the same keys) is converted by ``resnet_jax.torchvision_weights`` and evaluated on
+ImageNet's validation split with this project's preprocessing; reading ``.pth`` files needs torch.
 """
 
 import json
@@ -23,7 +26,7 @@ from absl import app, flags
 
 from configs import imagenet
 from experiments import sweeps
-from resnet_jax import console, errors, evaluation, library_logs, models, torchvision_weights
+from resnet_jax import console, ema, errors, evaluation, library_logs, models, torchvision_weights
 from resnet_jax.parallel import distributed
 
 FLAGS = flags.FLAGS
@@ -38,6 +41,8 @@ def define_flags():
                     'The torchvision net of --torchvision_checkpoint.')
   flags.DEFINE_enum('mode', 'center', evaluation.MODES, 'Evaluation mode.')
   flags.DEFINE_integer('step', None, 'Checkpoint step; default the latest.')
+  flags.DEFINE_enum('weights', 'raw', ema.WEIGHTS, "The run's trained weights ('raw') or their "
+                    "moving average ('ema', kept by runs with config.ema.decay > 0).")
   flags.DEFINE_string('data_dir', None, 'tfds data_dir, if not the one the run was trained with.')
   flags.DEFINE_integer('batch_size', 0, 'Images per call and host for ten_crop (0: '
                        'eval_batch_size // 10, shared by the hosts), rounded up to a multiple of '
@@ -88,6 +93,9 @@ def main(argv):
   if FLAGS.torchvision_checkpoint and not FLAGS.model:
     raise app.UsageError('--torchvision_checkpoint needs --model (one of '
                          f'{", ".join(torchvision_weights.TORCHVISION_NAMES)}).')
+  if FLAGS.torchvision_checkpoint and FLAGS.weights != 'raw':
+    raise app.UsageError('--weights=ema chooses the moving average that a run (--workdir) kept; '
+                         'a torchvision checkpoint has only its weights.')
   library_logs.configure(FLAGS.verbose)
   from resnet_jax.evaluation import protocols  # pylint: disable=import-outside-toplevel
   with errors.exit_on_user_error():
@@ -95,7 +103,7 @@ def main(argv):
       if FLAGS.workdir:
         result = protocols.evaluate_workdir(FLAGS.workdir, FLAGS.mode, step=FLAGS.step,
                                              data_dir=FLAGS.data_dir,
-                                             batch_size=FLAGS.batch_size)
+                                             batch_size=FLAGS.batch_size, weights=FLAGS.weights)
       else:
         result = evaluate_torchvision(FLAGS.torchvision_checkpoint, FLAGS.model, FLAGS.mode,
                                       FLAGS.data_dir, FLAGS.batch_size)
@@ -105,12 +113,15 @@ def main(argv):
       raise app.UsageError(str(error)) from error
   if jax.process_index() != 0:
     return
-  output = FLAGS.output or (FLAGS.workdir and sweeps.eval_result_path(FLAGS.workdir, FLAGS.mode))
+  named = FLAGS.mode if FLAGS.weights == 'raw' else f'{FLAGS.mode}_{FLAGS.weights}'
+  output = FLAGS.output or (FLAGS.workdir and sweeps.eval_result_path(FLAGS.workdir, named))
   if output:
     with open(output, 'w') as f:
       json.dump(result, f, indent=2)
   what = (f'{FLAGS.workdir} at step {result["step"]}' if FLAGS.workdir
           else FLAGS.torchvision_checkpoint)
+  if FLAGS.weights == 'ema':
+    what = f"the weights' moving average (EMA) of {what}"
   errors_text = console.errors(FLAGS.mode, result['error_top1'], result['error_top5'],
                                result['num_examples'])
   print(f'Evaluated {what}: {errors_text} of {result["num_examples"]} examples '

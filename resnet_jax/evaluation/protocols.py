@@ -214,8 +214,9 @@ def evaluate(plan: run_plan.RunPlan, model, variables, mode: str, batch_size: in
 
 
 def evaluate_workdir(workdir: str, mode: str, step=None, data_dir=None,
-                     batch_size: int = 0) -> dict:
-  """``evaluate`` for a run's checkpoint (default: the latest); adds 'mode' and 'step'."""
-  run = notebook.load_run(workdir, step, data_dir=data_dir)
+                     batch_size: int = 0, weights: str = 'raw') -> dict:
+  """``evaluate`` for a run's checkpoint (default: the latest) with its ``weights`` ('raw' or
+  'ema', ``notebook.load_run``); adds 'mode', 'step' and 'weights'."""
+  run = notebook.load_run(workdir, step, data_dir=data_dir, weights=weights)
   return dict(evaluate(run.plan, run.model, run.variables, mode, batch_size), mode=mode,
-              step=run.step)
+              step=run.step, weights=weights)
