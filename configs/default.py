@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
       # 'sgd': SGD with momentum, weight decay added to the gradient (the paper). 'lars': You et
       # al.'s layer-wise rates for large batches, on the kernels only (needs
       # weight_decay_on='kernels'; BatchNorm parameters and biases take plain momentum SGD).
+      # 'adamw', 'lamb': optax's AdamW and LAMB, weight decay decoupled from the gradient and
+      # multiplied by the rate (as PyTorch's AdamW and timm's Lamb), on weight_decay_on's
+      # parameters; momentum and nesterov are SGD's and LARS's only.
       name='sgd',
       learning_rate=0.1,
       lr_reference_batch=0,        # > 0: scale the rate by batch_size / lr_reference_batch.
@@ -116,6 +119,23 @@ def get_config() -> ml_collections.ConfigDict:
       # where both would apply, validation asks to switch one off.
       warmup_steps=config_dict.placeholder(int),
       warmup_learning_rate=0.01,
+      # A linear warm-up from 0 to the rate (the scaled one, if it is) over these first steps or
+      # epochs, at most one of the two non-zero; then the schedule, the cosine and polynomial
+      # decays starting where it ends (torchvision's and timm's recipes warm up so). 0: none. It
+      # excludes the two warm-ups above: set warmup_steps=0, and scaling_warmup_epochs=0 where
+      # the rate is scaled up.
+      linear_warmup_steps=0,
+      linear_warmup_epochs=0.0,
+      # AdamW and LAMB: the decay rates of the gradient's first and second moments, and the
+      # epsilon added to the root of the second; None: the optimizer's own (AdamW 1e-8, LAMB
+      # 1e-6, as optax and timm).
+      adam_b1=0.9,
+      adam_b2=0.999,
+      adam_eps=config_dict.placeholder(float),
+      # Every optimizer: scale the (averaged) gradient down to this global L2 norm where it is
+      # larger, before weight decay and momentum (timm's --clip-grad; its Lamb clips at 1.0).
+      # None: no clipping.
+      grad_clip_norm=config_dict.placeholder(float),
       # LARS (name='lars'): the trust coefficient and the epsilon of its layer-wise ratio.
       lars_trust_coefficient=0.001,
       lars_epsilon=0.0,
@@ -141,6 +161,30 @@ def get_config() -> ml_collections.ConfigDict:
   # (Szegedy et al. 2016); it is the loss minimised and logged as train_loss. Evaluation's loss
   # stays the plain cross-entropy.
   config.label_smoothing = 0.0
+  # The training loss (resnet_jax/losses.py): 'cross_entropy' (softmax; the paper) or
+  # 'binary_cross_entropy' (a sigmoid per class against the same soft targets, timm's
+  # BinaryCrossEntropy of the "ResNet strikes back" recipes). Evaluation's loss stays the plain
+  # cross-entropy.
+  config.loss = 'cross_entropy'
+  # binary_cross_entropy only: targets above this become 1 and the others 0, after smoothing and
+  # mixing (timm's target_threshold; RSB uses 0.2); None keeps the soft targets.
+  config.bce_target_threshold = config_dict.placeholder(float)
+  # binary_cross_entropy only: sum the classes' losses (timm's --bce-sum) instead of their mean
+  # (timm's default, over batch and classes alike).
+  config.bce_sum_classes = False
+
+  # Mixup and cutmix of each training batch, on the devices inside the train step
+  # (resnet_jax/mixing.py; timm's Mixup in mode 'batch', torchvision's references): one
+  # coefficient per batch, each example mixed with its neighbour (the batch rolled by one), the
+  # targets (smoothed by label_smoothing first) mixed alike; the top-k errors stay counted
+  # against the batch's own labels. The draws are a function of (seed, step), whatever the
+  # number of devices. Both alphas 0: off (the paper).
+  config.mixup = ml_collections.ConfigDict(dict(
+      mixup_alpha=0.0,   # > 0: mixup, lam ~ Beta(alpha, alpha) (torchvision's recipe: 0.2).
+      cutmix_alpha=0.0,  # > 0: cutmix, lam ~ Beta(alpha, alpha), then the box's (recipe: 1.0).
+      prob=1.0,          # The chance that a batch is mixed at all.
+      switch_prob=0.5,   # Both on: the chance that a mixed batch takes cutmix, not mixup.
+  ))
 
   # Weight averaging (docs/training.md, 'Weight averaging (EMA)'): an exponential moving average
   # of the parameters and BatchNorm statistics, kept in the checkpoints and evaluated beside the

@@ -1,8 +1,9 @@
 """The learning rate of a run: its recipe resolved into numbers once, and the schedule of them.
 
 One warm-up, then one decay. The warm-up is a linear ramp from the base rate to the rate scaled
-for the batch (Goyal et al. 2017), or the paper's constant warm-up of its deepest CIFAR nets
-(ResNet-110: 0.01 for 400 iterations). The decay is ``optimizer.schedule``: ``'steps'`` divides
+for the batch (Goyal et al. 2017), a linear ramp from 0 to the rate (``linear_warmup_epochs`` or
+``_steps``: torchvision's and timm's recipes, which start near 0), or the paper's constant
+warm-up of its deepest CIFAR nets (ResNet-110: 0.01 for 400 iterations). The decay is ``optimizer.schedule``: ``'steps'`` divides
 the rate at fixed boundaries, ``'cosine'`` and ``'polynomial'`` take it to ``end_learning_rate``
 at the last step, ``'plateau'`` divides it when the held-out error stops improving (the paper's
 ImageNet rule). ``resolve`` turns the config into a ``LearningRate`` of plain numbers in steps
@@ -30,7 +31,8 @@ class LearningRate:
   """The rate of every step, as numbers: what ``schedule`` and ``plateau`` are built from."""
   base: float                    # optimizer.learning_rate.
   peak: float                    # Scaled for the batch: the rate after the warm-up.
-  warmup: str                    # 'none', 'constant' (at warmup_rate) or 'ramp' (base -> peak).
+  warmup: str                    # 'none', 'constant' (at warmup_rate), 'ramp' (base -> peak)
+                                 # or 'linear' (0 -> peak).
   warmup_steps: int
   warmup_rate: float
   decay: str                     # One of SCHEDULES.
@@ -87,6 +89,7 @@ def problems(config) -> list[str]:
   elif ramps and config.total_epochs and opt.scaling_warmup_epochs >= config.total_epochs:
     found.append(f'optimizer.scaling_warmup_epochs={opt.scaling_warmup_epochs} must be shorter '
                  f'than the run (total_epochs={config.total_epochs}).')
+  found += _linear_warmup_problems(config, ramps)
   if opt.lr_boundaries_unit not in ('steps', 'epochs'):
     found.append(f"optimizer.lr_boundaries_unit={opt.lr_boundaries_unit!r}; use 'steps' or "
                  "'epochs'.")
@@ -111,6 +114,36 @@ def problems(config) -> list[str]:
   return found
 
 
+def _linear_warmup_problems(config, ramps) -> list[str]:
+  """The warm-up from 0: in steps or in epochs, not negative, shorter than the run, alone."""
+  opt = config.optimizer
+  steps, epochs = opt.linear_warmup_steps, opt.linear_warmup_epochs
+  if steps < 0 or epochs < 0:
+    return [f'optimizer.linear_warmup_steps={steps} and optimizer.linear_warmup_epochs={epochs} '
+            'must not be negative (0: no warm-up from 0).']
+  if steps and epochs:
+    return [f'The warm-up from 0 is in steps or in epochs: set one of '
+            f'optimizer.linear_warmup_steps={steps} and optimizer.linear_warmup_epochs={epochs} '
+            'to 0.']
+  if not (steps or epochs):
+    return []
+  field = (f'optimizer.linear_warmup_steps={steps}' if steps
+           else f'optimizer.linear_warmup_epochs={epochs}')
+  other = ('the constant warm-up of optimizer.warmup_steps='
+           f'{network_warmup_steps(config)} (--config.optimizer.warmup_steps=0)'
+           if network_warmup_steps(config) else
+           f'the ramp of optimizer.scaling_warmup_epochs={opt.scaling_warmup_epochs} to the rate '
+           'scaled for the batch (--config.optimizer.scaling_warmup_epochs=0)' if ramps else '')
+  if other:
+    return [f'Two warm-ups apply: the one from 0 of {field} and {other}. A run starts with one '
+            'of them: switch the other off.']
+  run = config.total_steps if steps else config.total_epochs
+  if run and (steps or epochs) >= run:
+    return [f'{field} must be shorter than the run ('
+            f'{"total_steps" if steps else "total_epochs"}={run}).']
+  return []
+
+
 def resolve(config, *, steps_per_epoch: int, total_steps: int, eval_every: int) -> LearningRate:
   """The config's recipe in numbers, for a run of ``total_steps`` steps of ``steps_per_epoch``
   per epoch that evaluates every ``eval_every`` steps (``problems`` found nothing)."""
@@ -118,6 +151,8 @@ def resolve(config, *, steps_per_epoch: int, total_steps: int, eval_every: int) 
   peak = scaled_rate(config)
   ramp = round(opt.scaling_warmup_epochs * steps_per_epoch) if peak > opt.learning_rate else 0
   constant = network_warmup_steps(config)
+  linear = (round(opt.linear_warmup_epochs * steps_per_epoch) if opt.linear_warmup_epochs
+            else int(opt.linear_warmup_steps))
   boundaries = tuple(int(round(b * steps_per_epoch)) if opt.lr_boundaries_unit == 'epochs'
                      else int(b) for b in opt.lr_boundaries)
   patience = opt.plateau_patience
@@ -127,8 +162,8 @@ def resolve(config, *, steps_per_epoch: int, total_steps: int, eval_every: int) 
                                       / eval_every, 9)))
   return LearningRate(
       base=float(opt.learning_rate), peak=float(peak),
-      warmup='ramp' if ramp else 'constant' if constant else 'none',
-      warmup_steps=ramp or constant, warmup_rate=float(opt.warmup_learning_rate),
+      warmup='linear' if linear else 'ramp' if ramp else 'constant' if constant else 'none',
+      warmup_steps=linear or ramp or constant, warmup_rate=float(opt.warmup_learning_rate),
       decay=opt.schedule, boundaries=boundaries, decay_factor=float(opt.lr_decay_factor),
       end_rate=float(opt.end_learning_rate), decay_power=float(opt.decay_power),
       total_steps=total_steps, plateau_patience=int(patience),
@@ -155,18 +190,19 @@ def _decay(rate: LearningRate) -> optax.Schedule:
 def schedule(rate: LearningRate) -> optax.Schedule:
   """The rate at each step: a pure function of the step, so a resumed run follows it exactly.
 
-  The ramp goes linearly from the base rate at step 0 to the peak at the end of the warm-up;
-  the constant warm-up holds ``warmup_rate``. After it the decay continues; step boundaries are
-  absolute steps, as if the warm-up had not been there.
+  The ramp goes linearly from the base rate ('ramp') or from 0 ('linear') at step 0 to the peak
+  at the end of the warm-up; the constant warm-up holds ``warmup_rate``. After it the decay
+  continues; step boundaries are absolute steps, as if the warm-up had not been there.
   """
   decay = _decay(rate)
   if rate.warmup == 'none':
     return decay
+  start = 0.0 if rate.warmup == 'linear' else rate.base
 
   def rate_at(step):
-    # base + (peak - base) x step / steps: exactly the base rate at step 0.
-    warmup = (rate.base + (rate.peak - rate.base) * step / rate.warmup_steps
-              if rate.warmup == 'ramp' else rate.warmup_rate)
+    # start + (peak - start) x step / steps: exactly the start at step 0.
+    warmup = (start + (rate.peak - start) * step / rate.warmup_steps
+              if rate.warmup in ('ramp', 'linear') else rate.warmup_rate)
     return jnp.where(step < rate.warmup_steps, warmup, decay(step))
 
   return rate_at

@@ -1,8 +1,11 @@
-"""The optimizer: the paper's SGD, and LARS for large batches.
+"""The optimizer: the paper's SGD, LARS for large batches, AdamW and LAMB.
 
 ``optimizer.name='sgd'`` is the paper's SGD with momentum and weight decay; ``'lars'`` is You et
-al.'s layer-wise adaptive rates for large batches. Both take their rate from the run's
-``learning_rate.LearningRate``. With the plateau schedule the last element of the optimizer
+al.'s layer-wise adaptive rates for large batches; ``'adamw'`` is Adam with decoupled weight
+decay (Loshchilov and Hutter 2019) and ``'lamb'`` its layer-wise adaptive form (You et al. 2020,
+the optimizer of timm's "ResNet strikes back" recipes), both optax's. All take their rate from
+the run's ``learning_rate.LearningRate``, and clip the gradient's global norm first where
+``grad_clip_norm`` is set. With the plateau schedule the last element of the optimizer
 state is ``optax.contrib.reduce_on_plateau``'s, so it is checkpointed with it; the training loop
 feeds it each evaluation's top-1 error (``plateau_update``) and every update is scaled by its
 ``scale``.
@@ -15,7 +18,7 @@ import optax
 
 from resnet_jax import learning_rate, models
 
-OPTIMIZERS = ('sgd', 'lars')
+OPTIMIZERS = ('sgd', 'lars', 'adamw', 'lamb')
 
 
 def problems(config) -> list[str]:
@@ -33,9 +36,15 @@ def problems(config) -> list[str]:
   if not opt.lars_trust_coefficient > 0 or opt.lars_epsilon < 0:
     found.append(f'optimizer.lars_trust_coefficient={opt.lars_trust_coefficient} must be '
                  f'positive and optimizer.lars_epsilon={opt.lars_epsilon} not negative.')
-  if not 0 <= config.label_smoothing < 1:
-    found.append(f'label_smoothing={config.label_smoothing} must be in [0, 1) (0: the plain '
-                 'cross-entropy; MLPerf uses 0.1).')
+  if not (0 <= opt.adam_b1 < 1 and 0 <= opt.adam_b2 < 1):
+    found.append(f'optimizer.adam_b1={opt.adam_b1} and optimizer.adam_b2={opt.adam_b2} (AdamW, '
+                 'LAMB) must be in [0, 1), e.g. 0.9 and 0.999.')
+  if opt.adam_eps is not None and not opt.adam_eps > 0:
+    found.append(f'optimizer.adam_eps={opt.adam_eps} must be positive, or None for the '
+                 "optimizer's own (AdamW 1e-8, LAMB 1e-6).")
+  if opt.grad_clip_norm is not None and not opt.grad_clip_norm > 0:
+    found.append(f'optimizer.grad_clip_norm={opt.grad_clip_norm} must be positive, or None not '
+                 'to clip the gradient.')
   if not 0 <= opt.momentum < 1:
     found.append(f'optimizer.momentum={opt.momentum} must be in [0, 1).')
   if opt.weight_decay < 0:
@@ -104,22 +113,37 @@ def _scale_by_plateau(plateau) -> optax.GradientTransformation:
   return optax.GradientTransformation(plateau.init, update)
 
 
+def _adaptive(opt, schedule) -> optax.GradientTransformation:
+  """optax's AdamW or LAMB: weight decay decoupled from the gradient's moments, on the
+  parameters of ``weight_decay_on``; LAMB's trust ratio ||w|| / ||update|| scales every
+  parameter's update (timm's ``Lamb`` leaves the undecayed ones unscaled)."""
+  adaptive = optax.adamw if opt.name == 'adamw' else optax.lamb
+  eps = {} if opt.adam_eps is None else {'eps': opt.adam_eps}
+  return adaptive(schedule, b1=opt.adam_b1, b2=opt.adam_b2, weight_decay=opt.weight_decay,
+                  mask=weight_decay_mask(opt.weight_decay_on), **eps)
+
+
 def create_optimizer(opt, rate: learning_rate.LearningRate):
   """The optimizer of ``opt`` (a config's ``optimizer``) at the rate ``rate``, and its schedule:
   ``(optimizer, schedule)``.
 
   SGD: (optionally Nesterov) momentum and L2 weight decay added to the gradient before momentum,
-  exactly like Caffe's and PyTorch's SGD. LARS: ``_lars``. With the plateau schedule the updates
-  are then scaled, which scales the rate, as Caffe and PyTorch do. With
+  exactly like Caffe's and PyTorch's SGD. LARS: ``_lars``. AdamW, LAMB: ``_adaptive``. With
+  ``grad_clip_norm`` the gradient is first scaled to at most that global norm. With the plateau
+  schedule the updates are then scaled, which scales the rate, as Caffe and PyTorch do. With
   ``backbone_lr_multiplier`` (fine-tuning) the updates outside the classifier are scaled by it.
   """
   schedule = learning_rate.schedule(rate)
   if opt.name == 'lars':
     tx = _lars(opt, schedule)
+  elif opt.name in ('adamw', 'lamb'):
+    tx = _adaptive(opt, schedule)
   else:
     tx = optax.chain(
         optax.add_decayed_weights(opt.weight_decay, weight_decay_mask(opt.weight_decay_on)),
         optax.sgd(schedule, momentum=opt.momentum, nesterov=opt.nesterov))
+  if opt.grad_clip_norm is not None:
+    tx = optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), tx)
   if rate.decay == 'plateau':
     tx = optax.chain(tx, _scale_by_plateau(learning_rate.plateau(rate)))
   if opt.backbone_lr_multiplier != 1:
@@ -154,10 +178,3 @@ def plateau_update(rate: learning_rate.LearningRate, opt_state, error):
   """``opt_state`` after one evaluation's held-out ``error`` (jittable; plateau schedule only)."""
   _, plateau_state = learning_rate.plateau(rate).update({}, opt_state[-1], value=error)
   return (*opt_state[:-1], plateau_state)
-
-
-def smoothed_cross_entropy(logits, labels, label_smoothing: float):
-  """Per-example cross-entropy against targets smoothed towards uniform (Szegedy et al. 2016):
-  1 - a + a/K on the label and a/K on each other of the K classes, a = ``label_smoothing``."""
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)

@@ -5,11 +5,12 @@ facts (``facts(name) -> DatasetSpec``: the registry's entry, a tfds builder's in
 folder's; ``registry.get`` where TensorFlow is not installed) and returns a frozen ``RunPlan``:
 the data shards and batches, the image shape, steps per epoch, the run's length and its
 intervals in steps, the learning rate's numbers and the evaluation sets. Each part checks its
-own section (``models.config_problems``, ``optim.problems``, ``data.config_checks.problems``,
-``eval_sets``, ``ema.problems``); ``resolve`` gathers what they find into one ``ConfigError``
-before anything is read or compiled. Everything downstream takes the plan, or numbers from it,
-and derives nothing from the config again; a run writes it beside ``config.json`` (``save``),
-where reports, ``load_run`` and the TPU planner read it.
+own section (``models.config_problems``, ``optim.problems``, ``losses.problems``,
+``mixing.problems``, ``data.config_checks.problems``, ``eval_sets``, ``ema.problems``);
+``resolve`` gathers what they find into one ``ConfigError`` before anything is read or compiled.
+Everything downstream takes the plan, or numbers from it, and derives nothing from the config
+again; a run writes it beside ``config.json`` (``save``), where reports, ``load_run`` and the TPU
+planner read it.
 
 Steps per epoch have one formula: the train split is cut into ``num_shards`` data shards
 (``tfds.even_splits``), each step takes ``batch_size // num_shards`` examples of every shard, and
@@ -25,7 +26,7 @@ from collections.abc import Callable
 import ml_collections
 from absl import logging
 
-from resnet_jax import ema, eval_sets, learning_rate, models, optim, workdirs
+from resnet_jax import ema, eval_sets, learning_rate, losses, mixing, models, optim, workdirs
 from resnet_jax.data import config_checks, registry, splits
 from resnet_jax.errors import ConfigError, DatasetNotAvailableError
 
@@ -231,7 +232,8 @@ def resolve(config, *, devices: int, processes: int,
     raise ConfigError('Invalid config:\n  ' + '\n  '.join(found))
   found = models.config_problems(config.model, max(config.batch_size // devices, 1))
   found += _run_problems(config, devices, processes) + _duration_problems(config)
-  found += optim.problems(config) + ema.problems(config)
+  found += (optim.problems(config) + losses.problems(config) + mixing.problems(config)
+            + ema.problems(config))
   unprepared = False
   try:
     spec = facts(config.dataset.name)

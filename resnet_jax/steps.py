@@ -16,7 +16,7 @@ import optax
 from clu import metrics
 from jax.sharding import PartitionSpec as P
 
-from resnet_jax import optim
+from resnet_jax import losses, mixing, optim
 from resnet_jax.parallel import sharding
 
 
@@ -199,9 +199,24 @@ def model_images(batch, image_correction=None):
   return images.astype(jnp.float32) / 255.0 + offset
 
 
+def soft_targets(batch, num_classes: int, label_smoothing: float, loss: losses.Loss,
+                 mix: mixing.Mixing | None, image_correction, mix_key, mesh):
+  """``(batch, targets)``: the global batch, its images mixed where ``mix`` is set, and its soft
+  targets (None where the loss takes the labels themselves: the plain cross-entropy)."""
+  if not (label_smoothing or mix or loss.name != 'cross_entropy'):
+    return batch, None
+  targets = losses.targets(batch['label'], num_classes, label_smoothing)
+  if mix is None:
+    return batch, targets
+  images, targets = mixing.mix(mix_key, mix, model_images(batch, image_correction), targets,
+                               mesh)
+  return {**batch, 'image': images}, targets
+
+
 def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callable,
                mesh: jax.sharding.Mesh, gradient_allreduce_dtype=jnp.float32,
-               label_smoothing: float = 0.0, image_correction=None,
+               label_smoothing: float = 0.0, loss: losses.Loss = losses.Loss(),
+               mix: mixing.Mixing | None = None, image_correction=None,
                rng: jax.Array | None = None,
                averaging=None) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step on a global batch split along the ``data`` axis of ``mesh``.
@@ -212,17 +227,22 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
   loses precision at every hop of a large slice; the explicit mean chooses the dtype. BatchNorm
   statistics stay those of the global batch, or of the configured groups (a model with
   ``freeze_bn_stats`` normalises with its running averages and keeps them); the optimizer then
-  updates the replicated state with the averaged gradients. With ``label_smoothing`` the loss
-  minimised (and logged) is against smoothed targets. ``image_correction``: see
-  ``model_images``. ``rng``: the run's key, for a model that draws random masks in training
-  (dropout, stochastic depth): step k draws from ``fold_in(rng, k)`` folded with the device's
-  index, so the masks are a function of (seed, step) and every device draws its own.
+  updates the replicated state with the averaged gradients. With ``label_smoothing``, ``mix``
+  (``mixing.Mixing``: mixup or cutmix of the global batch, drawn from ``mixing.step_key(rng,
+  step)``) or a ``loss`` other than the cross-entropy, the loss minimised (and logged) is
+  ``loss`` against the soft targets (``losses``); the top-k errors are always counted against
+  the batch's own labels. ``image_correction``: see ``model_images``. ``rng``: the run's key,
+  for a model that draws random masks in training (dropout, stochastic depth): step k draws from
+  ``fold_in(rng, k)`` folded with the device's index, so the masks are a function of (seed, step)
+  and every device draws its own.
   ``averaging``: the run's ``ema.Averaging``, which moves ``state.ema`` after the update.
   """
+  if mix is not None and rng is None:
+    raise ValueError('Mixup and cutmix draw from the run\'s key: pass rng to train_step.')
   axis = sharding.DATA_AXIS
   model = model.clone(bn_axis_name=axis)
 
-  def local_gradients(params, batch_stats, batch, step_rng):
+  def local_gradients(params, batch_stats, batch, targets, step_rng):
     # Per-device copies: their gradients stay local until the mean below (JAX would otherwise
     # sum the gradients of a replicated input itself, in the compute dtype).
     params, batch_stats = jax.lax.pcast((params, batch_stats), axis, to='varying')
@@ -234,8 +254,8 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
                                     model_images(batch, image_correction), train=True,
                                     mutable=['batch_stats'], rngs=rngs)
       outputs = classification_outputs(logits, batch['label'])
-      if label_smoothing:
-        outputs['loss'] = optim.smoothed_cross_entropy(logits, batch['label'], label_smoothing)
+      if targets is not None:
+        outputs['loss'] = loss(logits, targets)
       return outputs['loss'].mean(), (outputs, updates['batch_stats'])
 
     grads, (outputs, new_stats) = jax.grad(loss_fn, has_aux=True)(params)
@@ -245,11 +265,12 @@ def train_step(state: TrainState, batch, *, model, tx, learning_rate_fn: Callabl
     return grads, jax.lax.pmean(new_stats, axis), outputs
 
   step_rng = None if rng is None else jax.random.fold_in(rng, state.step)
+  batch, targets = soft_targets(jax.device_put(batch, sharding.batch_sharding(mesh)),
+                                model.num_classes, label_smoothing, loss, mix, image_correction,
+                                None if mix is None else mixing.step_key(rng, state.step), mesh)
   grads, batch_stats, outputs = jax.shard_map(
-      local_gradients, mesh=mesh, in_specs=(P(), P(), P(axis), P()),
-      out_specs=(P(), P(), P(axis)))(
-          state.params, state.batch_stats,
-          jax.device_put(batch, sharding.batch_sharding(mesh)), step_rng)
+      local_gradients, mesh=mesh, in_specs=(P(), P(), P(axis), P(axis), P()),
+      out_specs=(P(), P(), P(axis)))(state.params, state.batch_stats, batch, targets, step_rng)
   if model.freeze_bn_stats:  # The running averages normalised the batch and stay as they were.
     batch_stats = state.batch_stats
   updates, opt_state = tx.update(grads, state.opt_state, state.params)

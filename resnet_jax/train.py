@@ -28,6 +28,8 @@ from resnet_jax import (
   eval_sets,
   init_from,
   library_logs,
+  losses,
+  mixing,
   models,
   optim,
   run_plan,
@@ -84,7 +86,8 @@ def build_program(plan: run_plan.RunPlan, devices=None, image_correction=None) -
   train_step = functools.partial(
       steps.train_step, model=model, tx=tx, learning_rate_fn=learning_rate_fn, mesh=mesh,
       gradient_allreduce_dtype=config.gradient_allreduce_dtype,
-      label_smoothing=config.label_smoothing, image_correction=image_correction,
+      label_smoothing=config.label_smoothing, loss=losses.from_config(config),
+      mix=mixing.from_config(config), image_correction=image_correction,
       rng=jax.random.key(config.seed), averaging=averaging)
   if config.cpu_fusion_barriers and mesh.devices.flat[0].platform == 'cpu':
     train_step = cpu_workarounds.with_block_barriers(train_step)

@@ -91,6 +91,16 @@ def run_main(workdir, config, flags, devices=1, extra_args=(), check=True, env=N
   return result
 
 
+def script_json(script: str, devices: int):
+  """What the Python ``script`` prints as JSON on its last line, run on ``devices`` CPU devices."""
+  import json  # pylint: disable=import-outside-toplevel
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  result = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, check=True,
+                          capture_output=True, text=True, timeout=600)
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def logged_step(line):
   """The step of a console line that logs training metrics ('] step 23/368 (6 %): loss ...'),
   else None."""

@@ -13,7 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import cifar10, default, digits, imagenet_r50
-from resnet_jax import learning_rate, optim, steps, train
+from resnet_jax import learning_rate, losses, optim, steps, train
 from tests.harness import plan_of, rate_of, tiny_step_inputs
 
 
@@ -268,12 +268,9 @@ def test_label_smoothing_loss_by_hand():
   targets = np.full((2, k), a / k)
   targets[np.arange(2), labels] += 1 - a
   expected = -(targets * log_p).sum(-1)
-  np.testing.assert_allclose(optim.smoothed_cross_entropy(jnp.asarray(logits),
-                                                          jnp.asarray(labels), a),
-                             expected, rtol=1e-6)
-  np.testing.assert_allclose(optim.smoothed_cross_entropy(jnp.asarray(logits),
-                                                          jnp.asarray(labels), 0.0),
-                             -log_p[np.arange(2), labels], rtol=1e-6)
+  smoothed = lambda a: losses.Loss()(jnp.asarray(logits), losses.targets(labels, k, a))
+  np.testing.assert_allclose(smoothed(a), expected, rtol=1e-6)
+  np.testing.assert_allclose(smoothed(0.0), -log_p[np.arange(2), labels], rtol=1e-6)
 
 
 def test_the_train_step_minimises_and_logs_the_smoothed_loss_of_the_config():
@@ -290,7 +287,7 @@ def test_the_train_step_minimises_and_logs_the_smoothed_loss_of_the_config():
   def loss(params):
     logits, _ = model.apply({'params': params, 'batch_stats': state.batch_stats}, x,
                             train=True, mutable=['batch_stats'])
-    return optim.smoothed_cross_entropy(logits, batch['label'], 0.1).mean()
+    return losses.Loss()(logits, losses.targets(batch['label'], 10, 0.1)).mean()
 
   value, grads = jax.value_and_grad(loss)(state.params)
   np.testing.assert_allclose(metrics.compute()['loss'], value, rtol=1e-5)

@@ -2,10 +2,6 @@
 the step: the same state and key give the same step, another step other masks; and each device
 draws its own (two devices given the same examples do not drop the same branches)."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -15,7 +11,7 @@ import pytest
 
 from resnet_jax import models, steps
 from resnet_jax.parallel import sharding
-from tests.harness import ROOT
+from tests.harness import script_json
 
 
 def test_the_masks_are_a_function_of_the_key_and_the_step():
@@ -65,10 +61,7 @@ TWO_DEVICES = textwrap.dedent('''
 
 @pytest.mark.e2e
 def test_every_device_draws_its_own_masks():
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  result = subprocess.run([sys.executable, '-c', TWO_DEVICES], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True, timeout=600)
-  losses = json.loads(result.stdout.strip().splitlines()[-1])
+  losses = script_json(TWO_DEVICES, devices=2)
   assert losses['0.0/2'] == pytest.approx(losses['0.0/1'], rel=1e-5)  # No masks: the same.
   # The first device draws as the one device did; the second, with its own key, otherwise.
   assert abs(losses['0.5/2'] - losses['0.5/1']) > 1e-3 * losses['0.5/1']

@@ -167,3 +167,17 @@ def test_a_scanned_preactivation_net_plans_with_float32_gradient_all_reduces():
   assert plan['params'] == 1_703_258 and plan['train']['fits']
   assert plan['train']['gradient_allreduce'] == {
       'bytes': 4 * 1_703_258, 'bytes_per_param': 4.0, 'unmatched_params': 0}
+
+
+def test_mixing_binary_cross_entropy_and_lamb_plan_at_a_few_per_mille_more_flops(global_bn):
+  """The neighbour of each chip's first example crosses the slice as one collective-permute of
+  an image and its target row; the mixing and the loss add a few per mille of FLOPs."""
+  config = resnet20_config(0)
+  config.mixup.update(mixup_alpha=0.2, cutmix_alpha=1.0)
+  config.update(loss='binary_cross_entropy', bce_target_threshold=0.2, label_smoothing=0.1)
+  config.optimizer.update(name='lamb', weight_decay_on='kernels', grad_clip_norm=1.0,
+                          scaling_warmup_epochs=0.0, linear_warmup_epochs=5.0)
+  mixed = tpu_plan.plan(config, TOPOLOGY, parts=('train',))['train']
+  assert mixed['fits']
+  assert 'collective-permute' in mixed['collectives']
+  assert mixed['flops'] == pytest.approx(global_bn['train']['flops'], rel=0.01)
