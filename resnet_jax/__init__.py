@@ -6,7 +6,7 @@ is imported on first use, so ``import resnet_jax.models`` stays light.
 
 import importlib
 
-_RUNS_API = ('Run', 'load_exported', 'load_run')
+_RUNS_API = ('ExportedModel', 'Predictor', 'Run', 'load_exported', 'load_predictor', 'load_run')
 
 
 def __getattr__(name):

@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from resnet_jax import checkpointing, models, torchvision_weights, workdirs
+from resnet_jax import checkpointing, exports, models, torchvision_weights, workdirs
 from resnet_jax.errors import CheckpointError, ConfigError, InitFromError, listed
 
 # What the run writes beside its checkpoints: where its weights came from.
@@ -97,7 +97,8 @@ def _from_workdir(config, source: str):
 
 def _from_msgpack(source: str):
   try:
-    variables = flax.serialization.msgpack_restore(workdirs.path(source).read_bytes())
+    variables = exports.variables_of(
+        flax.serialization.msgpack_restore(workdirs.path(source).read_bytes()))
   except Exception as error:  # pylint: disable=broad-except  (msgpack raises several kinds)
     raise InitFromError(f'init_from={source!r} cannot be read as a flax msgpack file '
                         f'({type(error).__name__}: {error}).') from error

@@ -3,6 +3,7 @@
     import resnet_jax
     run = resnet_jax.load_run('/tmp/resnet_jax/quickstart')
     run.evaluate()  # {'loss', 'error_top1', 'error_top5'}: what training recorded, exactly.
+    run.export('resnet20.msgpack')  # And resnet20.stablehlo: docs/serving.md.
 
 ``load_run`` restores only ``{'params', 'batch_stats'}`` of a checkpoint (no optimizer state) onto
 this process's devices, whatever topology trained the run: the trained weights, or with
@@ -34,11 +35,14 @@ from resnet_jax import (
   errors,
   eval_sets,
   events,
+  exports,
+  inference_record,
   library_logs,
   models,
   run_plan,
   workdirs,
 )
+from resnet_jax import serving as serving_export
 from resnet_jax.evaluation import loop as eval_loop
 from resnet_jax.parallel import sharding
 
@@ -52,11 +56,11 @@ class Predictions(NamedTuple):
 
 
 class _Placement(NamedTuple):
-  """Variables replicated on a mesh of local devices and the jitted functions that use them."""
+  """Variables replicated on a mesh of local devices and the jitted forward pass that uses them."""
   num_devices: int
+  mesh: jax.sharding.Mesh
   variables: Any
   batch_sharding: NamedSharding
-  eval_fn: Callable
   logits_fn: Callable
 
 
@@ -65,34 +69,135 @@ def _datasets():
   return importlib.import_module('resnet_jax.data.datasets')
 
 
+def _eval_inputs():
+  """The preprocessing of raw images (TensorFlow's ops), imported on first use."""
+  return importlib.import_module('resnet_jax.data.eval_inputs')
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class Run:
+class Predictor:
+  """A trained net and what inference needs of it: its model, its variables ``{'params',
+  'batch_stats'}`` and ``inference``, the run's ``inference_record.InferenceRecord``
+  (preprocessing constants, label names, image size, the net's name and config). Predicts from
+  raw images and exports without the training data. ``Run`` is a run's; ``ExportedModel`` an
+  export's (``load_predictor``)."""
+  model: nn.Module
+  variables: dict
+  _placements: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
+
+  @property
+  def label_names(self) -> tuple[str, ...]:
+    return self.inference.label_names
+
+  @property
+  def eval_batch_size(self) -> int:
+    """The most images of one forward pass (the run's ``config.eval_batch_size``)."""
+    return self.inference.constants['eval_batch_size']
+
+  @property
+  def num_devices(self) -> int:
+    """The local devices ``predict`` and ``evaluate`` use: the most that divide the eval batch."""
+    return max(n for n in range(1, jax.local_device_count() + 1)
+               if self.eval_batch_size % n == 0)
+
+  def preprocess(self, images) -> np.ndarray:
+    """Raw uint8 images as the model sees them in evaluation (``data.eval_inputs``), from the
+    inference record: a batch [N, h, w, C] or a sequence of [h, w, C] images of any size."""
+    return _eval_inputs().preprocess(self.inference, images)
+
+  def predict(self, images, top_k: int = 5) -> Predictions:
+    """Logits and the ``top_k`` most likely classes of raw uint8 images.
+
+    ``images``: [N, h, w, C], or a sequence of [h, w, C] images of any size. They are
+    preprocessed as in evaluation (``preprocess``: the SMALL family resizes them to the eval
+    size, the IMAGENET family takes their centre crop) and run in batches of at most
+    ``eval_batch_size``.
+
+    Tied classes come in the order of their indices (a stable sort), one of the orders whose
+    average ``steps.top_k_errors`` counts. An image with a NaN or infinite logit has no
+    prediction: -1 in every place of its row, as evaluation counts it an error at every k.
+    """
+    count = len(images)
+    if not count:
+      raise ValueError('predict needs at least one image.')
+    if top_k < 1:
+      raise ValueError(f'predict needs top_k >= 1; got {top_k}.')
+    placement = self._placement()
+    batch = min(self.eval_batch_size, -(-count // placement.num_devices)
+                * placement.num_devices)
+    logits = []
+    for start in range(0, count, batch):
+      inputs = self.preprocess(images[start:start + batch])
+      padded, _ = sharding.pad_batch(inputs, batch)
+      outputs = placement.logits_fn(placement.variables,
+                                    jax.device_put(padded, placement.batch_sharding))
+      logits.append(np.asarray(outputs)[:len(inputs)])
+    logits = np.concatenate(logits)
+    ranked = np.argsort(-logits, axis=-1, kind='stable')[:, :top_k]
+    return Predictions(logits, np.where(np.isfinite(logits).all(-1, keepdims=True), ranked, -1))
+
+  def export(self, path: str, serving: bool = True) -> None:
+    """Writes everything inference needs to one flax msgpack file at ``path``: the variables
+    and the inference record (``exports``; ``load_predictor`` reads it without the data or the
+    config). ``serving``: also the StableHLO artifact of the forward pass, uint8 images in,
+    logits out, beside it (``exports.serving_path``: ``model.msgpack`` -> ``model.stablehlo``;
+    ``serving``)."""
+    variables = jax.device_get(self.variables)
+    exports.write(path, variables, self.inference,
+                  serving_export.serialize(self.model, variables, self.inference)
+                  if serving else None)
+
+  def _placement(self) -> _Placement:
+    """The variables replicated on ``num_devices`` local devices, and the jitted forward pass."""
+    num_devices = self.num_devices
+    if num_devices not in self._placements:
+      mesh = sharding.create_mesh(jax.local_devices()[:num_devices])
+      replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+      self._placements[num_devices] = _Placement(
+          num_devices=num_devices, mesh=mesh,
+          variables=jax.device_put(self.variables, replicated),
+          batch_sharding=batched,
+          logits_fn=jax.jit(functools.partial(self.model.apply, train=False),
+                            in_shardings=(replicated, batched), out_shardings=replicated))
+    return self._placements[num_devices]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ExportedModel(Predictor):
+  """The net of a file that ``Predictor.export`` wrote, with its inference record."""
+  path: str
+  inference: inference_record.InferenceRecord
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run(Predictor):
   """One checkpoint of a run: its config, plan, model and variables ``{'params',
   'batch_stats'}`` (``weights``: 'raw', the trained ones, or 'ema', their moving average); the
-  plan is the run's own (``plan.json``), for this one process."""
+  plan is the run's own (``plan.json``), for this one process. ``recorded``: the inference
+  record the run wrote when it started (None for a run from before the record, whose
+  ``inference`` comes from its data)."""
   workdir: str
   config: ml_collections.ConfigDict
   plan: run_plan.RunPlan
-  model: nn.Module
-  variables: dict
   step: int
+  recorded: inference_record.InferenceRecord | None
   weights: str = 'raw'
-  _placements: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
+  _eval_fns: dict = dataclasses.field(default_factory=dict, init=False, repr=False)
 
   @functools.cached_property
   def data(self):
     """The run's dataset, opened for this process (``data.datasets.open_dataset``)."""
     return _datasets().open_dataset(self.plan)
 
-  @property
-  def label_names(self) -> tuple[str, ...]:
-    return self.data.label_names
+  @functools.cached_property
+  def inference(self) -> inference_record.InferenceRecord:
+    """The preprocessing constants, label names, image size, net and model config; recorded in
+    the workdir, else computed from the data."""
+    return self.recorded or inference_record.from_data(self.data)
 
   @property
-  def num_devices(self) -> int:
-    """The local devices ``predict`` and ``evaluate`` use: the most that divide the eval batch."""
-    return max(n for n in range(1, jax.local_device_count() + 1)
-               if self.config.eval_batch_size % n == 0)
+  def eval_batch_size(self) -> int:
+    return self.config.eval_batch_size
 
   def curves(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{tag: (steps, values)}`` of every scalar in the TensorBoard events, e.g. 'train_loss'."""
@@ -118,40 +223,6 @@ class Run:
     same_shape = len({image.shape for image in images}) == 1
     return (np.stack(images) if same_shape else list(images)), np.array(labels)
 
-  def preprocess(self, images) -> np.ndarray:
-    """Raw uint8 images as the model sees them in evaluation (``preprocess_for_eval``)."""
-    return self.data.preprocess_for_eval(images)
-
-  def predict(self, images, top_k: int = 5) -> Predictions:
-    """Logits and the ``top_k`` most likely classes of raw uint8 images.
-
-    ``images``: [N, h, w, C] at the dataset's resolution (digits, cifar10), or a sequence of
-    [h, w, 3] images of any size (imagenet2012). They are preprocessed as in evaluation and run
-    in batches of at most ``config.eval_batch_size``.
-
-    Tied classes come in the order of their indices (a stable sort), one of the orders whose
-    average ``steps.top_k_errors`` counts. An image with a NaN or infinite logit has no
-    prediction: -1 in every place of its row, as evaluation counts it an error at every k.
-    """
-    count = len(images)
-    if not count:
-      raise ValueError('predict needs at least one image.')
-    if top_k < 1:
-      raise ValueError(f'predict needs top_k >= 1; got {top_k}.')
-    placement = self._placement()
-    batch = min(self.config.eval_batch_size, -(-count // placement.num_devices)
-                * placement.num_devices)
-    logits = []
-    for start in range(0, count, batch):
-      inputs = self.preprocess(images[start:start + batch])
-      padded, _ = sharding.pad_batch(inputs, batch)
-      outputs = placement.logits_fn(placement.variables,
-                                    jax.device_put(padded, placement.batch_sharding))
-      logits.append(np.asarray(outputs)[:len(inputs)])
-    logits = np.concatenate(logits)
-    ranked = np.argsort(-logits, axis=-1, kind='stable')[:, :top_k]
-    return Predictions(logits, np.where(np.isfinite(logits).all(-1, keepdims=True), ranked, -1))
-
   def evaluate(self, split: str | None = None, dataset: str | None = None) -> dict[str, float]:
     """``{'loss', 'error_top1', 'error_top5'}`` on a tfds split (default: the eval split) of
     ``dataset`` (default: the run's; another of its label space, as ``config.extra_evals``).
@@ -160,38 +231,18 @@ class Run:
     masked out, the same metrics and jitted step.
     """
     placement, data, eval_set = self._placement(), self.data, self.plan.eval_sets[0]
+    if placement.num_devices not in self._eval_fns:
+      self._eval_fns[placement.num_devices] = eval_loop.jit_eval_step(
+          self.model, placement.mesh, data.mean_correction())
     if split is not None or dataset is not None:  # Resolved as an entry of extra_evals.
       config = self.config.copy_and_resolve_references()
       config.extra_evals = (f'set={dataset or config.dataset.name}:'
                             f'{split or config.dataset.eval_split}',)
       plan = _local(_datasets().plan_for(config, training=False))
       data, eval_set = _datasets().open_dataset(plan), plan.eval_sets[-1]
-    metrics = eval_loop.evaluate(placement.eval_fn, placement.variables,
+    metrics = eval_loop.evaluate(self._eval_fns[placement.num_devices], placement.variables,
                                  data.eval_split(eval_set), placement.batch_sharding)
     return {name.removeprefix('eval_'): value for name, value in metrics.items()}
-
-  def export(self, path: str) -> None:
-    """Writes the variables to one portable flax msgpack file (``flax.serialization``)."""
-    data = flax.serialization.to_bytes(jax.device_get(self.variables))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + '.tmp', 'wb') as f:
-      f.write(data)
-    os.replace(path + '.tmp', path)
-
-  def _placement(self) -> _Placement:
-    """The variables replicated on ``num_devices`` local devices, and the jitted functions."""
-    num_devices = self.num_devices
-    if num_devices not in self._placements:
-      mesh = sharding.create_mesh(jax.local_devices()[:num_devices])
-      replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-      self._placements[num_devices] = _Placement(
-          num_devices=num_devices,
-          variables=jax.device_put(self.variables, replicated),
-          batch_sharding=batched,
-          eval_fn=eval_loop.jit_eval_step(self.model, mesh, self.data.mean_correction()),
-          logits_fn=jax.jit(functools.partial(self.model.apply, train=False),
-                            in_shardings=(replicated, batched), out_shardings=replicated))
-    return self._placements[num_devices]
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,24 +360,61 @@ def load_run(workdir: str, step: int | None = None, *,
     raise errors.CheckpointError(f'The checkpoint at step {step} of {workdir!r} does not fit the '
                                  f'model of its config: {problem}.')
   return Run(workdir=workdir, config=plan.config, plan=_local(plan), model=model,
-             variables=variables, step=step, weights=weights)
+             variables=variables, step=step, recorded=inference_record.load(workdir),
+             weights=weights)
 
 
-def load_exported(path: str, model_or_config) -> tuple[nn.Module, dict]:
-  """``(model, variables)`` from a file that ``Run.export`` wrote.
+def _read_export(path: str) -> tuple[dict, inference_record.InferenceRecord | None]:
+  """``exports.read``, its failures as one ``CheckpointError`` naming the file."""
+  if not os.path.isfile(path):
+    raise errors.CheckpointError(f'No export at {path!r}: the file does not exist. '
+                                 + _what_is_in(workdirs.path(path).parent))
+  try:
+    return exports.read(path)
+  except Exception as error:  # pylint: disable=broad-except  (msgpack raises several kinds)
+    raise errors.CheckpointError(
+        f'{path!r} cannot be read as an export that Run.export writes ({type(error).__name__}: '
+        f'{error}). Export the run again: resnet_jax.load_run(workdir).export(path).') from None
+
+
+def load_exported(path: str, model_or_config=None) -> tuple[nn.Module, dict]:
+  """``(model, variables)`` from a file that ``Predictor.export`` wrote.
 
   ``model_or_config``: the Flax model (e.g. ``run.model``), or a run's config, from which the
-  model is built with the file's number of classes. Raises ``ValueError`` if they do not fit.
+  model is built with the file's number of classes; default the net the file records (a file
+  written before exports held their inference record needs one). Raises ``ValueError`` if they
+  do not fit.
   """
-  with open(path, 'rb') as f:
-    variables = flax.serialization.msgpack_restore(f.read())
+  model, variables, _ = _load_export(path, model_or_config)
+  return model, variables
+
+
+def _load_export(path: str, model_or_config=None):
+  """``load_exported``, and the file's inference record (None in a file of variables alone)."""
+  variables, record = _read_export(path)
   model = model_or_config
+  if model is None and record is None:
+    raise ValueError(f'{path} holds the variables alone (an export from before exports held '
+                     'the net\'s config): pass the model or the run\'s config, or export the '
+                     'run again.')
   if not isinstance(model, nn.Module):
-    model = models.from_config(model_or_config.model, _num_classes(variables))
+    model_config = record.model_config if model is None else model_or_config.model
+    model = models.from_config(model_config, _num_classes(variables))
   variables, problem = _in_layout_of(model, variables)
   if problem:
     raise ValueError(f'{path} does not fit the model: {problem}.')
-  return model, jax.device_put(variables)
+  return model, jax.device_put(variables), record
+
+
+def load_predictor(path: str) -> Predictor:
+  """The net of a run's workdir (``load_run``: its latest checkpoint) or of an export
+  (``Predictor.export``), ready to predict without the training data or config."""
+  library_logs.use_cpu_without_accelerators()
+  path = os.fspath(path)
+  if workdirs.path(path).is_dir():
+    return load_run(path)
+  model, variables, record = _load_export(path)
+  return ExportedModel(model=model, variables=variables, path=path, inference=record)
 
 
 def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:

@@ -86,14 +86,18 @@ def check_workdir(config, workdir: str) -> None:
         '--workdir, or the config that run was started with.')
 
 
-def save_text(text: str, workdir: str, name: str) -> None:
+def save_bytes(data: bytes, workdir: str, name: str) -> None:
   """Writes ``workdir/name`` whole: a temporary file renamed over it, so an old one stays whole
   where the write fails."""
   directory = path(workdir)
   directory.mkdir(parents=True, exist_ok=True)
   tmp = directory / f'{name}.tmp'
-  tmp.write_text(text)
+  tmp.write_bytes(data)
   tmp.replace(directory / name)
+
+
+def save_text(text: str, workdir: str, name: str) -> None:
+  save_bytes(text.encode(), workdir, name)
 
 
 def save_json(value, workdir: str, name: str) -> None:

@@ -26,7 +26,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.data import specs
+from resnet_jax import inference_record
+from resnet_jax.data import eval_inputs, specs
 from resnet_jax.data.streamed_order import fold
 from resnet_jax.errors import ConfigError
 from resnet_jax.parallel import sharding
@@ -174,8 +175,9 @@ class Dataset:
     raise NotImplementedError
 
   def preprocess_for_eval(self, images) -> np.ndarray:
-    """Raw uint8 images, exactly as evaluation preprocesses them, as float32 numpy."""
-    raise NotImplementedError
+    """Raw uint8 images, exactly as evaluation preprocesses them, as float32 numpy: a batch
+    [N, h, w, C] or a sequence of [h, w, C] images of any size (``eval_inputs``)."""
+    return eval_inputs.preprocess(inference_record.from_data(self), images)
 
   def load_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     """All (uint8 images, int32 labels) of a split of the main dataset, as numpy."""

@@ -54,6 +54,19 @@ def _eight_bits(image: Image.Image) -> Image.Image:
   return Image.fromarray(((values + 128) // 257).astype(np.uint8), 'L')
 
 
+def eight_bit_image(path: str) -> Image.Image:
+  """The image of a file, fully decoded, at 8 bits a sample (a 16-bit greyscale PNG scaled)."""
+  return _eight_bits(_decoded(path)[0])
+
+
+def centre_square(image: Image.Image) -> Image.Image:
+  """The largest square at the centre of ``image``, as a small image folder stores it."""
+  width, height = image.size
+  side = min(width, height)
+  left, top = (width - side) // 2, (height - side) // 2
+  return image.crop((left, top, left + side, top + side))
+
+
 def _encoded(image: Image.Image, image_format: str, **options) -> bytes:
   buffer = io.BytesIO()
   image.save(buffer, format=image_format, **options)
@@ -80,11 +93,8 @@ class StoredForm:
     image = _eight_bits(image)
     if not self.size:
       return _encoded(image.convert('RGB'), 'JPEG', quality=JPEG_QUALITY, subsampling='4:4:4')
-    image = image.convert('L' if self.channels == 1 else 'RGB')
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    image = image.crop((left, top, left + side, top + side))
+    image = centre_square(image.convert('L' if self.channels == 1 else 'RGB'))
+    side = image.size[0]
     if side != self.size:
       image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
     return _encoded(image, 'PNG')

@@ -36,11 +36,11 @@ def normalize(image):
   return image / 255.0 - tf.constant(IMAGENET_RGB_MEAN)
 
 
-def centre_window(shape, image_size):
-  """[y, x, h, w] of the centre crop: image_size wide at shorter side IMAGENET_EVAL_RESIZE."""
+def centre_window(shape, image_size, shorter_side=IMAGENET_EVAL_RESIZE):
+  """[y, x, h, w] of the centre crop: image_size wide at shorter side ``shorter_side``."""
   height, width = shape[0], shape[1]
   side = tf.cast(tf.minimum(height, width), tf.float32)
-  crop = tf.cast(tf.round(side * image_size / IMAGENET_EVAL_RESIZE), tf.int32)
+  crop = tf.cast(tf.round(side * image_size / shorter_side), tf.int32)
   return tf.stack([(height - crop + 1) // 2, (width - crop + 1) // 2, crop, crop])
 
 

@@ -33,11 +33,6 @@ class SmallDataset(dataset.Dataset):
   def train_mean_image(self) -> np.ndarray:
     return self._mean
 
-  def preprocess_for_eval(self, images) -> np.ndarray:
-    """A batch [N, h, w, C] or one image [h, w, C] at the dataset's resolution."""
-    size = self.plan.config.dataset.image_size
-    return (cifar.scale_and_resize(size, images) - self._mean).numpy()
-
   def _eval_preprocessing(self):
     size, mean = self.plan.config.dataset.image_size, tf.constant(self._mean)
     return lambda image: {'image': cifar.scale_and_resize(size, image) - mean}

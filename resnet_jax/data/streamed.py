@@ -68,15 +68,6 @@ class StreamedDataset(dataset.Dataset):
     return (np.broadcast_to(np.float32(imagenet.IMAGENET_RGB_MEAN), (size, size, 3))
             + self._correction_tensor().numpy())
 
-  def preprocess_for_eval(self, images) -> np.ndarray:
-    """A sequence of [h, w, 3] images of any size -> [N, S, S, 3], S = image_size."""
-    size, crops = self.plan.config.dataset.image_size, []
-    for image in images:
-      y, x, h, w = imagenet.centre_window(np.shape(image), size).numpy()
-      crop = imagenet.to_uint8(imagenet.resize(image[y:y + h, x:x + w], (size, size)))
-      crops.append(imagenet.normalize(tf.cast(crop, tf.float32)) - self._correction_tensor())
-    return tf.stack(crops).numpy()
-
   def _eval_preprocessing(self):
     size, offset = self.plan.config.dataset.image_size, -tf.constant(imagenet.IMAGENET_RGB_MEAN)
     return lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
