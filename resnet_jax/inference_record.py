@@ -16,7 +16,8 @@ is gone. The record is a dict of named constants, extended by name:
   train mean image; the IMAGENET family's per-pixel correction, where it has one), each absent
   where the run subtracts none.
 
-Nothing here imports TensorFlow: ``data.eval_inputs`` applies the record to images.
+Nothing here imports TensorFlow: ``data.eval_inputs`` makes the record of a run's data and
+applies it to images.
 """
 
 import dataclasses
@@ -93,36 +94,14 @@ class InferenceRecord:
       return cls.from_json(constants_json, {k: arrays[k] for k in arrays.files})
 
 
-def from_data(data) -> InferenceRecord:
-  """The record of an opened dataset (``data.dataset.Dataset``) and the plan it was opened for."""
-  from resnet_jax.data import imagenet  # pylint: disable=import-outside-toplevel  (TensorFlow)
-  plan = data.plan
-  config, spec = plan.config, plan.dataset
-  constants = {
-      'net': config.model.name, 'model': config.model.to_dict(), 'dataset': config.dataset.name,
-      'label_names': list(data.label_names), 'image_size': config.dataset.image_size,
-      'channels': spec.channels, 'eval_batch_size': config.eval_batch_size,
-  }
-  if spec.in_memory:
-    constants['eval_view'] = 'resize'
-    arrays = {'pixel_mean': np.float32(data.train_mean_image())}
-  else:
-    correction = data.mean_correction()
-    constants.update(eval_view='centre_crop', eval_shorter_side=imagenet.IMAGENET_EVAL_RESIZE,
-                     channel_mean=list(imagenet.IMAGENET_RGB_MEAN))
-    arrays = {} if correction is None else {'pixel_mean': np.float32(correction)}
-  return InferenceRecord(constants, arrays)
-
-
-def record(data, workdir: str) -> None:
-  """Writes the record of ``data`` into ``workdir`` (``inference.json``, ``inference.npz``)."""
-  inference = from_data(data)
+def save(inference: InferenceRecord, workdir: str) -> None:
+  """Writes ``inference`` into ``workdir`` (``inference.json``, ``inference.npz``)."""
   workdirs.save_bytes(inference.arrays_npz(), workdir, ARRAYS_FILE)
   workdirs.save_text(inference.to_json(), workdir, RECORD_FILE)
 
 
 def load(workdir: str) -> InferenceRecord | None:
-  """The record that ``record`` wrote in ``workdir``; None for a run that wrote none."""
+  """The record that ``save`` wrote in ``workdir``; None for a run that wrote none."""
   directory = workdirs.path(workdir)
   if not (directory / RECORD_FILE).exists():
     return None

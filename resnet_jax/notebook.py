@@ -193,7 +193,7 @@ class Run(Predictor):
   def inference(self) -> inference_record.InferenceRecord:
     """The preprocessing constants, label names, image size, net and model config; recorded in
     the workdir, else computed from the data."""
-    return self.recorded or inference_record.from_data(self.data)
+    return self.recorded or self.data.inference_record()
 
   @property
   def eval_batch_size(self) -> int:

@@ -247,7 +247,7 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   if is_chief:
     run_plan.save(plan, workdir)
     describe(plan, workdir, state.params)
-    inference_record.record(data, workdir)  # What predictions need once the data is gone.
+    inference_record.save(data.inference_record(), workdir)  # For predictions without data.
   # Metrics to the console (a line per interval and per evaluated set), and on the chief to
   # TensorBoard; the hyperparameters to TensorBoard only (config.json holds them too).
   summaries = [metric_writers.SummaryWriter(str(workdir))] if is_chief else []

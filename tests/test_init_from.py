@@ -125,7 +125,7 @@ def test_another_class_count_reinitialises_only_the_classifier(source, data_dir,
   seven_classes['params']['fc'] = {'kernel': rng.standard_normal((64, 7), np.float32),
                                    'bias': rng.standard_normal(7, np.float32)}
   exported = str(tmp_path / 'seven_classes.msgpack')
-  dataclasses.replace(run, variables=seven_classes).export(exported)
+  dataclasses.replace(run, variables=seven_classes).export(exported, serving=False)
   config = tiny_digits_config(data_dir, init_from=exported)
   # What the run does before its first step, onto fresh variables (zeros here, for speed).
   abstract = jax.eval_shape(lambda: models.from_config(config.model, 10).init(

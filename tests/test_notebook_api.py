@@ -3,6 +3,7 @@
 import ast
 import copy
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -174,13 +175,15 @@ def test_curves_are_the_logged_scalars(run):
       curves['eval_error_top1'][1].tolist())
 
 
-def test_export_writes_plain_flax_msgpack_that_loads_back(run, tmp_path):
+def test_export_writes_flax_msgpack_that_loads_back(run, tmp_path):
   path = str(tmp_path / 'resnet20.msgpack')
-  run.export(path)
+  run.export(path, serving=False)
   with open(path, 'rb') as f:
     raw = flax.serialization.msgpack_restore(f.read())
+  assert raw['format'] == 'resnet_jax.export/1'
+  assert json.loads(raw['inference']['constants'])['label_names'] == list('0123456789')
   expected = flax.traverse_util.flatten_dict(jax.device_get(run.variables))
-  restored = flax.traverse_util.flatten_dict(raw)
+  restored = flax.traverse_util.flatten_dict(raw['variables'])
   assert restored.keys() == expected.keys()
   for key, value in expected.items():
     np.testing.assert_array_equal(restored[key], value)

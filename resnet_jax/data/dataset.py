@@ -174,10 +174,14 @@ class Dataset:
     """The image subtracted from every input, float32 [H, W, C] as the model sees it."""
     raise NotImplementedError
 
+  def inference_record(self) -> inference_record.InferenceRecord:
+    """What inference needs of this data once it is gone (``eval_inputs.record_of``)."""
+    return eval_inputs.record_of(self)
+
   def preprocess_for_eval(self, images) -> np.ndarray:
     """Raw uint8 images, exactly as evaluation preprocesses them, as float32 numpy: a batch
     [N, h, w, C] or a sequence of [h, w, C] images of any size (``eval_inputs``)."""
-    return eval_inputs.preprocess(inference_record.from_data(self), images)
+    return eval_inputs.preprocess(self.inference_record(), images)
 
   def load_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     """All (uint8 images, int32 labels) of a split of the main dataset, as numpy."""

@@ -1,6 +1,7 @@
 """Images as evaluation preprocesses them, from a run's inference record alone (no dataset).
 
-``preprocess`` applies an ``inference_record.InferenceRecord`` with the ops of the training
+``record_of`` makes the ``inference_record.InferenceRecord`` of an opened dataset: its label
+names, eval size and view, and its train mean. ``preprocess`` applies an ``inference_record.InferenceRecord`` with the ops of the training
 pipeline's evaluation: the SMALL family's ``cifar.scale_and_resize``, the IMAGENET family's centre
 window (``imagenet.centre_window``) resized to uint8, then the record's normalisation. Datasets
 preprocess their eval images through it too (``dataset.Dataset.preprocess_for_eval``), so a run
@@ -11,7 +12,28 @@ an image folder reads it, at the record's channels.
 import numpy as np
 import tensorflow as tf
 
+from resnet_jax import inference_record
 from resnet_jax.data import cifar, folder_builder, imagenet
+
+
+def record_of(data) -> inference_record.InferenceRecord:
+  """The record of an opened dataset (``data.dataset.Dataset``) and the plan it was opened for."""
+  plan = data.plan
+  config, spec = plan.config, plan.dataset
+  constants = {
+      'net': config.model.name, 'model': config.model.to_dict(), 'dataset': config.dataset.name,
+      'label_names': list(data.label_names), 'image_size': config.dataset.image_size,
+      'channels': spec.channels, 'eval_batch_size': config.eval_batch_size,
+  }
+  if spec.in_memory:
+    constants['eval_view'] = 'resize'
+    arrays = {'pixel_mean': np.float32(data.train_mean_image())}
+  else:
+    correction = data.mean_correction()
+    constants.update(eval_view='centre_crop', eval_shorter_side=imagenet.IMAGENET_EVAL_RESIZE,
+                     channel_mean=list(imagenet.IMAGENET_RGB_MEAN))
+    arrays = {} if correction is None else {'pixel_mean': np.float32(correction)}
+  return inference_record.InferenceRecord(constants, arrays)
 
 
 def _centre_crop(image, size: int, shorter_side: int) -> tf.Tensor:
