@@ -4,6 +4,7 @@ of image files."""
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -13,15 +14,19 @@ import sys
 
 import flax
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 from sklearn.datasets import load_digits
 
 import resnet_jax
-from resnet_jax import errors, inference_record, init_from, train
+from configs import imagenet as imagenet_configs
+from resnet_jax import errors, inference_record, init_from, models, serving, train
+from resnet_jax.data import datasets, eval_inputs
 from resnet_jax.data import digits as digits_dataset
-from resnet_jax.data import eval_inputs
+from resnet_jax.testing import tfrecord_imagenet
 from tests.harness import ROOT, tiny_digits_config
 from tools import predict
 
@@ -230,3 +235,43 @@ def test_a_colour_photo_of_another_shape_is_read_as_the_nets_greyscale_centre_sq
   luma = (rgb[:, 2:8].astype(np.int64) @ np.array([299, 587, 114]) + 500) // 1000
   assert image.shape == (6, 6, 1)
   np.testing.assert_allclose(image[..., 0], luma, atol=1)
+
+
+def two_tone_photo(left, right, height, width):
+  image = np.full((height, width, 3), right, np.uint8)
+  image[:, :width // 2] = left
+  return image
+
+
+def test_an_imagenet_like_run_records_its_centre_crop_and_serves_its_eval_crops(tmp_path):
+  # The 4th photo lies beyond mean_examples=3.
+  photos = [two_tone_photo(200, 40, 300, 400), two_tone_photo(120, 80, 256, 256),
+            two_tone_photo(160, 20, 400, 300), two_tone_photo(0, 255, 280, 290)]
+  jpegs = [tf.io.encode_jpeg(p).numpy() for p in photos]
+  tfrecord_imagenet.prepare(str(tmp_path), {split: (jpegs, range(len(jpegs)))
+                                            for split in ('train', 'validation')}, num_files=1)
+  config = imagenet_configs.get_config('resnet18,pixel_mean')
+  config.model.bn_group_size = 0
+  config.dataset.update(data_dir=str(tmp_path), image_size=32, mean_examples=3)
+  config.update(batch_size=4, eval_batch_size=4)
+  data = datasets.open_config(config)
+  record = data.inference_record()
+  assert (record.constants['eval_view'], record.constants['eval_shorter_side']) == (
+      'centre_crop', 256)
+  np.testing.assert_allclose(record.channel_mean, (0.485, 0.456, 0.406), rtol=1e-6)
+  # By hand: the centre crops keep each photo's halves, (200 + 120 + 160) / 3 = 160 on the left
+  # and (40 + 80 + 20) / 3 = 46.7 on the right (JPEG blurs the edge between them).
+  mean = record.channel_mean + record.pixel_mean
+  np.testing.assert_allclose(mean[:, 2], 160 / 255, atol=3 / 255)
+  np.testing.assert_allclose(mean[:, -3], 140 / 3 / 255, atol=3 / 255)
+  # The artifact's function on evaluation's uint8 crops, the net on the decoded photos
+  # preprocessed from the record: the same logits.
+  crops = next(iter(data.eval_split()))['image']
+  model = models.from_config(config.model, 4)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  decoded = [tf.io.decode_jpeg(j).numpy() for j in jpegs]
+  np.testing.assert_allclose(
+      serving.inference_fn(model, variables, record)(crops),
+      model.apply(variables, eval_inputs.preprocess(record, decoded), train=False),
+      rtol=0, atol=1e-4)
