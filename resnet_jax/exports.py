@@ -13,7 +13,7 @@ import os
 import flax
 import jax
 
-from resnet_jax import inference_record
+from resnet_jax import inference_record, serving
 
 FORMAT = 'resnet_jax.export/1'
 
@@ -21,7 +21,7 @@ FORMAT = 'resnet_jax.export/1'
 def serving_path(path: str) -> str:
   """Where the StableHLO artifact of the export at ``path`` goes: ``model.msgpack`` ->
   ``model.stablehlo``."""
-  return os.path.splitext(path)[0] + '.stablehlo'
+  return os.path.splitext(path)[0] + serving.SUFFIX
 
 
 def _write(data: bytes, path: str) -> None:

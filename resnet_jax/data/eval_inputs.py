@@ -9,6 +9,8 @@ predicts the same with its data or with only its record. ``read_image`` reads an
 an image folder reads it, at the record's channels.
 """
 
+import json
+
 import numpy as np
 import tensorflow as tf
 
@@ -21,7 +23,8 @@ def record_of(data) -> inference_record.InferenceRecord:
   plan = data.plan
   config, spec = plan.config, plan.dataset
   constants = {
-      'net': config.model.name, 'model': config.model.to_dict(), 'dataset': config.dataset.name,
+      'net': config.model.name, 'model': json.loads(config.model.to_json_best_effort()),
+      'dataset': config.dataset.name,
       'label_names': list(data.label_names), 'image_size': config.dataset.image_size,
       'channels': spec.channels, 'eval_batch_size': config.eval_batch_size,
   }
