@@ -24,10 +24,16 @@ from absl import app, flags
 from PIL import Image
 
 from resnet_jax import errors, library_logs, notebook
-from resnet_jax.data import eval_inputs, folder_builder
 
 FLAGS = flags.FLAGS
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
+
+
+def _data_modules():
+  """``(eval_inputs, folder_builder)``, imported on first use: they import TensorFlow, whose
+  start-up notices ``library_logs.configure`` drops where it imports it first."""
+  from resnet_jax.data import eval_inputs, folder_builder  # pylint: disable=import-outside-toplevel
+  return eval_inputs, folder_builder
 
 
 def define_flags():
@@ -36,6 +42,7 @@ def define_flags():
   flags.DEFINE_string('export', None, 'A file that Run.export wrote, instead of a run.')
   flags.DEFINE_integer('top_k', 5, 'Classes per image, the most likely first.')
   flags.DEFINE_string('output', None, 'The CSV file to write; default stdout.')
+  library_logs.define_verbose_flag()
   flags.mark_flags_as_mutual_exclusive(['workdir', 'export'], required=True)
 
 
@@ -64,6 +71,7 @@ def image_files(paths) -> list[str]:
 
 def check_headers(files) -> None:
   """A ``DataError`` naming every file whose header is not an image's (PIL reads headers only)."""
+  _, folder_builder = _data_modules()
   problems = []
   for path in files:
     try:
@@ -77,6 +85,7 @@ def check_headers(files) -> None:
 def read_images(files, record) -> list[np.ndarray]:
   """uint8 [h, w, C] of each file (``eval_inputs.read_image``); ``DataError`` naming the files
   that do not decode fully."""
+  eval_inputs, folder_builder = _data_modules()
   images, problems = [], []
   for path in files:
     try:
@@ -112,7 +121,7 @@ def predict(files, predictor, top_k: int, out) -> None:
 def main(argv):
   if FLAGS.top_k < 1:
     raise app.UsageError(f'--top_k must be at least 1; got {FLAGS.top_k}.')
-  library_logs.quiet()
+  library_logs.configure(FLAGS.verbose)
   with errors.exit_on_user_error():
     files = image_files(argv[1:])
     check_headers(files)
@@ -133,7 +142,7 @@ def main(argv):
     else:
       predict(files, predictor, FLAGS.top_k, sys.stdout)
   record = predictor.inference.constants
-  print(f'Predicted {len(files)} images with {record["net"]} ({record["dataset"]}) -> '
+  print(f'Predicted {len(files)} image{"" if len(files) == 1 else "s"} with {record["net"]} ({record["dataset"]}) -> '
         f'{FLAGS.output or "stdout"}', file=sys.stderr if not FLAGS.output else sys.stdout,
         flush=True)
 
