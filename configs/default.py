@@ -66,7 +66,8 @@ def get_config() -> ml_collections.ConfigDict:
       # The train crop of the streamed (ImageNet-family) datasets: 'scale' (the paper's scale
       # augmentation) or 'random_resized' (Inception-style, torchvision's RandomResizedCrop: an
       # area fraction uniform in crop_scale and an aspect ratio log-uniform in crop_ratio, up
-      # to 10 draws, else the centre crop), resized to image_size bilinearly, antialiased.
+      # to 10 draws, else the centre crop), resized to image_size: area averaging where it
+      # shrinks both ways, else bilinear, antialiased (torchvision's).
       train_crop='scale',
       crop_scale=(0.08, 1.0),
       crop_ratio=(3 / 4, 4 / 3),

@@ -108,13 +108,13 @@ def test_eval_centre_window_at_another_shorter_side_by_hand():
   np.testing.assert_array_equal(window, [5, 55, 290, 290])
 
 
-@pytest.mark.parametrize('encoding, tolerance', [('png', 2.0), ('jpeg', 12.0)])
+@pytest.mark.parametrize('encoding, tolerance', [('png', 4.0), ('jpeg', 12.0)])
 def test_random_resized_crop_resizes_its_window_as_torchvision_does(encoding, tolerance):
   """Against torchvision's resized_crop (PIL, bilinear, antialiased) of the same window: mean
-  absolute error under 2 levels where the image is decoded whole (PNG; TF's and PIL's filters
-  differ slightly); JPEG windows at least twice the output are decoded at a reduced DCT scale,
-  which moves their edges by up to a pixel of that scale, so there: under 12 (a wrong window
-  is off by ~50)."""
+  absolute error under 4 levels where the image is decoded whole (PNG; a window that shrinks
+  both ways is area-averaged here, 2-3 levels from PIL's filter on this photograph); JPEG
+  windows at least twice the output are decoded at a reduced DCT scale, which moves their
+  edges by up to a pixel of that scale, so there: under 12 (a wrong window is off by ~50)."""
   jpeg = photos.sample_jpegs(1, seed=3)[0]
   image = Image.open(io.BytesIO(jpeg)).convert('RGB')
   encoded = jpeg if encoding == 'jpeg' else tf.io.encode_png(np.asarray(image)).numpy()

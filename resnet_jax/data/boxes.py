@@ -70,8 +70,11 @@ def erase(image, key, probability, scale, ratio, value):
   """``image`` [H, W, C] with, with ``probability``, an ``erasing_box`` set to ``value`` (a
   scalar or [C], in the image's dtype)."""
   draw_key, box_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
-  y, x, h, w = tf.unstack(erasing_box(tf.shape(image), box_key, scale, ratio))
-  h = tf.where(tf.random.stateless_uniform([], draw_key) < probability, h, 0)
-  rows, cols = tf.range(tf.shape(image)[0]), tf.range(tf.shape(image)[1])
-  inside = (((rows >= y) & (rows < y + h))[:, None] & ((cols >= x) & (cols < x + w))[None, :])
-  return tf.where(inside[:, :, None], tf.cast(value, image.dtype), image)
+
+  def erased():
+    y, x, h, w = tf.unstack(erasing_box(tf.shape(image), box_key, scale, ratio))
+    rows, cols = tf.range(tf.shape(image)[0]), tf.range(tf.shape(image)[1])
+    inside = (((rows >= y) & (rows < y + h))[:, None] & ((cols >= x) & (cols < x + w))[None, :])
+    return tf.where(inside[:, :, None], tf.cast(value, image.dtype), image)
+
+  return tf.cond(tf.random.stateless_uniform([], draw_key) < probability, erased, lambda: image)

@@ -129,9 +129,14 @@ def _lighting(key):
   return tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
 
 
-def _antialiased(image, size):
-  """torchvision's resizing of a random-resized crop: bilinear, antialiased where it shrinks."""
-  return tf.image.resize(image, size, method='bilinear', antialias=True)
+def _resize_window(image, size):
+  """A random-resized crop's window to ``size``: area averaging where it shrinks both ways (as
+  ``resize``; a quarter of the work of an antialiased bilinear filter), else bilinear,
+  antialiased along a side that shrinks (torchvision's resizing)."""
+  shrink = lambda: tf.image.resize(image, size, method='area')
+  other = lambda: tf.image.resize(image, size, method='bilinear', antialias=True)
+  shape = tf.shape(image)
+  return tf.cond((shape[-3] > size[0]) & (shape[-2] > size[1]), shrink, other)
 
 
 def train_example(image_bytes, key, image_size, recipe=augmentation.Augmentation()):
@@ -147,7 +152,7 @@ def train_example(image_bytes, key, image_size, recipe=augmentation.Augmentation
   uniforms = tf.random.stateless_uniform([4], uniform_key)
   if recipe.crop_scale:
     image = _decode_crop(image_bytes, lambda shape: recipe.crop_window(shape, key), image_size,
-                         _antialiased)
+                         _resize_window)
   else:
     image = _decode_crop(image_bytes, lambda shape: _random_window(shape, image_size, uniforms),
                          image_size)
