@@ -13,7 +13,7 @@ The kinds (``--input_kinds``):
   ``PILToTensor``;
 * train_v2, torchvision's "new recipe" augmentation: project ``train_example`` with the
   random-resized crop at 176, TrivialAugmentWide and random erasing (p = 0.1), no PCA lighting
-  (``V2_RECIPE``); reference transforms v2 ``RandomResizedCrop(176)`` + flip +
+  (``v2_recipe``); reference transforms v2 ``RandomResizedCrop(176)`` + flip +
   ``TrivialAugmentWide`` + ``PILToTensor`` + ``RandomErasing(0.1)``
   (``torch_input.train_v2_transform``).
 
