@@ -4,6 +4,7 @@ and determinism kept, and the combinations a path cannot run refused before any 
 
 import hashlib
 import io
+import json
 
 import jax
 import numpy as np
@@ -13,12 +14,13 @@ from PIL import Image
 
 from benchmarks import torch_input
 from configs import digits, imagenet
-from resnet_jax import train
+from resnet_jax import events, run_plan, train
 from resnet_jax.data import augmentation, config_checks, datasets, device_resident
 from resnet_jax.data import imagenet as imagenet_preprocessing
 from resnet_jax.data import registry
 from resnet_jax.errors import ConfigError
 from resnet_jax.testing import photos, tfrecord_imagenet
+from tests.harness import tiny_digits_config
 from tests.test_train_mock_data import short, twenty_examples
 
 torchvision = torch_input.import_torchvision()
@@ -217,3 +219,21 @@ def test_training_with_modern_inputs_evaluates_at_another_size(tmp_path):
     evals = list(datasets.open_config(config).eval_split())
   assert int(state.step) == 3
   assert evals[0]['image'].shape[1:] == (40, 40, 3)
+  plan = json.loads((tmp_path / 'run' / run_plan.PLAN_FILE).read_text())
+  assert (plan['image_shape'], plan['eval_image_shape']) == ([32, 32, 3], [40, 40, 3])
+  assert np.isfinite(events.read_scalars(str(tmp_path / 'run'))['eval_error_top1'][1]).all()
+
+
+@pytest.mark.parametrize('on_device', [False, True])
+def test_digits_train_with_erasing_on_either_path(tmp_path, monkeypatch, on_device):
+  config = tiny_digits_config(str(tmp_path / 'tfds'), **{
+      'dataset.device_resident': on_device, 'dataset.random_erasing': 0.5,
+      'dataset.auto_augment': None if on_device else 'trivial_augment_wide'})
+  erased = []  # The device-resident step's calls of erase (traced once), with their arguments.
+  erase = device_resident.erase
+  monkeypatch.setattr(device_resident, 'erase',
+                      lambda *args: erased.append(args[2:]) or erase(*args))
+  state = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert int(state.step) == 5
+  assert erased == ([(0.5, (0.02, 0.33), (0.3, 3.3))] if on_device else [])
+  assert np.isfinite(events.read_scalars(str(tmp_path / 'run'))['train_loss'][1]).all()

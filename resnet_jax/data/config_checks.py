@@ -65,12 +65,12 @@ def problems(dataset, spec: registry.DatasetSpec, training: bool = True) -> list
   return found + augmentation_problems(dataset, spec) + eval_view_problems(dataset, spec)
 
 
-def _range_problem(field: str, values, low: float, high: float, what: str) -> str | None:
-  """Why ``values`` (a config's ``field``) is not a pair low <= a <= b <= high, or None."""
-  if len(values) == 2 and low <= values[0] <= values[1] <= high and values[0] > 0:
+def _range_problem(field: str, values, high: float | None, what: str) -> str | None:
+  """Why ``values`` (a config's ``field``) is not a pair 0 < a <= b (<= high), or None."""
+  if len(values) == 2 and 0 < values[0] <= values[1] <= (high or float('inf')):
     return None
-  return (f'dataset.{field}={tuple(values)} must be a pair (a, b) with 0 < a <= b <= {high}: '
-          f'{what}.')
+  bound = f' <= {high}' if high else ''
+  return f'dataset.{field}={tuple(values)} must be a pair (a, b) with 0 < a <= b{bound}: {what}.'
 
 
 def augmentation_problems(dataset, spec: registry.DatasetSpec) -> list[str]:
@@ -84,11 +84,11 @@ def augmentation_problems(dataset, spec: registry.DatasetSpec) -> list[str]:
                  f'datasets; {dataset.name} is held in memory and cropped with the paper\'s '
                  "padding. Set dataset.train_crop='scale' (its padded random crop).")
   ranges = (('crop_scale', 1.0, "the random-resized crop's fractions of the image area"),
-            ('crop_ratio', float('inf'), "the random-resized crop's aspect ratios"),
+            ('crop_ratio', None, "the random-resized crop's aspect ratios (width / height)"),
             ('erasing_scale', 1.0, "random erasing's fractions of the image area"),
-            ('erasing_ratio', float('inf'), "random erasing's aspect ratios"))
+            ('erasing_ratio', None, "random erasing's aspect ratios (height / width)"))
   found += [problem for field, high, what in ranges
-            if (problem := _range_problem(field, dataset[field], 0.0, high, what))]
+            if (problem := _range_problem(field, dataset[field], high, what))]
   if dataset.auto_augment is not None and dataset.auto_augment not in AUTO_AUGMENT_POLICIES:
     found.append(f'dataset.auto_augment={dataset.auto_augment!r} is none of '
                  f'{", ".join(AUTO_AUGMENT_POLICIES)}; set one, or None for no policy.')

@@ -6,10 +6,10 @@ Pixels are scaled to [0, 1] (digits upsampled bilinearly, half-pixel centres, to
 augments with the entry's ``pad`` (zeros, after the mean subtraction) and a random crop of the
 original size, and a random horizontal flip where the entry's ``flip`` says so (the ops:
 ``cifar``); evaluation sees the original image. The modern parts a config may add
-(``augmentation.Augmentation``, with or without ``dataset.augment``'s): an auto-augment policy on the uint8 image at ``image_size``
-before the rest (so before the crop and flip, not after as torchvision's CIFAR recipes do; the
-policy's draws are symmetric under a flip), and random erasing last, its box set to 0 (the
-mean). Each shard is read in a stateless random order
+(``augmentation.Augmentation``, with or without ``dataset.augment``'s): an auto-augment policy on
+the uint8 image at ``image_size`` before the rest (so before the crop and flip, not after as
+torchvision's CIFAR recipes do; the policy's draws are symmetric under a flip), and random erasing
+last, its box set to 0 (the mean). Each shard is read in a stateless random order
 (``index_shuffle``) keyed by (seed, shard, epoch), so a resumed run jumps straight to its step;
 the augmentation is keyed by (seed, shard, epoch, position).
 """

@@ -4,15 +4,15 @@ ImageNet recipe on encoded images streamed from their TFRecord files (paper, Sec
 Training: scale augmentation, a random ``image_size`` crop, a flip and PCA lighting
 (``imagenet.train_example``), with the modern parts the config asks for
 (``augmentation.Augmentation``); evaluation: the centre crop at shorter side 256
-(``imagenet.eval_example``), or ``dataset.eval_crop`` at ``dataset.eval_resize``. Batches hold uint8 pixels plus one RGB offset per image (the
-lighting minus the ImageNet mean), scaled and shifted on the device by ``steps.model_images``.
-The per-pixel mean (``dataset.imagenet_per_pixel_mean``, of the dataset's own training images;
-always for an image folder) is the same image for every example: ``mean_correction`` gives its
-difference from the per-channel mean once, for the device to subtract, so batches stay uint8
-plus 3 floats. Resizing is bilinear when it enlarges and area averaging (antialiased) when it
-shrinks. Each epoch streams a shard's files in a fresh order, windows of about
-``shuffle_buffer`` records each shuffled whole (``streamed_order``); a resumed run reads only the
-window of its position.
+(``imagenet.eval_example``), or ``dataset.eval_crop`` at ``dataset.eval_resize``. Batches hold
+uint8 pixels plus one RGB offset per image (the lighting minus the ImageNet mean), scaled and
+shifted on the device by ``steps.model_images``. The per-pixel mean
+(``dataset.imagenet_per_pixel_mean``, of the dataset's own training images; always for an image
+folder) is the same image for every example: ``mean_correction`` gives its difference from the
+per-channel mean once, for the device to subtract, so batches stay uint8 plus 3 floats. Resizing
+is bilinear when it enlarges and area averaging (antialiased) when it shrinks. Each epoch streams
+a shard's files in a fresh order, windows of about ``shuffle_buffer`` records each shuffled whole
+(``streamed_order``); a resumed run reads only the window of its position.
 """
 
 import functools
