@@ -80,6 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
       auto_augment_ops=2,
       auto_augment_magnitude=9,
       auto_augment_bins=31,
+      # The geometric operations' sampling: 'nearest' (torchvision's classes' default) or
+      # 'bilinear' (torchvision's reference training script, --interpolation bilinear).
+      auto_augment_interpolation='nearest',
       # Random erasing (torchvision's RandomErasing) with this probability, last: a box of area
       # fraction uniform in erasing_scale and aspect ratio log-uniform in erasing_ratio set to
       # 0 after normalisation (the mean; streamed: the RGB mean rounded to uint8). All paths.

@@ -181,6 +181,7 @@ def test_device_resident_erasing_zeroes_one_box_and_keeps_the_rest(tmp_path):
     ('digits', dict(auto_augment='randaugment'), 'trivial_augment_wide'),
     ('digits', dict(auto_augment='rand_augment', auto_augment_magnitude=31), 'bin from 0 to'),
     ('digits', dict(random_erasing=1.5), 'between 0 and 1'),
+    ('digits', dict(auto_augment_interpolation='bicubic'), 'nearest, bilinear'),
     ('digits', dict(erasing_scale=(0.3, 0.2)), 'dataset.erasing_scale=(0.3, 0.2)'),
     ('imagenet2012', dict(crop_scale=(0.08, 1.5)), 'dataset.crop_scale'),
     ('imagenet2012', dict(train_crop='inception'), "'random_resized'"),
@@ -198,7 +199,8 @@ def test_combinations_a_path_cannot_run_are_refused(dataset, fields, words):
 
 def test_the_modern_fields_validate_where_a_path_runs_them():
   config = imagenet.get_config('resnet50')
-  config.dataset.update(**MODERN, image_size=176, eval_resize=232, eval_crop=224)
+  config.dataset.update(**MODERN, image_size=176, eval_resize=232, eval_crop=224,
+                        auto_augment_interpolation='bilinear')
   assert config_checks.problems(config.dataset, registry.DATASETS['imagenet2012']) == []
   config = digits.get_config()
   config.dataset.update(device_resident=True, random_erasing=0.25)

@@ -25,6 +25,7 @@ class Augmentation:
   num_ops: int = 2
   magnitude: int = 9
   bins: int = 31
+  interpolation: str = 'nearest'  # Of the policy's geometric operations.
   erasing: float = 0.0
   erasing_scale: tuple[float, float] = (0.02, 0.33)
   erasing_ratio: tuple[float, float] = (0.3, 3.3)
@@ -37,6 +38,7 @@ class Augmentation:
         crop_ratio=tuple(dataset.crop_ratio), lighting=dataset.pca_lighting,
         policy=dataset.auto_augment, num_ops=dataset.auto_augment_ops,
         magnitude=dataset.auto_augment_magnitude, bins=dataset.auto_augment_bins,
+        interpolation=dataset.auto_augment_interpolation,
         erasing=dataset.random_erasing, erasing_scale=tuple(dataset.erasing_scale),
         erasing_ratio=tuple(dataset.erasing_ratio))
 
@@ -49,7 +51,7 @@ class Augmentation:
     if not self.policy:
       return image
     return auto_augment.augment(image, fold(key, _POLICY), self.policy, self.num_ops,
-                                self.magnitude, self.bins)
+                                self.magnitude, self.bins, self.interpolation)
 
   def erase(self, image, key, value):
     """``image`` with, with probability ``erasing``, a random box set to ``value``."""

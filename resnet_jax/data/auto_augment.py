@@ -6,8 +6,9 @@ TrivialAugmentWide, and keeps its random state in the layer, not in a per-exampl
 policies are written here, one table of operations and magnitudes as
 ``torchvision.transforms.RandAugment`` / ``TrivialAugmentWide`` define them. Each operation
 reproduces what torchvision applies to a PIL image (PIL's ImageEnhance, ImageOps and affine
-transforms with nearest-neighbour sampling and a black fill), within the tolerances
-``tests/test_auto_augment.py`` states. Randomness is a stateless key per image.
+transforms with a black fill, sampling the nearest pixel as torchvision's classes do by default,
+or interpolating bilinearly as torchvision's reference training script asks), within the
+tolerances ``tests/test_auto_augment.py`` states. Randomness is a stateless key per image.
 """
 
 import math
@@ -33,24 +34,27 @@ def _luminance(image):
       tf.reduce_sum(tf.cast(image, tf.int32) * weights, -1, keepdims=True) + 0x8000, 16)
 
 
-def _affine(image, matrix):
-  """PIL's ``Image.transform(AFFINE, matrix, NEAREST)``, black fill. ``matrix`` (a, b, c, d, e,
-  f) maps output to input coordinates (x, y) -> (a x + b y + c, d x + e y + f) with pixel
-  centres at +0.5; PIL samples the floor, ImageProjectiveTransform rounds pixel indices."""
+def _affine(image, matrix, interpolation):
+  """PIL's ``Image.transform(AFFINE, matrix, NEAREST or BILINEAR)``, black fill. ``matrix`` (a,
+  b, c, d, e, f) maps output to input coordinates (x, y) -> (a x + b y + c, d x + e y + f) with
+  pixel centres at +0.5; PIL samples the floor, ImageProjectiveTransform rounds pixel indices."""
   a, b, c, d, e, f = tf.unstack(tf.cast(matrix, tf.float32))
   transform = tf.stack([a, b, c + 0.5 * (a + b) - 0.5, d, e, f + 0.5 * (d + e) - 0.5, 0.0, 0.0])
-  return tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
-      fill_value=0.0, interpolation='NEAREST', fill_mode='CONSTANT')[0]
+  nearest = interpolation == 'nearest'
+  transformed = tf.raw_ops.ImageProjectiveTransformV3(
+      images=(image if nearest else tf.cast(image, tf.float32))[None],
+      transforms=transform[None], output_shape=tf.shape(image)[:2], fill_value=0.0,
+      interpolation=interpolation.upper(), fill_mode='CONSTANT')[0]
+  return transformed if nearest else tf.cast(tf.round(transformed), tf.uint8)
 
 
-def _rotate(image, degrees):
+def _rotate(image, degrees, interpolation):
   """PIL's ``Image.rotate(degrees)``: counter-clockwise about (W / 2, H / 2)."""
   angle = -degrees * math.pi / 180
   cos, sin = tf.cos(angle), tf.sin(angle)
   cy, cx = (tf.cast(s, tf.float32) / 2 for s in tf.unstack(tf.shape(image)[:2]))
   return _affine(image, [cos, sin, cx - cos * cx - sin * cy,
-                         -sin, cos, cy + sin * cx - cos * cy])
+                         -sin, cos, cy + sin * cx - cos * cy], interpolation)
 
 
 def _smooth(image):
@@ -105,15 +109,24 @@ def _solarize(image, threshold):
   return tf.where(tf.cast(image, tf.float32) >= threshold, 255 - image, image)
 
 
+def _geometric(interpolation):
+  """The geometric operations (below) sampling with ``interpolation``."""
+  affine = lambda image, matrix: _affine(image, matrix, interpolation)
+  return {
+      'ShearX': lambda image, m: affine(image, [1.0, m, 0.0, 0.0, 1.0, 0.0]),
+      'ShearY': lambda image, m: affine(image, [1.0, 0.0, 0.0, m, 1.0, 0.0]),
+      'TranslateX': lambda image, m: affine(image, [1.0, 0.0, -_whole(m), 0.0, 1.0, 0.0]),
+      'TranslateY': lambda image, m: affine(image, [1.0, 0.0, 0.0, 0.0, 1.0, -_whole(m)]),
+      'Rotate': lambda image, m: _rotate(image, m, interpolation),
+  }
+
+
 # name -> (operation (uint8 image, float32 magnitude) -> uint8 image), torchvision's
-# ``_apply_op``: a factor's magnitude m is 1 + m, a translation is truncated to whole pixels.
+# ``_apply_op`` (the geometric ones sampling the nearest pixel): a factor's magnitude m is
+# 1 + m, a translation is truncated to whole pixels.
 OPERATIONS = {
     'Identity': lambda image, m: image,
-    'ShearX': lambda image, m: _affine(image, [1.0, m, 0.0, 0.0, 1.0, 0.0]),
-    'ShearY': lambda image, m: _affine(image, [1.0, 0.0, 0.0, m, 1.0, 0.0]),
-    'TranslateX': lambda image, m: _affine(image, [1.0, 0.0, -_whole(m), 0.0, 1.0, 0.0]),
-    'TranslateY': lambda image, m: _affine(image, [1.0, 0.0, 0.0, 0.0, 1.0, -_whole(m)]),
-    'Rotate': _rotate,
+    **_geometric('nearest'),
     'Brightness': lambda image, m: _blend(tf.zeros_like(image), image, 1.0 + m),
     'Color': lambda image, m: _blend(tf.cast(_luminance(image), tf.uint8), image, 1.0 + m),
     'Contrast': lambda image, m: _blend(
@@ -152,7 +165,7 @@ def magnitudes(policy: str, bins: int, height: int, width: int) -> dict:
   }
 
 
-def _apply(image, op, bin_index, negate, space):
+def _apply(image, op, bin_index, negate, space, interpolation):
   """The operation of index ``op`` in ``space`` at magnitude bin ``bin_index``, its magnitude
   negated where ``negate`` and the operation is signed."""
   bins = len(space['ShearX'][0])
@@ -160,7 +173,8 @@ def _apply(image, op, bin_index, negate, space):
   signed = tf.constant([s for _, s in space.values()])
   magnitude = tf.gather_nd(tf.constant(table), tf.stack([op, bin_index]))
   magnitude = tf.where(negate & tf.gather(signed, op), -magnitude, magnitude)
-  branches = [lambda f=OPERATIONS[name]: f(image, magnitude) for name in space]
+  operations = {**OPERATIONS, **_geometric(interpolation)}
+  branches = [lambda f=operations[name]: f(image, magnitude) for name in space]
   result = tf.switch_case(op, branches)
   result.set_shape(image.shape)
   return result
@@ -170,18 +184,20 @@ def _draw(key, count):
   return tf.cast(tf.random.stateless_uniform([], key) * count, tf.int32)
 
 
-def augment(image, key, policy: str, num_ops: int, magnitude: int, bins: int):
+def augment(image, key, policy: str, num_ops: int, magnitude: int, bins: int,
+            interpolation: str = 'nearest'):
   """``image`` (uint8 [H, W, C], static H and W) through ``policy``: RandAugment's ``num_ops``
   uniformly chosen operations at bin ``magnitude`` of ``bins``, or TrivialAugmentWide's one
-  operation at a uniformly chosen bin; signed magnitudes negated with probability 1/2."""
+  operation at a uniformly chosen bin; signed magnitudes negated with probability 1/2; the
+  geometric operations sample with ``interpolation``, 'nearest' or 'bilinear'."""
   space = magnitudes(policy, bins, *image.shape[:2])
   count = len(space)
   if policy == 'trivial_augment_wide':
     keys = [fold(key, i) for i in range(3)]
     return _apply(image, _draw(keys[0], count), _draw(keys[1], bins), _draw(keys[2], 2) > 0,
-                  space)
+                  space, interpolation)
   for i in range(num_ops):
     op_key, sign_key = fold(key, i, 0), fold(key, i, 1)
     image = _apply(image, _draw(op_key, count), tf.constant(magnitude), _draw(sign_key, 2) > 0,
-                   space)
+                   space, interpolation)
   return image

@@ -8,6 +8,7 @@ and tools check a registered dataset without either.
 from resnet_jax.data import registry, splits
 
 AUTO_AUGMENT_POLICIES = ('rand_augment', 'trivial_augment_wide')  # dataset.auto_augment
+AUTO_AUGMENT_INTERPOLATIONS = ('nearest', 'bilinear')  # dataset.auto_augment_interpolation
 
 
 def describe(sizes: dict[str, int]) -> str:
@@ -92,6 +93,9 @@ def augmentation_problems(dataset, spec: registry.DatasetSpec) -> list[str]:
   if dataset.auto_augment is not None and dataset.auto_augment not in AUTO_AUGMENT_POLICIES:
     found.append(f'dataset.auto_augment={dataset.auto_augment!r} is none of '
                  f'{", ".join(AUTO_AUGMENT_POLICIES)}; set one, or None for no policy.')
+  if dataset.auto_augment_interpolation not in AUTO_AUGMENT_INTERPOLATIONS:
+    found.append(f'dataset.auto_augment_interpolation={dataset.auto_augment_interpolation!r} '
+                 f'is neither of {", ".join(AUTO_AUGMENT_INTERPOLATIONS)}.')
   if dataset.auto_augment_bins < 2:
     found.append(f'dataset.auto_augment_bins={dataset.auto_augment_bins} must be at least 2.')
   elif not 0 <= dataset.auto_augment_magnitude < dataset.auto_augment_bins:

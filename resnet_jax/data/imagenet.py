@@ -3,14 +3,14 @@
 Train: a random square window ``image_size`` wide once the shorter side is rescaled to a uniform
 value in [256, 480] (or, ``augmentation.Augmentation.crop_scale``, torchvision's random-resized
 crop window), decoded alone (a JPEG at a reduced DCT scale when the window is at least twice
-``image_size``; PNG and other formats whole, then cut) and resized, a random horizontal flip,
-the modern parts the config asks for (``augmentation``), AlexNet's PCA lighting. Eval: the centre
+``image_size``; PNG and other formats whole, then cut) and resized, a random horizontal flip, the
+modern parts the config asks for (``augmentation``), AlexNet's PCA lighting. Eval: the centre
 window ``image_size`` wide at shorter side 256 (or the config's ``dataset.eval_crop`` at
-``dataset.eval_resize``). Images are decoded as
-RGB, whatever their stored channels. Resizing is bilinear when it enlarges and area averaging
-(antialiased) when it shrinks. The pixels stay uint8; the lighting shift minus the ImageNet mean
-travels as one float32 RGB offset per image, which the jitted step adds to the pixels scaled to
-[0, 1] (``steps.model_images``). Stateless random ops keyed by the caller's key.
+``dataset.eval_resize``). Images are decoded as RGB, whatever their stored channels. Resizing is
+bilinear when it enlarges and area averaging (antialiased) when it shrinks. The pixels stay uint8;
+the lighting shift minus the ImageNet mean travels as one float32 RGB offset per image, which the
+jitted step adds to the pixels scaled to [0, 1] (``steps.model_images``). Stateless random ops
+keyed by the caller's key.
 """
 
 import tensorflow as tf
