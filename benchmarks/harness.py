@@ -71,6 +71,9 @@ flags.DEFINE_integer('e2e_steps', 60, 'Steps of each end-to-end run (logged ever
 flags.DEFINE_integer('e2e_repeats', 2, 'End-to-end runs of each input path, taking turns.')
 flags.DEFINE_list('input_threads', ['1', '2'], 'Thread counts of the ImageNet input timings.')
 flags.DEFINE_integer('input_batch_size', 64, 'Images per batch of the ImageNet input timings.')
+flags.DEFINE_list('input_kinds', ['train', 'eval'],
+                  f'ImageNet preprocessing timed, any of {", ".join(inputs.KINDS)} (train_v2: '
+                  'torchvision\'s "new recipe" augmentation).')
 flags.DEFINE_string('data_dir', None, 'tfds data_dir (default: a temporary one, mocked).')
 flags.DEFINE_string('json_out', os.path.join(tempfile.gettempdir(), 'resnet_jax_bench.json'),
                     'Where the results go as JSON.')
@@ -79,10 +82,12 @@ REPORTED_FLAGS = ('model', 'batch_size', 'dtype', 'steps', 'repeats', 'peak_tflo
 
 
 def check_flags() -> None:
-  unknown = set(FLAGS.parts) - set(PARTS) | set(FLAGS.torch_variants) - set(TORCH_VARIANTS)
+  unknown = (set(FLAGS.parts) - set(PARTS) | set(FLAGS.torch_variants) - set(TORCH_VARIANTS)
+             | set(FLAGS.input_kinds) - set(inputs.KINDS))
   if unknown:
-    raise app.UsageError(f'Unknown part or torch variant {sorted(unknown)}; parts: {PARTS}, '
-                         f'torch variants: {TORCH_VARIANTS}.')
+    raise app.UsageError(f'Unknown part, torch variant or input kind {sorted(unknown)}; parts: '
+                         f'{PARTS}, torch variants: {TORCH_VARIANTS}, input kinds: '
+                         f'{inputs.KINDS}.')
   if FLAGS.model not in models.MODEL_NAMES:
     raise app.UsageError(f'Unknown model {FLAGS.model!r}; use one of {models.MODEL_NAMES}.')
 
@@ -109,7 +114,8 @@ def run_parts(settings: Settings, parts: set) -> list[dict]:
     parts = parts - {'device_step', 'e2e'}
   if 'input' in parts:
     results += time_all(inputs.timers([int(n) for n in FLAGS.input_threads],
-                                      FLAGS.input_batch_size), **settings.timing)
+                                      FLAGS.input_batch_size, FLAGS.input_kinds),
+                        **settings.timing)
     results += inputs.train_pipeline_rows(settings)
   if 'e2e' in parts:
     results += bench_e2e(settings, FLAGS.e2e_steps, FLAGS.e2e_repeats)

@@ -1,16 +1,26 @@
 """ImageNet preprocessing on real photographs: the project's tf.data maps beside PIL + torchvision.
 
-    python -m benchmarks.harness --parts=input --input_threads=1,2 --steps=3 --repeats=5
+    python -m benchmarks.harness --parts=input --input_threads=1,2 --steps=3 --repeats=5 \
+        --input_kinds=train,eval,train_v2
 
 Both sides read the same JPEG files (``resnet_jax/testing/photos.py``) from memory and return uint8
-224x224 images, so what is timed is decoding and augmentation alone:
+images (224x224; 176x176 for train_v2), so what is timed is decoding and augmentation alone.
+The kinds (``--input_kinds``):
 
-* project: ``train_example`` / ``eval_example`` of ``resnet_jax/data/imagenet.py`` mapped over the
-  files by tf.data with N threads (a private thread pool of N, ``num_parallel_calls=N``, one
-  thread inside each op), batched;
-* reference: PIL decode, then torchvision's ``RandomResizedCrop(224)`` + flip + ``PILToTensor``
-  (train) or ``Resize(256)`` + ``CenterCrop(224)`` + ``PILToTensor`` (eval), stacked into a
-  batch; N worker processes (forked, as PyTorch's DataLoader does on Linux) share each batch.
+* train: project ``train_example`` (the paper's recipe) of ``resnet_jax/data/imagenet.py``;
+  reference ``RandomResizedCrop(224)`` + flip + ``PILToTensor``;
+* eval: project ``eval_example``; reference ``Resize(256)`` + ``CenterCrop(224)`` +
+  ``PILToTensor``;
+* train_v2, torchvision's "new recipe" augmentation: project ``train_example`` with the
+  random-resized crop at 176, TrivialAugmentWide and random erasing (p = 0.1), no PCA lighting
+  (``v2_recipe``); reference transforms v2 ``RandomResizedCrop(176)`` + flip +
+  ``TrivialAugmentWide`` + ``PILToTensor`` + ``RandomErasing(0.1)``
+  (``torch_input.train_v2_transform``).
+
+The project's map runs over the files in tf.data with N threads (a private thread pool of N,
+``num_parallel_calls=N``, one thread inside each op), batched; the reference decodes with PIL
+and transforms in N worker processes (forked, as PyTorch's DataLoader does on Linux) that share
+each batch.
 
 ``train_pipeline_rows`` times the digits and cifar10 train pipelines
 (``Dataset.train_batches``, with their own prefetching) alone, one after the other.
@@ -37,19 +47,32 @@ from benchmarks.timing import Timer, row, time_steps
 from configs import cifar10, digits
 
 IMAGE_SIZE = 224
+V2_IMAGE_SIZE = 176  # torchvision's "new recipe" trains at 176.
+V2_ERASING = 0.1
 NUM_PHOTOS = 64
+KINDS = ('train', 'eval', 'train_v2')
 
 
-def project_batches(jpegs, train: bool, threads: int, batch_size: int) -> Iterator:
-  """Endless batches of the project's ImageNet train or eval map over ``jpegs``."""
+def v2_recipe():
+  """The project's fields for torchvision's "new recipe" augmentation (``augmentation``)."""
+  from resnet_jax.data import augmentation  # pylint: disable=import-outside-toplevel
+  return augmentation.Augmentation(crop_scale=(0.08, 1.0), lighting=False,
+                                   policy='trivial_augment_wide', erasing=V2_ERASING)
+
+
+def project_batches(jpegs, kind: str, threads: int, batch_size: int) -> Iterator:
+  """Endless batches of the project's ImageNet map of ``kind`` (KINDS) over ``jpegs``."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   from resnet_jax.data import imagenet as imagenet_preprocessing  # pylint: disable=import-outside-toplevel
+  recipe = v2_recipe()
 
   def example(index, image_bytes):
-    if train:
-      key = tf.stack([index, tf.constant(0, tf.int64)])
+    key = tf.stack([index, tf.constant(0, tf.int64)])
+    if kind == 'train':
       return imagenet_preprocessing.train_example(image_bytes, key, IMAGE_SIZE)
+    if kind == 'train_v2':
+      return imagenet_preprocessing.train_example(image_bytes, key, V2_IMAGE_SIZE, recipe)
     return imagenet_preprocessing.eval_example(image_bytes, IMAGE_SIZE)
 
   ds = tf.data.Dataset.from_tensor_slices(jpegs).repeat().enumerate()
@@ -62,21 +85,22 @@ def project_batches(jpegs, train: bool, threads: int, batch_size: int) -> Iterat
   return iter(ds.with_options(options))
 
 
-_WORKER_STATE = None  # In each reference worker process: (JPEG files, {train: transform}).
+_WORKER_STATE = None  # In each reference worker process: (JPEG files, {kind: transform}).
 
 
 def _init_worker(jpegs):
   global _WORKER_STATE  # pylint: disable=global-statement
-  _WORKER_STATE = (jpegs, {True: torch_input.train_transform(IMAGE_SIZE),
-                           False: torch_input.eval_transform(IMAGE_SIZE)})
+  _WORKER_STATE = (jpegs, {'train': torch_input.train_transform(IMAGE_SIZE),
+                           'eval': torch_input.eval_transform(IMAGE_SIZE),
+                           'train_v2': torch_input.train_v2_transform(V2_IMAGE_SIZE, V2_ERASING)})
 
 
-def _torch_example(index, train):
+def _torch_example(index, kind):
   """PIL decode and the torchvision transform of one file, in a worker: uint8 [3, S, S]."""
   from PIL import Image  # pylint: disable=import-outside-toplevel
   jpegs, transforms = _WORKER_STATE
   image = Image.open(io.BytesIO(jpegs[index % len(jpegs)])).convert('RGB')
-  return transforms[train](image).numpy()
+  return transforms[kind](image).numpy()
 
 
 def _process_cpu_s(pid) -> float:
@@ -86,29 +110,29 @@ def _process_cpu_s(pid) -> float:
   return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
-def torch_timer_fns(jpegs, train: bool, cores: int, batch_size: int):
+def torch_timer_fns(jpegs, kind: str, cores: int, batch_size: int):
   """(call returning one reference batch, its CPU seconds so far): ``cores`` worker processes
   share each batch, and only their CPU time counts (not this process's, which runs tf.data)."""
   pool = multiprocessing.get_context('fork').Pool(cores, _init_worker, (jpegs,))
   pids = [worker.pid for worker in pool._pool]  # pylint: disable=protected-access
-  example = functools.partial(_torch_example, train=train)
+  example = functools.partial(_torch_example, kind=kind)
   counter = iter(range(1 << 62))
   run = lambda: np.stack(pool.map(example, [next(counter) for _ in range(batch_size)],
                                   chunksize=-(-batch_size // cores)))
   return run, lambda: sum(_process_cpu_s(pid) for pid in pids)
 
 
-def timers(threads: list[int], batch_size: int) -> list[Timer]:
-  """Timers of the project and the reference, train and eval, per thread count (part 'input')."""
+def timers(threads: list[int], batch_size: int, kinds=('train', 'eval')) -> list[Timer]:
+  """Timers of the project and the reference, per kind (KINDS) and thread count (part
+  'input')."""
   from resnet_jax.testing import photos  # pylint: disable=import-outside-toplevel  (PIL, scikit-learn)
   jpegs = photos.sample_jpegs(NUM_PHOTOS)
   note = (f'imagenet, {NUM_PHOTOS} photos from sklearn, '
           f'{np.mean([len(j) for j in jpegs]) / 1e3:.0f} KB average')
   result = []
-  for n, train in itertools.product(threads, (True, False)):
-    kind = 'train' if train else 'eval'
-    batches = project_batches(jpegs, train, n, batch_size)
-    torch_run, torch_cpu_s = torch_timer_fns(jpegs, train, n, batch_size)
+  for n, kind in itertools.product(threads, kinds):
+    batches = project_batches(jpegs, kind, n, batch_size)
+    torch_run, torch_cpu_s = torch_timer_fns(jpegs, kind, n, batch_size)
     result += [
         Timer('input', _impl('tf.data', kind, n), lambda batches=batches: next(batches),
               lambda: None, batch_size, note=note, cpu_s=time.process_time),
@@ -139,7 +163,7 @@ def ratios(results, key: str = 'images_per_s') -> dict:
   """tf.data / torchvision at equal threads, 2 threads / 1, cores per 1,000 images/s."""
   rates = {r['impl']: r[key] for r in results if r['part'] == 'input' and key in r}
   found = {}
-  for kind in ('train', 'eval'):
+  for kind in KINDS:
     for threads in (1, 2):
       ours, theirs = rates.get(_impl('tf.data', kind, threads)), rates.get(
           _impl('torchvision', kind, threads))

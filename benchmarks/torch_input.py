@@ -1,4 +1,5 @@
-"""torchvision's standard ImageNet transforms, the reference of the input benchmark."""
+"""torchvision's ImageNet transforms, the reference of the input benchmark: the standard train
+and eval transforms and the train transform of torchvision's "new recipe" (transforms v2)."""
 
 
 def import_torchvision():
@@ -13,6 +14,7 @@ def import_torchvision():
   torch.library.register_fake = lambda *args, **kwargs: (lambda fn: fn)
   try:
     import torchvision  # pylint: disable=import-outside-toplevel
+    import torchvision.transforms.v2  # pylint: disable=import-outside-toplevel,unused-import
   finally:
     torch.library.register_fake = register_fake
   return torchvision
@@ -30,3 +32,14 @@ def eval_transform(image_size: int = 224):
   transforms = import_torchvision().transforms
   return transforms.Compose([transforms.Resize(image_size * 256 // 224),
                              transforms.CenterCrop(image_size), transforms.PILToTensor()])
+
+
+def train_v2_transform(image_size: int = 176, erasing: float = 0.1):
+  """The train transform of torchvision's "new recipe" (references/classification, transforms
+  v2): RandomResizedCrop, flip, TrivialAugmentWide, random erasing; uint8 out, so the float
+  conversion and normalisation before the erasing are left out (the project's happen on the
+  device)."""
+  v2 = import_torchvision().transforms.v2
+  return v2.Compose([v2.RandomResizedCrop(image_size, antialias=True),
+                     v2.RandomHorizontalFlip(), v2.TrivialAugmentWide(), v2.PILToTensor(),
+                     v2.RandomErasing(erasing)])

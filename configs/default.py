@@ -48,7 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
       train_split='train',
       eval_split='test',
       image_size=32,
-      augment=True,          # The paper's training augmentation.
+      augment=True,          # The paper's training augmentation (the modern parts below are
+                             # apart from it).
       num_shards=0,          # Data shards; 0 = one per process. Fix it to make the data order
                              # independent of the number of hosts.
       shuffle_buffer=16_384,  # ImageNet: records per shuffled window (streaming_order.py).
@@ -59,6 +60,40 @@ def get_config() -> ml_collections.ConfigDict:
       # paper) instead of the per-channel RGB mean (digits and cifar10 always use per-pixel).
       imagenet_per_pixel_mean=False,
       mean_examples=10_000,
+      # Modern training augmentations (docs/training.md, "Modern input augmentations"); all off
+      # by default, the paper's recipe. Each draws from its own key, a function of (seed, epoch,
+      # position) as the paper's augmentation is.
+      # The train crop of the streamed (ImageNet-family) datasets: 'scale' (the paper's scale
+      # augmentation) or 'random_resized' (Inception-style, torchvision's RandomResizedCrop: an
+      # area fraction uniform in crop_scale and an aspect ratio log-uniform in crop_ratio, up
+      # to 10 draws, else the centre crop), resized to image_size: area averaging where it
+      # shrinks both ways, else bilinear, antialiased (torchvision's).
+      train_crop='scale',
+      crop_scale=(0.08, 1.0),
+      crop_ratio=(3 / 4, 4 / 3),
+      pca_lighting=True,  # Streamed datasets: AlexNet's PCA lighting noise (the paper).
+      # On the uint8 crop after the flip (tf.data paths): None, 'rand_augment' (RandAugment:
+      # auto_augment_ops operations at magnitude bin auto_augment_magnitude) or
+      # 'trivial_augment_wide' (TrivialAugmentWide: one operation at a random bin), with
+      # torchvision's operations and magnitudes over auto_augment_bins bins.
+      auto_augment=config_dict.placeholder(str),
+      auto_augment_ops=2,
+      auto_augment_magnitude=9,
+      auto_augment_bins=31,
+      # The geometric operations' sampling: 'nearest' (torchvision's classes' default) or
+      # 'bilinear' (torchvision's reference training script, --interpolation bilinear).
+      auto_augment_interpolation='nearest',
+      # Random erasing (torchvision's RandomErasing) with this probability, last: a box of area
+      # fraction uniform in erasing_scale and aspect ratio log-uniform in erasing_ratio set to
+      # 0 after normalisation (the mean; streamed: the RGB mean rounded to uint8). All paths.
+      random_erasing=0.0,
+      erasing_scale=(0.02, 0.33),
+      erasing_ratio=(0.3, 3.3),
+      # Streamed datasets' evaluation: the centre eval_crop at shorter side eval_resize (e.g.
+      # torchvision's 232 / 224, or FixRes' train 176 / test 224 with image_size=176). None:
+      # 256 and image_size, the paper's.
+      eval_resize=config_dict.placeholder(int),
+      eval_crop=config_dict.placeholder(int),
   ))
 
   # Evaluation sets beside dataset.eval_split, evaluated with it at every evaluation:

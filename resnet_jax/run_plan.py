@@ -75,8 +75,15 @@ class RunPlan:
 
   @property
   def image_shape(self) -> tuple[int, int, int]:
-    """(H, W, C) as the model sees it."""
+    """(H, W, C) as the model sees it in training."""
     size = self.config.dataset.image_size
+    return (size, size, self.dataset.channels)
+
+  @property
+  def eval_image_shape(self) -> tuple[int, int, int]:
+    """(H, W, C) of the eval split's images (``dataset.eval_crop``; the nets are fully
+    convolutional with a global pooling, so they take either)."""
+    size = self.config.dataset.eval_crop or self.config.dataset.image_size
     return (size, size, self.dataset.channels)
 
   @property
@@ -97,7 +104,8 @@ class RunPlan:
     numbers = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                if f.name not in ('config', 'dataset', 'learning_rate', 'eval_sets')}
     return json.loads(json.dumps({
-        **numbers, 'image_shape': self.image_shape, 'shard_batch': self.shard_batch,
+        **numbers, 'image_shape': self.image_shape, 'eval_image_shape': self.eval_image_shape,
+        'shard_batch': self.shard_batch,
         'process_batch': self.process_batch, 'dataset': dataclasses.asdict(self.dataset),
         'learning_rate': dataclasses.asdict(self.learning_rate),
         'eval_sets': [dataclasses.asdict(s) for s in self.eval_sets]}))

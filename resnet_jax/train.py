@@ -297,7 +297,8 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
     train_fn = device_resident.make_train_fn(
         program.train_step, device_resident.put_on_devices(*data.train_arrays(), mesh), mesh,
         seed=config.seed, batch_size=config.batch_size, steps_per_epoch=plan.steps_per_epoch,
-        pad=spec.pad if augment else 0, flip=augment and spec.flip)
+        pad=spec.pad if augment else 0, flip=augment and spec.flip,
+        erasing=device_resident.erasing_of(config.dataset))
     inputs = iter(steps_per_call)
   else:  # tf.data batches, a tuple per call, prefetched to the devices.
     train_fn = program.train_fn

@@ -62,17 +62,20 @@ def test_input_part_times_the_project_beside_torchvision_on_real_photographs(tmp
   json_out = tmp_path / 'input.json'
   subprocess.run([sys.executable, '-m', 'benchmarks.harness', '--parts=input',
                   '--input_threads=1', '--input_batch_size=8', '--steps=1', '--repeats=1',
-                  f'--json_out={json_out}'], check=True, timeout=600)
+                  '--input_kinds=train,eval,train_v2', f'--json_out={json_out}'], check=True,
+                 timeout=600)
   report = json.loads(json_out.read_text())
   timed = rows(report, 'input')
   for impl in ('tf.data train, 1 thread', 'torchvision train, 1 thread',
-               'tf.data eval, 1 thread', 'torchvision eval, 1 thread'):
+               'tf.data eval, 1 thread', 'torchvision eval, 1 thread',
+               'tf.data train_v2, 1 thread', 'torchvision train_v2, 1 thread'):
     assert timed[impl]['images_per_s'] > 0 and timed[impl]['images_per_cpu_s'] > 0, impl
   key = 'imagenet train, 1 thread(s): tf.data / torchvision'
   assert report['ratios'][key] == pytest.approx(
       timed['tf.data train, 1 thread']['images_per_s']
       / timed['torchvision train, 1 thread']['images_per_s'])
   assert key in report['cpu_time_ratios']
+  assert 'imagenet train_v2, 1 thread(s): tf.data / torchvision' in report['cpu_time_ratios']
 
 
 def test_resume_part_times_the_first_batch_at_each_position():

@@ -32,8 +32,8 @@ def record_of(data) -> inference_record.InferenceRecord:
     constants['eval_view'] = 'resize'
     arrays = {'pixel_mean': np.float32(data.train_mean_image())}
   else:
-    correction = data.mean_correction()
-    constants.update(eval_view='centre_crop', eval_shorter_side=imagenet.IMAGENET_EVAL_RESIZE,
+    correction, (size, shorter_side) = data.mean_correction(), data.eval_view
+    constants.update(image_size=size, eval_view='centre_crop', eval_shorter_side=shorter_side,
                      channel_mean=list(imagenet.IMAGENET_RGB_MEAN))
     arrays = {} if correction is None else {'pixel_mean': np.float32(correction)}
   return inference_record.InferenceRecord(constants, arrays)

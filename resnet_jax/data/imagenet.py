@@ -1,16 +1,21 @@
 """ImageNet preprocessing (paper, Sec. 3.4): encoded images -> uint8 crops plus an RGB offset.
 
 Train: a random square window ``image_size`` wide once the shorter side is rescaled to a uniform
-value in [256, 480], decoded alone (a JPEG at a reduced DCT scale when the window is at least
-twice ``image_size``; PNG and other formats whole, then cut) and resized, a random horizontal
-flip, AlexNet's PCA lighting. Eval: the centre window at shorter side 256. Images are decoded as
-RGB, whatever their stored channels. Resizing is bilinear when it enlarges and area averaging
-(antialiased) when it shrinks. The pixels stay uint8; the lighting shift minus the ImageNet mean
-travels as one float32 RGB offset per image, which the jitted step adds to the pixels scaled to
-[0, 1] (``steps.model_images``). Stateless random ops keyed by the caller's key.
+value in [256, 480] (or, ``augmentation.Augmentation.crop_scale``, torchvision's random-resized
+crop window), decoded alone (a JPEG at a reduced DCT scale when the window is at least twice
+``image_size``; PNG and other formats whole, then cut) and resized, a random horizontal flip, the
+modern parts the config asks for (``augmentation``), AlexNet's PCA lighting. Eval: the centre
+window ``image_size`` wide at shorter side 256 (or the config's ``dataset.eval_crop`` at
+``dataset.eval_resize``). Images are decoded as RGB, whatever their stored channels. Resizing is
+bilinear when it enlarges and area averaging (antialiased) when it shrinks. The pixels stay uint8;
+the lighting shift minus the ImageNet mean travels as one float32 RGB offset per image, which the
+jitted step adds to the pixels scaled to [0, 1] (``steps.model_images``). Stateless random ops
+keyed by the caller's key.
 """
 
 import tensorflow as tf
+
+from resnet_jax.data import augmentation
 
 IMAGENET_RGB_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_EVAL_RESIZE = 256
@@ -49,13 +54,14 @@ def to_uint8(image):
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def _decode_window(image_bytes, window, image_size):
-  """The square JPEG window [y, x, h, h] as uint8 image_size x image_size.
+def _decode_window(image_bytes, window, image_size, resize_to=resize):
+  """The JPEG window [y, x, h, w] as uint8 image_size x image_size (``resize_to``).
 
   Only the window is decoded, at the smallest of libjpeg's DCT scales 1, 1/2, 1/4, 1/8 that
-  keeps it at least image_size wide (a low-pass filter, and far less work than a full decode).
+  keeps its shorter side at least image_size (a low-pass filter, and far less work than a full
+  decode).
   """
-  crop = window[2]
+  crop = tf.minimum(window[2], window[3])
   ratio_index = tf.reduce_sum(tf.cast(crop >= image_size * tf.constant([2, 4, 8]), tf.int32))
 
   def decode(ratio):
@@ -64,7 +70,7 @@ def _decode_window(image_bytes, window, image_size):
 
   image = tf.switch_case(ratio_index, [decode(r) for r in JPEG_DCT_RATIOS])
   image.set_shape([None, None, 3])
-  return to_uint8(resize(image, (image_size, image_size)))
+  return to_uint8(resize_to(image, (image_size, image_size)))
 
 
 def decode(image_bytes):
@@ -78,26 +84,28 @@ def image_shape(image_bytes):
                  lambda: tf.shape(decode(image_bytes)))
 
 
-def _decode_crop(image_bytes, window_of, image_size):
-  """The uint8 image_size x image_size crop of the window ``window_of(shape)`` [y, x, h, h]: a
+def _decode_crop(image_bytes, window_of, image_size, resize_to=resize):
+  """The uint8 image_size x image_size crop of the window ``window_of(shape)`` [y, x, h, w]: a
   JPEG decodes the window alone (``_decode_window``), other formats decode whole and cut it."""
   def jpeg():
     return _decode_window(image_bytes, window_of(tf.image.extract_jpeg_shape(image_bytes)),
-                          image_size)
+                          image_size, resize_to)
 
   def other():
     image = decode(image_bytes)
     y, x, h, w = tf.unstack(window_of(tf.shape(image)))
-    return to_uint8(resize(image[y:y + h, x:x + w], (image_size, image_size)))
+    return to_uint8(resize_to(image[y:y + h, x:x + w], (image_size, image_size)))
 
   crop = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
   crop.set_shape([image_size, image_size, 3])
   return crop
 
 
-def eval_example(image_bytes, image_size):
-  """Encoded bytes -> uint8 centre image_size crop at shorter side 256 (see model_images)."""
-  return _decode_crop(image_bytes, lambda shape: centre_window(shape, image_size), image_size)
+def eval_example(image_bytes, image_size, shorter_side=IMAGENET_EVAL_RESIZE):
+  """Encoded bytes -> uint8 centre image_size crop at shorter side ``shorter_side`` (see
+  model_images)."""
+  return _decode_crop(image_bytes, lambda shape: centre_window(shape, image_size, shorter_side),
+                      image_size)
 
 
 def _random_window(shape, image_size, uniforms):
@@ -121,19 +129,38 @@ def _lighting(key):
   return tf.linalg.matvec(tf.constant(PCA_EIGVEC), alpha * tf.constant(PCA_EIGVAL))
 
 
-def train_example(image_bytes, key, image_size):
-  """Encoded bytes -> (uint8 scale-augmented random crop, randomly flipped; its float32 [3]
-  offset).
+def _resize_window(image, size):
+  """A random-resized crop's window to ``size``: area averaging where it shrinks both ways (as
+  ``resize``; a quarter of the work of an antialiased bilinear filter), else bilinear,
+  antialiased along a side that shrinks (torchvision's resizing)."""
+  shrink = lambda: tf.image.resize(image, size, method='area')
+  other = lambda: tf.image.resize(image, size, method='bilinear', antialias=True)
+  shape = tf.shape(image)
+  return tf.cond((shape[-3] > size[0]) & (shape[-2] > size[1]), shrink, other)
+
+
+def train_example(image_bytes, key, image_size, recipe=augmentation.Augmentation()):
+  """Encoded bytes -> (uint8 scale-augmented random crop, randomly flipped, through ``recipe``'s
+  modern parts; its float32 [3] offset).
 
   The offset is the PCA lighting shift minus the ImageNet mean; the device adds it to the
   pixels scaled to [0, 1] (``steps.model_images``), so the host ships a quarter of the bytes.
+  Random erasing fills its box with the ImageNet mean rounded to uint8, 0 after normalisation
+  up to that rounding and the example's lighting shift.
   """
   uniform_key, light_key = tf.unstack(tf.random.experimental.stateless_split(key, 2))
   uniforms = tf.random.stateless_uniform([4], uniform_key)
-  image = _decode_crop(image_bytes, lambda shape: _random_window(shape, image_size, uniforms),
-                       image_size)
+  if recipe.crop_scale:
+    image = _decode_crop(image_bytes, lambda shape: recipe.crop_window(shape, key), image_size,
+                         _resize_window)
+  else:
+    image = _decode_crop(image_bytes, lambda shape: _random_window(shape, image_size, uniforms),
+                         image_size)
   image = tf.cond(uniforms[3] < 0.5, lambda: tf.reverse(image, [1]), lambda: image)
-  return image, _lighting(light_key) - tf.constant(IMAGENET_RGB_MEAN)
+  image = recipe.policy_of(image, key)
+  image = recipe.erase(image, key, to_uint8(255.0 * tf.constant(IMAGENET_RGB_MEAN)))
+  lighting = _lighting(light_key) if recipe.lighting else tf.zeros([3])
+  return image, lighting - tf.constant(IMAGENET_RGB_MEAN)
 
 
 def decode_resized(image_bytes, shorter_side):

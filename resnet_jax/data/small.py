@@ -5,7 +5,11 @@ Pixels are scaled to [0, 1] (digits upsampled bilinearly, half-pixel centres, to
 ``dataset.image_size``), then the per-pixel mean of the train split is subtracted. Training
 augments with the entry's ``pad`` (zeros, after the mean subtraction) and a random crop of the
 original size, and a random horizontal flip where the entry's ``flip`` says so (the ops:
-``cifar``); evaluation sees the original image. Each shard is read in a stateless random order
+``cifar``); evaluation sees the original image. The modern parts a config may add
+(``augmentation.Augmentation``, with or without ``dataset.augment``'s): an auto-augment policy on
+the uint8 image at ``image_size`` before the rest (so before the crop and flip, not after as
+torchvision's CIFAR recipes do; the policy's draws are symmetric under a flip), and random erasing
+last, its box set to 0 (the mean). Each shard is read in a stateless random order
 (``index_shuffle``) keyed by (seed, shard, epoch), so a resumed run jumps straight to its step;
 the augmentation is keyed by (seed, shard, epoch, position).
 """
@@ -15,7 +19,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from resnet_jax.data import cifar, dataset
+from resnet_jax.data import augmentation, cifar, dataset
 from resnet_jax.data.streamed_order import fold
 
 
@@ -49,14 +53,20 @@ class SmallDataset(dataset.Dataset):
     per_epoch = plan.steps_per_epoch * sub_batch
     images, labels = (tf.constant(a) for a in self.load_arrays(split))
     mean, size = tf.constant(self._mean), plan.config.dataset.image_size
+    recipe = augmentation.Augmentation.of(plan.config.dataset)
 
     def example(count):
       epoch, position = count // per_epoch, count % per_epoch
       epoch_key = fold(key, epoch)
       index = tf.random.experimental.index_shuffle(position, epoch_key, len(labels) - 1)
-      image = cifar.scale_and_resize(size, tf.gather(images, index)) - mean
+      example_key, image = fold(epoch_key, position), tf.gather(images, index)
+      if recipe.policy:
+        image = tf.cast(tf.round(cifar.scale_and_resize(size, image) * 255.0), tf.uint8)
+        image = recipe.policy_of(image, example_key)
+      image = cifar.scale_and_resize(size, image) - mean
       if augment:
-        image = cifar.pad_crop_flip(image, fold(epoch_key, position), spec.pad, spec.flip)
+        image = cifar.pad_crop_flip(image, example_key, spec.pad, spec.flip)
+      image = recipe.erase(image, example_key, 0.0)
       return {'image': image, 'label': tf.gather(labels, index)}
 
     ds = tf.data.Dataset.counter(start_step * sub_batch)

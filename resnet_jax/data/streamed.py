@@ -2,16 +2,17 @@
 ImageNet recipe on encoded images streamed from their TFRecord files (paper, Sec. 3.4).
 
 Training: scale augmentation, a random ``image_size`` crop, a flip and PCA lighting
-(``imagenet.train_example``); evaluation: the centre crop at shorter side 256
-(``imagenet.eval_example``). Batches hold uint8 pixels plus one RGB offset per image (the
-lighting minus the ImageNet mean), scaled and shifted on the device by ``steps.model_images``.
-The per-pixel mean (``dataset.imagenet_per_pixel_mean``, of the dataset's own training images;
-always for an image folder) is the same image for every example: ``mean_correction`` gives its
-difference from the per-channel mean once, for the device to subtract, so batches stay uint8
-plus 3 floats. Resizing is bilinear when it enlarges and area averaging (antialiased) when it
-shrinks. Each epoch streams a shard's files in a fresh order, windows of about
-``shuffle_buffer`` records each shuffled whole (``streamed_order``); a resumed run reads only the
-window of its position.
+(``imagenet.train_example``), with the modern parts the config asks for
+(``augmentation.Augmentation``); evaluation: the centre crop at shorter side 256
+(``imagenet.eval_example``), or ``dataset.eval_crop`` at ``dataset.eval_resize``. Batches hold
+uint8 pixels plus one RGB offset per image (the lighting minus the ImageNet mean), scaled and
+shifted on the device by ``steps.model_images``. The per-pixel mean
+(``dataset.imagenet_per_pixel_mean``, of the dataset's own training images; always for an image
+folder) is the same image for every example: ``mean_correction`` gives its difference from the
+per-channel mean once, for the device to subtract, so batches stay uint8 plus 3 floats. Resizing
+is bilinear when it enlarges and area averaging (antialiased) when it shrinks. Each epoch streams
+a shard's files in a fresh order, windows of about ``shuffle_buffer`` records each shuffled whole
+(``streamed_order``); a resumed run reads only the window of its position.
 """
 
 import functools
@@ -20,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.data import dataset, imagenet, streamed_order
+from resnet_jax.data import augmentation, dataset, imagenet, streamed_order
 from resnet_jax.data.streamed_order import fold
 
 
@@ -40,13 +41,19 @@ class StreamedDataset(dataset.Dataset):
       return None
     return self._pixel_mean() - np.float32(imagenet.IMAGENET_RGB_MEAN)
 
+  @property
+  def eval_view(self) -> tuple[int, int]:
+    """(crop, shorter side) of the evaluation's centre crop."""
+    ds = self.plan.config.dataset
+    return (ds.eval_crop or ds.image_size, ds.eval_resize or imagenet.IMAGENET_EVAL_RESIZE)
+
   def _pixel_mean(self) -> np.ndarray:
     """Per-pixel mean in [0, 1] of the first ``dataset.mean_examples`` train images (stored
     order), each cropped as evaluation crops it."""
-    ds, size = self.plan.config.dataset, self.plan.config.dataset.image_size
+    ds, (size, shorter_side) = self.plan.config.dataset, self.eval_view
     crops = dataset.read(self.builder, ds.train_split, self.plan.dataset.label_feature,
                          decode=False).take(ds.mean_examples).map(
-        lambda image_bytes, _: tf.cast(imagenet.eval_example(image_bytes, size),
+        lambda image_bytes, _: tf.cast(imagenet.eval_example(image_bytes, size, shorter_side),
                                        tf.float64) / 255.0,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(256)
     total, count = crops.reduce(
@@ -69,8 +76,8 @@ class StreamedDataset(dataset.Dataset):
             + self._correction_tensor().numpy())
 
   def _eval_preprocessing(self):
-    size, offset = self.plan.config.dataset.image_size, -tf.constant(imagenet.IMAGENET_RGB_MEAN)
-    return lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size),
+    (size, shorter_side), offset = self.eval_view, -tf.constant(imagenet.IMAGENET_RGB_MEAN)
+    return lambda image_bytes: {'image': imagenet.eval_example(image_bytes, size, shorter_side),
                                 'image_offset': offset}
 
   def eval_jpeg_records(self) -> tuple[tf.data.Dataset, int]:
@@ -90,10 +97,12 @@ class StreamedDataset(dataset.Dataset):
     deserialize = functools.partial(self.builder.info.features.deserialize_example,
                                     decoders={'image': tfds.decode.SkipDecoding()})
     label_feature = plan.dataset.label_feature
+    recipe = augmentation.Augmentation.of(plan.config.dataset)
 
     def example(epoch, position, record):
       record = deserialize(record)
-      image, offset = imagenet.train_example(record['image'], fold(key, epoch, position), size)
+      image, offset = imagenet.train_example(record['image'], fold(key, epoch, position), size,
+                                             recipe)
       return {'image': image, 'image_offset': offset,
               'label': tf.cast(record[label_feature], tf.int32)}
 
