@@ -19,7 +19,9 @@ between the convolutions. docs/deviations.md names what differs from each paper.
     python main.py --config=configs/cifar10.py:wrn28_10,dropout --workdir=/tmp/resnet_jax/wrn
 
 Append ``,validation`` (``configs/cifar10.py:resnet110,validation``) to train on the paper's 45k
-images and evaluate on the held-out 5k. Prepare the data once with
+images and evaluate on the held-out 5k; ``,modern`` trains with a modern baseline recipe instead
+of the paper's (``configs/recipes.py``: 200 epochs, cosine, Nesterov, weight decay 5e-4, cutmix;
+docs/training.md, "Named recipes"). Prepare the data once with
 ``tfds build cifar10`` (see the README). Expected runtime: 64k steps of 128 images, 8.2M images;
 ResNet-20 trains at ~350 images/s on a 2-core CPU (benchmarks/RESULTS.md), about 6.5 hours.
 The other nets cost as their multiply-adds per image (docs/models.md): ResNet-164 about what
@@ -27,7 +29,7 @@ ResNet-110 does, ResNet-1001 about 6x, WRN-28-10 about 21x, over 200 epochs (10M
 No GPU figure is measured yet; ``--config.dataset.device_resident=True`` is the fast path there.
 """
 
-from configs import arguments, default
+from configs import arguments, default, recipes
 
 # Zagoruyko and Komodakis's dropout between a wide block's convolutions (their CIFAR value).
 WIDE_DROPOUT = 0.3
@@ -51,6 +53,12 @@ def wide_recipe(config):
                           lr_boundaries_unit='epochs', lr_decay_factor=0.2)
 
 
+def modern(config):
+  """A modern baseline instead of the paper's recipe (``recipes.CIFAR_MODERN``): 200 epochs,
+  cosine, Nesterov, weight decay 5e-4, cutmix on half the batches."""
+  recipes.apply(config, 'cifar_modern', recipes.CIFAR_MODERN)
+
+
 def is_wide(model: str) -> bool:
   """A CIFAR wide ResNet (``wrn{depth}_{k}``)."""
   return model.startswith('wrn')
@@ -61,7 +69,8 @@ def cifar_config(arg: str, dataset: str):
   ``dataset`` (cifar10, cifar100), the config file ``configs/<dataset>.py``."""
   model, options = arguments.parse(arg, file=f'configs/{dataset}.py',
                                    model_names=arguments.family_models('cifar'),
-                                   options={'validation': validation, 'dropout': dropout})
+                                   options={'validation': validation, 'dropout': dropout,
+                                            'modern': modern})
   if dropout in options and not is_wide(model):
     raise ValueError(f'configs/{dataset}.py:{arg}: dropout is the wide ResNets\' option; '
                      f'{model} is not one.')

@@ -12,6 +12,9 @@ from ml_collections import config_dict
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # The named recipe the config applies (configs/recipes.py, e.g. 'torchvision_v2'; ' -PART' for
+  # each part an ablation left out); None: the paper's recipe. A record: the fields decide.
+  config.recipe = config_dict.placeholder(str)
 
   # The network: any name of resnet_jax.models.MODEL_NAMES and its options.
   config.model = ml_collections.ConfigDict(dict(

@@ -28,6 +28,16 @@ IMAGENET_MULTI_SCALE = {
     ('resnet50', 'B'): (20.74, 5.25), ('resnet101', 'B'): (19.87, 4.60),
     ('resnet152', 'B'): (19.38, 4.49)}
 
+# The named recipes that followed the paper (configs/recipes.py): ResNet-50's ImageNet top-1
+# error, centre crop, as each source publishes it, with the source.
+RECIPE_TOP1_ERROR = {
+    'torchvision_v2': (19.142, "torchvision's new recipe (80.858 % top-1; pytorch.org blog, "
+                               "references/classification)"),
+    'rsb_a1': (19.6, '"ResNet strikes back" A1 (Wightman, Touvron, Jégou 2021; 80.4 %)'),
+    'rsb_a2': (20.2, '"ResNet strikes back" A2 (79.8 %)'),
+    'rsb_a3': (21.9, '"ResNet strikes back" A3 (78.1 %)'),
+}
+
 PREACT_CITATION = ('He, Zhang, Ren, Sun, "Identity Mappings in Deep Residual Networks", ECCV 2016 '
                    '(arXiv:1603.05027)')
 # Its comparison of the original unit with the pre-activation unit, CIFAR-10 test error (Tables 3

@@ -136,6 +136,23 @@ def table(names: list[str], nets: dict) -> list[str]:
   return rows
 
 
+def recipe_table(names: list[str], nets: dict) -> list[str]:
+  """Markdown rows, one per net trained with a named recipe that has a published figure (the
+  recipe of ``config.recipe``): its centre-crop top-1 error beside the source's; none without."""
+  rows = []
+  for name in names:
+    members = nets[name]
+    recipe = members[0]['config'].get('recipe')
+    if recipe in paper_results.RECIPE_TOP1_ERROR:
+      published, source = paper_results.RECIPE_TOP1_ERROR[recipe]
+      rows.append(f'| {name} | {recipe} | {len(members)} | {ours(members, "test_error")} | '
+                  f'{published:.2f} ({source}) |')
+  if not rows:
+    return []
+  return ['| net | recipe | n | val top-1, centre (%) | published ResNet-50 top-1 error (%) |',
+          '|---|---|---|---|---|', *rows]
+
+
 def run_table(names: list[str], nets: dict) -> list[str]:
   """Markdown rows, one per run of the nets: its seed and final errors in %."""
   rows = ['| run | seed | steps | train error (%) | test error (%) |', '|---|---|---|---|---|']
@@ -227,6 +244,9 @@ def write_report(root: str, with_layer_responses: bool = True) -> dict:
   for title, names in studies(root, nets).items():
     slug = re.sub(r'[^A-Za-z0-9]+', '_', title).strip('_')
     lines += [f'## {title}', '', *table(names, nets), '']
+    recipes = recipe_table(names, nets)
+    if recipes:
+      lines += ['Named recipes beside their published figures:', '', *recipes, '']
     findings, units = depth_findings(names, nets), unit_findings(names, nets)
     if units:
       lines += [(f'{paper_results.PREACT_CITATION}, Tables 3-4: on CIFAR-10 the pre-activation '

@@ -8,6 +8,8 @@ each of its nets once per seed (``with_seeds``): run ``<net>/seed<k>`` with ``se
 import os
 from typing import Any, NamedTuple
 
+from configs import recipes
+
 # The layout of a sweep's root: the sweeps run into it, and per run the evaluation results.
 SWEEPS_FILE = 'sweeps.json'
 
@@ -48,6 +50,22 @@ PREACT_STUDY = ['resnet110', 'preact_resnet110', 'resnet164', 'preact_resnet164'
                 'preact_resnet1001']
 
 
+def _recipe_ablation(models):
+  """Each net with the paper's digits recipe, the modern one (``recipes.DIGITS_MODERN``), and
+  the modern one without each of its parts in turn: '<net>_paper', '<net>_modern',
+  '<net>_modern-<part>'."""
+  runs = []
+  for model in models:
+    config = f'configs/digits.py:{model}'
+    runs += [Run(f'{model}_paper', config, {}),
+             Run(f'{model}_modern', config, recipes.fields('digits_modern',
+                                                            recipes.DIGITS_MODERN))]
+    runs += [Run(f'{model}_modern-{part}', config,
+                 recipes.fields('digits_modern', recipes.DIGITS_MODERN, without=(part,)))
+             for part in recipes.DIGITS_MODERN]
+  return runs
+
+
 SWEEPS = {
     # Figure 6 and Table 6: plain vs residual on CIFAR-10 with the paper's recipe.
     'depth_study:cifar10': _cifar(CIFAR_DEPTH_STUDY),
@@ -73,6 +91,9 @@ SWEEPS = {
     'preact_study:cifar10': _cifar(PREACT_STUDY),
     # The same comparison on the bundled digits (docs/preact_study_digits.md).
     'preact_study:digits': _digits(PREACT_STUDY),
+    # Which parts of the modern recipe matter, for a plain and a residual net, on the bundled
+    # digits (docs/recipe_ablation_digits.md).
+    'recipe_ablation:digits': _recipe_ablation(['plain20', 'resnet20']),
 }
 
 
@@ -81,7 +102,8 @@ SWEEPS = {
 # sized for 3 seeds on a 2-core CPU.
 DEFAULT_SEEDS = {'depth_study:cifar10': 5, 'depth_study:cifar100': 5, 'depth_study:digits': 3,
                  'imagenet_plain_vs_residual': 1, 'shortcuts': 1, 'imagenet_deep': 1,
-                 'cifar_1202': 5, 'preact_study:cifar10': 5, 'preact_study:digits': 3}
+                 'cifar_1202': 5, 'preact_study:cifar10': 5, 'preact_study:digits': 3,
+                 'recipe_ablation:digits': 2}
 
 
 def seed_run_name(net: str, seed: int) -> str:
