@@ -49,22 +49,17 @@ class Averaging:
 
 
 def from_config(config) -> Averaging | None:
-  """The run's averaging, or None where it is off (``ema.decay`` 0, or a config from before
-  the section existed)."""
-  section = config.get('ema')
-  if not section or not section.decay:
+  """The run's averaging, or None where it is off (``ema.decay`` 0)."""
+  section = config.ema
+  if not section.decay:
     return None
   return Averaging(decay=float(section.decay), warmup=bool(section.warmup),
                    every=int(section.every))
 
 
 def problems(config) -> list[str]:
-  """What is wrong with ``config.ema`` (nothing where the section is absent); the ConfigDict
-  keeps each field's type."""
-  section = config.get('ema')
-  if section is None:
-    return []
-  found = []
+  """What is wrong with ``config.ema``; the ConfigDict keeps each field's type."""
+  section, found = config.ema, []
   if not 0 <= section.decay < 1:
     found.append(f'ema.decay={section.decay} must be a number in [0, 1): 0 switches weight '
                  'averaging off, values close to 1 average over many updates (e.g. '

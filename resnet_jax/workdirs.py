@@ -12,6 +12,7 @@ import flax
 import ml_collections
 from etils import epath
 
+from resnet_jax import config_defaults
 from resnet_jax.errors import ConfigError
 
 
@@ -110,9 +111,21 @@ def save_config(config, workdir: str) -> None:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a run was trained with."""
+  """The config a run was trained with, laid over today's defaults
+  (``config_defaults.get_config``): a field added since the run was saved reads its default,
+  the value that reproduces what the run did."""
   config_path = path(workdir) / CONFIG_FILE
   if not config_path.exists():
     raise FileNotFoundError(f'{config_path} does not exist: {workdir!r} is not a training '
                             'workdir.')
-  return ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  return ml_collections.ConfigDict(_laid_over(config_defaults.get_config().to_dict(),
+                                               json.loads(config_path.read_text())))
+
+
+def _laid_over(defaults: dict, saved: dict) -> dict:
+  """``defaults`` with every value of ``saved`` put in its place, section by section."""
+  merged = dict(defaults)
+  for key, value in saved.items():
+    merged[key] = (_laid_over(defaults[key], value)
+                   if isinstance(value, dict) and isinstance(defaults.get(key), dict) else value)
+  return merged

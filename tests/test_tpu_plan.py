@@ -181,3 +181,14 @@ def test_mixing_binary_cross_entropy_and_lamb_plan_at_a_few_per_mille_more_flops
   assert mixed['fits']
   assert 'collective-permute' in mixed['collectives']
   assert mixed['flops'] == pytest.approx(global_bn['train']['flops'], rel=0.01)
+
+
+@pytest.mark.parametrize('recipe', ['torchvision_v2', 'rsb_a1', 'rsb_a2', 'rsb_a3'])
+def test_each_named_recipe_plans_for_the_slice(recipe):
+  """Each named recipe's program (its loss, mixing, optimizer, EMA, stochastic depth) compiles
+  for the slice and fits; ResNet-18 at 64 pixels and 32 images a chip keep the compile short."""
+  config = imagenet.get_config(f'resnet18,{recipe}')
+  config.batch_size = config.eval_batch_size = CHIPS * 32
+  config.dataset.update(image_size=64, eval_resize=73, eval_crop=64)
+  plan = tpu_plan.plan(config, TOPOLOGY, parts=('train',))
+  assert plan['train']['fits'] and plan['per_chip_batch'] == 32

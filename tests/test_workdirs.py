@@ -1,6 +1,7 @@
 """Workdir paths: remote URIs stay remote, local paths become absolute; a remote workdir that
 cannot be reached is one message, whoever reads it."""
 
+import json
 import os
 
 import pytest
@@ -67,3 +68,22 @@ def test_a_reachable_remote_workdir_passes_and_is_only_read(tmp_path, monkeypatc
   with bucket_at(tmp_path / 'bucket', monkeypatch):
     workdirs.check_workdir(tiny_digits_config('/unused'), 'gs://bucket/run')
   assert os.listdir(tmp_path / 'bucket') == [] and not (tmp_path / 'gs:').exists()
+
+
+def test_a_config_saved_before_a_field_existed_reads_that_fields_default(tmp_path):
+  from resnet_jax import config_defaults, run_plan  # pylint: disable=import-outside-toplevel
+  from resnet_jax.data import registry  # pylint: disable=import-outside-toplevel
+  saved = json.loads(config_defaults.get_config().to_json_best_effort())
+  saved['model']['name'] = 'resnet56'
+  for section, field in (('mixup', None), ('ema', None), ('optimizer', 'linear_warmup_steps'),
+                         ('dataset', 'eval_crop'), (None, 'loss')):
+    if field is None:
+      del saved[section]
+    else:
+      del (saved[section] if section else saved)[field]
+  (tmp_path / workdirs.CONFIG_FILE).write_text(json.dumps(saved))
+  config = workdirs.load_config(str(tmp_path))
+  assert config.model.name == 'resnet56'  # The run's own value...
+  assert (config.mixup.mixup_alpha, config.ema.decay, config.loss) == (0.0, 0.0, 'cross_entropy')
+  assert config.dataset.eval_crop is None and config.optimizer.linear_warmup_steps == 0
+  run_plan.resolve(config, devices=1, processes=1, facts=registry.get)  # ...and it plans.
