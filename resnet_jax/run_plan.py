@@ -83,7 +83,7 @@ class RunPlan:
   def eval_image_shape(self) -> tuple[int, int, int]:
     """(H, W, C) of the eval split's images (``dataset.eval_crop``; the nets are fully
     convolutional with a global pooling, so they take either)."""
-    size = self.config.dataset.eval_crop or self.config.dataset.image_size
+    size = config_checks.eval_view(self.config.dataset)[0]
     return (size, size, self.dataset.channels)
 
   @property

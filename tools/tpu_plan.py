@@ -254,7 +254,7 @@ def plan(config, topology: str, parts=('train', 'eval')) -> dict:
   steps = config.steps_per_call
   batches = tuple(_batch(run, config.batch_size, image_shape, program.batch_sharding)
                   for _ in range(steps))
-  eval_batch = _batch(run, config.eval_batch_size, image_shape, program.batch_sharding,
+  eval_batch = _batch(run, config.eval_batch_size, run.eval_image_shape, program.batch_sharding,
                       mask=True)
   param_shapes = [leaf.shape for leaf in jax.tree.leaves(state.params)]
   if models.stacked_stages(state.params):

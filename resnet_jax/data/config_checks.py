@@ -116,16 +116,26 @@ def augmentation_problems(dataset, spec: registry.DatasetSpec) -> list[str]:
   return found
 
 
+# The paper's evaluation view of large images: the centre crop at shorter side 256.
+EVAL_RESIZE = 256
+
+
+def eval_view(dataset) -> tuple[int, int]:
+  """(crop, shorter side) of a streamed dataset's evaluation views (centre crop, 10-crop):
+  ``dataset.eval_crop`` at ``dataset.eval_resize``, each None meaning ``image_size`` and 256."""
+  return dataset.eval_crop or dataset.image_size, dataset.eval_resize or EVAL_RESIZE
+
+
 def eval_view_problems(dataset, spec: registry.DatasetSpec) -> list[str]:
   """What keeps ``dataset.eval_resize`` and ``dataset.eval_crop`` from evaluating ``spec``."""
-  resize, crop = dataset.eval_resize, dataset.eval_crop
-  if resize is None and crop is None:
+  resize = dataset.eval_resize
+  if resize is None and dataset.eval_crop is None:
     return []
   if spec.in_memory:
-    return [f'dataset.eval_resize={resize} and dataset.eval_crop={crop}: {dataset.name} is '
-            'held in memory and evaluated whole at dataset.image_size; set both to None.']
-  found = []
-  crop = crop or dataset.image_size
+    return [f'dataset.eval_resize={resize} and dataset.eval_crop={dataset.eval_crop}: '
+            f'{dataset.name} is held in memory and evaluated whole at dataset.image_size; set '
+            'both to None.']
+  found, (crop, _) = [], eval_view(dataset)
   low, high = spec.image_sizes
   if not low <= crop <= high:
     found.append(f'dataset.eval_crop={crop} does not fit {dataset.name}: crops must be between '

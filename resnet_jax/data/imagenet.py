@@ -15,10 +15,10 @@ keyed by the caller's key.
 
 import tensorflow as tf
 
-from resnet_jax.data import augmentation
+from resnet_jax.data import augmentation, config_checks
 
 IMAGENET_RGB_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_EVAL_RESIZE = 256
+IMAGENET_EVAL_RESIZE = config_checks.EVAL_RESIZE
 IMAGENET_SCALE_RANGE = (256.0, 480.0)
 # AlexNet's PCA lighting noise for RGB in [0, 1]: eigenvalues, eigenvectors (columns), alpha std.
 PCA_EIGVAL = (0.2175, 0.0188, 0.0045)

@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from resnet_jax.data import augmentation, dataset, imagenet, streamed_order
+from resnet_jax.data import augmentation, config_checks, dataset, imagenet, streamed_order
 from resnet_jax.data.streamed_order import fold
 
 
@@ -45,7 +45,7 @@ class StreamedDataset(dataset.Dataset):
   def eval_view(self) -> tuple[int, int]:
     """(crop, shorter side) of the evaluation's centre crop."""
     ds = self.plan.config.dataset
-    return (ds.eval_crop or ds.image_size, ds.eval_resize or imagenet.IMAGENET_EVAL_RESIZE)
+    return config_checks.eval_view(ds)
 
   def _pixel_mean(self) -> np.ndarray:
     """Per-pixel mean in [0, 1] of the first ``dataset.mean_examples`` train images (stored

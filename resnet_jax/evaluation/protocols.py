@@ -116,8 +116,9 @@ def _center(data, forward, batch_size):
 
 
 def _ten_crop(data, forward, batch_size):
-  views = eval_views.ten_crop_views(data.eval_jpeg_records()[0],
-                                    data.plan.config.dataset.image_size, data.mean_correction())
+  crop, shorter_side = data.eval_view
+  views = eval_views.ten_crop_views(data.eval_jpeg_records()[0], crop, shorter_side,
+                                    data.mean_correction())
   batches = views.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
   for probabilities, rest in forward.scores(_padded(batches, batch_size)):
     yield probabilities, rest['label'], rest['mask']
@@ -126,7 +127,7 @@ def _ten_crop(data, forward, batch_size):
 def _multi_scale(data, forward, batch_size):
   """Scores summed per example as the buckets fill, in any order; yielded in order at the end."""
   records, count = data.eval_jpeg_records()
-  pixels = batch_size * 10 * data.plan.config.dataset.image_size ** 2  # A 10-crop call's input.
+  pixels = batch_size * 10 * data.eval_view[0] ** 2  # A 10-crop call's input.
   batches = eval_views.multi_scale_views(
       records, pixels, forward.num_devices, data.mean_correction()
   ).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

@@ -23,7 +23,6 @@ import tensorflow as tf
 
 from resnet_jax.data import imagenet
 
-TEN_CROP_RESIZE = 256
 SCALES = (224, 256, 384, 480, 640)
 OUTPUT_STRIDE = 32
 MAX_ASPECT = 2.0
@@ -83,12 +82,14 @@ def _minus_correction(view, correction):
   return view - correction
 
 
-def ten_crop_views(records: tf.data.Dataset, crop_size: int, correction=None) -> tf.data.Dataset:
-  """(encoded image, label) records -> {'views': [10, crop, crop, 3], 'label'}, in order."""
+def ten_crop_views(records: tf.data.Dataset, crop_size: int, shorter_side: int,
+                   correction=None) -> tf.data.Dataset:
+  """(encoded image, label) records -> {'views': [10, crop, crop, 3], 'label'}, in order: the
+  ten crops of each image resized to ``shorter_side``."""
   correction = None if correction is None else tf.constant(correction, tf.float32)
 
   def views(image_bytes, label):
-    crops = ten_crops(imagenet.decode_resized(image_bytes, TEN_CROP_RESIZE), crop_size)
+    crops = ten_crops(imagenet.decode_resized(image_bytes, shorter_side), crop_size)
     return {'views': _minus_correction(crops, correction), 'label': tf.cast(label, tf.int32)}
   return records.map(views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
