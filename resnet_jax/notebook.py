@@ -143,9 +143,15 @@ class Predictor:
     logits out, beside it (``exports.serving_path``: ``model.msgpack`` -> ``model.stablehlo``;
     ``serving``)."""
     variables = jax.device_get(self.variables)
-    exports.write(path, variables, self.inference,
-                  serving_export.serialize(self.model, variables, self.inference)
-                  if serving else None)
+    record = dataclasses.replace(self.inference, constants={
+        **self.inference.constants, 'weights': self.weights})
+    exports.write(path, variables, record,
+                  serving_export.serialize(self.model, variables, record) if serving else None)
+
+  @property
+  def weights(self) -> str:
+    """Which weights these are: 'raw' (the trained ones) or 'ema' (their moving average)."""
+    return self.inference.constants.get('weights', 'raw')
 
   def _placement(self) -> _Placement:
     """The variables replicated on ``num_devices`` local devices, and the jitted forward pass."""
@@ -272,8 +278,8 @@ def _check_is_run(workdir: str) -> None:
     raise errors.CheckpointError(f'{workdir!r} has no checkpoints/ directory, so no checkpoint. '
                           + _what_is_in(path))
   if not (path / 'config.json').exists():
-    raise errors.CheckpointError(f'{workdir!r} has checkpoints but no config.json, so the model they '
-                          'belong to is unknown.')
+    raise errors.CheckpointError(f'{workdir!r} has checkpoints but no config.json, so the model '
+                                 'they belong to is unknown.')
 
 
 def _check_same_model(saved, config, workdir: str) -> None:
@@ -406,15 +412,20 @@ def _load_export(path: str, model_or_config=None):
   return model, jax.device_put(variables), record
 
 
-def load_predictor(path: str) -> Predictor:
-  """The net of a run's workdir (``load_run``: its latest checkpoint) or of an export
-  (``Predictor.export``), ready to predict without the training data or config."""
+def load_predictor(path: str, weights: str = 'raw') -> Predictor:
+  """The net of a run's workdir (``load_run``: its latest checkpoint, ``weights`` 'raw' or
+  'ema') or of an export (``Predictor.export``; it holds the weights it was exported with),
+  ready to predict without the training data or config."""
   library_logs.use_cpu_without_accelerators()
   path = os.fspath(path)
   if workdirs.path(path).is_dir():
-    return load_run(path)
+    return load_run(path, weights=weights)
   model, variables, record = _load_export(path)
-  return ExportedModel(model=model, variables=variables, path=path, inference=record)
+  exported = ExportedModel(model=model, variables=variables, path=path, inference=record)
+  if exported.weights != weights:
+    raise ValueError(f'{path} holds the {exported.weights!r} weights, not {weights!r}: export '
+                     f"them with load_run(workdir, weights={weights!r}).export(path).")
+  return exported
 
 
 def evaluate_latest(workdir: str, config: ml_collections.ConfigDict | None = None) -> dict:

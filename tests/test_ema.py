@@ -214,6 +214,14 @@ def test_load_run_and_evaluate_choose_the_average(runs, tmp_path):
   _, exported = notebook.load_exported(path, averaged.config)
   for x, y in zip(jax.tree.leaves(exported), jax.tree.leaves(state.ema)):
     np.testing.assert_array_equal(x, y)
+  # The export says which weights it holds, and gives no others.
+  predictor = notebook.load_predictor(path, weights='ema')
+  assert predictor.weights == 'ema'
+  for x, y in zip(jax.tree.leaves(predictor.variables), jax.tree.leaves(state.ema)):
+    np.testing.assert_array_equal(x, y)
+  with pytest.raises(ValueError, match="holds the 'ema' weights, not 'raw'"):
+    notebook.load_predictor(path)
+  assert notebook.load_predictor(workdir, weights='ema').weights == 'ema'
 
 
 def test_a_run_without_an_average_says_so_when_asked_for_one(runs, data_dir):

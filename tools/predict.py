@@ -7,7 +7,9 @@ Takes image files (PNG, JPEG, or any format PIL reads) and folders of them (sear
 recursively, in sorted order), of any size: each is read as an image folder reads it, at the
 net's channels (greyscale or RGB, 8 bits a sample), and preprocessed as the run's evaluation
 preprocesses it (``Predictor.predict``: the SMALL family resizes the centre square to the eval
-size, the IMAGENET family takes the centre crop at shorter side 256). Neither the training data
+size, the IMAGENET family takes the centre crop at shorter side 256, or ``dataset.eval_crop`` at
+``dataset.eval_resize`` where the run sets them). ``--weights=ema`` predicts with a run's moving
+average of its weights. Neither the training data
 nor the config is read: the run's inference record (``inference.json``) or the export holds what
 inference needs. The CSV has one row an image: ``image,class_1,probability_1,...,class_K,
 probability_K``, the most likely class first (an image with a NaN or infinite logit: empty
@@ -23,7 +25,7 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from resnet_jax import errors, library_logs, notebook
+from resnet_jax import ema, errors, library_logs, notebook
 
 FLAGS = flags.FLAGS
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp')
@@ -40,6 +42,8 @@ def define_flags():
   """The command line flags (defined on demand, so that tests can import this module)."""
   flags.DEFINE_string('workdir', None, 'A trained run: its latest checkpoint predicts.')
   flags.DEFINE_string('export', None, 'A file that Run.export wrote, instead of a run.')
+  flags.DEFINE_enum('weights', 'raw', ema.WEIGHTS, "With --workdir: the trained weights ('raw') "
+                    "or their moving average ('ema', config.ema); an export holds one of them.")
   flags.DEFINE_integer('top_k', 5, 'Classes per image, the most likely first.')
   flags.DEFINE_string('output', None, 'The CSV file to write; default stdout.')
   library_logs.define_verbose_flag()
@@ -126,7 +130,7 @@ def main(argv):
     files = image_files(argv[1:])
     check_headers(files)
     try:
-      predictor = notebook.load_predictor(FLAGS.workdir or FLAGS.export)
+      predictor = notebook.load_predictor(FLAGS.workdir or FLAGS.export, FLAGS.weights)
     except ValueError as error:  # An export of variables alone, or one that does not fit.
       if isinstance(error, errors.USER_ERRORS):
         raise
@@ -142,7 +146,8 @@ def main(argv):
     else:
       predict(files, predictor, FLAGS.top_k, sys.stdout)
   record = predictor.inference.constants
-  print(f'Predicted {len(files)} image{"" if len(files) == 1 else "s"} with {record["net"]} ({record["dataset"]}) -> '
+  images = f'{len(files)} image{"" if len(files) == 1 else "s"}'
+  print(f'Predicted {images} with {record["net"]} ({record["dataset"]}) -> '
         f'{FLAGS.output or "stdout"}', file=sys.stderr if not FLAGS.output else sys.stdout,
         flush=True)
 
