@@ -137,20 +137,21 @@ def table(names: list[str], nets: dict) -> list[str]:
 
 
 def recipe_table(names: list[str], nets: dict) -> list[str]:
-  """Markdown rows, one per net trained with a named recipe that has a published figure (the
-  recipe of ``config.recipe``): its centre-crop top-1 error beside the source's; none without."""
+  """Markdown rows, one per ResNet-50 trained with a named recipe that has a published figure
+  (``config.recipe``): its centre-crop top-1 error, of the weights and of their average where
+  it has one, beside the source's; none without."""
   rows = []
   for name in names:
     members = nets[name]
     recipe = members[0]['config'].get('recipe')
-    if recipe in paper_results.RECIPE_TOP1_ERROR:
+    if members[0]['model'] == 'resnet50' and recipe in paper_results.RECIPE_TOP1_ERROR:
       published, source = paper_results.RECIPE_TOP1_ERROR[recipe]
       rows.append(f'| {name} | {recipe} | {len(members)} | {ours(members, "test_error")} | '
-                  f'{published:.2f} ({source}) |')
+                  f'{ours(members, "ema_test_error")} | {published:.2f} ({source}) |')
   if not rows:
     return []
-  return ['| net | recipe | n | val top-1, centre (%) | published ResNet-50 top-1 error (%) |',
-          '|---|---|---|---|---|', *rows]
+  return ['| net | recipe | n | val top-1, centre (%) | its EMA (%) | published top-1 error (%) |',
+          '|---|---|---|---|---|---|', *rows]
 
 
 def run_table(names: list[str], nets: dict) -> list[str]:

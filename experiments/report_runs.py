@@ -46,7 +46,8 @@ def read_run(root: str, name: str, net: str, seed: int | None = None) -> dict | 
          'steps': int(scalars['train_error_top1'][0][-1])}
   # The last evaluation: its line of results.jsonl; the event files of a run without one.
   results = events.read_results(workdir)
-  for key, tag in (('test_error', 'eval_error_top1'), ('test_error_top5', 'eval_error_top5')):
+  for key, tag in (('test_error', 'eval_error_top1'), ('test_error_top5', 'eval_error_top5'),
+                   ('ema_test_error', 'ema_eval_error_top1')):
     if results and tag in results[-1]:
       run[key] = float(results[-1][tag])
     else:

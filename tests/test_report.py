@@ -205,3 +205,19 @@ def test_a_runs_final_errors_come_from_its_results_file_where_it_has_one(tmp_pat
                                                      'eval_error_top5': 0.03125})
   run = report_runs.read_run(str(tmp_path), 'resnet20', 'resnet20')
   assert (run['test_error'], run['test_error_top5']) == (0.125, 0.03125)
+
+
+def test_a_resnet50_of_a_named_recipe_is_set_beside_its_published_error(tmp_path):
+  from resnet_jax import events  # pylint: disable=import-outside-toplevel
+  imagenet = {'name': 'imagenet2012'}
+  for name, model in (('r50_a3', 'resnet50'), ('r18_a3', 'resnet18')):
+    write_run(str(tmp_path), name, {'model': {'name': model}, 'dataset': imagenet, 'seed': 0,
+                                    'recipe': 'rsb_a3'}, {10: {'train_error_top1': 0.5}})
+    events.append_result(str(tmp_path / name), {'step': 10, 'eval_error_top1': 0.25,
+                                                'eval_error_top5': 0.0625})
+  report.write_report(str(tmp_path), with_layer_responses=False)
+  text = (tmp_path / 'report.md').read_text()
+  # ResNet-50 only: RSB's A3 is 78.1 % top-1, 21.90 % error; no average in an A3 run.
+  assert ('| r50_a3 | rsb_a3 | 1 | 25.00 | — | 21.90 ("ResNet strikes back" A3 (78.1 %)) |'
+          in text.splitlines())
+  assert '| r18_a3 |' not in text.split('published top-1 error')[-1]
