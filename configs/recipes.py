@@ -62,13 +62,13 @@ def apply(config, name: str, recipe: dict, without: tuple[str, ...] = ()) -> Non
 _V15 = {'model.bottleneck_stride_on': '3x3'}
 
 TORCHVISION_V2 = {
+    'net': _V15,
     'schedule': {'total_epochs': 600.0, 'batch_size': 1024, 'optimizer.schedule': 'cosine',
                  'optimizer.end_learning_rate': 0.0, 'optimizer.linear_warmup_epochs': 5.0,
                  'optimizer.scaling_warmup_epochs': 0.0},
     'optimizer': {'optimizer.name': 'sgd', 'optimizer.learning_rate': 0.5,
                   'optimizer.lr_reference_batch': 1024, 'optimizer.momentum': 0.9,
-                  'optimizer.weight_decay': 2e-5, 'optimizer.weight_decay_on': 'kernels',
-                  **_V15},
+                  'optimizer.weight_decay': 2e-5, 'optimizer.weight_decay_on': 'kernels'},
     'label_smoothing': {'label_smoothing': 0.1},
     'mixing': {'mixup.mixup_alpha': 0.2, 'mixup.cutmix_alpha': 1.0, 'mixup.prob': 1.0,
                'mixup.switch_prob': 0.5},
@@ -94,13 +94,13 @@ def rsb(variant: str) -> dict:
   """"ResNet strikes back" procedure ``variant`` ('a1', 'a2' or 'a3') as a recipe."""
   epochs, rate, decay, mixup_alpha, magnitude, drop_path, size = _RSB[variant]
   return {
+      'net': _V15,
       'schedule': {'total_epochs': epochs, 'batch_size': 2048, 'optimizer.schedule': 'cosine',
                    'optimizer.end_learning_rate': 0.0, 'optimizer.linear_warmup_epochs': 5.0,
                    'optimizer.scaling_warmup_epochs': 0.0},
       'optimizer': {'optimizer.name': 'lamb', 'optimizer.learning_rate': rate,
                     'optimizer.lr_reference_batch': 2048, 'optimizer.weight_decay': decay,
-                    'optimizer.weight_decay_on': 'kernels', 'optimizer.grad_clip_norm': 1.0,
-                    **_V15},
+                    'optimizer.weight_decay_on': 'kernels', 'optimizer.grad_clip_norm': 1.0},
       'loss': {'loss': 'binary_cross_entropy', 'bce_target_threshold': 0.2},
       'mixing': {'mixup.mixup_alpha': mixup_alpha, 'mixup.cutmix_alpha': 1.0, 'mixup.prob': 1.0,
                  'mixup.switch_prob': 0.5},
@@ -109,8 +109,9 @@ def rsb(variant: str) -> dict:
                        'dataset.auto_augment_magnitude': magnitude,
                        'dataset.auto_augment_interpolation': 'bilinear'},
       'stochastic_depth': {'model.drop_path_rate': drop_path},
-      # Test crop ratio 0.95: the centre 224 of the image resized to 224 / 0.95 = 236.
-      'resolution': {'dataset.image_size': size, 'dataset.eval_resize': 236,
+      # Test crop ratio 0.95: the centre 224 of the image resized to floor(224 / 0.95) = 235,
+      # as timm computes it.
+      'resolution': {'dataset.image_size': size, 'dataset.eval_resize': 235,
                      'dataset.eval_crop': 224},
   }
 
