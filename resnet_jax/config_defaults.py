@@ -59,7 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
                              # independent of the number of hosts.
       shuffle_buffer=16_384,  # ImageNet: records per shuffled window (streaming_order.py).
       # digits, cifar10: keep the train split on the accelerators and augment it inside the
-      # jitted step (resnet_jax/data/device_resident.py); its own data order, a function of (seed, step).
+      # jitted step (resnet_jax/data/device_resident.py); its own data order, a function of
+      # (seed, step).
       device_resident=False,
       # imagenet2012: subtract the per-pixel mean of the first mean_examples training images (the
       # paper) instead of the per-channel RGB mean (digits and cifar10 always use per-pixel).

@@ -64,7 +64,7 @@ def parse(config) -> tuple[list[ExtraEval], list[str]]:
 
 
 def _label_space_differences(main: registry.DatasetSpec, other: registry.DatasetSpec):
-  """How ``other`` differs from ``main`` in what a network trained on ``main`` reads and predicts."""
+  """How ``other`` differs from ``main`` in what a net trained on ``main`` reads and predicts."""
   facts = (('num_classes', 'classes'), ('channels', 'channels'),
            ('family', 'preprocessing family'))
   return [f'{getattr(other, field)} {what}, not {getattr(main, field)}'

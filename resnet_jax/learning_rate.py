@@ -3,11 +3,12 @@
 One warm-up, then one decay. The warm-up is a linear ramp from the base rate to the rate scaled
 for the batch (Goyal et al. 2017), a linear ramp from 0 to the rate (``linear_warmup_epochs`` or
 ``_steps``: torchvision's and timm's recipes, which start near 0), or the paper's constant
-warm-up of its deepest CIFAR nets (ResNet-110: 0.01 for 400 iterations). The decay is ``optimizer.schedule``: ``'steps'`` divides
-the rate at fixed boundaries, ``'cosine'`` and ``'polynomial'`` take it to ``end_learning_rate``
-at the last step, ``'plateau'`` divides it when the held-out error stops improving (the paper's
-ImageNet rule). ``resolve`` turns the config into a ``LearningRate`` of plain numbers in steps
-(the run's plan holds it); ``schedule`` and ``plateau`` build the optax pieces from it alone.
+warm-up of its deepest CIFAR nets (ResNet-110: 0.01 for 400 iterations). The decay is
+``optimizer.schedule``: ``'steps'`` divides the rate at fixed boundaries, ``'cosine'`` and
+``'polynomial'`` take it to ``end_learning_rate`` at the last step, ``'plateau'`` divides it
+when the held-out error stops improving (the paper's ImageNet rule). ``resolve`` turns the
+config into a ``LearningRate`` of plain numbers in steps (the run's plan holds it); ``schedule``
+and ``plateau`` build the optax pieces from it alone.
 """
 
 import dataclasses

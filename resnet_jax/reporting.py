@@ -67,8 +67,9 @@ class ConsoleWriter(interface.MetricWriter):
   def train_line(self, step: int, scalars: Mapping[str, float]) -> str:
     """'step 46/368 (12 %): loss 0.1555, error 4.55 %, lr 0.1, 936 images/s, ETA 22 s'."""
     line = (f'step {step}/{self._total_steps} ({100 * step / self._total_steps:.0f} %): '
-            f'loss {_number(scalars["train_loss"])}, error {console.percent(scalars["train_error_top1"])}'
-            f', lr {_number(scalars["train_learning_rate"])}')
+            f'loss {_number(scalars["train_loss"])}, error '
+            f'{console.percent(scalars["train_error_top1"])}, '
+            f'lr {_number(scalars["train_learning_rate"])}')
     if 'train_images_per_sec' in self._speed:
       line += f', {self._speed["train_images_per_sec"]:.0f} images/s'
     steps_per_sec = self._speed.get('steps_per_sec')
@@ -79,8 +80,8 @@ class ConsoleWriter(interface.MetricWriter):
   @staticmethod
   def eval_line(step: int, name: str, prefix: str, scalars: Mapping[str, float]) -> str:
     """'step 92: test error 1.68 %, top-5 0.00 %, loss 0.04057'."""
-    return (f'step {step}: {name} error {console.percent(scalars[f"{prefix}error_top1"])}, top-5 '
-            f'{console.percent(scalars[f"{prefix}error_top5"])}, loss {_number(scalars[f"{prefix}loss"])}')
+    errors = console.errors(name, scalars[f'{prefix}error_top1'], scalars[f'{prefix}error_top5'])
+    return f'step {step}: {errors}, loss {_number(scalars[f"{prefix}loss"])}'
 
   def write_summaries(self, step, values, metadata=None):
     pass

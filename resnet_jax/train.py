@@ -382,8 +382,8 @@ def finish(plan: run_plan.RunPlan, workdir: str, result: dict, start_step: int,
 
 def result_line(plan: run_plan.RunPlan, workdir: str, result: dict, start_step: int,
                 seconds: float) -> str:
-  """'Finished resnet20 on digits: test error 0.67 % (2/297), top-5 0.00 %, 368 steps in 95 s
-  -> WORKDIR': the main eval split's errors, the steps this launch trained."""
+  """'Finished resnet20 on digits: test error 0.67 % (2/297), top-5 0.00 %, 368 steps in
+  1 min 35 s -> WORKDIR': the main eval split's errors, the steps this launch trained."""
   steps_done = (f'{plan.total_steps} steps' if start_step == 0 else
                 f'steps {start_step + 1}-{plan.total_steps}')
   return (f'Finished {plan.config.model.name} on {plan.eval_sets[0].dataset}: '

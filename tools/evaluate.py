@@ -35,8 +35,8 @@ FLAGS = flags.FLAGS
 def define_flags():
   """The command line flags (defined on demand, so that tests can import this module)."""
   flags.DEFINE_string('workdir', None, 'The run to evaluate.')
-  flags.DEFINE_string('torchvision_checkpoint', None,
-                      'A torchvision ResNet state dict (.pth or .npz) to evaluate instead of a run.')
+  flags.DEFINE_string('torchvision_checkpoint', None, 'A torchvision ResNet state dict (.pth or '
+                      '.npz) to evaluate instead of a run.')
   flags.DEFINE_enum('model', None, torchvision_weights.TORCHVISION_NAMES,
                     'The torchvision net of --torchvision_checkpoint.')
   flags.DEFINE_enum('mode', 'center', evaluation.MODES, 'Evaluation mode.')

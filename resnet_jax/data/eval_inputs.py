@@ -1,11 +1,12 @@
 """Images as evaluation preprocesses them, from a run's inference record alone (no dataset).
 
 ``record_of`` makes the ``inference_record.InferenceRecord`` of an opened dataset: its label
-names, eval size and view, and its train mean. ``preprocess`` applies an ``inference_record.InferenceRecord`` with the ops of the training
-pipeline's evaluation: the SMALL family's ``cifar.scale_and_resize``, the IMAGENET family's centre
-window (``imagenet.centre_window``) resized to uint8, then the record's normalisation. Datasets
-preprocess their eval images through it too (``dataset.Dataset.preprocess_for_eval``), so a run
-predicts the same with its data or with only its record. ``read_image`` reads an image file as
+names, eval size and view (``dataset.eval_crop`` at ``dataset.eval_resize``), and its train
+mean. ``preprocess`` applies a record with the ops of the training pipeline's evaluation: the
+SMALL family's ``cifar.scale_and_resize``, the IMAGENET family's centre window
+(``imagenet.centre_window``) resized to uint8, then the record's normalisation.
+``dataset.Dataset.preprocess_for_eval`` goes through it too, so a run predicts the same with its
+data or with only its record. ``read_image`` reads an image file as
 an image folder reads it, at the record's channels.
 """
 
