@@ -236,9 +236,12 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   def run_eval(state) -> dict[str, dict[str, float]]:
     """{prefix: {prefix + metric: value}} for every eval set and weights."""
     weights = [('', state.variables)] + ([] if state.ema is None else [(ema.PREFIX, state.ema)])
-    return {w + s.prefix: eval_loop.evaluate(program.eval_fn, variables, data.eval_split(s),
-                                             batch_sharding, w + s.prefix)
-            for w, variables in weights for s in plan.eval_sets}
+    found = {}
+    for s in plan.eval_sets:  # One pass over each split for both weights.
+      found.update(eval_loop.evaluate_each(program.eval_fn, {w + s.prefix: v for w, v in weights},
+                                           data.eval_split(s), batch_sharding))
+    # The raw weights' sets first, then the average's: the order of the console's lines.
+    return dict(sorted(found.items(), key=lambda item: item[0].startswith(ema.PREFIX)))
 
   plateau_fn = jax.jit(functools.partial(optim.plateau_update, plan.learning_rate),
                        out_shardings=program.replicated)

@@ -19,6 +19,7 @@ hidden from it here.
 """
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Iterator
 
@@ -176,6 +177,10 @@ class Dataset:
 
   def inference_record(self) -> inference_record.InferenceRecord:
     """What inference needs of this data once it is gone (``eval_inputs.record_of``)."""
+    return self._record
+
+  @functools.cached_property
+  def _record(self):  # Built once: preprocess_for_eval reads it for every call.
     return eval_inputs.record_of(self)
 
   def preprocess_for_eval(self, images) -> np.ndarray:

@@ -28,8 +28,18 @@ def evaluate(eval_fn: Callable, variables, batches: Iterable[dict], batch_shardi
              prefix: str = 'eval_') -> dict:
   """Metrics over a whole split, named ``prefix + metric``; padded examples are masked out, so
   nothing is dropped."""
-  total = None
+  return evaluate_each(eval_fn, {prefix: variables}, batches, batch_sharding)[prefix]
+
+
+def evaluate_each(eval_fn: Callable, variables: dict, batches: Iterable[dict],
+                  batch_sharding) -> dict[str, dict]:
+  """``evaluate`` of several variables, ``{prefix: variables}``, in one pass over the split
+  (each batch is read and put on the devices once): ``{prefix: {prefix + metric: value}}``."""
+  totals = dict.fromkeys(variables)
   for batch in sharding.prefetch_to_devices(batches, batch_sharding):
-    batch_metrics = eval_fn(variables, batch)
-    total = batch_metrics if total is None else total.merge(batch_metrics)
-  return {f'{prefix}{k}': float(v) for k, v in total.compute().items()}
+    for prefix, values in variables.items():
+      batch_metrics = eval_fn(values, batch)
+      totals[prefix] = (batch_metrics if totals[prefix] is None
+                        else totals[prefix].merge(batch_metrics))
+  return {prefix: {f'{prefix}{k}': float(v) for k, v in total.compute().items()}
+          for prefix, total in totals.items()}
