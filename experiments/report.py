@@ -172,7 +172,7 @@ def depth_findings(names: list[str], nets: dict) -> list[str]:
                       ('pre-act ResNet', 'pre-activation')):
     members = sorted((n for n in names if family(nets[n][0]) == kind),
                      key=lambda n: depth(nets[n][0]))
-    if len(members) >= 2:
+    if len(members) >= 2 and depth(nets[members[0]][0]) < depth(nets[members[-1]][0]):
       shallow, deep = (spread([run['train_error'] for run in nets[n]])
                        for n in (members[0], members[-1]))
       over = lambda summary: '' if summary['n'] == 1 else f' (mean of {summary["n"]} seeds)'

@@ -221,3 +221,13 @@ def test_a_resnet50_of_a_named_recipe_is_set_beside_its_published_error(tmp_path
   assert ('| r50_a3 | rsb_a3 | 1 | 25.00 | — | 21.90 ("ResNet strikes back" A3 (78.1 %)) |'
           in text.splitlines())
   assert '| r18_a3 |' not in text.split('published top-1 error')[-1]
+
+
+def test_nets_of_one_depth_draw_no_depth_finding(tmp_path):
+  for name in ('resnet20_paper', 'resnet20_modern'):  # An ablation: one net, two recipes.
+    write_run(str(tmp_path), name, {'model': {'name': 'resnet20'}, 'seed': 0},
+              {10: {'train_error_top1': 0.5 if 'modern' in name else 0.0,
+                    'eval_error_top1': 0.01}})
+  report.write_report(str(tmp_path), with_layer_responses=False)
+  text = (tmp_path / 'report.md').read_text()
+  assert '| resnet20_modern | 1 | 10 | 50.00 |' in text and 'Deeper' not in text
