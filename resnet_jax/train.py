@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from clu import parameter_overview
 from jax.sharding import NamedSharding
 
 from resnet_jax import (
@@ -34,6 +33,7 @@ from resnet_jax import (
   models,
   optim,
   run_plan,
+  run_summary,
   steps,
   workdirs,
 )
@@ -227,7 +227,7 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   if start_step >= plan.total_steps:
     manager.close()
     if is_chief:
-      log_finished(plan, workdir, start_step)
+      run_summary.log_finished(plan, workdir, start_step)
     return state
 
   # ---- Evaluation: the eval split (the plateau schedule reads it), then config.extra_evals,
@@ -249,7 +249,7 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
   # ---- Logging: what the run is (notebooks, reports and resumes read it), then its metrics.
   if is_chief:
     run_plan.save(plan, workdir)
-    describe(plan, workdir, state.params)
+    run_summary.describe(plan, workdir, state.params)
     inference_record.save(data.inference_record(), workdir)  # For predictions without data.
   # Metrics to the console (a line per interval and per evaluated set), and on the chief to
   # TensorBoard; the hyperparameters to TensorBoard only (config.json holds them too).
@@ -350,60 +350,5 @@ def _train(plan: run_plan.RunPlan, data, workdir: str, guards: run_guards.RunGua
     manager.wait_until_finished()
     manager.close()
   if is_chief and step == plan.total_steps:
-    finish(plan, workdir, result, start_step, time.perf_counter() - started)
+    run_summary.finish(plan, workdir, result, start_step, time.perf_counter() - started)
   return state
-
-
-PARAMETERS_FILE = 'parameters.txt'
-
-
-def describe(plan: run_plan.RunPlan, workdir: str, params) -> None:
-  """Writes the parameter table to ``workdir/parameters.txt`` and logs the run in two lines
-  (the config is ``workdir/config.json``)."""
-  workdirs.save_text(parameter_overview.get_parameter_overview(params), workdir, PARAMETERS_FILE)
-  config, main = plan.config, plan.eval_sets[0]
-  logging.info('Config: %s on %s, batch %d, eval split %s -> %s', config.model.name,
-               main.dataset, config.batch_size, main.split,
-               workdirs.path(workdir) / workdirs.CONFIG_FILE)
-  logging.info('Parameters: %s in %d arrays -> %s',
-               f'{parameter_overview.count_parameters(params):,}', len(jax.tree.leaves(params)),
-               workdirs.path(workdir) / PARAMETERS_FILE)
-
-
-def finish(plan: run_plan.RunPlan, workdir: str, result: dict, start_step: int,
-           seconds: float) -> None:
-  """Writes a finished run's result (``results.json``: its last evaluation and what it was)
-  and logs it in one line."""
-  from resnet_jax import events  # pylint: disable=import-outside-toplevel
-  main = plan.eval_sets[0]
-  workdirs.save_json({'model': plan.config.model.name, 'dataset': main.dataset,
-                      'eval_split': main.split, 'eval_examples': main.num_examples,
-                      'total_steps': plan.total_steps, **result}, workdir,
-                     events.FINAL_RESULT_FILE)
-  logging.info('%s', result_line(plan, workdir, result, start_step, seconds))
-
-
-def result_line(plan: run_plan.RunPlan, workdir: str, result: dict, start_step: int,
-                seconds: float) -> str:
-  """'Finished resnet20 on digits: test error 0.67 % (2/297), top-5 0.00 %, 368 steps in
-  1 min 35 s -> WORKDIR': the main eval split's errors, the steps this launch trained."""
-  steps_done = (f'{plan.total_steps} steps' if start_step == 0 else
-                f'steps {start_step + 1}-{plan.total_steps}')
-  return (f'Finished {plan.config.model.name} on {plan.eval_sets[0].dataset}: '
-          f'{_main_errors(plan, result)}, {steps_done} in {console.duration(seconds)} '
-          f'-> {workdir}')
-
-
-def _main_errors(plan: run_plan.RunPlan, result: dict) -> str:
-  main, prefix = plan.eval_sets[0], eval_sets.EVAL_PREFIX
-  return console.errors(main.split, result[f'{prefix}error_top1'],
-                        result[f'{prefix}error_top5'], main.num_examples)
-
-
-def log_finished(plan: run_plan.RunPlan, workdir: str, step: int) -> None:
-  """The line of a run started again after it finished: its result, where it has one."""
-  from resnet_jax import events  # pylint: disable=import-outside-toplevel
-  final = events.read_final_result(workdir)
-  result = f': {_main_errors(plan, final)}' if final else ''
-  logging.info('Already finished: %s on %s, %d of %d steps%s -> %s', plan.config.model.name,
-               plan.eval_sets[0].dataset, step, plan.total_steps, result, workdir)
